@@ -1,0 +1,134 @@
+"""The active flow run and task run, held in context variables.
+
+Context variables (not thread-locals) so that async tasks, and worker threads started
+with a copy of the context, see the run that started them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bindings import FlowBindings
+    from .flows import Flow
+    from .futures import Future
+    from .policy import StatePolicy
+    from .results import ResultStore
+    from .runs import FlowRun, TaskRun
+    from .session import Session
+    from .stores import RunStore
+    from .tasks import Task
+
+
+class FlowRunContext:
+    """Everything a flow run's tasks share, made once per flow run."""
+
+    def __init__(self, flow: Flow | None, flow_run: FlowRun | None, session: Session,
+                 bindings: FlowBindings) -> None:
+        self.flow = flow
+        self.flow_run = flow_run
+        self.session = session
+        self.bindings = bindings
+        self.store: RunStore = session.store
+        self.task_runner: Any = None
+        self.label = f"Flow run {flow_run.name!r}" if flow_run is not None else ""
+        self._result_store: ResultStore | None = None
+        self._policies: dict[int, StatePolicy] = {}
+        self._counters: dict[str, itertools.count] = {}
+        self._lock = threading.Lock()
+        # Submitted futures not yet finished, and failures nobody looked at.
+        self.pending: set[Future] = set()
+        self.failures: list[Future] = []
+        self.submitted = 0
+        self.crashed = False
+
+    @property
+    def result_store(self) -> ResultStore:
+        if self._result_store is None:
+            make = self.bindings.make_result_store
+            store = make(flow=self.flow, session=self.session) if make else None
+            if store is None:
+                from .errors import ConfigurationError
+
+                raise ConfigurationError("no plugin made a result store (is local_results disabled?)")
+            self._result_store = store
+        return self._result_store
+
+    def policy_for(self, task: Task) -> StatePolicy:
+        policy = self._policies.get(id(task))
+        if policy is None:
+            make = self.bindings.make_state_policy
+            policy = make(task=task, session=self.session) if make else None
+            if policy is None:
+                from .policy import StatePolicy
+
+                policy = StatePolicy()
+            self._policies[id(task)] = policy
+        return policy
+
+    def next_index(self, task_key: str) -> int:
+        counter = self._counters.get(task_key)
+        if counter is None:
+            with self._lock:
+                counter = self._counters.setdefault(task_key, itertools.count())
+        return next(counter)
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self.pending.add(future)
+            self.submitted += 1
+
+    def finished(self, future: Future) -> None:
+        state = future._state
+        with self._lock:
+            self.pending.discard(future)
+            if state is not None and not state.is_completed():
+                self.failures.append(future)
+
+    def unobserved_failures(self) -> list[Future]:
+        return [f for f in self.failures if not f.observed]
+
+
+class TaskRunContext:
+    """One task run as plugins and policies see it."""
+
+    __slots__ = ("task", "task_run", "flow_context", "parameters")
+
+    def __init__(self, task: Task, task_run: TaskRun, flow_context: FlowRunContext,
+                 parameters: dict[str, Any]) -> None:
+        self.task = task
+        self.task_run = task_run
+        self.flow_context = flow_context
+        self.parameters = parameters
+
+    @property
+    def store(self) -> RunStore:
+        return self.flow_context.store
+
+    @property
+    def result_store(self) -> ResultStore:
+        return self.flow_context.result_store
+
+    @property
+    def session(self) -> Session:
+        return self.flow_context.session
+
+
+flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
+    "headwater_flow_run", default=None
+)
+task_run_ctx: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
+    "headwater_task_run", default=None
+)
+
+
+def current_flow_context() -> FlowRunContext | None:
+    ctx = flow_run_ctx.get()
+    return ctx if ctx is not None and ctx.flow_run is not None else None
+
+
+def current_task_context() -> TaskRunContext | None:
+    return task_run_ctx.get()

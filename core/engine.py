@@ -1,0 +1,562 @@
+"""The run loop for tasks: propose a state, let the policy answer, record it, repeat.
+
+A task run goes ``Pending`` → (cache key) → ``Running`` | ``Cached`` → call →
+``Completed`` | ``AwaitingRetry`` → ``Retrying`` → … | ``Failed``. Every transition is
+recorded in the run store. The sync and async loops differ only in how they call
+the body and sleep; the decisions are shared methods of :class:`TaskExecution`.
+
+The flow loop lives in ``flow_engine.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import states as S
+from .context import FlowRunContext, TaskRunContext, flow_run_ctx, task_run_ctx
+from .errors import HeadwaterError, RunNameError, TaskTimeout
+from .futures import Future, Work, collect_futures, resolve_futures
+from .results import ResultNotPersisted
+from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
+from .runs import TaskRun
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+_INFO = logging.INFO
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def transition(fctx: FlowRunContext, run: Any, state: S.State) -> None:
+    """Make ``state`` the run's state: record it, then tell observers."""
+    previous = run.state
+    run.state = state
+    fctx.store.record_state(run, state)
+    changed = fctx.bindings.state_changed
+    if changed is not None:
+        changed(run=run, previous=previous, state=state)
+
+
+class TaskExecution(TaskRunContext):
+    """One task run from Pending to its final state (and the context plugins see)."""
+
+    __slots__ = ("policy", "retries_done", "error")
+
+    def __init__(self, task: Task, run: TaskRun, fctx: FlowRunContext, parameters: dict[str, Any]) -> None:
+        super().__init__(task, run, fctx, parameters)
+        self.policy = fctx.policy_for(task)
+        self.retries_done = 0
+        self.error: BaseException | None = None
+
+    # -- the decisions, shared by the sync and async loops ------------------------------
+
+    def begin_attempt(self) -> S.State | None:
+        """Propose Running. Return a final state to stop (cache hit, key failure)."""
+        run = self.task_run
+        policy = self.policy
+        if policy.uses_cache and run.cache_key is None:
+            try:
+                self._compute_cache_key()
+            except Exception as exc:
+                return self.failed(exc, before_call=True)
+        early = policy.propose_running(self)
+        if early is not None:
+            transition(self.flow_context, run, early)
+            return early
+        running = S.Retrying() if self.retries_done else S.Running()
+        run.run_count += 1
+        if run.start_ts is None:
+            run.start_ts = running.ts
+        transition(self.flow_context, run, running)
+        return None
+
+    def _compute_cache_key(self) -> None:
+        make_key = self.flow_context.bindings.task_cache_key
+        if make_key is None:
+            return
+        key = make_key(task=self.task, context=self, parameters=self.parameters)
+        if key is not None:
+            self.task_run.cache_key = key if isinstance(key, str) else str(key)
+
+    def failed(self, exc: BaseException, before_call: bool = False) -> S.State | None:
+        """Answer a failed attempt. Return the final state, or ``None`` to retry
+        (after ``self.retry_delay`` seconds)."""
+        run = self.task_run
+        label = task_extra(self)
+        if not isinstance(exc, Exception):
+            crashed = S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc)
+            run.end_ts = crashed.ts
+            transition(self.flow_context, run, crashed)
+            raise exc
+        if isinstance(exc, TaskTimeout):
+            state = S.TimedOut(message=str(exc), data=exc)
+        else:
+            where = "computing the cache key" if before_call else "execution"
+            state = S.Failed(message=f"Task run encountered an exception during {where}: "
+                                     f"{type(exc).__name__}: {exc}", data=exc)
+        task_logger.error("Encountered exception during %s:", "cache key computation" if before_call
+                          else "execution", exc_info=exc, extra=label)
+        try:
+            answer = self.policy.propose_failed(self, exc, state)
+        except Exception as policy_exc:
+            answer = S.Failed(message=f"The retry policy of task {self.task.name!r} raised "
+                                      f"{type(policy_exc).__name__}: {policy_exc}", data=policy_exc)
+            task_logger.error("Retry policy failed:", exc_info=policy_exc, extra=label)
+        if answer.name == "AwaitingRetry":
+            transition(self.flow_context, run, answer)
+            self.retries_done += 1
+            delay = self.retry_delay(answer)
+            if task_logger.isEnabledFor(_INFO):
+                task_logger.info("Retry %d/%d will start %s second(s) from now", self.retries_done,
+                                 self.task.spec.retries, _secs(delay), extra=label)
+            return None
+        run.end_ts = answer.ts
+        transition(self.flow_context, run, answer)
+        self.error = exc
+        return answer
+
+    def retry_delay(self, awaiting: S.State) -> float:
+        scheduled = awaiting.state_details.scheduled_time
+        if scheduled is None:
+            return 0.0
+        return max(0.0, scheduled.timestamp() - time.time())
+
+    def completed(self, value: Any) -> S.State:
+        run = self.task_run
+        if isinstance(value, S.State):  # a task may return a state of its own making
+            state = value
+        else:
+            state = S.Completed(data=value)
+            if run.cache_key is not None or self.persists():
+                self._persist(value)
+            state = self.policy.propose_completed(self, state)
+        run.end_ts = state.ts
+        transition(self.flow_context, run, state)
+        return state
+
+    def persists(self) -> bool:
+        wanted = self.task.spec.persist_result
+        if wanted is None:
+            flow = self.flow_context.flow
+            wanted = bool(flow is not None and flow.spec.persist_result)
+        return wanted
+
+    def _persist(self, value: Any) -> None:
+        run = self.task_run
+        key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
+        serializer = self.task.spec.result_serializer or "cloudpickle"
+        try:
+            run.result_location, _size = self.result_store.write(key, value, serializer)
+        except ResultNotPersisted as exc:
+            task_logger.warning("Result of type %s was not persisted (so not cached): %s",
+                                type(value).__name__, exc, extra=task_extra(self))
+
+    def finish_logs(self, state: S.State) -> None:
+        if task_logger.isEnabledFor(_INFO):
+            task_logger.info("Finished in state %s", state, extra=task_extra(self))
+        callbacks = _callbacks_for(self.task.spec, state)
+        if callbacks:
+            _run_callbacks(callbacks, self.task, self.task_run, state, task_logger, task_extra(self))
+
+    # -- calling the body ---------------------------------------------------------------------
+
+    def call(self) -> Any:
+        task = self.task
+        args, kwargs = task.binder.call_args(self.parameters)
+        fn = task.fn
+        wrapped = self.flow_context.bindings.task_run_call
+        if wrapped is not None:
+            self.task_run._body = lambda: fn(*args, **kwargs)
+            return wrapped(task_run=self.task_run)
+        return fn(*args, **kwargs)
+
+    def call_with_timeout(self) -> Any:
+        timeout = self.policy.timeout_seconds
+        if timeout is None:
+            return self.call()
+        return call_in_thread(self.call, timeout, f"Task run {self.task_run.name!r}")
+
+
+def call_in_thread(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Call ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
+
+    A thread cannot be interrupted: on timeout it is left to finish in the background
+    and its result is discarded (docs/concepts.md, "Timeouts").
+    """
+    import contextvars
+
+    outcome: list[Any] = []
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome.append((True, context.run(fn)))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True, name="headwater-timeout").start()
+    if not done.wait(timeout):
+        raise TaskTimeout(f"{what} exceeded its timeout of {_secs(timeout)} second(s)")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _secs(value: float) -> str:
+    return f"{round(value, 2):g}"
+
+
+def _callbacks_for(spec: Any, state: S.State) -> list[Callable[..., Any]]:
+    if state.type is S.StateType.COMPLETED:
+        return spec.on_completion
+    if state.type is S.StateType.FAILED:
+        return spec.on_failure
+    if state.type is S.StateType.CRASHED:
+        return spec.on_crashed
+    return []
+
+
+def _run_callbacks(callbacks: list[Callable[..., Any]], owner: Any, run: Any, state: S.State,
+                   logger: logging.Logger, extra: dict[str, Any]) -> None:
+    for callback in callbacks:
+        try:
+            callback(owner, run, state)
+        except Exception as exc:  # a callback must not change the run's outcome
+            logger.error("State callback %r raised %s: %s", getattr(callback, "__name__", callback),
+                         type(exc).__name__, exc, exc_info=exc, extra=extra)
+
+
+def execute_sync(ex: TaskExecution) -> S.State:
+    """Run the attempts of one task run in this thread; return its final state."""
+    token = task_run_ctx.set(ex)
+    prints = log_prints_var.set(True) if ex.task.spec.log_prints else None
+    try:
+        while True:
+            final = ex.begin_attempt()
+            if final is not None:
+                break
+            try:
+                value = ex.call_with_timeout()
+            except BaseException as exc:
+                final = ex.failed(exc)
+                if final is None:
+                    delay = ex.retry_delay(ex.task_run.state)
+                    if delay:
+                        time.sleep(delay)
+                    continue
+                break
+            final = ex.completed(value)
+            break
+    finally:
+        if prints is not None:
+            log_prints_var.reset(prints)
+        task_run_ctx.reset(token)
+    ex.finish_logs(final)
+    return final
+
+
+async def execute_async(ex: TaskExecution) -> S.State:
+    """The async twin of :func:`execute_sync`."""
+    import anyio
+
+    token = task_run_ctx.set(ex)
+    prints = log_prints_var.set(True) if ex.task.spec.log_prints else None
+    try:
+        while True:
+            final = ex.begin_attempt()
+            if final is not None:
+                break
+            try:
+                timeout = ex.policy.timeout_seconds
+                if timeout is None:
+                    value = await ex.call()
+                else:
+                    with anyio.fail_after(timeout):
+                        value = await ex.call()
+            except TimeoutError as exc:
+                if timeout is None or isinstance(exc, HeadwaterError):
+                    final = ex.failed(exc)
+                else:
+                    final = ex.failed(TaskTimeout(f"Task run {ex.task_run.name!r} exceeded its "
+                                                  f"timeout of {_secs(timeout)} second(s)"))
+            except BaseException as exc:
+                final = ex.failed(exc)
+            else:
+                final = ex.completed(value)
+                break
+            if final is None:
+                delay = ex.retry_delay(ex.task_run.state)
+                await anyio.sleep(delay)
+                continue
+            break
+    finally:
+        if prints is not None:
+            log_prints_var.reset(prints)
+        task_run_ctx.reset(token)
+    ex.finish_logs(final)
+    return final
+
+
+# -- creating task runs --------------------------------------------------------------------
+
+
+def task_key(task: Task) -> str:
+    """A stable 8-hex key for a task: same in every process, unaffected by line numbers."""
+    fn = task.fn
+    ident = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', fn)}:{task.name}"
+    return hashlib.sha1(ident.encode()).hexdigest()[:8]
+
+
+def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any],
+                    upstream: list[Future]) -> TaskExecution:
+    """Create, name and record a Pending task run."""
+    run = TaskRun(new_id(), task.name, task.task_key, "", parameters, task.spec.tags,
+                  fctx.flow_run.id if fctx.flow_run is not None else None)
+    if upstream:
+        run.upstream_ids = tuple(f.task_run_id for f in upstream)
+    ex = TaskExecution(task, run, fctx, parameters)
+    run.name = _task_run_name(ex, fctx) or f"{task.name}-{task.task_key}-{fctx.next_index(task.task_key)}"
+    fctx.store.create_task_run(run)
+    transition(ex.flow_context, run, S.Pending())
+    if fctx.flow_run is not None and flow_logger.isEnabledFor(_INFO):
+        flow_logger.info("Created task run %r for task %r", run.name, task.name,
+                         extra={"run_label": fctx.label, "flow_run_id": fctx.flow_run.id,
+                                "task_run_id": run.id})
+    return ex
+
+
+def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:
+    namer = fctx.bindings.task_run_name
+    if namer is None or (ex.task.spec.task_run_name is None and namer.__module__ == "headwater.plugins.run_naming"):
+        return None
+    token = task_run_ctx.set(ex)  # so naming callables can read headwater.runtime.task_run
+    try:
+        name = namer(task=ex.task, parameters=ex.parameters)
+    finally:
+        task_run_ctx.reset(token)
+    if name is not None and not isinstance(name, str):
+        raise RunNameError(f"the task run name for {ex.task.name!r} must be a string, got {name!r}")
+    return name
+
+
+def standalone_context(task: Task) -> FlowRunContext:
+    """The context for a task called outside any flow: no flow run, the task's own hooks."""
+    from .session import Session
+
+    session = Session.current()
+    return FlowRunContext(None, None, session, session.bindings_for(task.source_dir))
+
+
+# -- the public entry points Task uses -----------------------------------------------------
+
+
+def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool,
+              wait_for: Any) -> Any:
+    """``task(...)``: run now, in this thread, and return the result (or state)."""
+    fctx = flow_run_ctx.get()
+    if fctx is None:
+        fctx = standalone_context(task)
+    parameters = task.binder.bind(args, kwargs)
+    upstream: list[Future] = []
+    for value in parameters.values():
+        collect_futures(value, upstream)
+    if wait_for:
+        collect_futures(list(wait_for), upstream)
+    ex = create_task_run(task, fctx, parameters, upstream)
+    if upstream:
+        not_ready = _wait_upstream(ex, upstream)
+        if not_ready is not None:
+            return not_ready if return_state else not_ready.result()
+    if task.is_async:
+        return _call_async_task(ex, return_state)
+    state = execute_sync(ex)
+    if return_state:
+        return state
+    return state.result()
+
+
+async def _async_result(ex: TaskExecution, return_state: bool) -> Any:
+    state = await execute_async(ex)
+    return state if return_state else state.result()
+
+
+def _call_async_task(ex: TaskExecution, return_state: bool) -> Any:
+    """An async task called: awaitable inside an event loop, else run to completion."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        import anyio
+
+        return anyio.run(_async_result, ex, return_state)
+    return _async_result(ex, return_state)
+
+
+def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
+    """Wait for upstream futures; resolve them into the parameters, or end NotReady."""
+    for future in upstream:
+        future.wait()
+    failed = [f for f in upstream if not f.state.is_completed()]
+    if failed:
+        first = failed[0]
+        state = S.NotReady(message=f"Upstream task run {first.task_run_name!r} did not reach a "
+                                   f"'COMPLETED' state ({first.state}).")
+        transition(ex.flow_context, ex.task_run, state)
+        ex.finish_logs(state)
+        return state
+    resolved = {k: resolve_futures(v) for k, v in ex.parameters.items()}
+    ex.parameters = resolved
+    ex.task_run.parameters = resolved
+    return None
+
+
+def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:
+    """``task.submit(...)``: hand the run to the flow's task runner; return its future."""
+    fctx = flow_run_ctx.get()
+    if fctx is None or fctx.flow_run is None:
+        raise RuntimeError(
+            f"{task.name}.submit() was called outside a flow. Submitting needs a flow run's task "
+            f"runner: call it inside a @flow function, or call the task directly: {task.name}(...)"
+        )
+    parameters = task.binder.bind(args, kwargs)
+    return _submit(task, fctx, parameters, wait_for)
+
+
+def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
+    upstream: list[Future] = []
+    for value in parameters.values():
+        collect_futures(value, upstream)
+    if wait_for:
+        collect_futures(list(wait_for), upstream)
+    ex = create_task_run(task, fctx, parameters, upstream)
+    future = Future(ex.task_run)
+
+    def run_sync() -> S.State:
+        # In a worker thread an interrupt or an engine error must still end the run,
+        # never leave it Running or its future unfinished.
+        try:
+            if upstream:
+                not_ready = _wait_upstream(ex, upstream)
+                if not_ready is not None:
+                    return not_ready
+            return execute_sync(ex)
+        except BaseException as exc:
+            return _crash_state(ex, exc)
+
+    async def run_async() -> S.State:
+        try:
+            if upstream:
+                not_ready = _wait_upstream(ex, upstream)
+                if not_ready is not None:
+                    return not_ready
+            return await execute_async(ex)
+        except BaseException as exc:
+            return _crash_state(ex, exc)
+
+    work = Work(future, task, ex.task_run, None if task.is_async else run_sync,
+                run_async if task.is_async else None, upstream)
+    future.work = work
+    fctx.track(future)
+    future.add_done_callback(fctx.finished)
+    runner = fctx.task_runner
+    pending = [f for f in upstream if not f.done()]
+    if not pending or runner.handles_dependencies:
+        work.ready = True
+        runner.submit(work)
+    else:
+        _submit_when_done(runner, work, pending)
+    return future
+
+
+def _submit_when_done(runner: Any, work: Work, pending: list[Future]) -> None:
+    remaining = [len(pending)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            work.ready = True
+            runner.submit(work)
+
+    for future in pending:
+        future.add_done_callback(one_done)
+
+
+def _crash_state(ex: TaskExecution, exc: BaseException) -> S.State:
+    run = ex.task_run
+    if run.state is not None and run.state.is_final():
+        return run.state
+    state = S.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
+    if isinstance(exc, Exception):
+        task_logger.error("Crashed:", exc_info=exc, extra=task_extra(ex))
+    run.end_ts = state.ts
+    transition(ex.flow_context, run, state)
+    return state
+
+
+def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> list[Future]:
+    """``task.map(...)``: one submitted run per element of the iterable arguments."""
+    from .futures import unmapped
+
+    fctx = flow_run_ctx.get()
+    if fctx is None or fctx.flow_run is None:
+        raise RuntimeError(f"{task.name}.map() was called outside a flow; call it inside a @flow function")
+    parameters = task.binder.bind(args, kwargs)
+    iterables: dict[str, list[Any]] = {}
+    constants: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if isinstance(value, unmapped):
+            constants[name] = value.value
+        elif isinstance(value, Future):
+            # A future's result is mapped over only when it is iterable: resolve it first.
+            resolved = value.result()
+            iterables[name] = list(resolved)
+        elif _is_mappable(value):
+            iterables[name] = list(value)
+        else:
+            constants[name] = value
+    if not iterables:
+        raise TypeError(f"{task.name}.map() needs at least one iterable argument; wrap constants "
+                        f"in unmapped(...) and pass lists for the values to map over")
+    lengths = {name: len(items) for name, items in iterables.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{n}={length}" for n, length in lengths.items())
+        raise ValueError(f"{task.name}.map() got iterables of different lengths: {described}")
+    count = next(iter(lengths.values()))
+    futures = []
+    for i in range(count):
+        call = dict(constants)
+        for name, items in iterables.items():
+            call[name] = items[i]
+        ordered = {n: call[n] for n in parameters}
+        futures.append(_submit(task, fctx, ordered, wait_for))
+    return futures
+
+
+def _is_mappable(value: Any) -> bool:
+    return isinstance(value, (list, tuple, range, set, frozenset)) or (
+        hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict)) and hasattr(value, "__len__")
+    )
+
+
+def cache_expiration_for(task: Task) -> _dt.datetime | None:
+    expiration = task.spec.cache_expiration
+    if expiration is None:
+        return None
+    return _dt.datetime.now(_dt.timezone.utc) + expiration

@@ -1,0 +1,353 @@
+"""The run loop for flows: name the run, start its task runner, run the body (with
+retries), wait for every submitted task, and settle the final state.
+
+A flow run fails when its body raises, when it returns a failed state, or when a task
+it submitted failed and the flow never looked at that task's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import states as S
+from .context import FlowRunContext, flow_run_ctx, task_run_ctx
+from .engine import _callbacks_for, _run_callbacks, _secs, call_in_thread, new_id, transition
+from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
+from .futures import Future
+from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
+from .runs import FlowRun
+from .session import Session
+
+if TYPE_CHECKING:
+    from .flows import Flow
+
+_INFO = logging.INFO
+
+
+class FlowExecution(FlowRunContext):
+    """One flow run, from creation to its final state."""
+
+    def __init__(self, flow: Flow, parameters: dict[str, Any], session: Session) -> None:
+        parent = flow_run_ctx.get()
+        parent_task = task_run_ctx.get()
+        run = FlowRun(new_id(), flow.name, "", parameters, frozenset(), flow.version,
+                      parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
+                      parent_task.task_run.id if parent_task is not None else None)
+        super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
+        self.retries_done = 0
+        self.final: S.State | None = None
+        self.closed = False
+        self._tokens: list[Any] = []
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def enter(self) -> None:
+        self._tokens.append(flow_run_ctx.set(self))
+        self._tokens.append(task_run_ctx.set(None))
+        if self.flow.spec.log_prints is not None:
+            self._tokens.append(log_prints_var.set(self.flow.spec.log_prints))
+        activate(self)
+
+    def exit(self) -> None:
+        deactivate(self)
+        if len(self._tokens) == 3:
+            log_prints_var.reset(self._tokens.pop())
+        task_run_ctx.reset(self._tokens.pop())
+        flow_run_ctx.reset(self._tokens.pop())
+
+    def create(self) -> S.State | None:
+        """Name and record the run; validate parameters. Return a final state on failure."""
+        run = self.flow_run
+        problem: BaseException | None = None
+        try:
+            run.name = self._name()
+        except Exception as exc:
+            run.name = _fallback_name()
+            problem = exc
+        self.label = f"Flow run {run.name!r}"
+        self.store.create_flow_run(run)
+        transition(self, run, S.Pending())
+        if engine_logger.isEnabledFor(_INFO):
+            engine_logger.info("Created flow run %r for flow %r", run.name, self.flow.name)
+        if problem is None and self.flow.spec.validate_parameters:
+            try:
+                run.parameters = self.flow.validator.validate(run.parameters)
+            except ParameterError as exc:
+                problem = exc
+        if problem is not None:
+            return self.fail_early(problem)
+        return None
+
+    def _name(self) -> str:
+        namer = self.bindings.flow_run_name
+        name = namer(flow=self.flow, parameters=self.flow_run.parameters) if namer else None
+        if name is None:
+            from headwater.plugins.run_naming import generate_slug
+
+            name = generate_slug()
+        if not isinstance(name, str):
+            raise RunNameError(f"flow run name for {self.flow.name!r} must be a string, got {name!r}")
+        return name
+
+    def fail_early(self, exc: BaseException) -> S.State:
+        state = S.Failed(message=f"Flow run could not start: {exc}", data=exc)
+        flow_logger.error("%s", state.message, extra=flow_extra(self))
+        self.settle(state)
+        return state
+
+    def start_runner(self) -> None:
+        make = self.bindings.make_task_runner
+        runner = make(flow=self.flow, session=self.session) if make else None
+        if runner is None:
+            from headwater.plugins.sequential_runner import SequentialTaskRunner
+
+            runner = SequentialTaskRunner()
+        self.task_runner = runner
+        runner.start(self)
+        if flow_logger.isEnabledFor(_INFO):
+            flow_logger.info("Using task runner %r", runner.name, extra=flow_extra(self))
+
+    # -- attempts ---------------------------------------------------------------------------
+
+    def begin_attempt(self) -> None:
+        run = self.flow_run
+        state = S.Retrying() if self.retries_done else S.Running()
+        run.run_count += 1
+        if run.start_ts is None:
+            run.start_ts = state.ts
+        transition(self, run, state)
+
+    def call_body(self) -> Any:
+        flow = self.flow
+        args, kwargs = flow.binder.call_args(self.flow_run.parameters)
+        wrapped = self.bindings.flow_run_call
+        if wrapped is not None:
+            self.flow_run._body = lambda: flow.fn(*args, **kwargs)
+            return wrapped(flow_run=self.flow_run)
+        return flow.fn(*args, **kwargs)
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Answer a failed attempt: a delay to retry after, or None when final."""
+        if not isinstance(exc, Exception):
+            self.crash(exc)
+            raise exc
+        if isinstance(exc, TaskTimeout):
+            state = S.TimedOut(message=str(exc), data=exc)
+        else:
+            state = S.Failed(message=f"Flow run encountered an exception: {type(exc).__name__}: {exc}",
+                             data=exc)
+            flow_logger.error("Encountered exception during execution:", exc_info=exc,
+                              extra=flow_extra(self))
+        return self._retry_or_settle(state)
+
+    def _retry_or_settle(self, state: S.State) -> float | None:
+        spec = self.flow.spec
+        if self.retries_done < spec.retries:
+            from headwater.plugins.retries import delay_for
+
+            delay = delay_for(spec.retry_delay_seconds, self.retries_done, None)
+            self.retries_done += 1
+            transition(self, self.flow_run, S.AwaitingRetry(
+                message=state.message,
+                scheduled_time=_dt_from_ts(time.time() + delay)))
+            flow_logger.info("Retry %d/%d will start %s second(s) from now", self.retries_done,
+                             spec.retries, _secs(delay), extra=flow_extra(self))
+            self.pending.clear()
+            self.failures.clear()
+            return delay
+        self.settle(state)
+        return None
+
+    def body_returned(self, value: Any) -> float | None:
+        """Settle a body that returned: wait for its futures, then judge the outcome."""
+        self.wait_for_futures()
+        returned_state: S.State | None = None
+        if isinstance(value, Future):
+            returned_state = value.wait()
+        elif isinstance(value, S.State):
+            returned_state = value
+        if returned_state is not None and not returned_state.is_completed():
+            return self._retry_or_settle(S.Failed(
+                message=f"Flow run returned a state that is not completed: {returned_state}",
+                data=returned_state.result(raise_on_failure=False)))
+        if returned_state is not None:
+            value = returned_state.data
+        unobserved = self.unobserved_failures()
+        if unobserved:
+            total = self.submitted
+            message = f"{len(self.failures)}/{total} states failed."
+            names = ", ".join(repr(f.task_run_name) for f in unobserved[:5])
+            exc = RunFailed(f"{message} Task runs that failed without being handled: {names}")
+            return self._retry_or_settle(S.Failed(message=message, data=exc))
+        self.settle(S.Completed(message="All states completed.", data=value))
+        return None
+
+    def wait_for_futures(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self.pending)
+            if not pending:
+                return
+            for future in pending:
+                future._event.wait()
+
+    def crash(self, exc: BaseException) -> None:
+        """End the run Crashed; end its unfinished task runs too, so none stays Running."""
+        self.crashed = True
+        with self._lock:
+            pending = list(self.pending)
+        for future in pending:
+            work = future.work
+            run = work.run_obj if work is not None else None
+            if run is not None and (run.state is None or not run.state.is_final()):
+                state = S.Cancelled(message="The flow run crashed before this task run finished.")
+                if run.state is not None and run.state.is_running():
+                    state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+                run.state = state
+                self.store.record_state(run, state)
+        if self.task_runner is not None:
+            try:
+                self.task_runner.shutdown(wait=False)
+            except Exception:
+                pass
+            self.task_runner = None
+        self.settle(S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc))
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def settle(self, state: S.State) -> None:
+        run = self.flow_run
+        run.end_ts = state.ts
+        transition(self, run, state)
+        self.final = state
+
+    def finish(self) -> S.State:
+        state = self.final
+        assert state is not None
+        self.closed = True
+        if self.task_runner is not None:
+            self.task_runner.shutdown(wait=True)
+        self.store.flush()
+        if flow_logger.isEnabledFor(_INFO):
+            flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
+        callbacks = _callbacks_for(self.flow.spec, state)
+        if callbacks:
+            _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
+        return state
+
+
+def _dt_from_ts(ts: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
+
+
+def _fallback_name() -> str:
+    from headwater.plugins.run_naming import generate_slug
+
+    return generate_slug()
+
+
+def _result(state: S.State, return_state: bool) -> Any:
+    return state if return_state else state.result()
+
+
+def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    """``my_flow(...)`` for a sync flow."""
+    session = Session.current()
+    parameters = flow.binder.bind(args, kwargs)
+    fx = FlowExecution(flow, parameters, session)
+    fx.enter()
+    try:
+        early = fx.create()
+        if early is not None:
+            return _result(early, return_state)
+        fx.start_runner()
+        timeout = flow.spec.timeout_seconds
+        while True:
+            fx.begin_attempt()
+            try:
+                if timeout is None:
+                    value = fx.call_body()
+                else:
+                    value = call_in_thread(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}")
+                delay = fx.body_returned(value)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    fx.wait_for_futures()
+                delay = fx.failed(exc)
+            if delay is None:
+                break
+            if delay:
+                time.sleep(delay)
+        return _result(fx.finish(), return_state)
+    except BaseException as exc:
+        if fx.final is None:
+            fx.crash(exc)
+        if not fx.closed:
+            fx.finish()
+        raise
+    finally:
+        fx.exit()
+
+
+async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
+                         return_state: bool) -> Any:
+    """``await my_flow(...)`` for an async flow."""
+    import anyio
+
+    session = Session.current()
+    parameters = flow.binder.bind(args, kwargs)
+    fx = FlowExecution(flow, parameters, session)
+    fx.enter()
+    try:
+        early = fx.create()
+        if early is not None:
+            return _result(early, return_state)
+        fx.start_runner()
+        timeout = flow.spec.timeout_seconds
+        while True:
+            fx.begin_attempt()
+            try:
+                if timeout is None:
+                    value = await fx.call_body()
+                else:
+                    try:
+                        with anyio.fail_after(timeout):
+                            value = await fx.call_body()
+                    except TimeoutError:
+                        raise TaskTimeout(f"Flow run {fx.flow_run.name!r} exceeded its timeout of "
+                                          f"{_secs(timeout)} second(s)") from None
+                await anyio.to_thread.run_sync(fx.wait_for_futures)
+                delay = fx.body_returned(value)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    await anyio.to_thread.run_sync(fx.wait_for_futures)
+                delay = fx.failed(exc)
+            if delay is None:
+                break
+            await anyio.sleep(delay)
+        return _result(fx.finish(), return_state)
+    except BaseException as exc:
+        if fx.final is None:
+            fx.crash(exc)
+        if not fx.closed:
+            fx.finish()
+        raise
+    finally:
+        fx.exit()
+
+
+def source_dir_of(fn: Any) -> Path | None:
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+    if not path or path.startswith("<"):
+        return None
+    return Path(path).resolve().parent

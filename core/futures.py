@@ -1,0 +1,177 @@
+"""Futures for submitted task runs, and finding futures inside arguments.
+
+A future never raises while waiting: it ends with a final :class:`State`. ``result()``
+turns a failed state back into its exception. Reading a future's outcome (``result``,
+``wait`` or ``state`` once done) marks it observed: a failure nobody observed fails the
+flow run.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .states import Pending, State
+
+if TYPE_CHECKING:
+    from .runs import TaskRun
+
+
+class unmapped:
+    """Wrap an argument of ``Task.map`` that is the same for every mapped call."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"unmapped({self.value!r})"
+
+
+class Future:
+    """The eventual final state of one submitted task run."""
+
+    __slots__ = ("task_run_id", "task_run_name", "_run", "_state", "_event", "_callbacks",
+                 "_lock", "observed", "work")
+
+    def __init__(self, run: TaskRun) -> None:
+        self.task_run_id = run.id
+        self.task_run_name = run.name
+        self._run: TaskRun | None = run  # dropped when done: memory stays per result
+        self._state: State | None = None
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[Future], None]] = []
+        self._lock = threading.Lock()
+        self.observed = False
+        self.work: Work | None = None
+
+    def done(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> State:
+        """The final state if done (marking it observed), else the run's current state."""
+        state = self._state
+        if state is not None:
+            self.observed = True
+            return state
+        run = self._run
+        return (run.state if run is not None and run.state is not None else None) or Pending()
+
+    def wait(self, timeout: float | None = None) -> State | None:
+        """Block until done; return the final state, or ``None`` on timeout."""
+        if self._state is None:
+            work = self.work
+            # Run it here if nobody has started it: a task waiting on a task it submitted
+            # must not deadlock a full worker pool.
+            if work is not None and work.ready and not work.is_async:
+                work.run()
+            if not self._event.wait(timeout):
+                return None
+        return self.state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """The task's return value; raises its exception if it failed (unless told not to)."""
+        state = self.wait(timeout)
+        if state is None:
+            raise TimeoutError(f"task run {self.task_run_name!r} did not finish within {timeout} s")
+        return state.result(raise_on_failure=raise_on_failure)
+
+    def add_done_callback(self, fn: Callable[[Future], None]) -> None:
+        with self._lock:
+            if self._state is None:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def set_state(self, state: State) -> None:
+        """Finish the future (engine only)."""
+        with self._lock:
+            self._state = state
+            self._run = None
+            self.work = None
+            callbacks, self._callbacks = self._callbacks, []
+        self._event.set()
+        for fn in callbacks:
+            fn(self)
+
+    def __repr__(self) -> str:
+        status = str(self._state) if self._state is not None else "pending"
+        return f"<Future {self.task_run_name!r} {status}>"
+
+
+class Work:
+    """One submitted task run as a task runner sees it.
+
+    A runner calls ``run()`` (sync tasks) or awaits ``arun()`` (async tasks) exactly once,
+    in any thread. ``claim`` makes that safe when a waiter runs it first.
+    """
+
+    __slots__ = ("future", "task", "run_obj", "_sync", "_async", "is_async", "_claim", "ready", "upstream")
+
+    def __init__(self, future: Future, task: Any, run: TaskRun, sync_fn: Callable[[], State] | None,
+                 async_fn: Callable[[], Any] | None, upstream: list[Future]) -> None:
+        self.future = future
+        self.task = task
+        self.run_obj = run
+        self._sync = sync_fn
+        self._async = async_fn
+        self.is_async = async_fn is not None
+        self._claim = threading.Lock()
+        self.ready = False  # set when handed to the runner (upstream done)
+        self.upstream = upstream
+
+    def claim(self) -> bool:
+        return self._claim.acquire(blocking=False)
+
+    def run(self) -> None:
+        if not self.claim():
+            return
+        if self._sync is None:
+            import anyio
+
+            state = anyio.run(self._async)  # an async task on a sync-only runner
+        else:
+            state = self._sync()
+        self.future.set_state(state)
+
+    async def arun(self) -> None:
+        if not self.claim():
+            return
+        assert self._async is not None
+        self.future.set_state(await self._async())
+
+
+def collect_futures(value: Any, found: list[Future], depth: int = 0) -> None:
+    """Append every Future in ``value`` (lists, tuples, sets, dicts, nested) to ``found``."""
+    if isinstance(value, Future):
+        found.append(value)
+    elif depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            for item in value:
+                collect_futures(item, found, depth + 1)
+        elif cls is dict:
+            for item in value.values():
+                collect_futures(item, found, depth + 1)
+
+
+def resolve_futures(value: Any, depth: int = 0) -> Any:
+    """``value`` with every Future replaced by its result (all must be done and completed)."""
+    if isinstance(value, Future):
+        return value.result()
+    if depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            return cls(resolve_futures(v, depth + 1) for v in value)
+        if cls is dict:
+            return {k: resolve_futures(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def iter_futures(values: Iterable[Any]) -> list[Future]:
+    found: list[Future] = []
+    for value in values:
+        collect_futures(value, found)
+    return found

@@ -1,0 +1,65 @@
+"""StatePolicy: the rules that answer a run's proposed states.
+
+The engine proposes; the policy answers. It is the one place where retries, cache hits
+and timeouts are decided, so a plugin can change any of them by returning its own
+policy from ``headwater_make_state_policy`` or by wrapping the default one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import TaskRunContext
+    from .states import State
+
+
+class StatePolicy:
+    """The do-nothing policy: run once, no cache, no timeout.
+
+    Subclass it, or wrap another policy and delegate to it.
+    """
+
+    #: Seconds a single attempt may take, or None.
+    timeout_seconds: float | None = None
+    #: Whether the engine must compute a cache key (and persist results).
+    uses_cache: bool = False
+
+    def propose_running(self, ctx: TaskRunContext) -> State | None:
+        """Before an attempt: return a final state (e.g. ``Cached``) to skip the call,
+        or ``None`` to run it. ``ctx.task_run.cache_key`` is set when the task has a key.
+
+        ``ctx`` is the :class:`~headwater.context.TaskRunContext`: ``ctx.task``,
+        ``ctx.task_run``, ``ctx.store`` (the run store) and ``ctx.result_store``."""
+        return None
+
+    def propose_failed(self, ctx: TaskRunContext, exc: BaseException, state: State) -> State:
+        """After a failed attempt: return ``state`` to fail, or ``AwaitingRetry`` (with
+        ``scheduled_time``) to run again."""
+        return state
+
+    def propose_completed(self, ctx: TaskRunContext, state: State) -> State:
+        """After a successful attempt: return the final state. A caching policy records
+        the result under the run's cache key here."""
+        return state
+
+
+class WrappingPolicy(StatePolicy):
+    """A policy that adds to another one; every method delegates unless overridden."""
+
+    def __init__(self, inner: StatePolicy) -> None:
+        self.inner = inner
+        self.timeout_seconds = inner.timeout_seconds
+        self.uses_cache = inner.uses_cache
+
+    def propose_running(self, ctx: TaskRunContext) -> State | None:
+        return self.inner.propose_running(ctx)
+
+    def propose_failed(self, ctx: TaskRunContext, exc: BaseException, state: State) -> State:
+        return self.inner.propose_failed(ctx, exc, state)
+
+    def propose_completed(self, ctx: TaskRunContext, state: State) -> State:
+        return self.inner.propose_completed(ctx, state)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -1,0 +1,111 @@
+"""Run loggers: ``get_run_logger()`` and the records the engine writes.
+
+Records carry ``run_label`` (``Flow run 'red-orca'`` or ``Task run 'load-1a2b3c4d-0'``)
+plus ``flow_run_id`` and ``task_run_id``, so a handler can format them or file them
+under their run. Only loggers named ``headwater.*`` are used; the root logger is never
+touched (the console_log plugin configures the handler).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextvars
+import logging
+import threading
+from typing import Any
+
+from .context import flow_run_ctx, task_run_ctx
+
+engine_logger = logging.getLogger("headwater.engine")
+flow_logger = logging.getLogger("headwater.flow_runs")
+task_logger = logging.getLogger("headwater.task_runs")
+
+# Flow runs active in this process, so that threads a task starts (which do not inherit
+# context variables) still log under the run when only one is active.
+_active_flow_contexts: list[Any] = []
+_active_lock = threading.Lock()
+
+
+class RunLogger(logging.LoggerAdapter):
+    """A logger that stamps records with the run they belong to."""
+
+    def __init__(self, logger: logging.Logger, label: str, flow_run_id: str | None,
+                 task_run_id: str | None) -> None:
+        super().__init__(logger, {"run_label": label, "flow_run_id": flow_run_id,
+                                  "task_run_id": task_run_id})
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+def flow_extra(fctx: Any) -> dict[str, Any]:
+    return {"run_label": fctx.label, "flow_run_id": fctx.flow_run.id if fctx.flow_run else None,
+            "task_run_id": None}
+
+
+def task_extra(tctx: Any) -> dict[str, Any]:
+    fr = tctx.flow_context.flow_run
+    return {"run_label": f"Task run {tctx.task_run.name!r}", "flow_run_id": fr.id if fr else None,
+            "task_run_id": tctx.task_run.id}
+
+
+def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The logger of the active task run or flow run; outside a run, a plain logger.
+
+    Works in tasks, flows, and threads they start (while one flow run is active).
+    """
+    tctx = task_run_ctx.get()
+    if tctx is not None:
+        return RunLogger(task_logger, **_unpack(task_extra(tctx)))
+    fctx = flow_run_ctx.get()
+    if fctx is None or fctx.flow_run is None:
+        with _active_lock:
+            fctx = _active_flow_contexts[0] if len(_active_flow_contexts) == 1 else None
+    if fctx is not None and fctx.flow_run is not None:
+        return RunLogger(flow_logger, **_unpack(flow_extra(fctx)))
+    return logging.getLogger("headwater")
+
+
+def _unpack(extra: dict[str, Any]) -> dict[str, Any]:
+    return {"label": extra["run_label"], "flow_run_id": extra["flow_run_id"],
+            "task_run_id": extra["task_run_id"]}
+
+
+def activate(fctx: Any) -> None:
+    with _active_lock:
+        _active_flow_contexts.append(fctx)
+
+
+def deactivate(fctx: Any) -> None:
+    with _active_lock:
+        if fctx in _active_flow_contexts:
+            _active_flow_contexts.remove(fctx)
+
+
+# -- log_prints -------------------------------------------------------------------------
+
+log_prints_var: contextvars.ContextVar[bool] = contextvars.ContextVar("headwater_log_prints", default=False)
+_original_print = builtins.print
+_print_patched = False
+
+
+def _print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+           flush: bool = False) -> None:
+    import sys
+
+    if log_prints_var.get() and (file is None or file is sys.stdout):
+        get_run_logger().info((sep if sep is not None else " ").join(str(a) for a in args))
+        return
+    _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+def enable_log_prints() -> None:
+    """Route ``print`` (to stdout) inside runs with ``log_prints=True`` to the run logger.
+
+    Installed on first use only; outside such runs it prints as usual.
+    """
+    global _print_patched
+    if not _print_patched:
+        builtins.print = _print
+        _print_patched = True

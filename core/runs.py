@@ -1,0 +1,107 @@
+"""FlowRun and TaskRun: one execution of a flow or a task.
+
+The engine creates them; the run store records them and gives them back from its read
+API (then without a live body to call). ``stash`` holds plugins' own per-run values.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Callable
+
+from .stash import Stash
+from .states import State
+
+
+def _dt_or_none(ts: float | None) -> _dt.datetime | None:
+    return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+
+
+class _Run:
+    __slots__ = (
+        "id",
+        "name",
+        "parameters",
+        "tags",
+        "state",
+        "start_ts",
+        "end_ts",
+        "run_count",
+        "_stash",
+        "_body",
+    )
+    kind = "run"
+
+    def __init__(self, id: str, name: str = "", parameters: dict[str, Any] | None = None,
+                 tags: frozenset[str] = frozenset()) -> None:
+        self.id = id
+        self.name = name
+        self.parameters = parameters if parameters is not None else {}
+        self.tags = tags
+        self.state: State | None = None
+        self.start_ts: float | None = None
+        self.end_ts: float | None = None
+        self.run_count = 0
+        self._stash: Stash | None = None
+        self._body: Callable[[], Any] | None = None
+
+    @property
+    def stash(self) -> Stash:
+        if self._stash is None:
+            self._stash = Stash()
+        return self._stash
+
+    @property
+    def start_time(self) -> _dt.datetime | None:
+        return _dt_or_none(self.start_ts)
+
+    @property
+    def end_time(self) -> _dt.datetime | None:
+        return _dt_or_none(self.end_ts)
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_ts is None:
+            return None
+        return (self.end_ts or self.state.ts if self.state else self.start_ts) - self.start_ts
+
+    def call_body(self) -> Any:
+        """Call the run's function with its bound arguments (one attempt)."""
+        if self._body is None:
+            raise RuntimeError(f"{self.kind} run {self.name!r} has no body to call here")
+        return self._body()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, name={self.name!r}, state={self.state!s})"
+
+
+class FlowRun(_Run):
+    __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id")
+    kind = "flow"
+
+    def __init__(self, id: str, flow_name: str, name: str = "", parameters: dict[str, Any] | None = None,
+                 tags: frozenset[str] = frozenset(), flow_version: str | None = None,
+                 parent_flow_run_id: str | None = None, parent_task_run_id: str | None = None) -> None:
+        super().__init__(id, name, parameters, tags)
+        self.flow_name = flow_name
+        self.flow_version = flow_version
+        self.parent_flow_run_id = parent_flow_run_id
+        self.parent_task_run_id = parent_task_run_id
+
+
+class TaskRun(_Run):
+    __slots__ = ("task_name", "task_key", "flow_run_id", "cache_key", "cache_expiration",
+                 "result_location", "upstream_ids")
+    kind = "task"
+
+    def __init__(self, id: str, task_name: str, task_key: str = "", name: str = "",
+                 parameters: dict[str, Any] | None = None, tags: frozenset[str] = frozenset(),
+                 flow_run_id: str | None = None) -> None:
+        super().__init__(id, name, parameters, tags)
+        self.task_name = task_name
+        self.task_key = task_key
+        self.flow_run_id = flow_run_id
+        self.cache_key: str | None = None
+        self.cache_expiration: _dt.datetime | None = None
+        self.result_location: str | None = None
+        self.upstream_ids: tuple[str, ...] = ()

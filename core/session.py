@@ -1,0 +1,296 @@
+"""Session: settings, the plugin manager, the registry and the run store, together.
+
+One session per process is made lazily at the first run. Tests and embedding code make
+their own: ``with Session(plugins=[...], env={...}) as session: my_flow()``.
+
+Plugins are registered in this order, and pluggy calls later ones first:
+
+1. the default plugins (``headwater.plugins.*``), minus ``HEADWATER_DISABLE_PLUGINS``;
+2. entry points in the group ``headwater.plugins`` (unless
+   ``HEADWATER_DISABLE_PLUGIN_AUTOLOAD``);
+3. modules named in ``HEADWATER_PLUGINS``;
+4. ``headwater_hooks.py`` files, root first, found per flow directory as flows run;
+5. ``Session(plugins=[...])``.
+
+A blocked name is never imported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import importlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .errors import PluginError, StoreError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .bindings import FlowBindings
+    from .plugin_manager import PluginManager
+    from .registry import Registry
+    from .stores import RunStore
+
+DEFAULT_PLUGINS = (
+    "call_body",
+    "run_naming",
+    "input_hash",
+    "retries",
+    "caching",
+    "local_results",
+    "sqlite_store",
+    "sequential_runner",
+    "concurrent_runner",
+    "console_log",
+    "cli_commands",
+)
+ENTRY_POINT_GROUP = "headwater.plugins"
+
+
+@dataclass
+class PluginRecord:
+    """What ``headwater plugins`` shows for one plugin."""
+
+    name: str
+    source: str  # builtin | entrypoint | env | local | api
+    detail: str = ""  # distribution and version, file path, or module
+    status: str = "loaded"  # loaded | blocked | error: ...
+    hooks: list[str] = field(default_factory=list)
+    plugin: Any = None
+
+
+class Session:
+    def __init__(
+        self,
+        plugins: Iterable[Any] = (),
+        settings: Settings | None = None,
+        env: Mapping[str, str] | None = None,
+        strict: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._env = env
+        self._api_plugins = list(plugins)
+        #: Raise when a plugin fails to load (runs); the CLI listing sets it off.
+        self.strict = strict
+        self.records: list[PluginRecord] = []
+        self._pm: PluginManager | None = None
+        self._registry: Registry | None = None
+        self._store: RunStore | None = None
+        self._lock = threading.RLock()
+        self._local_dirs: set[Path] = set()
+        self._local_files: dict[Path, str] = {}  # hook file -> plugin name
+        self._bindings: dict[Path | None, FlowBindings] = {}
+        self._token: contextvars.Token | None = None
+        self._closed = False
+
+    # -- activation ---------------------------------------------------------------
+
+    @classmethod
+    def current(cls) -> Session:
+        """The session in use: the innermost ``with Session()``, else the process one."""
+        session = _active.get()
+        if session is not None:
+            return session
+        global _process_session
+        if _process_session is None:
+            with _process_lock:
+                if _process_session is None:
+                    _process_session = cls()
+                    atexit.register(_process_session.close)
+        return _process_session
+
+    def __enter__(self) -> Session:
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            _active.reset(self._token)
+            self._token = None
+        self.close()
+
+    # -- lazy parts ---------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(self._env)
+        return self._settings
+
+    @property
+    def pm(self) -> PluginManager:
+        if self._pm is None:
+            with self._lock:
+                if self._pm is None:
+                    self._load()
+        assert self._pm is not None
+        return self._pm
+
+    @property
+    def registry(self) -> Registry:
+        self.pm
+        assert self._registry is not None
+        return self._registry
+
+    @property
+    def store(self) -> RunStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    if self._closed:
+                        raise StoreError("this session is closed; open a new Session")
+                    store = self.pm.hook.headwater_make_run_store(session=self)
+                    if store is None:
+                        raise StoreError(
+                            f"no run store for HEADWATER_DATABASE_URL={self.settings.database_url!r}: "
+                            f"no plugin made one (is the sqlite_store plugin disabled?)"
+                        )
+                    self._store = store
+        return self._store
+
+    # -- loading ------------------------------------------------------------------
+
+    def _load(self) -> None:
+        from .plugin_manager import PluginManager
+        from .registry import Registry
+
+        settings = self.settings
+        pm = PluginManager()
+        blocked = settings.disable_plugins
+        errors: list[str] = []
+
+        def add(name: str, source: str, detail: str, load: Any) -> None:
+            if name in blocked:
+                pm.set_blocked(name)
+                self.records.append(PluginRecord(name, source, detail, "blocked"))
+                return
+            try:
+                plugin = load()
+                pm.register(plugin, name=name, origin=f"{detail or name} ({source})")
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                self.records.append(PluginRecord(name, source, detail, f"error: {message}"))
+                errors.append(f"plugin {name!r} from {source} {detail}: {message}".replace("  ", " "))
+                return
+            self.records.append(PluginRecord(name, source, detail, "loaded", plugin=plugin))
+
+        for name in DEFAULT_PLUGINS:
+            add(name, "builtin", f"headwater.plugins.{name}",
+                lambda name=name: importlib.import_module(f"headwater.plugins.{name}"))
+
+        if not settings.disable_plugin_autoload:
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                dist = getattr(ep, "dist", None)
+                detail = f"{dist.name} {dist.version}" if dist is not None else ep.value
+                add(ep.name, "entrypoint", detail, ep.load)
+
+        for module_name in settings.plugins:
+            add(module_name, "env", "HEADWATER_PLUGINS",
+                lambda m=module_name: importlib.import_module(m))
+
+        self._pm = pm
+        self._register_api_plugins()
+        if errors and self.strict:
+            self._pm = None
+            self.records.clear()
+            raise PluginError("; ".join(errors))
+        for record in self.records:
+            if record.status == "loaded":
+                record.hooks = self._hooks_of(record.name)
+
+        pm.hook.headwater_addhooks.call_historic(kwargs={"pluginmanager": pm})
+        pm.hook.headwater_configure.call_historic(kwargs={"session": self})
+        registry = Registry()
+        for impl in reversed(pm.hook.headwater_register_components.get_hookimpls()):
+            impl.function(registry=registry)  # defaults first, so later plugins override
+        self._registry = registry
+
+    def _register_api_plugins(self) -> None:
+        assert self._pm is not None
+        for index, plugin in enumerate(self._api_plugins):
+            name = getattr(plugin, "__name__", None) or f"api-{index}-{type(plugin).__name__}"
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
+                self.records = [r for r in self.records if r.plugin is not plugin]
+            self._pm.register(plugin, name=name, origin=f"{name} (Session(plugins=...))")
+            self.records.append(PluginRecord(name, "api", "Session(plugins=...)", "loaded",
+                                             self._hooks_of(name), plugin))
+
+    def _hooks_of(self, name: str) -> list[str]:
+        assert self._pm is not None
+        plugin = self._pm.get_plugin(name)
+        return sorted(c.name for c in (self._pm.get_hookcallers(plugin) or []))
+
+    def load_local_hooks(self, directory: Path) -> None:
+        """Register the ``headwater_hooks.py`` files that apply to ``directory``."""
+        directory = directory.resolve()
+        if directory in self._local_dirs:
+            return
+        from .local_hooks import hook_files_for, import_hook_file
+
+        pm = self.pm
+        with self._lock:
+            added = False
+            for path in hook_files_for(directory):
+                if path in self._local_files:
+                    continue
+                name = str(path)
+                module = import_hook_file(path)
+                pm.register(module, name=name, origin=str(path))
+                self._local_files[path] = name
+                self.records.append(PluginRecord(name, "local", str(path), "loaded",
+                                                 self._hooks_of(name), module))
+                added = True
+            if added:
+                # Keep Session(plugins=...) last in line, so it is still called first.
+                self._register_api_plugins()
+                self._bindings.clear()
+            self._local_dirs.add(directory)
+
+    def bindings_for(self, directory: Path | None) -> FlowBindings:
+        """Hooks bound for flows defined in ``directory`` (cached per directory)."""
+        bindings = self._bindings.get(directory)
+        if bindings is None:
+            from .bindings import FlowBindings
+
+            if directory is not None:
+                self.load_local_hooks(directory)
+            excluded = [
+                self.pm.get_plugin(name)
+                for path, name in self._local_files.items()
+                if directory is None or not _applies(path, directory)
+            ]
+            bindings = FlowBindings(self, [p for p in excluded if p is not None])
+            self._bindings[directory] = bindings
+        return bindings
+
+    def close(self) -> None:
+        """Flush and close the run store and unconfigure plugins. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        store, self._store = self._store, None
+        try:
+            if store is not None:
+                store.close()
+        finally:
+            if self._pm is not None:
+                self._pm.hook.headwater_unconfigure(session=self)
+
+
+def _applies(path: Path, directory: Path) -> bool:
+    from .local_hooks import applies_to
+
+    return applies_to(path, directory)
+
+
+_active: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "headwater_session", default=None
+)
+_process_session: Session | None = None
+_process_lock = threading.Lock()

@@ -1,0 +1,95 @@
+"""FlowSpec and TaskSpec: decorator options, validated once at decoration time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Callable, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
+
+Callback = Callable[..., Any]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    description: Optional[str] = None
+    retries: int = Field(0, ge=0)
+    retry_delay_seconds: Union[float, list[float]] = 0
+    timeout_seconds: Optional[float] = Field(None, gt=0)
+    persist_result: Optional[bool] = None
+    log_prints: Optional[bool] = None
+    on_completion: list[Callback] = []
+    on_failure: list[Callback] = []
+    on_crashed: list[Callback] = []
+
+    @field_validator("retry_delay_seconds")
+    @classmethod
+    def _delays_not_negative(cls, value: Any) -> Any:
+        delays = value if isinstance(value, list) else [value]
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must be >= 0")
+        return value
+
+    @field_validator("on_completion", "on_failure", "on_crashed", mode="before")
+    @classmethod
+    def _callbacks(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if callable(value):
+            return [value]
+        return value
+
+
+class FlowSpec(_Spec):
+    version: Optional[str] = None
+    flow_run_name: Union[str, Callback, None] = None
+    task_runner: Any = None
+    validate_parameters: bool = True
+
+
+class TaskSpec(_Spec):
+    tags: frozenset[str] = frozenset()
+    task_run_name: Union[str, Callback, None] = None
+    retry_jitter_factor: Optional[float] = Field(None, ge=0)
+    retry_condition_fn: Optional[Callback] = None
+    cache_key_fn: Optional[Callback] = None
+    cache_expiration: Optional[_dt.timedelta] = None
+    refresh_cache: bool = False
+    result_serializer: Optional[str] = None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_are_strings(cls, value: Any) -> Any:
+        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+            raise ValueError("tags must be a list of strings, e.g. tags=['etl']")
+        if not all(isinstance(tag, str) for tag in value):
+            raise ValueError("every tag must be a string")
+        return frozenset(value)
+
+    @field_validator("cache_expiration", mode="before")
+    @classmethod
+    def _expiration_is_timedelta(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, _dt.timedelta):
+            raise ValueError("cache_expiration must be a datetime.timedelta")
+        return value
+
+
+def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
+    """Validate ``options`` for ``owner`` (e.g. ``"@task 'load'"``), raising one clear error."""
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            option = ".".join(str(p) for p in err["loc"][:1]) or "?"
+            value = options.get(option, err.get("input"))
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(sorted(model.model_fields))
+                problems.append(f"unknown option {option}={value!r}; expected one of: {allowed}")
+            else:
+                problems.append(f"{option}={value!r}: {err['msg']}")
+        raise ConfigurationError(f"invalid options for {owner}: " + "; ".join(problems)) from None

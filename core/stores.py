@@ -1,0 +1,168 @@
+"""The run store interface, and an in-memory store for tests and throwaway sessions.
+
+A run store records flow runs, task runs, every state, and the cache index. The
+engine writes through ``create_*``/``record_state`` (which may buffer: ``flush`` makes
+everything written so far durable); everyone else reads through ``read_*``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .runs import FlowRun, TaskRun
+from .states import State
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    task_name: str
+    task_run_id: str | None
+    location: str
+    serializer: str
+    created: float
+    expiration: float | None = None  # epoch seconds, None = never
+    size: int | None = None
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return self.expiration is not None and (now or time.time()) >= self.expiration
+
+
+class RunStore:
+    """What every run store provides. Subclass and register a factory by URL scheme."""
+
+    # -- writes ---------------------------------------------------------------------
+    def create_flow_run(self, run: FlowRun) -> None:
+        raise NotImplementedError
+
+    def create_task_run(self, run: TaskRun) -> None:
+        raise NotImplementedError
+
+    def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
+        """Append ``state`` to the run's history and make it the run's current state."""
+        raise NotImplementedError
+
+    def record_logs(self, rows: Iterable[tuple[str | None, str | None, float, str, str, str]]) -> None:
+        """Store log lines: ``(flow_run_id, task_run_id, ts, level, logger, message)``."""
+
+    def flush(self) -> None:
+        """Make every write so far durable."""
+
+    def close(self) -> None:
+        self.flush()
+
+    # -- cache index ----------------------------------------------------------------
+    def read_cache_entry(self, key: str) -> CacheEntry | None:
+        raise NotImplementedError
+
+    def write_cache_entry(self, entry: CacheEntry) -> None:
+        raise NotImplementedError
+
+    def read_cache_entries(self) -> list[CacheEntry]:
+        raise NotImplementedError
+
+    def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        raise NotImplementedError
+
+    # -- reads ------------------------------------------------------------------------
+    def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
+                       state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
+        """Flow runs, newest first. ``state`` matches a state type or name."""
+        raise NotImplementedError
+
+    def read_flow_run(self, id_or_name: str) -> FlowRun | None:
+        raise NotImplementedError
+
+    def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
+        """Task runs of one flow run (or all), in creation order."""
+        raise NotImplementedError
+
+    def read_task_run(self, task_run_id: str) -> TaskRun | None:
+        raise NotImplementedError
+
+    def read_states(self, run_id: str) -> list[State]:
+        """The full state history of a flow run or task run, oldest first."""
+        raise NotImplementedError
+
+    def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        return []
+
+
+class MemoryRunStore(RunStore):
+    """Keeps everything in dictionaries; used by tests and ``memory://`` URLs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.flow_runs: dict[str, FlowRun] = {}
+        self.task_runs: dict[str, TaskRun] = {}
+        self.states: dict[str, list[State]] = {}
+        self.cache: dict[str, CacheEntry] = {}
+        self.logs: list[dict[str, Any]] = []
+
+    def create_flow_run(self, run: FlowRun) -> None:
+        self.flow_runs[run.id] = run
+
+    def create_task_run(self, run: TaskRun) -> None:
+        self.task_runs[run.id] = run
+
+    def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
+        with self._lock:
+            self.states.setdefault(run.id, []).append(state)
+
+    def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
+        with self._lock:
+            self.logs.extend(dict(zip(keys, row)) for row in rows)
+
+    def read_cache_entry(self, key: str) -> CacheEntry | None:
+        return self.cache.get(key)
+
+    def write_cache_entry(self, entry: CacheEntry) -> None:
+        self.cache[entry.key] = entry
+
+    def read_cache_entries(self) -> list[CacheEntry]:
+        return sorted(self.cache.values(), key=lambda e: e.created)
+
+    def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        gone = [e for e in self.cache.values()
+                if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
+        for entry in gone:
+            del self.cache[entry.key]
+        return gone
+
+    def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
+                       state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
+        runs = [r for r in self.flow_runs.values()
+                if (flow_name is None or r.flow_name == flow_name)
+                and (parent_flow_run_id is None or r.parent_flow_run_id == parent_flow_run_id)
+                and (state is None or (r.state and state.upper() in (r.state.type.value, r.state.name.upper())))]
+        runs.sort(key=lambda r: r.start_ts or 0, reverse=True)
+        return runs[offset: offset + limit]
+
+    def read_flow_run(self, id_or_name: str) -> FlowRun | None:
+        run = self.flow_runs.get(id_or_name)
+        if run is None:
+            named = [r for r in self.flow_runs.values() if r.name == id_or_name]
+            run = max(named, key=lambda r: r.start_ts or 0) if named else None
+        return run
+
+    def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
+        runs = [r for r in self.task_runs.values() if flow_run_id is None or r.flow_run_id == flow_run_id]
+        return runs[:limit] if limit else runs
+
+    def read_task_run(self, task_run_id: str) -> TaskRun | None:
+        return self.task_runs.get(task_run_id)
+
+    def read_states(self, run_id: str) -> list[State]:
+        return list(self.states.get(run_id, []))
+
+    def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        rows = [r for r in self.logs
+                if (flow_run_id is None or r["flow_run_id"] == flow_run_id)
+                and (task_run_id is None or r["task_run_id"] == task_run_id)]
+        return rows[:limit]

@@ -1,0 +1,67 @@
+"""Task runners: where submitted task runs execute.
+
+The interface is small. A runner gets each submitted task run as a :class:`Work` whose
+upstream futures are already done (unless it sets ``handles_dependencies``), and must
+call ``work.run()`` for a sync task, or await ``work.arun()`` for an async one, exactly
+once, anywhere it likes::
+
+    class InlineRunner(TaskRunner):
+        def submit(self, work):
+            work.run()
+
+Register it by name with ``registry.add_task_runner("inline", InlineRunner)`` in
+``headwater_register_components`` and use ``@flow(task_runner="inline")``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from .futures import Work
+
+if TYPE_CHECKING:
+    from .context import FlowRunContext
+
+__all__ = ["TaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
+
+
+class TaskRunner:
+    #: True when the runner orders work by its upstream futures itself (e.g. Dask):
+    #: then ``submit`` is called at once, with ``work.upstream`` possibly unfinished.
+    handles_dependencies: bool = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def duplicate(self) -> TaskRunner:
+        """A fresh, unstarted copy: the instance on a decorator is a template per flow run."""
+        return copy.copy(self)
+
+    def start(self, context: FlowRunContext | None = None) -> None:
+        """Called once when the flow run starts, before any submit."""
+
+    def submit(self, work: Work) -> None:
+        """Arrange for ``work.run()`` (or ``await work.arun()`` if ``work.is_async``)."""
+        raise NotImplementedError
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Called once when the flow run ends, after every future is done (or on a crash,
+        with ``wait=False``)."""
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+
+def __getattr__(name: str) -> Any:
+    # The built-in runners live in the default plugins; imported on first use.
+    if name == "SequentialTaskRunner":
+        from headwater.plugins.sequential_runner import SequentialTaskRunner
+
+        return SequentialTaskRunner
+    if name == "ConcurrentTaskRunner":
+        from headwater.plugins.concurrent_runner import ConcurrentTaskRunner
+
+        return ConcurrentTaskRunner
+    raise AttributeError(f"module 'headwater.task_runners' has no attribute {name!r}")

@@ -1,0 +1,93 @@
+"""Task: a function whose calls become recorded, retried, cached task runs.
+
+Also home of ``task_input_hash`` for ``from headwater.tasks import task_input_hash``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Generic, TypeVar, overload
+
+from .parameters import Binder
+from .specs import TaskSpec, build_spec
+
+R = TypeVar("R")
+
+__all__ = ["Task", "task", "task_input_hash"]
+
+
+class Task(Generic[R]):
+    """A decorated function. Call it, ``submit`` it, or ``map`` it inside a flow."""
+
+    def __init__(self, fn: Callable[..., R], **options: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task decorates a function, got {fn!r}")
+        from .engine import task_key
+        from .flow_engine import source_dir_of
+
+        self.fn = fn
+        self._options = options
+        defaults = {"name": fn.__name__, "description": inspect.getdoc(fn)}
+        merged = {**defaults, **{k: v for k, v in options.items() if not (k in defaults and v is None)}}
+        self.spec: TaskSpec = build_spec(TaskSpec, f"@task {fn.__name__!r}", merged)
+        self.name = self.spec.name
+        self.description = self.spec.description
+        self.tags = self.spec.tags
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.binder = Binder(fn, f"task {self.name!r}")
+        self.task_key = task_key(self)
+        self.source_dir = source_dir_of(fn)
+        functools.update_wrapper(self, fn)
+
+    def __getattr__(self, name: str) -> Any:
+        # Options read like attributes: my_task.retries, my_task.cache_key_fn, ...
+        spec = self.__dict__.get("spec")
+        if spec is not None and name in type(spec).model_fields:
+            return getattr(spec, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        from .engine import call_task
+
+        return call_task(self, args, kwargs, return_state, wait_for)
+
+    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Run on the flow's task runner; returns a future (``.result()``, ``.wait()``)."""
+        from .engine import submit_task
+
+        return submit_task(self, args, kwargs, wait_for)
+
+    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> list[Any]:
+        """Submit one run per element; wrap constant arguments in ``unmapped(...)``."""
+        from .engine import map_task
+
+        return map_task(self, args, kwargs, wait_for)
+
+    def with_options(self, **changes: Any) -> Task[R]:
+        """A copy with some options changed, validated again."""
+        return Task(self.fn, **{**self._options, **changes})
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r})"
+
+
+@overload
+def task(__fn: Callable[..., R]) -> Task[R]: ...
+@overload
+def task(**options: Any) -> Callable[[Callable[..., R]], Task[R]]: ...
+
+
+def task(__fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Make a function a task: ``@task`` or ``@task(retries=2, cache_key_fn=...)``."""
+    if __fn is None:
+        return lambda fn: Task(fn, **options)
+    return Task(__fn, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "task_input_hash":
+        from headwater.plugins.input_hash import task_input_hash
+
+        return task_input_hash
+    raise AttributeError(f"module 'headwater.tasks' has no attribute {name!r}")

@@ -1,0 +1,121 @@
+"""Caching: cache keys from ``cache_key_fn``, and cache hits answered as ``Cached``.
+
+When a task has a ``cache_key_fn``, the engine computes the key before proposing
+``Running``. If the run store's cache index has an unexpired entry for the key (and
+``refresh_cache`` is off) and its result can be read, the run ends ``Cached`` with that
+result and the function is not called. After a successful call the result is persisted
+and only then is the cache entry written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from headwater.errors import HeadwaterError
+from headwater.plugin_manager import hookimpl
+from headwater.policy import StatePolicy, WrappingPolicy
+from headwater.results import ResultMissing
+from headwater.states import Cached, State
+from headwater.stores import CacheEntry
+
+class CacheKeyError(HeadwaterError):
+    """A task's cache key function raised; the run fails (retries apply), nothing is cached."""
+
+
+logger = logging.getLogger("headwater.task_runs")
+MAX_KEY_LENGTH = 512
+
+
+def key_to_string(task_name: str, key: Any) -> str | None:
+    """Turn whatever a key function returned into the key string (``None`` stays None).
+
+    Strings are used as they are; other values by ``str()``. Keys longer than
+    512 characters are replaced by a SHA-256 of them, so huge keys stay cheap.
+    """
+    if key is None:
+        return None
+    text = key if isinstance(key, str) else str(key)
+    if len(text) > MAX_KEY_LENGTH:
+        import hashlib
+
+        text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+class CachePolicy(WrappingPolicy):
+    """Adds cache lookups and cache writes to another policy."""
+
+    def __init__(self, inner: StatePolicy, task: Any) -> None:
+        super().__init__(inner)
+        self.uses_cache = True
+        self.task = task
+        self.refresh = task.spec.refresh_cache
+        self.expiration = task.spec.cache_expiration
+
+    def propose_running(self, ctx: Any) -> State | None:
+        run = ctx.task_run
+        key = run.cache_key
+        if key is None or self.refresh:
+            return self.inner.propose_running(ctx)
+        entry = ctx.store.read_cache_entry(key)
+        if entry is None or entry.is_expired():
+            return self.inner.propose_running(ctx)
+        try:
+            value = ctx.result_store.read(entry.location)
+        except ResultMissing as exc:
+            logger.warning("Cache entry for key %r cannot be read (%s); running the task again",
+                           key, exc, extra=_extra(ctx))
+            return self.inner.propose_running(ctx)
+        run.result_location = entry.location
+        expires = (dt.datetime.fromtimestamp(entry.expiration, tz=dt.timezone.utc)
+                   if entry.expiration is not None else None)
+        return Cached(data=value, cache_key=key, cache_expiration=expires,
+                      task_run_id=run.id)
+
+    def propose_completed(self, ctx: Any, state: State) -> State:
+        state = self.inner.propose_completed(ctx, state)
+        run = ctx.task_run
+        if run.cache_key is None or run.result_location is None or not state.is_completed():
+            return state
+        now = time.time()
+        expiration = now + self.expiration.total_seconds() if self.expiration is not None else None
+        ctx.store.write_cache_entry(CacheEntry(
+            key=run.cache_key, task_name=self.task.name, task_run_id=run.id,
+            location=run.result_location, serializer=self.task.spec.result_serializer or "cloudpickle",
+            created=now, expiration=expiration, size=None))
+        details = state.state_details
+        details.cache_key = run.cache_key
+        if expiration is not None:
+            details.cache_expiration = dt.datetime.fromtimestamp(expiration, tz=dt.timezone.utc)
+        return state
+
+
+def _extra(ctx: Any) -> dict[str, Any]:
+    from headwater.run_logging import task_extra
+
+    return task_extra(ctx)
+
+
+@hookimpl(wrapper=True)
+def headwater_make_state_policy(task: Any, session: Any) -> Any:
+    policy = yield
+    if task.spec.cache_key_fn is not None and policy is not None:
+        return CachePolicy(policy, task)
+    return policy
+
+
+@hookimpl(trylast=True)
+def headwater_task_cache_key(task: Any, context: Any, parameters: dict[str, Any]) -> str | None:
+    key_fn = task.spec.cache_key_fn
+    if key_fn is None:
+        return None
+    try:
+        key = key_fn(context, parameters)
+    except Exception as exc:
+        name = getattr(key_fn, "__qualname__", repr(key_fn))
+        raise CacheKeyError(f"cache_key_fn {name!r} of task {task.name!r} raised "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return key_to_string(task.name, key)

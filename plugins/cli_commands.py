@@ -1,0 +1,299 @@
+"""The built-in ``headwater`` subcommands: ``runs``, ``runs show``, ``cache``, ``plugins``
+and ``run``. Every listing takes ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from headwater.plugin_manager import hookimpl
+
+
+def _session() -> Any:
+    from headwater.session import Session
+
+    return Session.current()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat()
+
+
+def _duration(start: float | None, end: float | None) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = end - start
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.2f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _state_text(state: Any) -> str:
+    return state.name if state is not None else "-"
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    out = {
+        "id": run.id,
+        "name": run.name,
+        "state": run.state.type.value if run.state else None,
+        "state_name": run.state.name if run.state else None,
+        "message": run.state.message if run.state else None,
+        "parameters": run.parameters,
+        "tags": sorted(run.tags),
+        "start_time": _iso(run.start_ts),
+        "end_time": _iso(run.end_ts),
+        "run_count": run.run_count,
+    }
+    if run.kind == "flow":
+        out.update(flow_name=run.flow_name, flow_version=run.flow_version,
+                   parent_flow_run_id=run.parent_flow_run_id)
+    else:
+        out.update(task_name=run.task_name, flow_run_id=run.flow_run_id, cache_key=run.cache_key,
+                   result_location=run.result_location)
+    return out
+
+
+def _state_dict(state: Any) -> dict[str, Any]:
+    return {"type": state.type.value, "name": state.name, "message": state.message,
+            "timestamp": _iso(state.ts)}
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if getattr(args, "runs_command", None) == "show":
+        return cmd_runs_show(args)
+    store = _session().store
+    runs = store.read_flow_runs(limit=args.limit, flow_name=args.flow, state=args.state)
+    if args.json:
+        print(json.dumps([_run_dict(r) for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("No flow runs yet. Run a flow, e.g. `make demo`, then look again.")
+        return 0
+    rows = [[r.name, r.flow_name, _state_text(r.state), _when(r.start_ts), _duration(r.start_ts, r.end_ts),
+             r.id[:8]] for r in runs]
+    print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    store = _session().store
+    run = store.read_flow_run(args.run)
+    if run is None:
+        print(f"headwater: error: no flow run with id or name {args.run!r}; "
+              f"`headwater runs` lists recent ones", file=sys.stderr)
+        return 1
+    states = store.read_states(run.id)
+    tasks = store.read_task_runs(flow_run_id=run.id)
+    children = store.read_flow_runs(limit=1000, parent_flow_run_id=run.id)
+    if args.json:
+        out = _run_dict(run)
+        out["states"] = [_state_dict(s) for s in states]
+        out["task_runs"] = [dict(_run_dict(t), states=[_state_dict(s) for s in store.read_states(t.id)])
+                            for t in tasks]
+        out["subflow_runs"] = [_run_dict(c) for c in children]
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"Flow run {run.name!r} of flow {run.flow_name!r}  (id {run.id})")
+    print(f"  state:      {run.state}" if run.state else "  state:      -")
+    print(f"  parameters: {json.dumps(run.parameters)}")
+    print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
+    origin = states[0].ts if states else (run.start_ts or 0)
+    print("\nState history:")
+    for state in states:
+        print(f"  +{state.ts - origin:8.3f}s  {state.name:<14} {state.message or ''}".rstrip())
+    if tasks:
+        print(f"\nTask runs ({len(tasks)}):")
+        end = max([t.end_ts or t.start_ts or origin for t in tasks] + [run.end_ts or origin])
+        span = max(end - origin, 1e-6)
+        width = 30
+        for task in tasks:
+            start = task.start_ts or (task.state.ts if task.state else origin)
+            stop = task.end_ts or start
+            left = int((start - origin) / span * width)
+            bar = " " * left + "#" * max(1, int((stop - start) / span * width))
+            history = " > ".join(s.name for s in store.read_states(task.id))
+            print(f"  |{bar[:width].ljust(width)}| {task.name:<28} {_duration(task.start_ts, task.end_ts):>8}  "
+                  f"{history}")
+    if children:
+        print("\nSubflow runs:")
+        for child in children:
+            print(f"  {child.name} ({child.flow_name}) {_state_text(child.state)} {child.id[:8]}")
+    return 0
+
+
+# -- cache --------------------------------------------------------------------------------
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    store = _session().store
+    if args.cache_command == "clear":
+        if not args.yes:
+            print("headwater: error: `headwater cache clear` deletes cache entries; add --yes to confirm",
+                  file=sys.stderr)
+            return 2
+        removed = store.delete_cache_entries(expired_only=args.expired, task_name=args.task)
+        result_store = None
+        for entry in removed:
+            if not any(e.location == entry.location for e in store.read_cache_entries()):
+                if result_store is None:
+                    from headwater.plugins.local_results import LocalResultStore
+
+                    session = _session()
+                    serializers = {n: s for n, s, _ in session.registry.items("serializer")}
+                    result_store = LocalResultStore(session.settings.local_storage_path, serializers)
+                result_store.delete(entry.location)
+        print(f"Removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}.")
+        return 0
+    entries = store.read_cache_entries()
+    if args.json:
+        print(json.dumps([{
+            "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id, "location": e.location,
+            "serializer": e.serializer, "created": _iso(e.created), "expires": _iso(e.expiration),
+            "expired": e.is_expired(), "size": e.size} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("The cache is empty.")
+        return 0
+    rows = [[e.key if len(e.key) <= 24 else e.key[:21] + "...", e.task_name, _when(e.created),
+             ("expired " if e.is_expired() else "") + _when(e.expiration) if e.expiration else "never",
+             "-" if e.size is None else str(e.size)] for e in entries]
+    print(_table(rows, ["KEY", "TASK", "CREATED", "EXPIRES", "SIZE"]))
+    return 0
+
+
+# -- plugins ------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    session = _session()
+    session.pm  # load
+    records = session.records
+    if args.order:
+        hook = getattr(session.pm.hook, args.order, None)
+        if hook is None or not args.order.startswith("headwater_"):
+            known = sorted(n for n in dir(session.pm.hook) if n.startswith("headwater_"))
+            print(f"headwater: error: no hook named {args.order!r}; hooks: {', '.join(known)}",
+                  file=sys.stderr)
+            return 1
+        impls = list(reversed(hook.get_hookimpls()))  # pluggy calls the last one first
+        order = [{"plugin": i.plugin_name, "wrapper": bool(i.wrapper), "tryfirst": i.tryfirst,
+                  "trylast": i.trylast} for i in impls]
+        if args.json:
+            print(json.dumps({"hook": args.order, "order": order}, indent=2))
+        else:
+            print(f"Call order of {args.order} (first called first):")
+            for n, item in enumerate(order, 1):
+                marks = [k for k in ("wrapper", "tryfirst", "trylast") if item[k]]
+                print(f"  {n}. {item['plugin']}" + (f"  [{', '.join(marks)}]" if marks else ""))
+        return 0
+    if args.json:
+        print(json.dumps([{"name": r.name, "source": r.source, "detail": r.detail, "status": r.status,
+                           "hooks": r.hooks} for r in records], indent=2))
+        return 0
+    rows = [[r.name if len(r.name) < 40 else "..." + r.name[-37:], r.source, r.detail, r.status,
+             ", ".join(h.replace("headwater_", "") for h in r.hooks)] for r in records]
+    print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
+    return 0 if all(not r.status.startswith("error") for r in records) else 1
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    target = args.target
+    if ":" not in target:
+        print(f"headwater: error: expected FILE:FLOW, e.g. examples/hello.py:hello_flow, got {target!r}",
+              file=sys.stderr)
+        return 2
+    file_name, flow_name = target.rsplit(":", 1)
+    path = Path(file_name)
+    if not path.is_file():
+        print(f"headwater: error: no such file {file_name!r}", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    flow_obj = getattr(module, flow_name, None)
+    from headwater.flows import Flow
+
+    if not isinstance(flow_obj, Flow):
+        flows = [n for n, v in vars(module).items() if isinstance(v, Flow)]
+        print(f"headwater: error: {flow_name!r} in {file_name} is not a flow; flows there: "
+              f"{', '.join(flows) or 'none'}", file=sys.stderr)
+        return 2
+    params: dict[str, Any] = {}
+    for item in args.param or []:
+        if "=" not in item:
+            print(f"headwater: error: -p takes key=value, got {item!r}", file=sys.stderr)
+            return 2
+        key, raw = item.split("=", 1)
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    state = flow_obj(**params, return_state=True)
+    print(repr(state))
+    return 0 if state.is_completed() else 1
+
+
+@hookimpl
+def headwater_add_commands(cli: Any) -> None:
+    runs = cli.add_parser("runs", help="list recent flow runs, or show one")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--flow", help="only runs of this flow")
+    runs.add_argument("--state", help="only runs in this state (type or name)")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show")
+    show = runs_sub.add_parser("show", help="a flow run's state history and task runs")
+    show.add_argument("run", help="flow run id (or its first characters) or name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(func=cmd_runs)
+    show.set_defaults(func=cmd_runs)
+
+    cache = cli.add_parser("cache", help="list or clear cache entries")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ls|clear", required=True)
+    ls = cache_sub.add_parser("ls", help="list cache entries")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    clear = cache_sub.add_parser("clear", help="delete cache entries and their result files")
+    clear.add_argument("--expired", action="store_true", help="only expired entries")
+    clear.add_argument("--task", help="only entries written by this task")
+    clear.add_argument("--yes", action="store_true", help="confirm")
+    cache.set_defaults(func=cmd_cache)
+
+    plugins = cli.add_parser("plugins", help="list plugins, their source, status and hooks")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.add_argument("--order", metavar="HOOK", help="print the call order of one hook")
+    plugins.set_defaults(func=cmd_plugins)
+
+    run = cli.add_parser("run", help="run a flow from a file: FILE:FLOW -p key=value")
+    run.add_argument("target", help="path/to/file.py:flow_function")
+    run.add_argument("-p", "--param", action="append", help="a parameter, key=value (JSON values)")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,134 @@
+"""The concurrent task runner (the default): sync tasks on a bounded pool of worker
+threads, async tasks on one anyio event loop in a thread of its own.
+
+Also the default ``headwater_make_task_runner``: the flow's ``task_runner`` option (an
+instance, a class, or a registered name), else ``HEADWATER_TASK_RUNNER``.
+
+Worker threads are daemons, so an interrupted flow lets the process exit instead of
+waiting for every running task. A task that waits on a task it submitted runs it
+itself if no worker has started it yet, so nested submits cannot deadlock the pool.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import queue
+import threading
+from typing import Any
+
+from headwater.errors import ConfigurationError
+from headwater.plugin_manager import hookimpl
+from headwater.task_runners import TaskRunner, Work
+
+
+class ConcurrentTaskRunner(TaskRunner):
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise ConfigurationError(f"ConcurrentTaskRunner(max_workers={max_workers!r}): expected "
+                                     f"a whole number of at least 1")
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._portal_cm: Any = None
+        self._portal: Any = None
+
+    def duplicate(self) -> ConcurrentTaskRunner:
+        return ConcurrentTaskRunner(self.max_workers)
+
+    def __repr__(self) -> str:
+        return f"ConcurrentTaskRunner(max_workers={self.max_workers})"
+
+    def submit(self, work: Work) -> None:
+        context = contextvars.copy_context()
+        if work.is_async:
+            self._ensure_portal().start_task_soon(_run_async, context, work)
+            return
+        self._queue.put((context, work))
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                return
+            if len(self._threads) >= self.max_workers:
+                return
+            thread = threading.Thread(target=self._worker, daemon=True,
+                                      name=f"headwater-worker-{len(self._threads)}")
+            self._threads.append(thread)
+        thread.start()
+
+    def _worker(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            context, work = item
+            context.run(work.run)
+            with self._lock:
+                self._idle += 1
+
+    def _ensure_portal(self) -> Any:
+        with self._lock:
+            if self._portal is None:
+                from anyio.from_thread import start_blocking_portal
+
+                self._portal_cm = start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+            return self._portal
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            threads = list(self._threads)
+            portal_cm, self._portal_cm, self._portal = self._portal_cm, None, None
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+        if portal_cm is not None:
+            if wait:
+                portal_cm.__exit__(None, None, None)
+            else:
+                try:
+                    portal_cm.__exit__(None, None, None)
+                except Exception:
+                    pass
+
+
+async def _run_async(context: contextvars.Context, work: Work) -> None:
+    # Context variables of the submitting flow, inside the portal's event loop.
+    for var, value in context.items():
+        var.set(value)
+    await work.arun()
+
+
+def resolve_task_runner(value: Any, session: Any, flow_name: str) -> TaskRunner:
+    """An instance (copied), a class (instantiated) or a registered name → a runner."""
+    if value is None:
+        value = session.settings.task_runner
+    if isinstance(value, str):
+        factory = session.registry.get("task_runner", value, wanted_for=f"flow {flow_name!r}")
+        runner = factory()
+    elif isinstance(value, type):
+        runner = value()
+    else:
+        runner = value.duplicate()
+    if not isinstance(runner, TaskRunner):
+        raise ConfigurationError(f"task runner {value!r} for flow {flow_name!r} made {runner!r}, "
+                                 f"which is not a TaskRunner")
+    return runner
+
+
+@hookimpl
+def headwater_register_components(registry: Any) -> None:
+    registry.add_task_runner("concurrent", ConcurrentTaskRunner, source="concurrent_runner")
+
+
+@hookimpl(trylast=True)
+def headwater_make_task_runner(flow: Any, session: Any) -> TaskRunner:
+    return resolve_task_runner(flow.spec.task_runner, session, flow.name)

@@ -1,0 +1,155 @@
+"""``task_input_hash``: a cache key from a task's identity, its body and its inputs.
+
+The hash is canonical: the same inputs give the same key in every process, whatever
+the dict or set order or ``PYTHONHASHSEED``. It covers the task's module, name and
+source text (so editing the body changes keys, moving it down a few lines does not).
+Supported inputs: None, bool, int, float, complex, str, bytes, lists, tuples, dicts,
+sets, datetimes, dates, times, timedeltas, paths, enums, UUIDs, decimals, pydantic
+models, dataclasses, and array-likes with ``dtype``, ``shape`` and ``tobytes()``
+(numpy). Anything else gets one warning naming the parameter, and the call runs
+uncached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import hashlib
+import inspect
+import logging
+import pathlib
+import uuid
+from typing import Any, Callable
+
+from headwater.plugin_manager import hookimpl
+
+logger = logging.getLogger("headwater.task_runs")
+_warned: set[tuple[str, str, str]] = set()
+_body_hashes: dict[Any, str] = {}
+
+
+class Unhashable(TypeError):
+    def __init__(self, path: str, value: Any) -> None:
+        super().__init__(f"{path}: cannot hash a value of type {type(value).__qualname__}")
+        self.path = path
+        self.value = value
+
+
+def _feed(update: Callable[[bytes], None], value: Any, path: str, depth: int = 0) -> None:
+    if depth > 64:
+        raise Unhashable(path, value)
+    t = type(value)
+    if value is None or t is bool:
+        update(f"{t.__name__}:{value!r};".encode())
+    elif t in (int, float, complex):
+        update(f"{t.__name__}:{value!r};".encode())
+    elif t is str:
+        data = value.encode("utf-8", "surrogatepass")
+        update(b"s%d:" % len(data) + data)
+    elif t in (bytes, bytearray, memoryview):
+        data = bytes(value)
+        update(b"b%d:" % len(data) + data)
+    elif t in (list, tuple):
+        update(b"l(" if t is list else b"t(")
+        for i, item in enumerate(value):
+            _feed(update, item, f"{path}[{i}]", depth + 1)
+        update(b")")
+    elif t is dict:
+        parts = sorted((_digest(k, f"{path} key", depth + 1), _digest(v, f"{path}[{k!r}]", depth + 1))
+                       for k, v in value.items())
+        update(b"d(" + b"".join(k + v for k, v in parts) + b")")
+    elif t in (set, frozenset):
+        parts = sorted(_digest(item, f"{path} item", depth + 1) for item in value)
+        update(b"S(" + b"".join(parts) + b")")
+    elif isinstance(value, enum.Enum):
+        update(f"e:{t.__module__}.{t.__qualname__}:".encode())
+        _feed(update, value.value, path, depth + 1)
+    elif isinstance(value, (dt.datetime, dt.date, dt.time)):
+        update(f"{t.__name__}:{value.isoformat()};".encode())
+    elif isinstance(value, dt.timedelta):
+        update(f"td:{value.days},{value.seconds},{value.microseconds};".encode())
+    elif isinstance(value, pathlib.PurePath):
+        update(f"p:{value.as_posix()};".encode())
+    elif isinstance(value, (uuid.UUID, decimal.Decimal)):
+        update(f"{t.__name__}:{value};".encode())
+    elif isinstance(value, (str, int, float, bytes, tuple, list, dict)):
+        # Subclasses (e.g. str enums, named tuples): class name plus the base value.
+        update(f"sub:{t.__module__}.{t.__qualname__}:".encode())
+        base = next(b for b in (str, int, float, bytes, tuple, list, dict) if isinstance(value, b))
+        _feed(update, base(value), path, depth + 1)
+    elif hasattr(value, "model_dump") and hasattr(type(value), "model_fields"):
+        update(f"m:{t.__module__}.{t.__qualname__}:".encode())
+        _feed(update, value.model_dump(mode="python"), path, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        update(f"dc:{t.__module__}.{t.__qualname__}:".encode())
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        _feed(update, fields, path, depth + 1)
+    elif hasattr(value, "tobytes") and hasattr(value, "dtype") and hasattr(value, "shape"):
+        if str(getattr(value, "dtype", "")) == "object":
+            raise Unhashable(path, value)
+        update(f"a:{t.__module__}.{t.__qualname__}:{value.dtype}:{tuple(value.shape)}:".encode())
+        data = value.tobytes()
+        update(b"%d:" % len(data) + data)
+    else:
+        raise Unhashable(path, value)
+
+
+def _digest(value: Any, path: str, depth: int) -> bytes:
+    h = hashlib.sha256()
+    _feed(h.update, value, path, depth)
+    return h.digest()
+
+
+def stable_hash(value: Any, path: str = "value") -> str:
+    """A hex digest of ``value`` that is the same in every process."""
+    h = hashlib.sha256()
+    _feed(h.update, value, path)
+    return h.hexdigest()
+
+
+def _body_hash(fn: Any) -> str:
+    key = getattr(fn, "__code__", fn)
+    cached = _body_hashes.get(key)
+    if cached is None:
+        try:
+            text = inspect.getsource(fn)
+            blob = inspect.cleandoc(text).encode()
+        except (OSError, TypeError):
+            code = getattr(fn, "__code__", None)
+            blob = code.co_code if code is not None else repr(fn).encode()
+        cached = hashlib.sha256(blob).hexdigest()[:16]
+        _body_hashes[key] = cached
+    return cached
+
+
+def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache key function: the same task with the same inputs gives the same key.
+
+    Use it as ``@task(cache_key_fn=task_input_hash)``. Returns ``None`` (run uncached,
+    after one warning) when an input cannot be hashed.
+    """
+    task = context.task
+    h = hashlib.sha256()
+    h.update(f"{getattr(task.fn, '__module__', '')}:{task.fn.__qualname__}:{task.name}:".encode())
+    h.update(_body_hash(task.fn).encode())
+    for name in sorted(parameters):
+        h.update(f"|{name}=".encode())
+        try:
+            _feed(h.update, parameters[name], name)
+        except Unhashable as exc:
+            marker = (task.name, name, type(exc.value).__qualname__)
+            if marker not in _warned:
+                _warned.add(marker)
+                logger.warning(
+                    "task_input_hash cannot hash parameter %r of task %r (%s); this call runs "
+                    "uncached. Pass hashable inputs or give the task its own cache_key_fn.",
+                    name, task.name, exc)
+            return None
+    return h.hexdigest()
+
+
+@hookimpl
+def headwater_register_components(registry: Any) -> None:
+    registry.add_cache_policy("task_input_hash", task_input_hash, source="input_hash")

@@ -1,0 +1,121 @@
+"""Local result storage: one file per result under ``HEADWATER_LOCAL_STORAGE_PATH``.
+
+File names are a SHA-256 of the result key, so no key (``../../x`` included) can name a
+path outside the directory. Each file is written to a temporary name and renamed into
+place, so a reader never sees half a result. The directory is created private (0700).
+Results are trusted local pickles: never point this at files from someone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from headwater.errors import StoreError
+from headwater.plugin_manager import hookimpl
+from headwater.results import (
+    CloudpickleSerializer,
+    JSONSerializer,
+    ResultMissing,
+    ResultNotPersisted,
+    ResultStore,
+)
+
+_MAGIC = b"HWR1"  # header: magic, serializer name length, serializer name, then the bytes
+
+
+class LocalResultStore(ResultStore):
+    def __init__(self, path: Path, serializers: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.serializers = serializers
+        self._ready = False
+
+    def _ensure_dir(self) -> None:
+        if self._ready:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe-", delete=True)
+            probe.close()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write results to {self.path} (HEADWATER_LOCAL_STORAGE_PATH): "
+                f"{exc.strerror or exc}"
+            ) from None
+        self._ready = True
+
+    def location_for(self, key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+        codec = self.serializers.get(serializer)
+        if codec is None:
+            raise ResultNotPersisted(f"no serializer named {serializer!r}; registered: "
+                                     f"{', '.join(sorted(self.serializers))}")
+        try:
+            blob = codec.dumps(value)
+        except Exception as exc:
+            raise ResultNotPersisted(f"{serializer} cannot serialize it: {type(exc).__name__}: {exc}") from exc
+        self._ensure_dir()
+        name = self.location_for(key)
+        header = _MAGIC + bytes([len(serializer)]) + serializer.encode()
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name[:16]}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(header)
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path / name)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise ResultNotPersisted(f"cannot write {self.path / name}: {exc}") from exc
+        return name, len(blob)
+
+    def _file(self, location: str) -> Path:
+        if not location or any(c not in "0123456789abcdef" for c in location):
+            raise ResultMissing(f"invalid result location {location!r}")
+        return self.path / location
+
+    def read(self, location: str) -> Any:
+        path = self._file(location)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ResultMissing(f"result file {path} cannot be read: {exc.strerror or exc}") from None
+        if not data.startswith(_MAGIC) or len(data) < 5:
+            raise ResultMissing(f"result file {path} is not a headwater result (corrupted?)")
+        size = data[4]
+        serializer = data[5:5 + size].decode(errors="replace")
+        codec = self.serializers.get(serializer)
+        if codec is None:
+            raise ResultMissing(f"result file {path} needs serializer {serializer!r}, not registered")
+        try:
+            return codec.loads(data[5 + size:])
+        except Exception as exc:
+            raise ResultMissing(f"result file {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
+
+    def delete(self, location: str) -> None:
+        try:
+            self._file(location).unlink()
+        except (OSError, ResultMissing):
+            pass
+
+
+@hookimpl
+def headwater_register_components(registry: Any) -> None:
+    registry.add_serializer("cloudpickle", CloudpickleSerializer(), source="local_results")
+    registry.add_serializer("json", JSONSerializer(), source="local_results")
+    registry.add_result_store("local", LocalResultStore, source="local_results")
+
+
+@hookimpl(trylast=True)
+def headwater_make_result_store(flow: Any, session: Any) -> ResultStore:
+    serializers = {name: s for name, s, _ in session.registry.items("serializer")}
+    return LocalResultStore(session.settings.local_storage_path, serializers)

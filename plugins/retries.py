@@ -1,0 +1,61 @@
+"""Retries: the default state policy.
+
+A failed attempt is answered ``AwaitingRetry`` (with its ``scheduled_time``) while
+retries remain and ``retry_condition_fn`` (if any) agrees; otherwise it stays ``Failed``.
+``retry_delay_seconds`` is a number or a list (one per retry, the last repeats);
+``retry_jitter_factor`` spreads each delay by up to that fraction, never below zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from headwater.plugin_manager import hookimpl
+from headwater.policy import StatePolicy
+from headwater.states import AwaitingRetry, State
+
+
+def delay_for(delays: float | list[float], retry_index: int, jitter: float | None) -> float:
+    """The delay before retry number ``retry_index`` (0-based)."""
+    if isinstance(delays, list):
+        base = float(delays[min(retry_index, len(delays) - 1)]) if delays else 0.0
+    else:
+        base = float(delays)
+    if jitter:
+        base = max(0.0, base + random.uniform(-jitter * base, jitter * base))
+    return base
+
+
+class RetryPolicy(StatePolicy):
+    def __init__(self, task: Any) -> None:
+        spec = task.spec
+        self.retries = spec.retries
+        self.delays = spec.retry_delay_seconds
+        self.jitter = spec.retry_jitter_factor
+        self.condition = spec.retry_condition_fn
+        self.timeout_seconds = spec.timeout_seconds
+
+    def propose_failed(self, ctx: Any, exc: BaseException, state: State) -> State:
+        done = getattr(ctx, "retries_done", 0)  # retries already scheduled for this run
+        if done >= self.retries:
+            return state
+        if self.condition is not None:
+            try:
+                should = self.condition(ctx.task, ctx.task_run, state)
+            except Exception as cond_exc:
+                name = getattr(self.condition, "__qualname__", repr(self.condition))
+                return type(state)(state.type, "Failed",
+                                   f"retry_condition_fn {name!r} raised {type(cond_exc).__name__}: "
+                                   f"{cond_exc}", cond_exc)
+            if not should:
+                return state
+        delay = delay_for(self.delays, done, self.jitter)
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        return AwaitingRetry(message=state.message, scheduled_time=when)
+
+
+@hookimpl(trylast=True)
+def headwater_make_state_policy(task: Any, session: Any) -> StatePolicy:
+    return RetryPolicy(task)

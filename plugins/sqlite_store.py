@@ -1,0 +1,590 @@
+"""The embedded run store: one SQLite file (``sqlite:///path``), safe for many processes.
+
+* Writes are queued and written by one background thread per process, in batches of one
+  transaction, so a task run pays a queue append, not a disk write. ``flush()`` (called
+  at the end of every flow run and at exit) waits until everything queued is on disk.
+* WAL mode, a 30 s busy timeout and retries with back-off: several processes writing at
+  once wait their turn; ``database is locked`` never reaches the user.
+* Each run records the host, pid and pid start time of its process. Opening the store
+  marks runs left unfinished by a process that no longer exists as ``Crashed``.
+* A file that is not a SQLite database is reported and never overwritten.
+
+Also serves ``memory://`` with the in-memory store, for throwaway sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import unquote, urlparse
+
+from headwater.errors import StoreError
+from headwater.plugin_manager import hookimpl
+from headwater.runs import FlowRun, TaskRun
+from headwater.states import State, StateDetails, StateType
+from headwater.stores import CacheEntry, MemoryRunStore, RunStore
+
+SCHEMA_VERSION = 1
+_UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
+_BATCH_SECONDS = 0.05
+_HOST = socket.gethostname()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flow_runs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, flow_name TEXT NOT NULL, flow_version TEXT,
+    parent_flow_run_id TEXT, parent_task_run_id TEXT, parameters TEXT, tags TEXT,
+    state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL, end_ts REAL,
+    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL
+);
+CREATE INDEX IF NOT EXISTS flow_runs_created ON flow_runs (created);
+CREATE INDEX IF NOT EXISTS flow_runs_name ON flow_runs (name);
+CREATE INDEX IF NOT EXISTS flow_runs_flow ON flow_runs (flow_name, created);
+CREATE INDEX IF NOT EXISTS flow_runs_state ON flow_runs (state_type);
+CREATE INDEX IF NOT EXISTS flow_runs_parent ON flow_runs (parent_flow_run_id);
+CREATE TABLE IF NOT EXISTS task_runs (
+    id TEXT PRIMARY KEY, flow_run_id TEXT, name TEXT NOT NULL, task_name TEXT NOT NULL,
+    task_key TEXT, parameters TEXT, tags TEXT, cache_key TEXT, result_location TEXT,
+    upstream TEXT, state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL,
+    end_ts REAL, run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL,
+    seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS task_runs_flow ON task_runs (flow_run_id, seq);
+CREATE INDEX IF NOT EXISTS task_runs_state ON task_runs (state_type);
+CREATE TABLE IF NOT EXISTS states (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, run_kind TEXT NOT NULL,
+    type TEXT NOT NULL, name TEXT NOT NULL, message TEXT, ts REAL NOT NULL, details TEXT
+);
+CREATE INDEX IF NOT EXISTS states_run ON states (run_id, seq);
+CREATE TABLE IF NOT EXISTS cache_entries (
+    key TEXT PRIMARY KEY, task_name TEXT, task_run_id TEXT, location TEXT NOT NULL,
+    serializer TEXT, created REAL NOT NULL, expiration REAL, size INTEGER
+);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, flow_run_id TEXT, task_run_id TEXT, ts REAL,
+    level TEXT, logger TEXT, message TEXT
+);
+CREATE INDEX IF NOT EXISTS logs_flow ON logs (flow_run_id, seq);
+CREATE INDEX IF NOT EXISTS logs_task ON logs (task_run_id, seq);
+"""
+
+
+def process_start_token(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read().decode(errors="replace")
+        return data.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int, token: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if token is not None:
+        current = process_start_token(pid)
+        if current is not None and current != token:
+            return False  # the pid now belongs to another process
+    return True
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=False)
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, dict):
+        return json.dumps({str(k): _readable(v) for k, v in value.items()})
+    return json.dumps(_readable(value))
+
+
+def _readable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        text = repr(value)
+        return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+class SQLiteRunStore(RunStore):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._pid = os.getpid()
+        self._pid_start = process_start_token(self._pid)
+        self._local = threading.local()
+        self._queue: list[tuple[Any, State | None]] = []
+        self._logs: list[tuple[Any, ...]] = []
+        self._qlock = threading.Lock()
+        self._wake = threading.Event()
+        self._flushed = threading.Condition()
+        self._enqueued = 0
+        self._written = 0
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
+        self._seq = 0
+        self._closed = False
+        self._open()
+
+    # -- connections ----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _open(self) -> None:
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {directory} for the run store "
+                             f"(HEADWATER_HOME / HEADWATER_DATABASE_URL): {exc.strerror or exc}") from None
+        if not os.access(directory, os.W_OK):
+            raise StoreError(f"cannot write to {directory} (HEADWATER_HOME / HEADWATER_DATABASE_URL): "
+                             f"permission denied")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as handle:
+                if handle.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(
+                        f"{self.path} is not a headwater run store (not an SQLite database). "
+                        f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
+                    )
+        try:
+            conn = self._conn()
+            self._retry(lambda: self._set_wal(conn))
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} was written by a newer headwater (schema {version}, "
+                                 f"this one knows {SCHEMA_VERSION}); upgrade headwater")
+            if version < SCHEMA_VERSION:
+                self._retry(lambda: self._create_schema(conn))
+            self.mark_crashed_runs()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
+                             f"It was left untouched.") from None
+
+    @staticmethod
+    def _set_wal(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _retry(self, fn: Any, seconds: float = 120.0) -> Any:
+        """Run ``fn``, retrying while another process holds the write lock."""
+        deadline = time.monotonic() + seconds
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _write_txn(self, fn: Any) -> Any:
+        conn = self._conn()
+
+        def attempt() -> Any:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        return self._retry(attempt)
+
+    # -- crash detection -------------------------------------------------------------
+
+    def mark_crashed_runs(self) -> int:
+        """Mark unfinished runs of dead processes on this host ``Crashed``; return how many."""
+        conn = self._conn()
+        marks = ",".join("?" * len(_UNFINISHED))
+        found: list[tuple[str, str]] = []
+        for table, kind in (("flow_runs", "flow"), ("task_runs", "task")):
+            rows = conn.execute(
+                f"SELECT id, pid, pid_start FROM {table} WHERE host = ? AND state_type IN ({marks})",
+                (_HOST, *_UNFINISHED)).fetchall()
+            found += [(table, rid) for rid, pid, token in rows
+                      if pid is not None and pid != self._pid and not process_alive(pid, token)]
+        if not found:
+            return 0
+        now = time.time()
+        message = "The process running this run ended before the run finished."
+
+        def write(conn: sqlite3.Connection) -> None:
+            for table, rid in found:
+                cur = conn.execute(
+                    f"UPDATE {table} SET state_type='CRASHED', state_name='Crashed', state_message=?, "
+                    f"end_ts=? WHERE id=? AND state_type IN ({marks})", (message, now, rid, *_UNFINISHED))
+                if cur.rowcount:
+                    conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
+                                 "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
+                                 (rid, "flow" if table == "flow_runs" else "task", message, now))
+
+        self._write_txn(write)
+        return len(found)
+
+    # -- writes (queued) ---------------------------------------------------------------
+
+    def _enqueue(self, run: Any, state: State | None) -> None:
+        if self._writer is None or self._writer_pid != os.getpid():
+            self._start_writer()
+        with self._qlock:
+            self._queue.append((run, state))
+            self._enqueued += 1
+            if len(self._queue) > 5000:
+                self._wake.set()
+
+    def create_flow_run(self, run: FlowRun) -> None:
+        self._enqueue(run, None)
+
+    def create_task_run(self, run: TaskRun) -> None:
+        self._enqueue(run, None)
+
+    def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
+        self._enqueue(run, state)
+
+    def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        if self._writer is None or self._writer_pid != os.getpid():
+            self._start_writer()
+        with self._qlock:
+            self._logs.extend(rows)
+
+    def _start_writer(self) -> None:
+        with self._qlock:
+            if self._writer is not None and self._writer_pid == os.getpid():
+                return
+            self._writer_pid = os.getpid()
+            self._queue = []  # a forked child must not write its parent's queue
+            self._writer = threading.Thread(target=self._write_loop, name="headwater-store-writer",
+                                            daemon=True)
+            self._writer.start()
+
+    _writer_pid = -1
+
+    def _write_loop(self) -> None:
+        while True:
+            self._wake.wait(_BATCH_SECONDS)
+            self._wake.clear()
+            with self._qlock:
+                batch, self._queue = self._queue, []
+                logs, self._logs = self._logs, []
+                closing = self._closed
+            if batch or logs:
+                try:
+                    self._write_batch(batch, logs)
+                except BaseException as exc:  # reported by flush(); the thread goes on
+                    self._writer_error = exc
+            with self._flushed:
+                self._written += len(batch)
+                self._flushed.notify_all()
+            if closing and not self._queue:
+                return
+
+    def _write_batch(self, batch: list[tuple[Any, State | None]], logs: list[tuple[Any, ...]]) -> None:
+        runs: dict[str, Any] = {}
+        first_ts: dict[str, float] = {}
+        state_rows = []
+        for run, state in batch:
+            runs[run.id] = run
+            if state is not None:
+                first_ts.setdefault(run.id, state.ts)
+                details = json.dumps(state._details.to_dict()) if state._details is not None else None
+                state_rows.append((run.id, run.kind, state.type.value, state.name, state.message,
+                                   state.ts, details))
+        flow_rows, task_rows = [], []
+        now = time.time()
+        for run in runs.values():
+            st = run.state
+            common = (_json(run.parameters), json.dumps(sorted(run.tags)),
+                      st.type.value if st else None, st.name if st else None, st.message if st else None,
+                      run.start_ts, run.end_ts, run.run_count, _HOST, self._pid, self._pid_start)
+            if run.kind == "flow":
+                flow_rows.append((run.id, run.name, run.flow_name, run.flow_version,
+                                  run.parent_flow_run_id, run.parent_task_run_id, *common,
+                                  first_ts.get(run.id, now)))
+            else:
+                self._seq += 1
+                task_rows.append((run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
+                                  run.cache_key, run.result_location, json.dumps(list(run.upstream_ids)),
+                                  *common, first_ts.get(run.id, now), self._seq))
+
+        def write(conn: sqlite3.Connection) -> None:
+            if flow_rows:
+                conn.executemany(
+                    "INSERT INTO flow_runs (id, name, flow_name, flow_version, parent_flow_run_id, "
+                    "parent_task_run_id, parameters, tags, state_type, state_name, state_message, "
+                    "start_ts, end_ts, run_count, host, pid, pid_start, created) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
+                    "state_name=excluded.state_name, state_message=excluded.state_message, "
+                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count",
+                    flow_rows)
+            if task_rows:
+                conn.executemany(
+                    "INSERT INTO task_runs (id, flow_run_id, name, task_name, task_key, cache_key, "
+                    "result_location, upstream, parameters, tags, state_type, state_name, state_message, "
+                    "start_ts, end_ts, run_count, host, pid, pid_start, created, seq) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "name=excluded.name, cache_key=excluded.cache_key, "
+                    "result_location=excluded.result_location, parameters=excluded.parameters, "
+                    "state_type=excluded.state_type, state_name=excluded.state_name, "
+                    "state_message=excluded.state_message, start_ts=excluded.start_ts, "
+                    "end_ts=excluded.end_ts, run_count=excluded.run_count",
+                    task_rows)
+            if state_rows:
+                conn.executemany("INSERT INTO states (run_id, run_kind, type, name, message, ts, details) "
+                                 "VALUES (?,?,?,?,?,?,?)", state_rows)
+            if logs:
+                conn.executemany("INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message) "
+                                 "VALUES (?,?,?,?,?,?)", logs)
+
+        self._write_txn(write)
+
+    def flush(self) -> None:
+        if self._writer is None or self._writer_pid != os.getpid():
+            return
+        with self._qlock:
+            target = self._enqueued
+        self._wake.set()
+        with self._flushed:
+            while self._written < target and self._writer.is_alive():
+                self._wake.set()
+                self._flushed.wait(0.1)
+        error, self._writer_error = self._writer_error, None
+        if error is not None:
+            raise StoreError(f"writing to the run store {self.path} failed: {error}") from error
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._wake.set()
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+    # -- cache index (written at once: other processes must see it) ----------------------
+
+    def read_cache_entry(self, key: str) -> CacheEntry | None:
+        row = self._conn().execute(
+            "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
+            "FROM cache_entries WHERE key = ?", (key,)).fetchone()
+        return CacheEntry(*row) if row else None
+
+    def write_cache_entry(self, entry: CacheEntry) -> None:
+        self._write_txn(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO cache_entries (key, task_name, task_run_id, location, serializer, "
+            "created, expiration, size) VALUES (?,?,?,?,?,?,?,?)",
+            (entry.key, entry.task_name, entry.task_run_id, entry.location, entry.serializer,
+             entry.created, entry.expiration, entry.size)))
+
+    def read_cache_entries(self) -> list[CacheEntry]:
+        rows = self._conn().execute(
+            "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
+            "FROM cache_entries ORDER BY created").fetchall()
+        return [CacheEntry(*row) for row in rows]
+
+    def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        entries = [e for e in self.read_cache_entries()
+                   if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM cache_entries WHERE key = ?", [(e.key,) for e in entries])
+
+        if entries:
+            self._write_txn(write)
+        return entries
+
+    # -- reads --------------------------------------------------------------------------
+
+    _FLOW_COLS = ("id, name, flow_name, flow_version, parent_flow_run_id, parent_task_run_id, "
+                  "parameters, tags, state_type, state_name, state_message, start_ts, end_ts, "
+                  "run_count, created")
+    _TASK_COLS = ("id, flow_run_id, name, task_name, task_key, parameters, tags, cache_key, "
+                  "result_location, upstream, state_type, state_name, state_message, start_ts, "
+                  "end_ts, run_count, created")
+
+    @staticmethod
+    def _state(type_: str | None, name: str | None, message: str | None, ts: float | None) -> State | None:
+        if type_ is None:
+            return None
+        return State(StateType(type_), name, message, ts=ts)
+
+    def _flow(self, row: tuple[Any, ...]) -> FlowRun:
+        (rid, name, flow_name, version, parent, parent_task, params, tags, st, sn, sm, start, end,
+         count, created) = row
+        run = FlowRun(rid, flow_name, name, json.loads(params or "{}"), frozenset(json.loads(tags or "[]")),
+                      version, parent, parent_task)
+        run.state = self._state(st, sn, sm, end or created)
+        run.start_ts, run.end_ts, run.run_count = start, end, count or 0
+        return run
+
+    def _task(self, row: tuple[Any, ...]) -> TaskRun:
+        (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
+         start, end, count, created) = row
+        run = TaskRun(rid, task_name, key or "", name, json.loads(params or "{}"),
+                      frozenset(json.loads(tags or "[]")), frid)
+        run.cache_key, run.result_location = cache_key, location
+        run.upstream_ids = tuple(json.loads(upstream or "[]"))
+        run.state = self._state(st, sn, sm, end or created)
+        run.start_ts, run.end_ts, run.run_count = start, end, count or 0
+        return run
+
+    def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
+                       state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
+        where, args = [], []
+        if flow_name is not None:
+            where.append("flow_name = ?")
+            args.append(flow_name)
+        if state is not None:
+            where.append("(state_type = ? OR lower(state_name) = lower(?))")
+            args += [state.upper(), state]
+        if parent_flow_run_id is not None:
+            where.append("parent_flow_run_id = ?")
+            args.append(parent_flow_run_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._conn().execute(
+            f"SELECT {self._FLOW_COLS} FROM flow_runs {clause} ORDER BY created DESC LIMIT ? OFFSET ?",
+            (*args, int(limit), int(offset))).fetchall()
+        return [self._flow(r) for r in rows]
+
+    def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
+        where, args = [], []
+        if flow_name is not None:
+            where.append("flow_name = ?")
+            args.append(flow_name)
+        if state is not None:
+            where.append("(state_type = ? OR lower(state_name) = lower(?))")
+            args += [state.upper(), state]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self._conn().execute(f"SELECT count(*) FROM flow_runs {clause}", args).fetchone()[0]
+
+    def read_flow_run(self, id_or_name: str) -> FlowRun | None:
+        conn = self._conn()
+        row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id = ?", (id_or_name,)).fetchone()
+        if row is None:
+            row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE name = ? "
+                               f"ORDER BY created DESC LIMIT 1", (id_or_name,)).fetchone()
+        if row is None and len(id_or_name) >= 6:
+            row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id LIKE ? "
+                               f"ORDER BY created DESC LIMIT 1", (id_or_name.replace("%", "") + "%",)).fetchone()
+        return self._flow(row) if row else None
+
+    def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
+        sql = f"SELECT {self._TASK_COLS} FROM task_runs"
+        args: list[Any] = []
+        if flow_run_id is not None:
+            sql += " WHERE flow_run_id = ?"
+            args.append(flow_run_id)
+        sql += " ORDER BY created, seq"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._task(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def read_task_run(self, task_run_id: str) -> TaskRun | None:
+        row = self._conn().execute(f"SELECT {self._TASK_COLS} FROM task_runs WHERE id = ?",
+                                   (task_run_id,)).fetchone()
+        return self._task(row) if row else None
+
+    def read_states(self, run_id: str) -> list[State]:
+        rows = self._conn().execute(
+            "SELECT type, name, message, ts, details FROM states WHERE run_id = ? ORDER BY seq",
+            (run_id,)).fetchall()
+        out = []
+        for type_, name, message, ts, details in rows:
+            out.append(State(StateType(type_), name, message, None,
+                             StateDetails.from_dict(json.loads(details)) if details else None, ts=ts))
+        return out
+
+    def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        where, args = [], []
+        if flow_run_id is not None:
+            where.append("flow_run_id = ?")
+            args.append(flow_run_id)
+        if task_run_id is not None:
+            where.append("task_run_id = ?")
+            args.append(task_run_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._conn().execute(
+            f"SELECT flow_run_id, task_run_id, ts, level, logger, message FROM logs {clause} "
+            f"ORDER BY seq LIMIT ?", (*args, int(limit))).fetchall()
+        keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
+        return [dict(zip(keys, r)) for r in rows]
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative.db`` (three slashes) or ``sqlite:////abs/path.db`` (four) → a Path."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite" or parsed.netloc:
+        raise StoreError(f"HEADWATER_DATABASE_URL={url!r}: expected sqlite:///relative/path.db "
+                         f"or sqlite:////absolute/path.db")
+    path = unquote(parsed.path)[1:]  # the slash after the empty host
+    if not path:
+        raise StoreError(f"HEADWATER_DATABASE_URL={url!r} names no file")
+    return Path(path).expanduser()
+
+
+def _make_sqlite(url: str, session: Any) -> RunStore:
+    return SQLiteRunStore(sqlite_path(url))
+
+
+def _make_memory(url: str, session: Any) -> RunStore:
+    return MemoryRunStore()
+
+
+@hookimpl
+def headwater_register_components(registry: Any) -> None:
+    registry.add_run_store("sqlite", _make_sqlite, source="sqlite_store")
+    registry.add_run_store("memory", _make_memory, source="sqlite_store")
+
+
+@hookimpl(trylast=True)
+def headwater_make_run_store(session: Any) -> RunStore:
+    url = session.settings.database_url
+    scheme = urlparse(url).scheme if "://" in url else ""
+    if not scheme:
+        raise StoreError(f"HEADWATER_DATABASE_URL={url!r} has no scheme; expected e.g. "
+                         f"sqlite:///{session.settings.home / 'headwater.db'}")
+    factory = session.registry.get("run_store", scheme, wanted_for="HEADWATER_DATABASE_URL")
+    return factory(url, session)
