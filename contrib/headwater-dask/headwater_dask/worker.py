@@ -1,0 +1,52 @@
+"""What runs on a Dask worker: one task run's attempts, returned as pickled bytes.
+
+Imported by reference on the workers, so ``headwater`` and ``headwater-dask`` must be
+installed there. The task itself arrives pickled (by value for the user's own modules).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+import cloudpickle
+
+from headwater.remote import Outcome, fill_upstream, make_sendable, run_detached
+
+#: Returned instead of an outcome when an upstream run did not complete: the flow
+#: process then records ``NotReady`` for the run, as with every other runner.
+NOT_READY = b"headwater-not-ready"
+
+# Unpickled tasks and policies, per flow run and task, so a thousand runs of one task
+# unpickle it once per worker. Small and cleared when full: a cache, not a registry.
+_tasks: dict[str, tuple[Any, Any]] = {}
+_tasks_lock = threading.Lock()
+_MAX_TASKS = 512
+
+
+def _task_and_policy(token: str, blob: bytes) -> tuple[Any, Any]:
+    entry = _tasks.get(token)
+    if entry is None:
+        entry = pickle.loads(blob)
+        with _tasks_lock:
+            if len(_tasks) >= _MAX_TASKS:
+                _tasks.clear()
+            _tasks[token] = entry
+    return entry
+
+
+def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) -> bytes:
+    """Run one detached task run; ``upstream`` are the pickled outcomes of the runs it
+    depends on (Dask delivers them), in the order of its ``UpstreamRef`` indexes."""
+    task, policy = _task_and_policy(token, task_blob)
+    results = []
+    for blob in upstream:
+        outcome = pickle.loads(blob) if blob != NOT_READY else None
+        if not isinstance(outcome, Outcome) or not outcome.final.is_completed():
+            return NOT_READY
+        results.append(outcome.final.data)
+    detached = pickle.loads(run_blob)
+    if results:
+        detached.parameters = {k: fill_upstream(v, results) for k, v in detached.parameters.items()}
+    return make_sendable(run_detached(task, policy, detached), cloudpickle.dumps)

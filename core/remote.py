@@ -1,0 +1,463 @@
+"""Running a task run's attempts away from the flow process, and recording the outcome.
+
+A runner that sends task runs to other processes or machines (the Dask runner in
+``contrib/headwater-dask`` is one) keeps the flow process the only writer of the run
+store. It works in three steps, each a function here:
+
+1. In the flow process, :func:`check_cache` answers a cache hit without leaving it, and
+   :func:`detach` packs the run into a :class:`DetachedRun` (picklable; the task itself
+   and its state policy travel beside it).
+2. On the worker, :func:`run_detached` runs the engine's own attempt loop (retries,
+   timeouts, the policy's answers) against a recording context: no session, no plugins,
+   no run store. It returns an :class:`Outcome`: the state history, the result or
+   exception, the result writes and cache entries it asked for, and the captured logs.
+3. Back in the flow process, :func:`record_outcome` replays the outcome into the real run
+   store (through the usual ``headwater_state_changed`` observers), persists the result
+   and writes the cache entry, re-emits the logs and runs the task's state callbacks.
+
+Futures inside arguments are swapped for :class:`UpstreamRef` placeholders by
+:func:`replace_futures` and filled in on the worker by :func:`fill_upstream`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import pickle
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import states as S
+from .engine import (
+    TaskExecution,
+    _callbacks_for,
+    _run_callbacks,
+    execute_async,
+    execute_sync,
+    transition,
+)
+from .errors import HeadwaterError
+from .futures import Future
+from .results import ResultNotPersisted, ResultStore
+from .run_logging import task_extra, task_logger
+from .runs import FlowRun, TaskRun
+from .stores import CacheEntry, RunStore
+
+if TYPE_CHECKING:
+    from .policy import StatePolicy
+    from .tasks import Task
+
+__all__ = [
+    "DetachedRun",
+    "NotPicklable",
+    "Outcome",
+    "RemoteError",
+    "UpstreamRef",
+    "check_cache",
+    "detach",
+    "fill_upstream",
+    "record_outcome",
+    "replace_futures",
+    "run_detached",
+]
+
+
+class NotPicklable(HeadwaterError, TypeError):
+    """A task or one of its arguments cannot be pickled to send it to another process."""
+
+
+class RemoteError(HeadwaterError):
+    """Stands in for a task's exception that could not be sent back from the worker;
+    its message carries the original type, message and traceback."""
+
+
+# -- futures in arguments ------------------------------------------------------------------
+
+
+class UpstreamRef:
+    """Placeholder for the ``index``-th upstream future inside a detached run's arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UpstreamRef) and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash(("UpstreamRef", self.index))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UpstreamRef, (self.index,))
+
+    def __repr__(self) -> str:
+        return f"UpstreamRef({self.index})"
+
+
+def replace_futures(value: Any, swap: Callable[[Future], Any], depth: int = 0) -> Any:
+    """``value`` with every Future (also nested in lists, tuples, sets, dicts) replaced by
+    ``swap(future)``; the same containers that :func:`headwater.futures.resolve_futures`
+    looks into."""
+    if isinstance(value, Future):
+        return swap(value)
+    if depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            return cls(replace_futures(v, swap, depth + 1) for v in value)
+        if cls is dict:
+            return {k: replace_futures(v, swap, depth + 1) for k, v in value.items()}
+    return value
+
+
+def fill_upstream(value: Any, results: list[Any], depth: int = 0) -> Any:
+    """``value`` with every :class:`UpstreamRef` replaced by ``results[ref.index]``."""
+    if isinstance(value, UpstreamRef):
+        return results[value.index]
+    if depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            return cls(fill_upstream(v, results, depth + 1) for v in value)
+        if cls is dict:
+            return {k: fill_upstream(v, results, depth + 1) for k, v in value.items()}
+    return value
+
+
+# -- the package sent to the worker, and the one sent back ---------------------------------
+
+
+@dataclass
+class DetachedRun:
+    """One task run as a worker needs it. Picklable when its parameters are."""
+
+    task_run_id: str
+    name: str
+    task_name: str
+    task_key: str
+    parameters: dict[str, Any]
+    tags: frozenset[str]
+    flow_run_id: str | None
+    flow_run_name: str
+    flow_name: str
+    cache_key: str | None
+    persist: bool
+    retries_done: int = 0
+    start_after: float = 0.0  # epoch seconds: a retry scheduled before the run left
+    log_level: int = logging.INFO
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back: enough for the flow process to record the run."""
+
+    task_run_id: str
+    states: list[S.State] = field(default_factory=list)
+    run_count: int = 0
+    start_ts: float | None = None
+    end_ts: float | None = None
+    cache_key: str | None = None
+    result_location: str | None = None
+    #: ``(key, serializer)`` of each result write the run asked for; the flow process
+    #: does the write (the value is the final state's data).
+    result_writes: list[tuple[str, str]] = field(default_factory=list)
+    cache_entries: list[CacheEntry] = field(default_factory=list)
+    #: ``(created, levelno, logger name, message, run_label)`` per captured record.
+    logs: list[tuple[float, int, str, str, str]] = field(default_factory=list)
+
+    @property
+    def final(self) -> S.State:
+        return self.states[-1]
+
+
+# -- the flow-process side, before sending -------------------------------------------------
+
+
+def check_cache(ex: TaskExecution) -> S.State | None:
+    """In the flow process, before a run leaves it: compute the cache key and ask the
+    policy. Return the final state (a ``Cached`` hit, or a key failure) when the run is
+    settled here, recorded and logged; ``None`` when it must run.
+
+    A key function that raises fails the run here when no retry is left; with a retry
+    left, the retry is recorded here and the run leaves without a key (not cached).
+    """
+    policy = ex.policy
+    if not policy.uses_cache:
+        return None
+    run = ex.task_run
+    if run.cache_key is None:
+        try:
+            ex._compute_cache_key()
+        except Exception as exc:
+            final = ex.failed(exc, before_call=True)
+            if final is not None:
+                ex.finish_logs(final)
+            return final
+    early = policy.propose_running(ex)
+    if early is not None:
+        transition(ex.flow_context, run, early)
+        ex.finish_logs(early)
+    return early
+
+
+def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> DetachedRun:
+    """Pack ``ex`` for a worker. ``parameters`` defaults to the run's own (which must then
+    hold no futures; see :func:`replace_futures`)."""
+    run = ex.task_run
+    fctx = ex.flow_context
+    flow_run = fctx.flow_run
+    start_after = 0.0
+    if ex.retries_done and run.state is not None and run.state.name == "AwaitingRetry":
+        scheduled = run.state.state_details.scheduled_time
+        start_after = scheduled.timestamp() if scheduled is not None else 0.0
+    return DetachedRun(
+        task_run_id=run.id, name=run.name, task_name=run.task_name, task_key=run.task_key,
+        parameters=run.parameters if parameters is None else parameters, tags=run.tags,
+        flow_run_id=flow_run.id if flow_run is not None else None,
+        flow_run_name=flow_run.name if flow_run is not None else "",
+        flow_name=flow_run.flow_name if flow_run is not None else "",
+        cache_key=run.cache_key, persist=ex.persists(), retries_done=ex.retries_done,
+        start_after=start_after, log_level=task_logger.getEffectiveLevel(),
+    )
+
+
+# -- the worker side -----------------------------------------------------------------------
+
+
+class _RecordingStore(RunStore):
+    """Keeps the states a detached run records, and the cache entries it writes; holds
+    nothing to read (cache lookups were made in the flow process)."""
+
+    def __init__(self) -> None:
+        self.states: list[S.State] = []
+        self.cache_entries: list[CacheEntry] = []
+
+    def create_task_run(self, run: TaskRun) -> None:
+        pass
+
+    def record_state(self, run: Any, state: S.State) -> None:
+        self.states.append(state)
+
+    def read_cache_entry(self, key: str) -> CacheEntry | None:
+        return None
+
+    def write_cache_entry(self, entry: CacheEntry) -> None:
+        self.cache_entries.append(entry)
+
+
+_DEFERRED = "deferred:"
+
+
+class _DeferredResults(ResultStore):
+    """Notes result writes for the flow process to make; reads nothing."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str]] = []
+
+    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+        self.writes.append((key, serializer))
+        return _DEFERRED + key, 0
+
+    def read(self, location: str) -> Any:
+        from .results import ResultMissing
+
+        raise ResultMissing(f"results are not readable on a worker ({location!r})")
+
+    def delete(self, location: str) -> None:
+        pass
+
+
+class _PlainBindings:
+    """No plugins on workers: every per-run hook is skipped."""
+
+    make_task_runner = make_result_store = make_state_policy = None
+    flow_run_name = task_run_name = task_cache_key = None
+    flow_run_call = task_run_call = state_changed = None
+    pluggy_calls = 0
+
+
+class _DetachedContext:
+    """The parts of a FlowRunContext that a task run's attempt loop reads."""
+
+    def __init__(self, detached: DetachedRun, policy: StatePolicy) -> None:
+        self.flow = None
+        self.flow_run = FlowRun(detached.flow_run_id or "", detached.flow_name, detached.flow_run_name)
+        self.session = None
+        self.bindings = _PlainBindings()
+        self.store = _RecordingStore()
+        self.result_store = _DeferredResults()
+        self.task_runner = None
+        self.label = f"Flow run {detached.flow_run_name!r}"
+        self._policy = policy
+
+    def policy_for(self, task: Task) -> StatePolicy:
+        return self._policy
+
+
+class _DetachedExecution(TaskExecution):
+    """The engine's TaskExecution, with the flow-process decisions it cannot make itself."""
+
+    __slots__ = ("_persist_decided",)
+
+    def persists(self) -> bool:
+        return self._persist_decided
+
+    def finish_logs(self, state: S.State) -> None:
+        # State callbacks run in the flow process, after the outcome is recorded.
+        if task_logger.isEnabledFor(logging.INFO):
+            task_logger.info("Finished in state %s", state, extra=task_extra(self))
+
+
+_capture: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "headwater_remote_capture", default=None)
+_filter_installed = False
+
+
+def _capture_filter(record: logging.LogRecord) -> bool:
+    # A filter on the logger itself, so a captured record reaches no handler here: in a
+    # worker living in the flow process it would otherwise be shown twice.
+    buffer = _capture.get()
+    if buffer is None:
+        return True
+    message = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    buffer.append((record.created, record.levelno, record.name, message,
+                   getattr(record, "run_label", "") or ""))
+    return False
+
+
+def _install_capture(level: int) -> None:
+    global _filter_installed
+    if not _filter_installed:
+        task_logger.addFilter(_capture_filter)
+        _filter_installed = True
+    root = logging.getLogger("headwater")
+    if root.level == logging.NOTSET:  # a fresh worker process: log what the flow logs
+        root.setLevel(level)
+
+
+def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outcome:
+    """Run one task run's attempts here, detached from any session; never raises for a
+    failing task (its exception is in the outcome's final state)."""
+    _install_capture(detached.log_level)
+    run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
+                  detached.parameters, detached.tags, detached.flow_run_id)
+    run.cache_key = detached.cache_key
+    fctx = _DetachedContext(detached, policy)
+    ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
+    ex._persist_decided = detached.persist
+    ex.retries_done = detached.retries_done
+    logs: list[Any] = []
+    token = _capture.set(logs)
+    try:
+        wait = detached.start_after - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            if task.is_async:
+                import anyio
+
+                final = anyio.run(execute_async, ex)
+            else:
+                final = execute_sync(ex)
+        except BaseException as exc:  # an interrupt or an engine error: end it Crashed
+            if run.state is not None and run.state.is_final():
+                final = run.state
+            else:
+                final = S.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
+                run.end_ts = final.ts
+                fctx.store.record_state(run, final)
+    finally:
+        _capture.reset(token)
+    states = fctx.store.states
+    if not states or states[-1] is not final:
+        states.append(final)
+    return Outcome(task_run_id=run.id, states=states, run_count=run.run_count,
+                   start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
+                   result_location=run.result_location, result_writes=fctx.result_store.writes,
+                   cache_entries=fctx.store.cache_entries, logs=logs)
+
+
+def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes]) -> bytes:
+    """Serialize ``outcome`` with ``dumps``. An exception that does not survive the trip
+    becomes a :class:`RemoteError` with its text; a result that cannot be pickled fails
+    the run with a message that says so."""
+    final = outcome.final
+    if isinstance(final.data, BaseException):
+        try:
+            pickle.loads(dumps(final.data))
+        except Exception:
+            exc = final.data
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+            final.data = RemoteError(f"{type(exc).__name__}: {exc}\n(sent back as text: the "
+                                     f"exception could not be pickled)\n{text}")
+    try:
+        return dumps(outcome)
+    except Exception as exc:
+        what = type(final.data).__name__
+        error = NotPicklable(f"the result of task run {outcome.task_run_id!r} (a {what}) cannot be "
+                             f"pickled to send it back from the worker: {type(exc).__name__}: {exc}")
+        outcome.states[-1] = S.Failed(message=f"Task run encountered an exception during execution: "
+                                              f"NotPicklable: {error}", data=error)
+        outcome.result_writes, outcome.cache_entries = [], []
+        return dumps(outcome)
+
+
+# -- the flow-process side, after the outcome is back --------------------------------------
+
+
+def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
+    """Record a detached run's outcome as if it had run here; return its final state.
+
+    Order as in the engine: the history up to the final state, then the result written
+    and only after it the cache entry, then the final state, the run's logs and its
+    state callbacks.
+    """
+    fctx = ex.flow_context
+    run = ex.task_run
+    final = outcome.final
+    for state in outcome.states[:-1]:
+        transition(fctx, run, state)
+    run.run_count = outcome.run_count
+    if run.start_ts is None:
+        run.start_ts = outcome.start_ts
+    run.cache_key = outcome.cache_key
+    location = outcome.result_location
+    if location is not None and location.startswith(_DEFERRED):
+        location = None
+    if outcome.result_writes and final.is_completed():
+        for key, serializer in outcome.result_writes:
+            try:
+                location, _size = fctx.result_store.write(key, final.data, serializer)
+            except ResultNotPersisted as exc:
+                location = None
+                task_logger.warning("Result of type %s was not persisted (so not cached): %s",
+                                    type(final.data).__name__, exc, extra=task_extra(ex))
+    run.result_location = location
+    if location is not None:  # a cache entry only for a result safely stored
+        for entry in outcome.cache_entries:
+            if entry.location.startswith(_DEFERRED):
+                entry.location = location
+            fctx.store.write_cache_entry(entry)
+    run.end_ts = outcome.end_ts if outcome.end_ts is not None else final.ts
+    transition(fctx, run, final)
+    _replay_logs(outcome.logs, task_extra(ex))
+    callbacks = _callbacks_for(ex.task.spec, final)
+    if callbacks:
+        _run_callbacks(callbacks, ex.task, run, final, task_logger, task_extra(ex))
+    return final
+
+
+def _replay_logs(rows: list[tuple[float, int, str, str, str]], extra: dict[str, Any]) -> None:
+    """Hand captured records to this process's handlers (the console, a log store)."""
+    for created, levelno, name, message, label in rows:
+        logger = logging.getLogger(name)
+        if not logger.isEnabledFor(levelno):
+            continue
+        record = logger.makeRecord(name, levelno, "(worker)", 0, message, None, None,
+                                   extra={**extra, "run_label": label or extra["run_label"]})
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        logger.handle(record)
