@@ -62,4 +62,6 @@ class WrappingPolicy(StatePolicy):
         return self.inner.propose_completed(ctx, state)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (unpickling, copying): no endless recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)

@@ -12,7 +12,8 @@ from typing import Any
 
 import cloudpickle
 
-from headwater.remote import Outcome, fill_upstream, make_sendable, run_detached
+from headwater import states as S
+from headwater.remote import Outcome, RemoteError, fill_upstream, make_sendable, run_detached
 
 #: Returned instead of an outcome when an upstream run did not complete: the flow
 #: process then records ``NotReady`` for the run, as with every other runner.
@@ -38,15 +39,34 @@ def _task_and_policy(token: str, blob: bytes) -> tuple[Any, Any]:
 
 def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) -> bytes:
     """Run one detached task run; ``upstream`` are the pickled outcomes of the runs it
-    depends on (Dask delivers them), in the order of its ``UpstreamRef`` indexes."""
-    task, policy = _task_and_policy(token, task_blob)
+    depends on (Dask delivers them), in the order of its ``UpstreamRef`` indexes.
+
+    Never raises: a task or argument that cannot be loaded here (a module the worker
+    cannot import, say) fails the run with a message that says so."""
+    try:
+        task, policy = _task_and_policy(token, task_blob)
+    except BaseException as exc:
+        return _cannot_load("the task", exc)
     results = []
     for blob in upstream:
         outcome = pickle.loads(blob) if blob != NOT_READY else None
         if not isinstance(outcome, Outcome) or not outcome.final.is_completed():
             return NOT_READY
         results.append(outcome.final.data)
-    detached = pickle.loads(run_blob)
+    try:
+        detached = pickle.loads(run_blob)
+    except BaseException as exc:
+        return _cannot_load(f"the arguments of task {task.name!r}", exc)
     if results:
         detached.parameters = {k: fill_upstream(v, results) for k, v in detached.parameters.items()}
     return make_sendable(run_detached(task, policy, detached), cloudpickle.dumps)
+
+
+def _cannot_load(what: str, exc: BaseException) -> bytes:
+    import socket
+
+    error = RemoteError(f"{what} could not be loaded on the Dask worker on {socket.gethostname()}: "
+                        f"{type(exc).__name__}: {exc}. Install the packages the task needs on "
+                        f"every worker (see docs/distributed.md)")
+    failed = S.Failed(message=f"Task run encountered an exception before it started: {error}", data=error)
+    return cloudpickle.dumps(Outcome(task_run_id="", states=[failed], end_ts=failed.ts))

@@ -1,0 +1,304 @@
+"""DaskTaskRunner against a temporary in-process LocalCluster: results, dependencies,
+retries on the worker, caching in the flow process, state histories, failures and
+pickling errors. (tests/contrib/test_dask_cluster.py repeats the core of it against real
+scheduler and worker processes.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from headwater import flow, get_run_logger, get_store, task  # noqa: E402
+from headwater.errors import ConfigurationError  # noqa: E402
+from headwater.remote import NotPicklable  # noqa: E402
+from headwater.tasks import task_input_hash  # noqa: E402
+from headwater_dask import DaskTaskRunner  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+IN_PROCESS = {"processes": False, "n_workers": 1, "threads_per_worker": 4, "dashboard_address": ":0"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(**IN_PROCESS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def runner(cluster):
+    return DaskTaskRunner(address=cluster.scheduler_address)
+
+
+@pytest.fixture
+def submitted(monkeypatch):
+    """Keys of every task run this test sends to Dask."""
+    keys: list[str] = []
+    original = distributed.Client.submit
+
+    def counting(self, fn, *args, **kwargs):
+        keys.append(kwargs.get("key", ""))
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "submit", counting)
+    return keys
+
+
+def on_dask_worker() -> bool:
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def state_names(run_id: str) -> list[str]:
+    return [s.name for s in get_store().read_states(run_id)]
+
+
+@task
+def double(x):
+    assert on_dask_worker(), "expected to run on a Dask worker"
+    return x * 2
+
+
+@task
+def total(values, extra):
+    return sum(values) + sum(extra.values())
+
+
+def test_results_and_nested_future_arguments(runner, submitted):
+    """Submitted tasks run on Dask workers; futures nested in lists and dicts reach the
+    downstream task as their results, and every run is recorded Pending → Running →
+    Completed in the flow process's store."""
+
+    @flow(task_runner=runner)
+    def pipeline():
+        a = double.submit(1)
+        b = double.submit(2)
+        return total.submit([a, b], {"c": double.submit(a)}).result()
+
+    assert pipeline() == 1 * 2 + 2 * 2 + 4
+    runs = get_store().read_task_runs()
+    assert len(runs) == 4 and len(submitted) == 4
+    for run in runs:
+        assert run.state.is_completed()
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
+@task(retries=2, retry_delay_seconds=0)
+def flaky(x):
+    from headwater.runtime import task_run
+
+    # Module globals are copied to workers (the module is sent by value): report by log.
+    get_run_logger().info("attempt %d on a Dask worker: %s", task_run.run_count, on_dask_worker())
+    if task_run.run_count < 3:
+        raise ConnectionError(f"attempt {task_run.run_count} failed")
+    return x
+
+
+def test_retries_run_on_the_worker(runner, capsys):
+    """A task with retries fails twice and succeeds on its third attempt, every attempt
+    on a Dask worker; the store holds the whole history and the run count."""
+
+    @flow(task_runner=runner)
+    def retrying():
+        return flaky.submit(7).result()
+
+    assert retrying() == 7
+    err = capsys.readouterr().err
+    for n in (1, 2, 3):
+        assert err.count(f"attempt {n} on a Dask worker: True") == 1
+    (run,) = get_store().read_task_runs()
+    assert run.run_count == 3
+    assert state_names(run.id) == ["Pending", "Running", "AwaitingRetry", "Retrying",
+                                   "AwaitingRetry", "Retrying", "Completed"]
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(hours=1))
+def expensive(x):
+    return x + 100
+
+
+def test_cache_hit_never_reaches_the_cluster(runner, submitted):
+    """The first run computes and caches on Dask; the second flow run finds the entry in
+    the flow process and never submits anything to Dask."""
+    @flow(task_runner=runner)
+    def cached(x):
+        return expensive.submit(x).result()
+
+    assert cached(1) == 101
+    assert len(submitted) == 1
+    assert cached(1) == 101
+    assert len(submitted) == 1, "the cache hit was sent to Dask"
+    second = [r for r in get_store().read_task_runs() if r.state.name == "Cached"]
+    assert len(second) == 1 and state_names(second[0].id) == ["Pending", "Cached"]
+
+
+@task
+def explode(x):
+    raise ValueError(f"bad input {x}")
+
+
+def test_failing_task_and_not_ready_downstream(runner):
+    """A task that raises on the worker ends Failed with its exception, which the future
+    raises in the flow process; a task depending on it ends NotReady without running;
+    the flow fails."""
+
+    @flow(task_runner=runner)
+    def failing():
+        bad = explode.submit(3)
+        double.submit(bad)  # never looked at: its NotReady fails the flow
+        with pytest.raises(ValueError, match="bad input 3"):
+            bad.result()
+
+    state = failing(return_state=True)
+    assert state.is_failed()
+    runs = {r.task_name: r for r in get_store().read_task_runs()}
+    assert runs["explode"].state.is_failed()
+    assert state_names(runs["explode"].id) == ["Pending", "Running", "Failed"]
+    assert runs["double"].state.name == "NotReady"
+    assert "explode" in runs["double"].state.message
+
+
+def test_unpicklable_argument_is_a_clear_error_at_submit(runner, submitted):
+    """An argument that cannot be pickled raises at submit(), naming the argument and
+    the task; the run is recorded Failed and the flow does not hang."""
+
+    @flow(task_runner=runner)
+    def bad_argument():
+        double.submit(threading.Lock())
+
+    with pytest.raises(NotPicklable, match=r"argument 'x' of task 'double'.*lock"):
+        bad_argument()
+    (run,) = get_store().read_task_runs()
+    assert run.state.is_failed()
+    assert submitted == []
+
+
+@task(timeout_seconds=0.2)
+def slow():
+    import time
+
+    time.sleep(3)
+
+
+def test_timeout_is_enforced_on_the_worker(runner):
+    """timeout_seconds applies on the worker: the run ends TimedOut."""
+
+    @flow(task_runner=runner)
+    def timing_out():
+        return slow.submit().wait().name
+
+    assert timing_out() == "TimedOut"
+
+
+@task
+async def async_square(x):
+    return x * x
+
+
+@task(log_prints=True)
+def chatty(x):
+    get_run_logger().info("working on %s", x)
+    print("printed on the worker")
+    return x
+
+
+def test_async_tasks_and_worker_logs(runner, capsys):
+    """Async tasks run on the worker too; log lines (and printed lines of log_prints
+    tasks) written on the worker are shown once in the flow process, under the run."""
+
+    @flow(task_runner=runner)
+    def mixed():
+        return async_square.submit(4).result() + chatty.submit(1).result()
+
+    assert mixed() == 17
+    err = capsys.readouterr().err
+    assert err.count("working on 1") == 1
+    assert "Task run 'chatty-" in err and "printed on the worker" in err
+
+
+def test_registered_name_and_environment_setting(cluster, monkeypatch):
+    """task_runner="dask" and HEADWATER_TASK_RUNNER=dask select the runner; with
+    HEADWATER_DASK_ADDRESS it uses that cluster."""
+    from headwater import Session
+
+    monkeypatch.setenv("HEADWATER_DASK_ADDRESS", cluster.scheduler_address)
+
+    @flow(task_runner="dask")
+    def by_name():
+        return double.submit(5).result()
+
+    assert by_name() == 10
+
+    @flow
+    def by_env():
+        return double.submit(6).result()
+
+    monkeypatch.setenv("HEADWATER_TASK_RUNNER", "dask")
+    with Session():
+        assert by_env() == 12
+
+
+class RecordingCluster(distributed.LocalCluster):
+    made: list[distributed.LocalCluster] = []
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        RecordingCluster.made.append(self)
+
+
+def test_temporary_cluster_is_closed_but_an_existing_one_is_not(cluster):
+    """A cluster the runner starts is closed when the flow run ends; a cluster it only
+    connected to keeps running."""
+
+    @flow(task_runner=DaskTaskRunner(cluster_class=RecordingCluster, cluster_kwargs=IN_PROCESS))
+    def own_cluster():
+        return double.submit(1).result()
+
+    assert own_cluster() == 2
+    assert RecordingCluster.made[-1].status.name == "closed"
+
+    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+    def borrowed():
+        return double.submit(2).result()
+
+    assert borrowed() == 4
+    assert cluster.status.name == "running"
+    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_bad_options_are_named():
+    """Bad constructor arguments raise a clear error naming the value."""
+    with pytest.raises(ConfigurationError, match=r"cluster_kwargs=\[1\]"):
+        DaskTaskRunner(cluster_kwargs=[1])
+    with pytest.raises(ConfigurationError, match="connects to an existing cluster"):
+        DaskTaskRunner(address="tcp://127.0.0.1:1", cluster_kwargs={"n_workers": 1})
+    with pytest.raises(ConfigurationError, match="address=5"):
+        DaskTaskRunner(address=5)
+
+
+def test_import_headwater_never_imports_dask(tmp_path):
+    """Importing headwater, and running a flow with the plugin installed (its entry point
+    loaded), imports neither dask nor distributed."""
+    code = (
+        "import sys, headwater\n"
+        "from headwater import flow, task\n"
+        "@task\ndef one(): return 1\n"
+        "@flow\ndef f(): return one.submit().result()\n"
+        "assert f() == 1\n"
+        "loaded = [m for m in ('dask', 'distributed') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {**os.environ, "HEADWATER_HOME": str(tmp_path), "HEADWATER_LOGGING_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
