@@ -242,7 +242,8 @@ def _run_callbacks(callbacks: list[Callable[..., Any]], owner: Any, run: Any, st
 def execute_sync(ex: TaskExecution) -> S.State:
     """Run the attempts of one task run in this thread; return its final state."""
     token = task_run_ctx.set(ex)
-    prints = log_prints_var.set(True) if ex.task.spec.log_prints else None
+    wants_prints = ex.task.spec.log_prints  # None: as the flow says
+    prints = log_prints_var.set(wants_prints) if wants_prints is not None else None
     try:
         while True:
             final = ex.begin_attempt()
@@ -273,7 +274,8 @@ async def execute_async(ex: TaskExecution) -> S.State:
     import anyio
 
     token = task_run_ctx.set(ex)
-    prints = log_prints_var.set(True) if ex.task.spec.log_prints else None
+    wants_prints = ex.task.spec.log_prints  # None: as the flow says
+    prints = log_prints_var.set(wants_prints) if wants_prints is not None else None
     try:
         while True:
             final = ex.begin_attempt()

@@ -264,7 +264,8 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
     try:
         early = fx.create()
         if early is not None:
-            return _result(early, return_state)
+            # Logged, recorded and called back like any other final state.
+            return _result(fx.finish(), return_state)
         fx.start_runner()
         timeout = flow.spec.timeout_seconds
         while True:
@@ -306,7 +307,8 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
     try:
         early = fx.create()
         if early is not None:
-            return _result(early, return_state)
+            # Logged, recorded and called back like any other final state.
+            return _result(fx.finish(), return_state)
         fx.start_runner()
         timeout = flow.spec.timeout_seconds
         while True:

@@ -34,6 +34,10 @@ class Flow(Generic[R]):
         self.description = self.spec.description
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"flow {self.name!r}")
+        if self.spec.log_prints:
+            from .run_logging import enable_log_prints
+
+            enable_log_prints()
         self.source_dir = source_dir_of(fn)
         self._validator: ParameterValidator | None = None
         self._version: str | None = self.spec.version

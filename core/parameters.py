@@ -50,6 +50,15 @@ class Binder:
         return self._slow(args, kwargs)
 
     def _slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.var_keyword is None:
+            # Checked first: Signature.bind reports a missing argument before an unknown
+            # one, which hides a misspelt keyword behind "missing a required argument".
+            unknown = [k for k in kwargs if k not in self.names or k == self.var_positional]
+            if unknown:
+                raise ParameterError(
+                    f"{self.owner}: got an unexpected keyword argument {unknown[0]!r}; "
+                    f"parameters: {', '.join(self.names) or 'none'} (signature: {self.signature})"
+                )
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -128,7 +137,18 @@ def _resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: validate what we can
-        hints = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if not isinstance(v, str)}
+    except Exception:
+        # An unresolvable forward reference (e.g. a class local to a function, under
+        # ``from __future__ import annotations``): resolve the others one by one and
+        # leave that parameter unvalidated rather than skip validation altogether.
+        hints = {}
+        namespace = getattr(fn, "__globals__", {})
+        for key, value in getattr(fn, "__annotations__", {}).items():
+            if isinstance(value, str):
+                try:
+                    value = eval(value, namespace)  # noqa: S307 - the function's own annotation
+                except Exception:
+                    continue
+            hints[key] = value
     hints.pop("return", None)
     return hints

@@ -42,11 +42,18 @@ class ConsoleHandler(logging.StreamHandler):
         pass
 
 
+# Sessions that configured the handler and are still open. The handler is
+# process-wide: a nested ``with Session()`` closing must not silence the outer one.
+_users = 0
+
+
 @hookimpl
 def headwater_configure(session: Any) -> None:
-    global _handler
+    """Attach the console handler to the ``headwater`` logger (once per process)."""
+    global _handler, _users
     logger = logging.getLogger("headwater")
     logger.setLevel(session.settings.logging_level)
+    _users += 1
     if _handler is None:
         _handler = ConsoleHandler()
         _handler.setFormatter(RunFormatter())
@@ -57,7 +64,11 @@ def headwater_configure(session: Any) -> None:
 
 @hookimpl
 def headwater_unconfigure(session: Any) -> None:
-    global _handler
-    if _handler is not None:
-        logging.getLogger("headwater").removeHandler(_handler)
+    """Detach the handler when the last session using it closes."""
+    global _handler, _users
+    _users = max(0, _users - 1)
+    if _handler is not None and _users == 0:
+        logger = logging.getLogger("headwater")
+        logger.removeHandler(_handler)
+        logger.propagate = True
         _handler = None

@@ -1,0 +1,110 @@
+"""timeout_seconds on flows and tasks: TimedOut (type FAILED), subject to retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from headwater import flow, task
+from headwater.errors import TaskTimeout
+
+
+def test_a_slow_task_times_out(headwater_session):
+    """A task over its timeout ends TimedOut (type FAILED) and raises a TimeoutError."""
+
+    @task(timeout_seconds=0.1)
+    def slow():
+        time.sleep(2)
+
+    @flow
+    def waits():
+        return slow(return_state=True)
+
+    state = waits(return_state=True)
+    assert state.is_failed()
+    store = headwater_session.store
+    store.flush()
+    (run,) = store.read_flow_runs(flow_name="waits")
+    (task_run,) = store.read_task_runs(flow_run_id=run.id)
+    assert task_run.state.name == "TimedOut"
+    assert task_run.state.type.value == "FAILED"
+    assert "timeout of 0.1 second(s)" in task_run.state.message
+
+
+def test_a_timeout_is_retried(headwater_session):
+    """TimedOut goes through retries like any failure."""
+    attempts = []
+
+    @task(timeout_seconds=0.1, retries=1, retry_delay_seconds=0)
+    def slow_then_fast():
+        attempts.append(1)
+        if len(attempts) == 1:
+            time.sleep(1)
+        return "fast"
+
+    @flow
+    def retries_timeout():
+        return slow_then_fast()
+
+    assert retries_timeout() == "fast"
+    store = headwater_session.store
+    store.flush()
+    (run,) = store.read_flow_runs(flow_name="retries-timeout")
+    (task_run,) = store.read_task_runs(flow_run_id=run.id)
+    assert [s.name for s in store.read_states(task_run.id)] == [
+        "Pending", "Running", "AwaitingRetry", "Retrying", "Completed"]
+
+
+def test_a_slow_flow_times_out():
+    """A flow over its timeout ends TimedOut; the caller gets a TimeoutError."""
+
+    @flow(timeout_seconds=0.1)
+    def slow_flow():
+        time.sleep(1)
+
+    state = slow_flow(return_state=True)
+    assert state.name == "TimedOut" and state.is_failed()
+    with pytest.raises(TimeoutError, match="timeout of 0.1 second"):
+        slow_flow()
+
+
+def test_an_async_task_timeout_cancels_it():
+    """An async task is cancelled at its timeout and ends TimedOut."""
+
+    @task(timeout_seconds=0.1)
+    async def sleepy():
+        await asyncio.sleep(5)
+
+    @flow
+    async def async_waits():
+        state = await sleepy(return_state=True)
+        return state.name, type(state.result(raise_on_failure=False))
+
+    assert asyncio.run(async_waits()) == ("TimedOut", TaskTimeout)
+
+
+def test_an_async_flow_timeout():
+    """An async flow over its timeout ends TimedOut."""
+
+    @flow(timeout_seconds=0.1)
+    async def slow_async_flow():
+        await asyncio.sleep(5)
+
+    state = asyncio.run(slow_async_flow(return_state=True))
+    assert state.name == "TimedOut"
+
+
+def test_a_task_within_its_timeout_completes():
+    """A task that finishes in time keeps its result."""
+
+    @task(timeout_seconds=5)
+    def quick():
+        return "in time"
+
+    @flow
+    def fine():
+        return quick()
+
+    assert fine() == "in time"
