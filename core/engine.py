@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import states as S
 from .context import FlowRunContext, TaskRunContext, flow_run_ctx, task_run_ctx
-from .errors import HeadwaterError, RunNameError, TaskTimeout
+from .errors import ConfigurationError, HeadwaterError, RunNameError, StoreError, TaskTimeout
 from .futures import Future, Work, collect_futures, resolve_futures
-from .results import ResultNotPersisted
+from .results import RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
 
@@ -67,7 +67,10 @@ class TaskExecution(TaskRunContext):
             try:
                 self._compute_cache_key()
             except Exception as exc:
-                return self.failed(exc, before_call=True)
+                # A retry scheduled after a failed key: hand the loop the AwaitingRetry
+                # state so it waits and begins again (never calls the body without a key).
+                final = self.failed(exc, before_call=True)
+                return final if final is not None else run.state
         early = policy.propose_running(self)
         if early is not None:
             transition(self.flow_context, run, early)
@@ -100,7 +103,7 @@ class TaskExecution(TaskRunContext):
         if isinstance(exc, TaskTimeout):
             state = S.TimedOut(message=str(exc), data=exc)
         else:
-            where = "computing the cache key" if before_call else "execution"
+            where = "cache key computation" if before_call else "execution"
             state = S.Failed(message=f"Task run encountered an exception during {where}: "
                                      f"{type(exc).__name__}: {exc}", data=exc)
         task_logger.error("Encountered exception during %s:", "cache key computation" if before_call
@@ -137,7 +140,17 @@ class TaskExecution(TaskRunContext):
         else:
             state = S.Completed(data=value)
             if run.cache_key is not None or self.persists():
-                self._persist(value)
+                try:
+                    self._persist(value)
+                except (StoreError, ConfigurationError) as exc:
+                    # Unusable storage or an unknown serializer is a setup mistake, not a
+                    # flaky attempt: fail now, with the error naming the setting, no retries.
+                    task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self))
+                    state = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
+                    self.error = exc
+                    run.end_ts = state.ts
+                    transition(self.flow_context, run, state)
+                    return state
             state = self.policy.propose_completed(self, state)
         run.end_ts = state.ts
         transition(self.flow_context, run, state)
@@ -155,7 +168,8 @@ class TaskExecution(TaskRunContext):
         key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
         serializer = self.task.spec.result_serializer or "cloudpickle"
         try:
-            run.result_location, _size = self.result_store.write(key, value, serializer)
+            run.result_location, size = self.result_store.write(key, value, serializer)
+            run.stash[RESULT_SIZE] = size  # for the cache index (`headwater cache ls`)
         except ResultNotPersisted as exc:
             task_logger.warning("Result of type %s was not persisted (so not cached): %s",
                                 type(value).__name__, exc, extra=task_extra(self))
@@ -248,6 +262,11 @@ def execute_sync(ex: TaskExecution) -> S.State:
         while True:
             final = ex.begin_attempt()
             if final is not None:
+                if final.type is S.StateType.SCHEDULED:  # retry after a failed cache key
+                    delay = ex.retry_delay(final)
+                    if delay:
+                        time.sleep(delay)
+                    continue
                 break
             try:
                 value = ex.call_with_timeout()
@@ -280,6 +299,9 @@ async def execute_async(ex: TaskExecution) -> S.State:
         while True:
             final = ex.begin_attempt()
             if final is not None:
+                if final.type is S.StateType.SCHEDULED:  # retry after a failed cache key
+                    await anyio.sleep(ex.retry_delay(final))
+                    continue
                 break
             try:
                 timeout = ex.policy.timeout_seconds

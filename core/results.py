@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .errors import HeadwaterError
+from .errors import HeadwaterError, UnknownComponentError
+from .stash import StashKey
+
+#: Size in bytes of the result the engine just persisted for a task run (in ``run.stash``).
+RESULT_SIZE: StashKey[int] = StashKey()
 
 
 class ResultNotPersisted(HeadwaterError):
@@ -55,7 +59,9 @@ class ResultStore:
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
         """Serialize and store ``value`` under ``key``; return ``(location, size in bytes)``.
 
-        Raise :class:`ResultNotPersisted` when the value cannot be serialized or written.
+        Raise :class:`ResultNotPersisted` when the value cannot be serialized or written,
+        :class:`~headwater.errors.UnknownComponentError` for an unknown serializer name and
+        :class:`~headwater.errors.StoreError` when the storage itself cannot be used.
         """
         raise NotImplementedError
 
@@ -64,7 +70,16 @@ class ResultStore:
         raise NotImplementedError
 
     def delete(self, location: str) -> None:
+        """Remove the result at ``location``; a missing one is not an error."""
         raise NotImplementedError
+
+
+def unknown_serializer(name: str, known: Any) -> UnknownComponentError:
+    """The error for a ``result_serializer`` nobody registered."""
+    return UnknownComponentError(
+        f"result_serializer={name!r} is not a registered serializer; expected one of: "
+        f"{', '.join(repr(n) for n in sorted(known))} (plugins add more with "
+        f"registry.add_serializer)")
 
 
 class MemoryResultStore(ResultStore):
@@ -75,6 +90,8 @@ class MemoryResultStore(ResultStore):
         self.serializers = serializers or {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+        if serializer not in self.serializers:
+            raise unknown_serializer(serializer, self.serializers)
         try:
             blob = self.serializers[serializer].dumps(value)
         except Exception as exc:

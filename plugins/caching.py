@@ -10,16 +10,20 @@ and only then is the cache entry written.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import hashlib
 import logging
 import time
+import uuid
 from typing import Any
 
 from headwater.errors import HeadwaterError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
-from headwater.results import ResultMissing
+from headwater.results import RESULT_SIZE, ResultMissing
 from headwater.states import Cached, State
 from headwater.stores import CacheEntry
+
 
 class CacheKeyError(HeadwaterError):
     """A task's cache key function raised; the run fails (retries apply), nothing is cached."""
@@ -32,15 +36,33 @@ MAX_KEY_LENGTH = 512
 def key_to_string(task_name: str, key: Any) -> str | None:
     """Turn whatever a key function returned into the key string (``None`` stays None).
 
-    Strings are used as they are; other values by ``str()``. Keys longer than
-    512 characters are replaced by a SHA-256 of them, so huge keys stay cheap.
+    - a ``str`` is used as it is;
+    - an ``int``, ``float``, ``bool``, ``Decimal`` or ``UUID`` by ``str()`` (``4`` → ``"4"``);
+    - any other value that ``task_input_hash`` can hash (lists, dicts, sets, tuples,
+      datetimes, dataclasses, ...) by ``"sha256:"`` plus its canonical hash, the same in
+      every process whatever the dict or set order;
+    - anything else is a :class:`CacheKeyError` naming the task and the type.
+
+    Keys longer than 512 characters are replaced by ``"sha256:"`` plus a hash of them,
+    so huge keys stay cheap to store and look up.
     """
     if key is None:
         return None
-    text = key if isinstance(key, str) else str(key)
-    if len(text) > MAX_KEY_LENGTH:
-        import hashlib
+    if isinstance(key, str):
+        text = key
+    elif isinstance(key, (int, float, decimal.Decimal, uuid.UUID)):  # bool is an int
+        text = str(key)
+    else:
+        from headwater.plugins.input_hash import Unhashable, stable_hash
 
+        try:
+            return "sha256:" + stable_hash(key, "key")
+        except Unhashable:
+            raise CacheKeyError(
+                f"the cache_key_fn of task {task_name!r} returned a value of type "
+                f"{type(key).__qualname__}; expected a string, a number, or a value "
+                f"task_input_hash can hash (list, dict, set, dataclass, ...)") from None
+    if len(text) > MAX_KEY_LENGTH:
         text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return text
 
@@ -85,7 +107,7 @@ class CachePolicy(WrappingPolicy):
         ctx.store.write_cache_entry(CacheEntry(
             key=run.cache_key, task_name=self.task.name, task_run_id=run.id,
             location=run.result_location, serializer=self.task.spec.result_serializer or "cloudpickle",
-            created=now, expiration=expiration, size=None))
+            created=now, expiration=expiration, size=run.stash.get(RESULT_SIZE, None)))
         details = state.state_details
         details.cache_key = run.cache_key
         if expiration is not None:

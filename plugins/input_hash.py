@@ -31,6 +31,8 @@ _body_hashes: dict[Any, str] = {}
 
 
 class Unhashable(TypeError):
+    """A value (at ``path`` inside a parameter) that has no canonical, stable hash."""
+
     def __init__(self, path: str, value: Any) -> None:
         super().__init__(f"{path}: cannot hash a value of type {type(value).__qualname__}")
         self.path = path
@@ -124,6 +126,15 @@ def _body_hash(fn: Any) -> str:
     return cached
 
 
+def _log_extra(context: Any) -> dict[str, Any]:
+    try:
+        from headwater.run_logging import task_extra
+
+        return task_extra(context)
+    except AttributeError:  # a context made by hand, e.g. in a test of a key function
+        return {}
+
+
 def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
     """Cache key function: the same task with the same inputs gives the same key.
 
@@ -139,13 +150,18 @@ def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
         try:
             _feed(h.update, parameters[name], name)
         except Unhashable as exc:
-            marker = (task.name, name, type(exc.value).__qualname__)
+            # One warning per flow run, task, parameter and type: a map over a thousand
+            # such inputs says it once, and the next flow run says it again.
+            flow_run = getattr(getattr(context, "flow_context", None), "flow_run", None)
+            marker = (getattr(flow_run, "id", None), task.name, name, type(exc.value).__qualname__)
             if marker not in _warned:
+                if len(_warned) > 10_000:  # bounded: a long-lived process must not grow
+                    _warned.clear()
                 _warned.add(marker)
                 logger.warning(
                     "task_input_hash cannot hash parameter %r of task %r (%s); this call runs "
                     "uncached. Pass hashable inputs or give the task its own cache_key_fn.",
-                    name, task.name, exc)
+                    name, task.name, exc, extra=_log_extra(context))
             return None
     return h.hexdigest()
 

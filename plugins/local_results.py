@@ -22,6 +22,7 @@ from headwater.results import (
     ResultMissing,
     ResultNotPersisted,
     ResultStore,
+    unknown_serializer,
 )
 
 _MAGIC = b"HWR1"  # header: magic, serializer name length, serializer name, then the bytes
@@ -53,8 +54,7 @@ class LocalResultStore(ResultStore):
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
         codec = self.serializers.get(serializer)
         if codec is None:
-            raise ResultNotPersisted(f"no serializer named {serializer!r}; registered: "
-                                     f"{', '.join(sorted(self.serializers))}")
+            raise unknown_serializer(serializer, self.serializers)
         try:
             blob = codec.dumps(value)
         except Exception as exc:
