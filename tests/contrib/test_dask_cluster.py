@@ -1,0 +1,260 @@
+"""DaskTaskRunner against a real cluster: a ``dask scheduler`` and two ``dask worker``
+processes on 127.0.0.1, started by a fixture. The tasks below live in this test file,
+which the workers cannot import: they travel by value. The workers get a HEADWATER_HOME
+that must never be created: only the flow process writes the run store and results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from headwater import flow, get_run_logger, get_store, task  # noqa: E402
+from headwater.remote import NotPicklable, RemoteError  # noqa: E402
+from headwater.tasks import task_input_hash  # noqa: E402
+from headwater_dask import DaskTaskRunner  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+START_LIMIT = 45.0  # seconds for the scheduler and both workers to come up
+
+
+def _dask_command(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("dask")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "dask", *args]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    # Workers first (the scheduler is procs[0]), so none waits to reconnect to it.
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the fallback: never leave a process behind
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """(scheduler address, the workers' HEADWATER_HOME) for a scheduler and two workers."""
+    base = tmp_path_factory.mktemp("dask-cluster")
+    scheduler_file = base / "scheduler.json"
+    worker_home = base / "worker-home-never-created"
+    env = {**os.environ, "HEADWATER_HOME": str(worker_home), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPATH", None)
+    logs = [open(base / f"{name}.log", "w") for name in ("scheduler", "worker-1", "worker-2")]
+    procs = [subprocess.Popen(
+        _dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                      "--scheduler-file", str(scheduler_file)),
+        cwd=base, env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        deadline = time.monotonic() + START_LIMIT
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                pytest.fail("dask scheduler did not start:\n" + (base / "scheduler.log").read_text())
+            time.sleep(0.1)
+        time.sleep(0.1)  # the file is written whole, but give the writer a moment
+        address = json.loads(scheduler_file.read_text())["address"]
+        for i in (1, 2):
+            procs.append(subprocess.Popen(
+                _dask_command("worker", address, "--host", "127.0.0.1", "--nthreads", "2",
+                              "--no-nanny", "--no-dashboard", "--name", f"worker-{i}"),
+                cwd=base, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+        with distributed.Client(address, set_as_default=False, timeout=START_LIMIT) as client:
+            try:
+                client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+            except Exception:
+                text = "\n".join((base / f"worker-{i}.log").read_text() for i in (1, 2))
+                pytest.fail(f"dask workers did not start:\n{text}")
+        yield address, worker_home
+    finally:
+        _stop(procs)
+        for log in logs:
+            log.close()
+
+
+@pytest.fixture
+def runner(dask_cluster):
+    return DaskTaskRunner(address=dask_cluster[0])
+
+
+@pytest.fixture
+def submitted(monkeypatch):
+    keys: list[str] = []
+    original = distributed.Client.submit
+
+    def counting(self, fn, *args, **kwargs):
+        keys.append(kwargs.get("key", ""))
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "submit", counting)
+    return keys
+
+
+def state_names(run_id: str) -> list[str]:
+    return [s.name for s in get_store().read_states(run_id)]
+
+
+class Point:
+    """A class defined in this test file: instances travel by value too."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+@task
+def where(point):
+    return (os.getpid(), distributed.get_worker().name, point.x + point.y)
+
+
+@task
+def combine(results):
+    return sorted({name for _pid, name, _v in results}), sum(v for _p, _n, v in results)
+
+
+def test_results_come_back_from_worker_processes(runner, dask_cluster):
+    """Tasks and arguments defined in a file the workers cannot import run in the worker
+    processes; a downstream task gets the upstream results through Dask; the workers
+    never create a run store or result files."""
+
+    @flow(task_runner=runner)
+    def spread():
+        parts = [where.submit(Point(i, 1)) for i in range(8)]
+        return [p.result() for p in parts], combine.submit(parts).result()
+
+    parts, (names, total) = spread()
+    assert {pid for pid, _n, _v in parts}.isdisjoint({os.getpid()})
+    assert set(names) <= {"worker-1", "worker-2"} and names
+    assert total == sum(i + 1 for i in range(8))
+    for run in get_store().read_task_runs():
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+    assert not dask_cluster[1].exists(), "a worker wrote headwater state of its own"
+
+
+@task(retries=2, retry_delay_seconds=0.05)
+def flaky():
+    from headwater.runtime import task_run
+
+    get_run_logger().info("attempt %d in process %d", task_run.run_count, os.getpid())
+    if task_run.run_count < 3:
+        raise ConnectionError(f"attempt {task_run.run_count} failed")
+    return os.getpid()
+
+
+def test_retries_happen_on_the_worker(runner, capsys):
+    """All three attempts run in one worker process; their log lines come back to the
+    flow process; the store has the whole history."""
+
+    @flow(task_runner=runner)
+    def retrying():
+        return flaky.submit().result()
+
+    pid = retrying()
+    assert pid != os.getpid()
+    err = capsys.readouterr().err
+    for n in (1, 2, 3):
+        assert f"attempt {n} in process {pid}" in err
+    (run,) = get_store().read_task_runs()
+    assert run.run_count == 3
+    assert state_names(run.id) == ["Pending", "Running", "AwaitingRetry", "Retrying",
+                                   "AwaitingRetry", "Retrying", "Completed"]
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(minutes=5))
+def cached_square(x):
+    return x * x, os.getpid()
+
+
+def test_cache_hit_stays_in_the_flow_process(runner, submitted):
+    """The first run computes on a worker and the flow process stores the result and
+    the cache entry; the second run is a Cached hit that never reaches the cluster."""
+
+    @flow(task_runner=runner)
+    def squares():
+        return cached_square.submit(9).result()
+
+    first = squares()
+    assert first[0] == 81 and first[1] != os.getpid()
+    assert squares() == first
+    assert len(submitted) == 1
+    names = sorted(r.state.name for r in get_store().read_task_runs())
+    assert names == ["Cached", "Completed"]
+    assert len(get_store().read_cache_entries()) == 1
+
+
+class NeedsTwoArgs(Exception):
+    """Cannot be unpickled (its __init__ wants two arguments): travels back as text."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+@task
+def fails_plainly():
+    raise KeyError("missing-key")
+
+
+@task
+def fails_oddly():
+    raise NeedsTwoArgs(7, "odd failure")
+
+
+def test_failing_tasks(runner):
+    """A worker's exception is raised by the future in the flow process; one that cannot
+    be pickled back arrives as a RemoteError carrying its type and message."""
+
+    @flow(task_runner=runner)
+    def failing():
+        plain, odd = fails_plainly.submit(), fails_oddly.submit()
+        with pytest.raises(KeyError, match="missing-key"):
+            plain.result()
+        with pytest.raises(RemoteError, match="NeedsTwoArgs: 7: odd failure"):
+            odd.result()
+        return "handled"
+
+    assert failing() == "handled"
+    for run in get_store().read_task_runs():
+        assert state_names(run.id) == ["Pending", "Running", "Failed"]
+
+
+def test_unpicklable_argument(runner, submitted):
+    """A generator argument cannot be pickled: submit() raises an error naming it."""
+
+    @flow(task_runner=runner)
+    def bad():
+        where.submit(x for x in range(3))
+
+    with pytest.raises(NotPicklable, match="argument 'point' of task 'where'"):
+        bad()
+    assert submitted == []
+
+
+def test_module_the_workers_lack_fails_clearly(runner, tmp_path, monkeypatch):
+    """A task from an installed package the workers do not have fails with a message
+    that names the missing module and says to install it on the workers."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "only_on_the_flow_side.py").write_text(
+        "from headwater import task\n\ndef helper():\n    return 1\n\n"
+        "@task\ndef local_only():\n    return helper()\n")
+    monkeypatch.syspath_prepend(str(site))
+    from only_on_the_flow_side import local_only
+
+    @flow(task_runner=runner)
+    def missing():
+        return local_only.submit().wait().message
+
+    message = missing()
+    assert "could not be loaded on the Dask worker" in message
+    assert "only_on_the_flow_side" in message and "Install" in message
