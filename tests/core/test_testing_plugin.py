@@ -1,0 +1,65 @@
+"""headwater.testing: the pytest plugin users test their flows with."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from headwater import flow
+
+
+def test_the_fixture_gives_a_temporary_home_and_a_fresh_store(headwater_session, headwater_home):
+    """HEADWATER_HOME points at a temporary folder; the store starts empty and fills there."""
+    assert os.environ["HEADWATER_HOME"] == str(headwater_home)
+    assert headwater_session.store.read_flow_runs() == []
+
+    @flow
+    def recorded():
+        return 1
+
+    recorded()
+    headwater_session.store.flush()
+    assert len(headwater_session.store.read_flow_runs()) == 1
+    assert (Path(headwater_home) / "headwater.db").exists()
+
+
+def test_the_plugin_is_registered_for_pytest_and_isolates_users_tests(tmp_path):
+    """A user's test file using headwater_session runs in isolation, twice, via the entry point."""
+    real_home = tmp_path / "real-home"
+    test_file = tmp_path / "test_user_flow.py"
+    test_file.write_text(textwrap.dedent('''
+        from headwater import flow
+
+        @flow
+        def double(x: int) -> int:
+            return 2 * x
+
+        def test_first(headwater_session):
+            assert double(2) == 4
+            headwater_session.store.flush()
+            assert len(headwater_session.store.read_flow_runs()) == 1
+
+        def test_second_sees_no_earlier_runs(headwater_session):
+            assert headwater_session.store.read_flow_runs() == []
+            assert double("3") == 6
+    '''))
+    env = {**os.environ, "HEADWATER_HOME": str(real_home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert not (real_home / "headwater.db").exists()
+
+
+def test_importing_the_plugin_is_light():
+    """Loading headwater.testing (as pytest does at start) imports no sqlite3, session or CLI."""
+    code = ("import sys, headwater.testing; "
+            "print(sorted(m for m in ('sqlite3', 'headwater.cli', 'headwater.session', 'headwater.engine') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
