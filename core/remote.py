@@ -38,9 +38,9 @@ from .engine import (
     execute_sync,
     transition,
 )
-from .errors import HeadwaterError
+from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future
-from .results import ResultNotPersisted, ResultStore
+from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
 from .run_logging import task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
@@ -176,11 +176,10 @@ class Outcome:
 
 def check_cache(ex: TaskExecution) -> S.State | None:
     """In the flow process, before a run leaves it: compute the cache key and ask the
-    policy. Return the final state (a ``Cached`` hit, or a key failure) when the run is
-    settled here, recorded and logged; ``None`` when it must run.
-
-    A key function that raises fails the run here when no retry is left; with a retry
-    left, the retry is recorded here and the run leaves without a key (not cached).
+    policy. Return ``None`` when the run must run; otherwise the state it is in, already
+    recorded: a final one (a ``Cached`` hit, or a key function that failed for good) ends
+    the run here; ``AwaitingRetry`` (type SCHEDULED) means the key function failed and a
+    retry is due at its ``scheduled_time``: call again then (with the same ``ex``).
     """
     policy = ex.policy
     if not policy.uses_cache:
@@ -191,8 +190,9 @@ def check_cache(ex: TaskExecution) -> S.State | None:
             ex._compute_cache_key()
         except Exception as exc:
             final = ex.failed(exc, before_call=True)
-            if final is not None:
-                ex.finish_logs(final)
+            if final is None:
+                return run.state
+            ex.finish_logs(final)
             return final
     early = policy.propose_running(ex)
     if early is not None:
@@ -427,21 +427,29 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     location = outcome.result_location
     if location is not None and location.startswith(_DEFERRED):
         location = None
+    size: int | None = None
     if outcome.result_writes and final.is_completed():
         for key, serializer in outcome.result_writes:
             try:
-                location, _size = fctx.result_store.write(key, final.data, serializer)
+                location, size = fctx.result_store.write(key, final.data, serializer)
+                run.stash[RESULT_SIZE] = size
             except ResultNotPersisted as exc:
                 location = None
                 task_logger.warning("Result of type %s was not persisted (so not cached): %s",
                                     type(final.data).__name__, exc, extra=task_extra(ex))
+            except (StoreError, ConfigurationError) as exc:
+                # As in the engine: unusable storage is a setup mistake; the run fails.
+                location = None
+                task_logger.error("Could not persist the result: %s", exc, extra=task_extra(ex))
+                final = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
+                break
     run.result_location = location
     if location is not None:  # a cache entry only for a result safely stored
         for entry in outcome.cache_entries:
             if entry.location.startswith(_DEFERRED):
-                entry.location = location
+                entry.location, entry.size = location, size
             fctx.store.write_cache_entry(entry)
-    run.end_ts = outcome.end_ts if outcome.end_ts is not None else final.ts
+    run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
     transition(fctx, run, final)
     _replay_logs(outcome.logs, task_extra(ex))
     callbacks = _callbacks_for(ex.task.spec, final)

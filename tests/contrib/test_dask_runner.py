@@ -302,3 +302,48 @@ def test_import_headwater_never_imports_dask(tmp_path):
     env = {**os.environ, "HEADWATER_HOME": str(tmp_path), "HEADWATER_LOGGING_LEVEL": "WARNING"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+key_calls: list[bool] = []
+
+
+def flaky_key(context, parameters):
+    # Runs in the flow process (this list is the test's own): fails the first time.
+    key_calls.append(on_dask_worker())
+    if len(key_calls) == 1:
+        raise RuntimeError("key store not ready")
+    return f"key-{parameters['x']}"
+
+
+@task(cache_key_fn=flaky_key, retries=1, retry_delay_seconds=0.05)
+def keyed(x):
+    return x * 3
+
+
+def test_cache_keys_are_computed_in_the_flow_process_with_retries(runner):
+    """The cache key function runs in the flow process; when it fails and a retry is
+    left, the retry is recorded and the run then goes to Dask as a retry."""
+    key_calls.clear()
+
+    @flow(task_runner=runner)
+    def keyed_flow():
+        return keyed.submit(2).result()
+
+    assert keyed_flow() == 6
+    assert key_calls == [False, False]
+    (run,) = get_store().read_task_runs()
+    assert state_names(run.id) == ["Pending", "AwaitingRetry", "Retrying", "Completed"]
+    assert run.cache_key == "key-2"
+
+
+def test_async_flow_and_map(runner):
+    """An async flow can use the runner; map() and wait_for order runs on Dask."""
+    import asyncio
+
+    @flow(task_runner=runner)
+    async def async_flow():
+        doubled = double.map([1, 2, 3])
+        square = async_square.submit(doubled[2], wait_for=doubled[:2])
+        return [f.result() for f in doubled], square.result()
+
+    assert asyncio.run(async_flow()) == ([2, 4, 6], 36)

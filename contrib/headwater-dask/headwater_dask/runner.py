@@ -181,7 +181,11 @@ class DaskTaskRunner(TaskRunner):
         if not work.claim():
             return
         try:
-            self._dispatch(work)
+            fctx = self._context
+            if fctx is None or self._client is None:
+                raise DaskRunnerError("DaskTaskRunner.submit() before start(): the flow run starts it")
+            run = work.run_obj
+            self._dispatch(work, TaskExecution(work.task, run, fctx, run.parameters))
         except NotPicklable:
             raise
         except BaseException as exc:
@@ -189,12 +193,12 @@ class DaskTaskRunner(TaskRunner):
                 self._settle(work, _crashed(self._context, work, exc, "could not be sent to Dask"))
             raise
 
-    def _dispatch(self, work: Work) -> None:
-        fctx = self._context
-        if fctx is None or self._client is None:
-            raise DaskRunnerError("DaskTaskRunner.submit() before start(): the flow run starts it")
+    def _dispatch(self, work: Work, ex: TaskExecution) -> None:
+        """Send ``work`` to Dask, or settle it here, or arrange to come back when it can go."""
+        if self._client is None:
+            raise DaskRunnerError(f"the flow run's Dask client is closed; task run "
+                                  f"{work.run_obj.name!r} was not sent")
         run = work.run_obj
-        ex = TaskExecution(work.task, run, fctx, run.parameters)
         upstream = work.upstream
         uses_cache = ex.policy.uses_cache
         with self._lock:
@@ -203,7 +207,7 @@ class DaskTaskRunner(TaskRunner):
             waiting = [f for f in upstream if not f.done()
                        and (uses_cache or f.task_run_id not in self._inflight)]
         if waiting:
-            self._when_done(waiting, work)
+            self._when_done(waiting, work, ex)
             return
         failed = next((f for f in upstream if f.done() and not f.state.is_completed()), None)
         if failed is not None:
@@ -212,9 +216,12 @@ class DaskTaskRunner(TaskRunner):
         if uses_cache:
             resolved = {k: replace_futures(v, lambda f: f.result()) for k, v in run.parameters.items()}
             ex.parameters = run.parameters = resolved
-            final = check_cache(ex)
-            if final is not None:
-                self._settle(work, final)
+            state = check_cache(ex)
+            if state is not None and state.type is S.StateType.SCHEDULED:
+                self._later(ex.retry_delay(state), work, ex)  # the key function failed
+                return
+            if state is not None:
+                self._settle(work, state)
                 return
         deps: list[Any] = []
         index: dict[str, int] = {}
@@ -250,7 +257,7 @@ class DaskTaskRunner(TaskRunner):
             self._inflight[run.id] = dask_future
         dask_future.add_done_callback(lambda done: self._on_done(work, ex, done))
 
-    def _when_done(self, waiting: list[Future], work: Work) -> None:
+    def _when_done(self, waiting: list[Future], work: Work, ex: TaskExecution) -> None:
         remaining = [len(waiting)]
         lock = threading.Lock()
 
@@ -259,14 +266,22 @@ class DaskTaskRunner(TaskRunner):
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                try:
-                    self._dispatch(work)
-                except BaseException as exc:  # nobody to raise to: end the run instead
-                    if not work.future.done():
-                        self._settle(work, _crashed(self._context, work, exc, "could not be sent to Dask"))
+                self._redispatch(work, ex)
 
         for future in waiting:
             future.add_done_callback(one_done)
+
+    def _later(self, delay: float, work: Work, ex: TaskExecution) -> None:
+        timer = threading.Timer(delay, self._redispatch, (work, ex))
+        timer.daemon = True
+        timer.start()
+
+    def _redispatch(self, work: Work, ex: TaskExecution) -> None:
+        try:
+            self._dispatch(work, ex)
+        except BaseException as exc:  # nobody to raise to: end the run instead
+            if not work.future.done():
+                self._settle(work, _crashed(self._context, work, exc, "could not be sent to Dask"))
 
     def _task_blob(self, ex: TaskExecution) -> tuple[str, bytes]:
         task = ex.task
