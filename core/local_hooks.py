@@ -50,6 +50,21 @@ def import_hook_file(path: Path) -> ModuleType:
     return module
 
 
+def is_blocked(hook_file: Path, blocked: frozenset[str] | set[str]) -> bool:
+    """Whether ``HEADWATER_DISABLE_PLUGINS`` names this hook file.
+
+    A local file's plugin name is its absolute path; the path relative to the project
+    root (``sub/headwater_hooks.py``) is accepted too.
+    """
+    if not blocked:
+        return False
+    names = {str(hook_file)}
+    root = find_project_root(hook_file.parent)
+    if root is not None:
+        names.add(hook_file.relative_to(root).as_posix())
+    return bool(names & set(blocked))
+
+
 def applies_to(hook_file: Path, directory: Path) -> bool:
     """Whether a hook file's flow-level hooks apply to flows defined in ``directory``."""
     base = hook_file.parent

@@ -2,8 +2,9 @@
 
 * Functions named ``headwater_*`` count as hook implementations even without the
   ``@hookimpl`` marker, so a ``headwater_hooks.py`` file can be plain functions.
-* A ``headwater_*`` name that is not a known hook is an error naming the plugin, so a
-  typo is never silently ignored.
+* A ``headwater_*`` name that is not a known hook is an error naming the plugin and its
+  file, so a typo is never silently ignored. Hooks added by ``headwater_addhooks`` count
+  as known: the unknown-name check runs after a plugin's own ``headwater_addhooks``.
 * Old-style ``hookwrapper=True`` is refused in favour of ``wrapper=True``.
 """
 
@@ -24,10 +25,15 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class PluginManager(pluggy.PluginManager):
+    """pluggy's manager with headwater's checks; a :class:`~headwater.Session` owns one."""
+
     def __init__(self) -> None:
         super().__init__(PROJECT)
         self.add_hookspecs(hookspecs)
         self._origins: dict[str, str] = {}
+        #: While set, unknown hook names are collected here instead of raising, so that a
+        #: plugin may implement a hook that a plugin registered after it adds.
+        self._deferred: list[tuple[str, Any, str]] | None = None
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -38,18 +44,88 @@ class PluginManager(pluggy.PluginManager):
     def register(self, plugin: Any, name: str | None = None, origin: str | None = None) -> str | None:
         """Register ``plugin``; ``origin`` (a file or distribution) is named in errors."""
         where = origin or name or getattr(plugin, "__file__", None) or repr(plugin)
-        self._check(plugin, where)
-        registered = super().register(plugin, name)
-        if registered is not None:
-            self._origins[registered] = where
+        self._check_wrappers(plugin, where)
+        if self._deferred is None and self.parse_hookimpl_opts(plugin, "headwater_addhooks") is None:
+            # Nothing can add the missing hook: refuse before pluggy replays historic hooks
+            # (headwater_configure) into a plugin that is then rejected.
+            error = self._unknown_error(plugin, where)
+            if error is not None:
+                raise error
+        try:
+            registered = super().register(plugin, name)
+        except ValueError as exc:  # a duplicate name or plugin: say which, without a dict dump
+            raise PluginError(f"cannot register {name or plugin!r} from {where}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{where}: {exc}") from None
+        if registered is None:
+            return None  # blocked
+        self._origins[registered] = where
+        if self._deferred is not None:
+            self._deferred.append((registered, plugin, where))
+        else:
+            self._check_known_or_unregister(registered, plugin, where)
         return registered
 
     def origin(self, name: str) -> str:
+        """Where the plugin registered as ``name`` came from (file, distribution, ...)."""
         return self._origins.get(name, name)
 
-    def _check(self, plugin: Any, where: str) -> None:
+    def defer_checks(self) -> None:
+        """Collect unknown-hook checks until :meth:`run_deferred_checks` (bulk loading)."""
+        self._deferred = []
+
+    def run_deferred_checks(self) -> list[tuple[str, PluginError]]:
+        """Check the plugins registered since :meth:`defer_checks`; unregister bad ones.
+
+        Returns ``(plugin name, error)`` for each plugin that was removed.
+        """
+        pending, self._deferred = self._deferred or [], None
+        failures = []
+        for name, plugin, where in pending:
+            try:
+                self._check_known_or_unregister(name, plugin, where)
+            except PluginError as exc:
+                failures.append((name, exc))
+        return failures
+
+    def move_to_end(self, plugin: Any, name: str, origin: str | None = None) -> None:
+        """Re-register ``plugin`` so that it is called before everything registered so far.
+
+        Historic hooks (``headwater_addhooks``, ``headwater_configure``) are not replayed:
+        the plugin already received them once.
+        """
+        self.unregister(plugin)
+        historic = [caller for caller in vars(self.hook).values()
+                    if isinstance(caller, pluggy.HookCaller) and caller.is_historic()]
+        # pluggy replays the call history into every impl it registers; an empty history
+        # keeps the hook historic but replays nothing.
+        saved = [(caller, caller._call_history) for caller in historic]
+        try:
+            for caller, _ in saved:
+                caller._call_history = []
+            self.register(plugin, name=name, origin=origin)
+        finally:
+            for caller, history in saved:
+                caller._call_history = history
+
+    # -- checks ---------------------------------------------------------------------
+
+    def _check_wrappers(self, plugin: Any, where: str) -> None:
         # Checked before pluggy registers anything, so a bad plugin leaves no half state.
-        known = {n for n in dir(self.hook) if n.startswith(PREFIX)}
+        for attr in dir(plugin):
+            if not attr.startswith(PREFIX):
+                continue
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts and opts.get("hookwrapper"):
+                hook_name = opts.get("specname") or attr
+                raise PluginError(
+                    f"{hook_name} in {where} uses hookwrapper=True, which headwater does not "
+                    f"accept; use @hookimpl(wrapper=True) and return the result of the yield"
+                )
+
+    def _unknown_hooks(self, plugin: Any) -> list[str]:
+        unknown = []
         for attr in dir(plugin):
             if not attr.startswith(PREFIX):
                 continue
@@ -58,16 +134,28 @@ class PluginManager(pluggy.PluginManager):
                 continue
             hook_name = opts.get("specname") or attr
             caller = getattr(self.hook, hook_name, None)
-            if hook_name not in known or caller is None or not caller.has_spec():
-                close = [k for k in sorted(known) if _similar(k, hook_name)]
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise PluginError(f"unknown hook {hook_name!r} in {where}{hint} "
-                                  f"(headwater hooks are listed in docs/hooks.md)")
-            if opts.get("hookwrapper"):
-                raise PluginError(
-                    f"{hook_name} in {where} uses hookwrapper=True, which headwater does not "
-                    f"accept; use @hookimpl(wrapper=True) and return the result of the yield"
-                )
+            if caller is None or not caller.has_spec():
+                unknown.append(hook_name)
+        return unknown
+
+    def _check_known_or_unregister(self, name: str, plugin: Any, where: str) -> None:
+        error = self._unknown_error(plugin, where)
+        if error is not None:
+            self.unregister(plugin)
+            self._origins.pop(name, None)
+            raise error
+
+    def _unknown_error(self, plugin: Any, where: str) -> PluginError | None:
+        unknown = self._unknown_hooks(plugin)
+        if not unknown:
+            return None
+        known = sorted(n for n, c in vars(self.hook).items()
+                       if n.startswith(PREFIX) and isinstance(c, pluggy.HookCaller) and c.has_spec())
+        hook_name = unknown[0]
+        close = [k for k in known if _similar(k, hook_name)]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return PluginError(f"unknown hook {hook_name!r} in {where}{hint} "
+                           f"(headwater hooks are listed in docs/hooks.md)")
 
 
 def _similar(a: str, b: str) -> bool:

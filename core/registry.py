@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 from .errors import ConfigurationError, UnknownComponentError
 
@@ -21,14 +22,25 @@ class Registry:
 
     def __init__(self) -> None:
         self._tables: dict[str, dict[str, tuple[Any, str]]] = {kind: {} for kind in KINDS}
+        self._registering = ""
+
+    @contextlib.contextmanager
+    def registering_for(self, plugin_name: str) -> Iterator[None]:
+        """Entries added inside name ``plugin_name`` as their source unless they give one."""
+        previous, self._registering = self._registering, plugin_name
+        try:
+            yield
+        finally:
+            self._registering = previous
 
     def add(self, kind: str, name: str, factory: Any, source: str = "") -> None:
+        """Register ``factory`` as the ``kind`` named ``name``; a later entry replaces it."""
         if kind not in self._tables:
             raise ConfigurationError(f"unknown component kind {kind!r}; expected one of {KINDS}")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a {kind} name must be a non-empty string, got {name!r}")
         # Later registrations win, as later plugins do.
-        self._tables[kind][name] = (factory, source)
+        self._tables[kind][name] = (factory, source or self._registering)
 
     def add_task_runner(self, name: str, factory: Callable[..., Any], source: str = "") -> None:
         self.add("task_runner", name, factory, source)
@@ -46,6 +58,9 @@ class Registry:
         self.add("cache_policy", name, key_fn, source)
 
     def get(self, kind: str, name: str, wanted_for: str = "") -> Any:
+        """The factory registered as ``name``; an error listing the known names if none."""
+        if kind not in self._tables:
+            raise ConfigurationError(f"unknown component kind {kind!r}; expected one of {KINDS}")
         table = self._tables[kind]
         try:
             return table[name][0]
@@ -57,7 +72,9 @@ class Registry:
             ) from None
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of one kind, sorted."""
         return sorted(self._tables[kind])
 
     def items(self, kind: str) -> list[tuple[str, Any, str]]:
+        """``(name, factory, source)`` for one kind, sorted by name."""
         return [(n, f, s) for n, (f, s) in sorted(self._tables[kind].items())]

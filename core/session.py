@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
     "sequential_runner",
     "concurrent_runner",
     "console_log",
+    "run_logs",
     "cli_commands",
 )
 ENTRY_POINT_GROUP = "headwater.plugins"
@@ -82,6 +83,7 @@ class Session:
         self._lock = threading.RLock()
         self._local_dirs: set[Path] = set()
         self._local_files: dict[Path, str] = {}  # hook file -> plugin name
+        self._skipped_files: set[Path] = set()  # blocked, or failed in a non-strict session
         self._bindings: dict[Path | None, FlowBindings] = {}
         self._token: contextvars.Token | None = None
         self._closed = False
@@ -155,101 +157,134 @@ class Session:
 
     def _load(self) -> None:
         from .plugin_manager import PluginManager
-        from .registry import Registry
 
         settings = self.settings
         pm = PluginManager()
         blocked = settings.disable_plugins
-        errors: list[str] = []
+        records: list[PluginRecord] = []
 
-        def add(name: str, source: str, detail: str, load: Any) -> None:
-            if name in blocked:
+        # Historic, and called before any plugin registers: each plugin's own hookspecs
+        # are added the moment it registers, before its implementations are checked.
+        pm.hook.headwater_addhooks.call_historic(kwargs={"pluginmanager": pm})
+        pm.defer_checks()
+
+        def add(name: str, source: str, detail: str, load: Any, aliases: tuple[str, ...] = ()) -> None:
+            if source != "api" and (name in blocked or blocked.intersection(aliases)):
                 pm.set_blocked(name)
-                self.records.append(PluginRecord(name, source, detail, "blocked"))
+                records.append(PluginRecord(name, source, detail, "blocked"))
                 return
             try:
                 plugin = load()
-                pm.register(plugin, name=name, origin=f"{detail or name} ({source})")
+                pm.register(plugin, name=name, origin=_where(name, source, detail, plugin))
             except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                self.records.append(PluginRecord(name, source, detail, f"error: {message}"))
-                errors.append(f"plugin {name!r} from {source} {detail}: {message}".replace("  ", " "))
+                records.append(PluginRecord(name, source, detail, f"error: {_describe(exc)}"))
                 return
-            self.records.append(PluginRecord(name, source, detail, "loaded", plugin=plugin))
+            records.append(PluginRecord(name, source, detail, "loaded", plugin=plugin))
 
         for name in DEFAULT_PLUGINS:
-            add(name, "builtin", f"headwater.plugins.{name}",
-                lambda name=name: importlib.import_module(f"headwater.plugins.{name}"))
+            module = f"headwater.plugins.{name}"
+            add(name, "builtin", module, lambda m=module: importlib.import_module(m), (module,))
 
         if not settings.disable_plugin_autoload:
+            # Imported here, not at module level: the scan is the slow part of start-up.
             from importlib.metadata import entry_points
 
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 dist = getattr(ep, "dist", None)
                 detail = f"{dist.name} {dist.version}" if dist is not None else ep.value
-                add(ep.name, "entrypoint", detail, ep.load)
+                add(ep.name, "entrypoint", detail, ep.load, (ep.module,))
 
         for module_name in settings.plugins:
             add(module_name, "env", "HEADWATER_PLUGINS",
                 lambda m=module_name: importlib.import_module(m))
 
-        self._pm = pm
-        self._register_api_plugins()
+        for name, plugin in self._api_named():
+            add(name, "api", "Session(plugins=...)", lambda p=plugin: p)
+
+        for name, exc in pm.run_deferred_checks():
+            for record in records:
+                if record.name == name and record.status == "loaded":
+                    record.status, record.plugin = f"error: {exc}", None
+
+        errors = [r for r in records if r.status.startswith("error")]
         if errors and self.strict:
-            self._pm = None
-            self.records.clear()
-            raise PluginError("; ".join(errors))
-        for record in self.records:
+            # Nothing of this attempt is kept: the next use tries again from scratch.
+            raise PluginError("; ".join(
+                f"plugin {r.name!r} ({_where('', r.source, r.detail, None)}) failed to load: "
+                f"{r.status[len('error: '):]}" for r in errors
+            ) + " (`headwater plugins` lists every plugin; HEADWATER_DISABLE_PLUGINS=NAME skips one)")
+        for record in records:
             if record.status == "loaded":
-                record.hooks = self._hooks_of(record.name)
+                record.hooks = _hooks_of(pm, record.name)
 
-        pm.hook.headwater_addhooks.call_historic(kwargs={"pluginmanager": pm})
+        self.records = records
         pm.hook.headwater_configure.call_historic(kwargs={"session": self})
-        registry = Registry()
-        for impl in reversed(pm.hook.headwater_register_components.get_hookimpls()):
-            impl.function(registry=registry)  # defaults first, so later plugins override
-        self._registry = registry
+        self._registry = _build_registry(pm)
+        self._pm = pm
 
-    def _register_api_plugins(self) -> None:
-        assert self._pm is not None
+    def _api_named(self) -> list[tuple[str, Any]]:
+        named = []
         for index, plugin in enumerate(self._api_plugins):
-            name = getattr(plugin, "__name__", None) or f"api-{index}-{type(plugin).__name__}"
-            if self._pm.is_registered(plugin):
-                self._pm.unregister(plugin)
-                self.records = [r for r in self.records if r.plugin is not plugin]
-            self._pm.register(plugin, name=name, origin=f"{name} (Session(plugins=...))")
-            self.records.append(PluginRecord(name, "api", "Session(plugins=...)", "loaded",
-                                             self._hooks_of(name), plugin))
+            name = getattr(plugin, "__name__", None)
+            named.append((name if isinstance(name, str) else f"api-{index}-{type(plugin).__name__}", plugin))
+        return named
 
-    def _hooks_of(self, name: str) -> list[str]:
+    def _move_api_plugins_to_end(self) -> None:
+        """Keep ``Session(plugins=...)`` last in line, so they are still called first."""
         assert self._pm is not None
-        plugin = self._pm.get_plugin(name)
-        return sorted(c.name for c in (self._pm.get_hookcallers(plugin) or []))
+        for name, plugin in self._api_named():
+            if self._pm.get_plugin(name) is not plugin:
+                continue  # it failed to load (non-strict session)
+            self._pm.move_to_end(plugin, name, self._pm.origin(name))
+            for record in [r for r in self.records if r.plugin is plugin]:
+                self.records.remove(record)
+                self.records.append(record)
 
     def load_local_hooks(self, directory: Path) -> None:
-        """Register the ``headwater_hooks.py`` files that apply to ``directory``."""
+        """Register the ``headwater_hooks.py`` files that apply to ``directory``.
+
+        In a strict session a file that fails to import, or names an unknown hook, raises
+        :class:`~headwater.errors.PluginError`; otherwise it is recorded with its error.
+        """
         directory = directory.resolve()
         if directory in self._local_dirs:
             return
-        from .local_hooks import hook_files_for, import_hook_file
+        from .local_hooks import hook_files_for, import_hook_file, is_blocked
 
         pm = self.pm
         with self._lock:
+            if directory in self._local_dirs:
+                return
             added = False
-            for path in hook_files_for(directory):
-                if path in self._local_files:
-                    continue
-                name = str(path)
-                module = import_hook_file(path)
-                pm.register(module, name=name, origin=str(path))
-                self._local_files[path] = name
-                self.records.append(PluginRecord(name, "local", str(path), "loaded",
-                                                 self._hooks_of(name), module))
-                added = True
-            if added:
-                # Keep Session(plugins=...) last in line, so it is still called first.
-                self._register_api_plugins()
-                self._bindings.clear()
+            try:
+                for path in hook_files_for(directory):
+                    if path in self._local_files or path in self._skipped_files:
+                        continue
+                    name = str(path)
+                    if is_blocked(path, self.settings.disable_plugins):
+                        self._skipped_files.add(path)
+                        self.records.append(PluginRecord(name, "local", name, "blocked"))
+                        continue
+                    try:
+                        module = import_hook_file(path)
+                        pm.register(module, name=name, origin=name)
+                    except PluginError as exc:
+                        if self.strict:
+                            raise
+                        self._skipped_files.add(path)
+                        self.records.append(PluginRecord(name, "local", name, f"error: {exc}"))
+                        continue
+                    self._local_files[path] = name
+                    self.records.append(PluginRecord(name, "local", name, "loaded",
+                                                     _hooks_of(pm, name), module))
+                    added = True
+            finally:
+                # Also after a failure part-way: the files already registered stay, so the
+                # order and the registry must account for them.
+                if added:
+                    self._move_api_plugins_to_end()
+                    self._registry = _build_registry(pm)
+                    self._bindings.clear()
             self._local_dirs.add(directory)
 
     def bindings_for(self, directory: Path | None) -> FlowBindings:
@@ -281,6 +316,46 @@ class Session:
         finally:
             if self._pm is not None:
                 self._pm.hook.headwater_unconfigure(session=self)
+
+
+_SOURCES = {
+    "builtin": "builtin",
+    "entrypoint": "entry point",
+    "env": "HEADWATER_PLUGINS",
+    "local": "local file",
+    "api": "Session(plugins=...)",
+}
+
+
+def _where(name: str, source: str, detail: str, plugin: Any) -> str:
+    """How errors name a plugin: its file when it has one, and where it came from."""
+    what = _SOURCES[source] + (f", {detail}" if detail and detail != _SOURCES[source] else "")
+    location = getattr(plugin, "__file__", None) or name
+    return f"{location} ({what})" if location else what
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PluginError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _hooks_of(pm: PluginManager, name: str) -> list[str]:
+    plugin = pm.get_plugin(name)
+    return sorted(c.name for c in (pm.get_hookcallers(plugin) or []))
+
+
+def _build_registry(pm: PluginManager) -> Registry:
+    """Call every ``headwater_register_components``, oldest plugin first, so later wins."""
+    from .registry import Registry
+
+    registry = Registry()
+    for impl in reversed(pm.hook.headwater_register_components.get_hookimpls()):
+        if impl.wrapper or impl.hookwrapper:
+            continue  # nothing to wrap: each implementation just adds entries
+        with registry.registering_for(impl.plugin_name):
+            impl.function(registry=registry)
+    return registry
 
 
 def _applies(path: Path, directory: Path) -> bool:

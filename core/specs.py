@@ -1,4 +1,10 @@
-"""FlowSpec and TaskSpec: decorator options, validated once at decoration time."""
+"""FlowSpec and TaskSpec: decorator options, validated once at decoration time.
+
+Validation is strict: decorator options are Python values written in code, so ``"3"``
+is not silently taken for ``3`` nor ``True`` for ``1``. A bad option fails with one
+:class:`~headwater.errors.ConfigurationError` naming the option, the value and what was
+expected.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ Callback = Callable[..., Any]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, strict=True)
 
-    name: str
+    name: str = Field(min_length=1)
     description: Optional[str] = None
     retries: int = Field(0, ge=0)
     retry_delay_seconds: Union[float, list[float]] = 0
@@ -25,6 +31,11 @@ class _Spec(BaseModel):
     on_completion: list[Callback] = []
     on_failure: list[Callback] = []
     on_crashed: list[Callback] = []
+
+    @field_validator("retry_delay_seconds", mode="before")
+    @classmethod
+    def _delays_tuple_is_list(cls, value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
 
     @field_validator("retry_delay_seconds")
     @classmethod
@@ -41,6 +52,8 @@ class _Spec(BaseModel):
             return []
         if callable(value):
             return [value]
+        if isinstance(value, tuple):
+            return list(value)
         return value
 
 
@@ -78,18 +91,36 @@ class TaskSpec(_Spec):
         return value
 
 
+#: What an option accepts, for options whose pydantic message would be unclear (unions).
+_EXPECTED = {
+    "retry_delay_seconds": "a number of seconds >= 0, or a list of them (one per retry)",
+    "flow_run_name": "a format string such as '{name}-run' or a callable returning a string",
+    "task_run_name": "a format string such as '{name}-run' or a callable returning a string",
+    "on_completion": "a callable or a list of callables",
+    "on_failure": "a callable or a list of callables",
+    "on_crashed": "a callable or a list of callables",
+}
+
+
 def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
     """Validate ``options`` for ``owner`` (e.g. ``"@task 'load'"``), raising one clear error."""
     try:
         return model(**options)
     except ValidationError as exc:
-        problems = []
+        problems: list[str] = []
+        seen: set[str] = set()
         for err in exc.errors():
             option = ".".join(str(p) for p in err["loc"][:1]) or "?"
+            if option in seen:
+                continue  # a union reports once per alternative; one line per option is enough
+            seen.add(option)
             value = options.get(option, err.get("input"))
             if err["type"] == "extra_forbidden":
                 allowed = ", ".join(sorted(model.model_fields))
                 problems.append(f"unknown option {option}={value!r}; expected one of: {allowed}")
+            elif option in _EXPECTED:
+                problems.append(f"{option}={value!r}: expected {_EXPECTED[option]}")
             else:
-                problems.append(f"{option}={value!r}: {err['msg']}")
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{option}={value!r}: {message}")
         raise ConfigurationError(f"invalid options for {owner}: " + "; ".join(problems)) from None
