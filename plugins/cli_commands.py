@@ -154,6 +154,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print("headwater: error: `headwater cache clear` deletes cache entries; add --yes to confirm",
                   file=sys.stderr)
             return 2
+        if args.task is not None and not any(e.task_name == args.task for e in store.read_cache_entries()):
+            tasks = sorted({e.task_name for e in store.read_cache_entries()})
+            print(f"No cache entries for task {args.task!r}; tasks with entries: "
+                  f"{', '.join(tasks) or 'none'}.")
+            return 0
         removed = store.delete_cache_entries(expired_only=args.expired, task_name=args.task)
         result_store = None
         for entry in removed:

@@ -92,6 +92,8 @@ class LocalResultStore(ResultStore):
         if not data.startswith(_MAGIC) or len(data) < 5:
             raise ResultMissing(f"result file {path} is not a headwater result (corrupted?)")
         size = data[4]
+        if len(data) < 5 + size:
+            raise ResultMissing(f"result file {path} is truncated (corrupted?)")
         serializer = data[5:5 + size].decode(errors="replace")
         codec = self.serializers.get(serializer)
         if codec is None:

@@ -1,0 +1,188 @@
+"""local_results: result files under HEADWATER_LOCAL_STORAGE_PATH, safe names, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headwater import flow, task
+from headwater.errors import StoreError
+from headwater.plugins.local_results import LocalResultStore
+from headwater.results import CloudpickleSerializer, JSONSerializer, ResultMissing, ResultNotPersisted
+from headwater.session import Session
+
+
+def make_store(path: Path) -> LocalResultStore:
+    return LocalResultStore(path, {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()})
+
+
+def every_file(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def test_a_written_result_reads_back(tmp_path: Path) -> None:
+    """write then read returns an equal value; the size is the serialized length."""
+    store = make_store(tmp_path / "results")
+    location, size = store.write("k", {"rows": [1, 2, 3]})
+    assert store.read(location) == {"rows": [1, 2, 3]}
+    assert size > 0
+
+
+def test_file_names_are_hashes_of_the_key(tmp_path: Path) -> None:
+    """The file is named by the SHA-256 of the key, never the raw key."""
+    store = make_store(tmp_path / "results")
+    location, _ = store.write("customer report", 1)
+    assert location == hashlib.sha256(b"customer report").hexdigest()
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [location]
+
+
+def test_a_path_like_key_cannot_leave_the_directory(tmp_path: Path) -> None:
+    """A key like ``../../x`` writes one file inside the storage directory and nothing
+    anywhere else."""
+    root = tmp_path / "a" / "b" / "results"
+    root.mkdir(parents=True)
+    before = every_file(tmp_path)
+    store = make_store(root)
+    for key in ("../../x", "/etc/passwd", "..\\..\\y", "x/../../../z"):
+        location, _ = store.write(key, key)
+        assert store.read(location) == key
+    created = every_file(tmp_path) - before
+    assert len(created) == 4
+    assert all(p.parent == root for p in created)
+
+
+def test_reading_a_location_outside_the_directory_is_refused(tmp_path: Path) -> None:
+    """A location that is not a hash (e.g. from a tampered index) is never opened."""
+    (tmp_path / "secret").write_text("do not read")
+    store = make_store(tmp_path / "results")
+    with pytest.raises(ResultMissing, match="invalid result location"):
+        store.read("../secret")
+
+
+def test_the_directory_is_created_private(tmp_path: Path) -> None:
+    """The storage directory is created with mode 0700 and files with 0600, whatever
+    the umask."""
+    old = os.umask(0)
+    try:
+        store = make_store(tmp_path / "results")
+        location, _ = store.write("k", 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "results" / location).stat().st_mode) == 0o600
+
+
+def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails before the rename leaves the previous result intact and no
+    temporary file behind."""
+    store = make_store(tmp_path / "results")
+    location, _ = store.write("k", "old value")
+
+    def refuse(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(ResultNotPersisted, match="No space left"):
+        store.write("k", "new value")
+    monkeypatch.undo()
+    assert store.read(location) == "old value"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [location]
+
+
+def test_a_successful_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """After several writes only the result files remain (no ``.tmp`` leftovers)."""
+    store = make_store(tmp_path / "results")
+    for i in range(5):
+        store.write("same key", i)
+    assert len(list((tmp_path / "results").iterdir())) == 1
+
+
+def test_a_corrupted_file_is_reported_missing(tmp_path: Path) -> None:
+    """A file that is not a headwater result, or a truncated one, raises ResultMissing."""
+    store = make_store(tmp_path / "results")
+    location, _ = store.write("k", list(range(100)))
+    path = tmp_path / "results" / location
+    full = path.read_bytes()
+    path.write_bytes(full[:40])
+    with pytest.raises(ResultMissing, match="cannot be loaded"):
+        store.read(location)
+    path.write_bytes(full[:8])
+    with pytest.raises(ResultMissing, match="truncated"):
+        store.read(location)
+    path.write_bytes(b"junk")
+    with pytest.raises(ResultMissing, match="corrupted"):
+        store.read(location)
+
+
+def test_an_unserializable_value_is_not_persisted(tmp_path: Path) -> None:
+    """A value the serializer cannot handle raises ResultNotPersisted and writes nothing."""
+    store = make_store(tmp_path / "results")
+    with pytest.raises(ResultNotPersisted, match="json"):
+        store.write("k", {1, 2}, "json")
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_an_unwritable_storage_path_is_a_clear_error_naming_the_setting(tmp_path: Path) -> None:
+    """A storage path under a plain file cannot be created: StoreError naming
+    HEADWATER_LOCAL_STORAGE_PATH and the path."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    store = make_store(blocker / "results")
+    with pytest.raises(StoreError, match=r"HEADWATER_LOCAL_STORAGE_PATH") as info:
+        store.write("k", 1)
+    assert str(blocker / "results") in str(info.value)
+
+
+def test_a_flow_with_unwritable_storage_fails_clearly_and_writes_nothing_outside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached task with HEADWATER_LOCAL_STORAGE_PATH unusable: the flow fails with the
+    error naming the setting; no file appears outside the storage path."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("HEADWATER_LOCAL_STORAGE_PATH", str(blocker / "results"))
+    home = Path(os.environ["HEADWATER_HOME"])
+
+    @task(cache_key_fn=lambda c, p: "../../escape")
+    def work() -> int:
+        return 1
+
+    @flow
+    def run() -> int:
+        return work()
+
+    before = every_file(tmp_path)
+    with Session():
+        with pytest.raises(StoreError, match="HEADWATER_LOCAL_STORAGE_PATH"):
+            run()
+    created = every_file(tmp_path) - before
+    # Only the run store (under HEADWATER_HOME) may appear; no result file anywhere.
+    assert all(home in p.parents or p == home for p in created), created
+
+
+def test_cached_results_stay_under_the_storage_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a custom HEADWATER_LOCAL_STORAGE_PATH, a cached task with a path-like key
+    writes its result there and nowhere else."""
+    results = tmp_path / "custom" / "results"
+    monkeypatch.setenv("HEADWATER_LOCAL_STORAGE_PATH", str(results))
+    home = Path(os.environ["HEADWATER_HOME"])
+
+    @task(cache_key_fn=lambda c, p: "../../../x")
+    def work() -> int:
+        return 1
+
+    @flow
+    def run() -> int:
+        return work()
+
+    before = every_file(tmp_path)
+    with Session():
+        assert run() == 1
+    created = every_file(tmp_path) - before
+    outside = {p for p in created if not (home in p.parents or p == home)}
+    assert {p for p in outside if p.is_file()} == {next(results.iterdir())}
+    assert all(results in p.parents or p == results or p in results.parents for p in outside)
