@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .runs import FlowRun, TaskRun
@@ -29,6 +29,66 @@ class CacheEntry:
 
     def is_expired(self, now: float | None = None) -> bool:
         return self.expiration is not None and (now or time.time()) >= self.expiration
+
+
+@dataclass
+class FlowInfo:
+    """What a flow says about itself, recorded when one of its runs is created."""
+
+    name: str
+    description: str | None
+    version: str | None
+    tags: list[str]
+    updated: float
+    kind = "flow_info"  # lets a store's write queue tell it from runs
+
+
+@dataclass
+class FlowSummary:
+    """One flow as the run store knows it: its info plus counts over its runs."""
+
+    name: str
+    description: str | None = None
+    version: str | None = None
+    tags: list[str] = field(default_factory=list)
+    run_count: int = 0
+    state_counts: dict[str, int] = field(default_factory=dict)  # state type -> runs
+    last_run: FlowRun | None = None
+
+
+def active_flow_info(run: FlowRun) -> FlowInfo | None:
+    """The info of the flow whose run ``run`` is being created in this context, if any."""
+    from .context import flow_run_ctx
+
+    fctx = flow_run_ctx.get()
+    flow = getattr(fctx, "flow", None)
+    if flow is None or getattr(fctx, "flow_run", None) is not run:
+        return None
+    tags = getattr(flow.spec, "tags", None) or ()
+    return FlowInfo(flow.name, flow.description, flow.version, sorted(tags), time.time())
+
+
+def summarize_flows(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
+    """Flow summaries from flow runs (newest first) and recorded infos; newest-run first."""
+    out: dict[str, FlowSummary] = {}
+    for run in runs:
+        summary = out.get(run.flow_name)
+        if summary is None:
+            summary = out[run.flow_name] = FlowSummary(run.flow_name, version=run.flow_version,
+                                                       last_run=run)
+        summary.run_count += 1
+        kind = run.state.type.value if run.state else "NONE"
+        summary.state_counts[kind] = summary.state_counts.get(kind, 0) + 1
+    return merge_flow_infos(out, infos)
+
+
+def merge_flow_infos(summaries: dict[str, FlowSummary], infos: Iterable[FlowInfo]) -> list[FlowSummary]:
+    """Add recorded flow infos to summaries by flow name; flows without runs go last."""
+    for info in infos:
+        summary = summaries.setdefault(info.name, FlowSummary(info.name))
+        summary.description, summary.tags = info.description, list(info.tags)
+        summary.version = info.version or summary.version
+    return list(summaries.values())
 
 
 class RunStore:
@@ -91,6 +151,18 @@ class RunStore:
                   limit: int = 1000) -> list[dict[str, Any]]:
         return []
 
+    def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
+        """How many flow runs ``read_flow_runs`` would list without a limit."""
+        return len(self.read_flow_runs(limit=2**62, flow_name=flow_name, state=state))
+
+    def read_flows(self) -> list[FlowSummary]:
+        """Every flow with runs (or recorded info), the flow run most recently first."""
+        return summarize_flows(self.read_flow_runs(limit=2**62))
+
+    def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
+        """The state history of every task run of one flow run, by task run id."""
+        return {t.id: self.read_states(t.id) for t in self.read_task_runs(flow_run_id=flow_run_id)}
+
 
 class MemoryRunStore(RunStore):
     """Keeps everything in dictionaries; used by tests and ``memory://`` URLs."""
@@ -102,9 +174,13 @@ class MemoryRunStore(RunStore):
         self.states: dict[str, list[State]] = {}
         self.cache: dict[str, CacheEntry] = {}
         self.logs: list[dict[str, Any]] = []
+        self.flows: dict[str, FlowInfo] = {}
 
     def create_flow_run(self, run: FlowRun) -> None:
         self.flow_runs[run.id] = run
+        info = active_flow_info(run)
+        if info is not None:
+            self.flows[info.name] = info
 
     def create_task_run(self, run: TaskRun) -> None:
         self.task_runs[run.id] = run
@@ -166,3 +242,6 @@ class MemoryRunStore(RunStore):
                 if (flow_run_id is None or r["flow_run_id"] == flow_run_id)
                 and (task_run_id is None or r["task_run_id"] == task_run_id)]
         return rows[:limit]
+
+    def read_flows(self) -> list[FlowSummary]:
+        return summarize_flows(self.read_flow_runs(limit=2**62), list(self.flows.values()))

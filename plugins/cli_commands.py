@@ -114,6 +114,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         out["task_runs"] = [dict(_run_dict(t), states=[_state_dict(s) for s in store.read_states(t.id)])
                             for t in tasks]
         out["subflow_runs"] = [_run_dict(c) for c in children]
+        out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in store.read_logs(flow_run_id=run.id)]
         print(json.dumps(out, indent=2))
         return 0
     print(f"Flow run {run.name!r} of flow {run.flow_name!r}  (id {run.id})")
@@ -141,6 +142,15 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print("\nSubflow runs:")
         for child in children:
             print(f"  {child.name} ({child.flow_name}) {_state_text(child.state)} {child.id[:8]}")
+    logs = store.read_logs(flow_run_id=run.id)
+    if logs:
+        print("\nLogs:")
+        task_names = {t.id: t.name for t in tasks}
+        for line in logs:
+            stamp = dt.datetime.fromtimestamp(line["ts"]).strftime("%H:%M:%S.%f")[:-3]
+            task_id = line["task_run_id"]
+            where = f"Task run {task_names.get(task_id, task_id)!r}" if task_id else f"Flow run {run.name!r}"
+            print(f"  {stamp} | {line['level']:<7} | {where} - {line['message']}")
     return 0
 
 

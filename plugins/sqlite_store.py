@@ -28,7 +28,8 @@ from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateDetails, StateType
-from headwater.stores import CacheEntry, MemoryRunStore, RunStore
+from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore, RunStore,
+                              active_flow_info, merge_flow_infos)
 
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
@@ -72,6 +73,12 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_flow ON logs (flow_run_id, seq);
 CREATE INDEX IF NOT EXISTS logs_task ON logs (task_run_id, seq);
 """
+# Added after schema 1 shipped, without a version bump: created on open when missing.
+_FLOWS_TABLE = """
+CREATE TABLE IF NOT EXISTS flows (
+    name TEXT PRIMARY KEY, description TEXT, version TEXT, tags TEXT, updated REAL
+)"""
+_SCHEMA += _FLOWS_TABLE + ";\n"
 
 
 def process_start_token(pid: int) -> str | None:
@@ -99,22 +106,43 @@ def process_alive(pid: int, token: str | None) -> bool:
 
 
 def _json(value: Any) -> str:
+    """Parameters as JSON: common types in their JSON form, anything else as its repr."""
     try:
-        return json.dumps(value, sort_keys=False)
-    except (TypeError, ValueError):
-        pass
-    if isinstance(value, dict):
-        return json.dumps({str(k): _readable(v) for k, v in value.items()})
-    return json.dumps(_readable(value))
+        return json.dumps(value, default=_readable)
+    except (TypeError, ValueError):  # e.g. non-string dict keys mixed with odd values
+        if isinstance(value, dict):
+            return json.dumps({str(k): v for k, v in value.items()}, default=_readable)
+        return json.dumps(_readable(value))
 
 
 def _readable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        text = repr(value)
-        return text if len(text) <= 2000 else text[:1997] + "..."
+    """A JSON stand-in for a value json cannot encode (called by ``json.dumps``)."""
+    import dataclasses
+    import datetime as _dt
+    import enum
+    import uuid
+
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (Path, uuid.UUID)):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, (str, int, float, bool)) else value.name
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:
+            pass
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    text = repr(value)
+    return text if len(text) <= 2000 else text[:1997] + "..."
 
 
 class SQLiteRunStore(RunStore):
@@ -178,6 +206,8 @@ class SQLiteRunStore(RunStore):
                                  f"this one knows {SCHEMA_VERSION}); upgrade headwater")
             if version < SCHEMA_VERSION:
                 self._retry(lambda: self._create_schema(conn))
+            elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows'").fetchone():
+                self._retry(lambda: conn.execute(_FLOWS_TABLE))
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
@@ -273,6 +303,9 @@ class SQLiteRunStore(RunStore):
 
     def create_flow_run(self, run: FlowRun) -> None:
         self._enqueue(run, None)
+        info = active_flow_info(run)
+        if info is not None:
+            self._enqueue(info, None)
 
     def create_task_run(self, run: TaskRun) -> None:
         self._enqueue(run, None)
@@ -283,8 +316,10 @@ class SQLiteRunStore(RunStore):
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
         if self._writer is None or self._writer_pid != os.getpid():
             self._start_writer()
+        rows = list(rows)
         with self._qlock:
             self._logs.extend(rows)
+            self._enqueued += len(rows)  # so flush() waits for log lines too
 
     def _start_writer(self) -> None:
         with self._qlock:
@@ -292,6 +327,7 @@ class SQLiteRunStore(RunStore):
                 return
             self._writer_pid = os.getpid()
             self._queue = []  # a forked child must not write its parent's queue
+            self._logs = []
             self._writer = threading.Thread(target=self._write_loop, name="headwater-store-writer",
                                             daemon=True)
             self._writer.start()
@@ -312,7 +348,7 @@ class SQLiteRunStore(RunStore):
                 except BaseException as exc:  # reported by flush(); the thread goes on
                     self._writer_error = exc
             with self._flushed:
-                self._written += len(batch)
+                self._written += len(batch) + len(logs)
                 self._flushed.notify_all()
             if closing and not self._queue:
                 return
@@ -321,7 +357,11 @@ class SQLiteRunStore(RunStore):
         runs: dict[str, Any] = {}
         first_ts: dict[str, float] = {}
         state_rows = []
+        infos: dict[str, FlowInfo] = {}
         for run, state in batch:
+            if run.kind == "flow_info":
+                infos[run.name] = run
+                continue
             runs[run.id] = run
             if state is not None:
                 first_ts.setdefault(run.id, state.ts)
@@ -371,6 +411,10 @@ class SQLiteRunStore(RunStore):
             if state_rows:
                 conn.executemany("INSERT INTO states (run_id, run_kind, type, name, message, ts, details) "
                                  "VALUES (?,?,?,?,?,?,?)", state_rows)
+            if infos:
+                conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
+                                 "VALUES (?,?,?,?,?)", [(i.name, i.description, i.version, json.dumps(i.tags),
+                                                         i.updated) for i in infos.values()])
             if logs:
                 conn.executemany("INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message) "
                                  "VALUES (?,?,?,?,?,?)", logs)
@@ -497,6 +541,33 @@ class SQLiteRunStore(RunStore):
             args += [state.upper(), state]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return self._conn().execute(f"SELECT count(*) FROM flow_runs {clause}", args).fetchone()[0]
+
+    def read_flows(self) -> list[FlowSummary]:
+        conn = self._conn()
+        last = conn.execute(
+            f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE rowid IN (SELECT rowid FROM "
+            f"(SELECT rowid, row_number() OVER (PARTITION BY flow_name ORDER BY created DESC) AS n "
+            f"FROM flow_runs) WHERE n = 1) ORDER BY created DESC").fetchall()
+        out = {r[2]: FlowSummary(r[2], version=r[3], last_run=self._flow(r)) for r in last}
+        for name, state_type, count in conn.execute(
+                "SELECT flow_name, state_type, count(*) FROM flow_runs GROUP BY flow_name, state_type"):
+            if name in out:
+                out[name].state_counts[state_type or "NONE"] = count
+                out[name].run_count += count
+        infos = [FlowInfo(n, d, v, json.loads(t or "[]"), u) for n, d, v, t, u in conn.execute(
+            "SELECT name, description, version, tags, updated FROM flows ORDER BY updated DESC")]
+        return merge_flow_infos(out, infos)
+
+    def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
+        rows = self._conn().execute(
+            "SELECT run_id, type, name, message, ts, details FROM states WHERE run_id IN "
+            "(SELECT id FROM task_runs WHERE flow_run_id = ?) ORDER BY seq", (flow_run_id,)).fetchall()
+        out: dict[str, list[State]] = {}
+        for run_id, type_, name, message, ts, details in rows:
+            out.setdefault(run_id, []).append(State(
+                StateType(type_), name, message, None,
+                StateDetails.from_dict(json.loads(details)) if details else None, ts=ts))
+        return out
 
     def read_flow_run(self, id_or_name: str) -> FlowRun | None:
         conn = self._conn()

@@ -1,0 +1,105 @@
+"""Run logs in the run store: the console's lines, filed under their flow run and task run.
+
+A handler on the ``headwater`` logger keeps every record that belongs to a run (records
+carry ``flow_run_id`` / ``task_run_id``, see ``headwater.run_logging``) as one tuple in
+a buffer, and hands the buffer to ``store.record_logs`` in batches. The SQLite store
+writes those on its background writer, so a task run pays one tuple append per line.
+
+The buffer is handed over when a flow-level line is logged (every flow run ends with
+one: ``Finished in state ...``), when a warning or error is logged, or when it holds
+``BATCH`` lines. ``headwater runs show`` and the dashboard read the lines back with
+``store.read_logs(flow_run_id=...)``.
+
+Disable with ``HEADWATER_DISABLE_PLUGINS=run_logs``: nothing is recorded then.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+from headwater.plugin_manager import hookimpl
+
+#: Lines buffered before they are handed to the store even without a flow-level line.
+BATCH = 256
+
+_handler: RunLogHandler | None = None
+_formatter = logging.Formatter()
+
+
+class RunLogHandler(logging.Handler):
+    """Buffers run records as ``(flow_run_id, task_run_id, ts, level, logger, message)``.
+
+    Lines go to the run store of the session that configured the handler most recently
+    and is still open (one session per process, in practice).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A deque: append and popleft are atomic, so emitters in worker threads and a
+        # drain in another thread need no lock.
+        self.buffer: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.sessions: list[Any] = []
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # Overridden (not emit) to skip Handler's lock: this runs for every run log line.
+        data = record.__dict__
+        flow_run_id = data.get("flow_run_id")
+        task_run_id = data.get("task_run_id")
+        if flow_run_id is None and task_run_id is None:
+            return False
+        # Format now: the arguments may change after the call returns.
+        message = record.getMessage() if record.args else str(record.msg)
+        if record.exc_info:
+            message += "\n" + _formatter.formatException(record.exc_info)
+        buffer = self.buffer
+        buffer.append((flow_run_id, task_run_id, record.created, record.levelname, record.name, message))
+        if task_run_id is None or record.levelno >= logging.WARNING or len(buffer) >= BATCH:
+            self.drain()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def drain(self) -> None:
+        """Hand every buffered line to the run store (it writes them in the background)."""
+        rows = []
+        buffer = self.buffer
+        while True:
+            try:
+                rows.append(buffer.popleft())
+            except IndexError:
+                break
+        if not rows or not self.sessions:
+            return
+        try:
+            store = self.sessions[-1].store
+            store.record_logs(rows)
+        except Exception:
+            # A closed or broken store must not break the run that logged: the run's
+            # states are recorded (and reported) by the engine; log lines are a convenience.
+            pass
+
+
+@hookimpl
+def headwater_configure(session: Any) -> None:
+    global _handler
+    if _handler is None:
+        _handler = RunLogHandler()
+        logging.getLogger("headwater").addHandler(_handler)
+    if session not in _handler.sessions:
+        _handler.sessions.append(session)
+
+
+@hookimpl
+def headwater_unconfigure(session: Any) -> None:
+    global _handler
+    if _handler is None:
+        return
+    if session in _handler.sessions:
+        _handler.sessions.remove(session)
+    if not _handler.sessions:
+        _handler.drain()  # no open session is left to take them: they are dropped
+        logging.getLogger("headwater").removeHandler(_handler)
+        _handler = None
