@@ -32,6 +32,8 @@ def _duration(start: float | None, end: float | None) -> str:
     if start is None or end is None:
         return "-"
     seconds = end - start
+    if seconds < 0.01:  # sub-10ms task runs are common: keep a digit so they differ
+        return f"{seconds * 1000:.1f}ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
@@ -136,8 +138,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             left = int((start - origin) / span * width)
             bar = " " * left + "#" * max(1, int((stop - start) / span * width))
             history = " > ".join(s.name for s in store.read_states(task.id))
-            print(f"  |{bar[:width].ljust(width)}| {task.name:<28} {_duration(task.start_ts, task.end_ts):>8}  "
-                  f"{history}")
+            print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {task.name:<28} "
+                  f"{_duration(task.start_ts, task.end_ts):>8}  {history}")
     if children:
         print("\nSubflow runs:")
         for child in children:

@@ -1,0 +1,152 @@
+"""`headwater runs` and `headwater runs show ID|NAME`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from headwater import flow, task
+from headwater.cli import main
+
+
+@pytest.fixture
+def history(headwater_session):
+    """Three flow runs of two flows, one failed, one with retried tasks and a subflow."""
+    attempts = []
+
+    @task(retries=1, retry_delay_seconds=0)
+    def flaky(n):
+        attempts.append(n)
+        if len(attempts) == 1:
+            raise ConnectionError("reset")
+        return n
+
+    @flow(flow_run_name="child-of-{n}")
+    def child(n: int):
+        return n
+
+    @flow(flow_run_name="etl-{n}")
+    def etl(n: int):
+        return flaky(n) + child(n)
+
+    @flow(flow_run_name="broken-run")
+    def broken():
+        raise ValueError("no good")
+
+    etl(1)
+    etl(2)
+    broken(return_state=True)
+    headwater_session.store.flush()
+    return headwater_session.store
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_lists_recent_flow_runs_newest_first(history, capsys):
+    """A table with name, flow, state, start and duration; newest run first."""
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]
+    assert lines[1].split()[:3] == ["broken-run", "broken", "Failed"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert names.index("etl-2") < names.index("etl-1")
+    assert {"child-of-1", "child-of-2"} <= set(names)
+
+
+def test_runs_json_gives_every_field(history, capsys):
+    """--json prints a list of runs with id, name, flow_name, state, times and parameters."""
+    code, out, _ = run_cli(capsys, "runs", "--json")
+    assert code == 0
+    runs = json.loads(out)
+    assert len(runs) == 5
+    etl1 = next(r for r in runs if r["name"] == "etl-1")
+    assert etl1["flow_name"] == "etl" and etl1["state"] == "COMPLETED"
+    assert etl1["parameters"] == {"n": 1} and etl1["start_time"] and etl1["end_time"]
+    child = next(r for r in runs if r["name"] == "child-of-1")
+    assert child["parent_flow_run_id"] == etl1["id"]
+
+
+def test_runs_limit_and_flow_filter(history, capsys):
+    """--limit caps the list; --flow keeps one flow's runs."""
+    _, out, _ = run_cli(capsys, "runs", "--json", "--limit", "2")
+    assert len(json.loads(out)) == 2
+    _, out, _ = run_cli(capsys, "runs", "--json", "--flow", "etl")
+    assert sorted(r["name"] for r in json.loads(out)) == ["etl-1", "etl-2"]
+    _, out, _ = run_cli(capsys, "runs", "--flow", "no-such-flow")
+    assert "No flow runs" in out
+
+
+def test_runs_show_by_name_is_a_timeline_of_states_and_task_runs(history, capsys):
+    """runs show NAME: the state history with offsets, task runs with durations and histories."""
+    code, out, _ = run_cli(capsys, "runs", "show", "etl-1")
+    assert code == 0
+    assert "Flow run 'etl-1' of flow 'etl'" in out
+    history_part = out.split("State history:")[1].split("Task runs")[0]
+    assert [line.split("s", 1)[1].split()[0] for line in history_part.strip().splitlines()] == [
+        "Pending", "Running", "Completed"]
+    assert "Pending > Running > AwaitingRetry > Retrying > Completed" in out
+    assert "child-of-1" in out.split("Subflow runs:")[1]
+
+
+def test_runs_show_by_id_and_id_prefix(history, capsys):
+    """runs show accepts the full id and its first characters."""
+    run = history.read_flow_runs(flow_name="broken")[0]
+    for ref in (run.id, run.id[:8]):
+        code, out, _ = run_cli(capsys, "runs", "show", ref)
+        assert code == 0 and "Flow run 'broken-run'" in out
+        assert "ValueError: no good" in out
+
+
+def test_runs_show_json(history, capsys):
+    """runs show --json: the run with its states, task runs (with states) and subflows."""
+    code, out, _ = run_cli(capsys, "runs", "show", "etl-2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [s["name"] for s in data["states"]] == ["Pending", "Running", "Completed"]
+    (task_run,) = data["task_runs"]
+    assert task_run["task_name"] == "flaky"
+    assert [s["name"] for s in task_run["states"]] == ["Pending", "Running", "Completed"]
+    assert [c["name"] for c in data["subflow_runs"]] == ["child-of-2"]
+
+
+def test_runs_show_unknown_run_is_an_error_naming_it(history, capsys):
+    """An unknown id or name: exit 1 and a message naming it."""
+    code, _, err = run_cli(capsys, "runs", "show", "no-such-run")
+    assert code == 1
+    assert "'no-such-run'" in err and "headwater runs" in err
+
+
+def test_runs_on_an_empty_history_says_so(capsys):
+    """With no runs yet, a hint instead of an empty table."""
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "No flow runs yet" in out
+
+
+def test_the_console_script_lists_runs_of_another_process(history, headwater_home):
+    """`headwater runs` as a command reads the same HEADWATER_HOME."""
+    exe = Path(sys.executable).with_name("headwater")
+    env = {**os.environ, "HEADWATER_HOME": str(headwater_home)}
+    result = subprocess.run([str(exe), "runs", "--flow", "etl"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "etl-1" in result.stdout and "etl-2" in result.stdout
+
+
+def test_a_corrupt_database_is_a_one_line_cli_error(headwater_home, capsys):
+    """The CLI reports an unusable run store in one line naming the file, exit 1."""
+    headwater_home.mkdir(parents=True, exist_ok=True)
+    (headwater_home / "headwater.db").write_text("not a database")
+    code, _, err = run_cli(capsys, "runs")
+    assert code == 1
+    assert err.startswith("headwater: error:") and "headwater.db" in err
+    assert "Traceback" not in err
