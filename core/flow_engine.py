@@ -98,17 +98,25 @@ class FlowExecution(FlowRunContext):
         self.settle(state)
         return state
 
-    def start_runner(self) -> None:
+    def start_runner(self) -> S.State | None:
+        """Make and start the task runner. A bad ``task_runner`` (unknown name, wrong
+        type) or a runner that cannot start fails the run before its body: return that
+        final state."""
         make = self.bindings.make_task_runner
-        runner = make(flow=self.flow, session=self.session) if make else None
-        if runner is None:
-            from headwater.plugins.sequential_runner import SequentialTaskRunner
+        try:
+            runner = make(flow=self.flow, session=self.session) if make else None
+            if runner is None:
+                from headwater.plugins.sequential_runner import SequentialTaskRunner
 
-            runner = SequentialTaskRunner()
-        self.task_runner = runner
-        runner.start(self)
+                runner = SequentialTaskRunner()
+            self.task_runner = runner
+            runner.start(self)
+        except Exception as exc:
+            self.task_runner = None
+            return self.fail_early(exc)
         if flow_logger.isEnabledFor(_INFO):
             flow_logger.info("Using task runner %r", runner.name, extra=flow_extra(self))
+        return None
 
     # -- attempts ---------------------------------------------------------------------------
 
@@ -178,7 +186,10 @@ class FlowExecution(FlowRunContext):
         unobserved = self.unobserved_failures()
         if unobserved:
             total = self.submitted
-            message = f"{len(self.failures)}/{total} states failed."
+            # A NotReady run did not fail, it never ran (its upstream failed): not counted.
+            failed = sum(1 for f in self.failures if not f._state.is_pending())
+            message = (f"{failed}/{total} states failed." if failed
+                       else f"{len(self.failures)}/{total} states did not complete.")
             names = ", ".join(repr(f.task_run_name) for f in unobserved[:5])
             exc = RunFailed(f"{message} Task runs that failed without being handled: {names}")
             return self._retry_or_settle(S.Failed(message=message, data=exc))
@@ -262,11 +273,10 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
     fx = FlowExecution(flow, parameters, session)
     fx.enter()
     try:
-        early = fx.create()
+        early = fx.create() or fx.start_runner()
         if early is not None:
             # Logged, recorded and called back like any other final state.
             return _result(fx.finish(), return_state)
-        fx.start_runner()
         timeout = flow.spec.timeout_seconds
         while True:
             fx.begin_attempt()
@@ -305,11 +315,10 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
     fx = FlowExecution(flow, parameters, session)
     fx.enter()
     try:
-        early = fx.create()
+        early = fx.create() or fx.start_runner()
         if early is not None:
             # Logged, recorded and called back like any other final state.
             return _result(fx.finish(), return_state)
-        fx.start_runner()
         timeout = flow.spec.timeout_seconds
         while True:
             fx.begin_attempt()

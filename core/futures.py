@@ -62,14 +62,28 @@ class Future:
     def wait(self, timeout: float | None = None) -> State | None:
         """Block until done; return the final state, or ``None`` on timeout."""
         if self._state is None:
-            work = self.work
-            # Run it here if nobody has started it: a task waiting on a task it submitted
-            # must not deadlock a full worker pool.
-            if work is not None and work.ready and not work.is_async:
-                work.run()
+            if timeout is None:
+                # Run it here if no worker has started it yet: a task waiting on a task it
+                # submitted must not deadlock a full worker pool. With a timeout the
+                # caller wants a bounded wait, so it only waits.
+                self._run_here()
             if not self._event.wait(timeout):
                 return None
         return self.state
+
+    def _run_here(self, depth: int = 0) -> None:
+        """Run this future's work (and first its unstarted upstream work) in this thread,
+        unless a runner has claimed it already."""
+        work = self.work
+        if work is None or work.is_async or depth > 100:
+            return
+        if not work.ready:
+            for upstream in work.upstream:
+                if upstream._state is None:
+                    upstream._run_here(depth + 1)
+        # Finishing the upstream runs hands this work to the runner (ready) at once.
+        if work.ready:
+            work.run()
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         """The task's return value; raises its exception if it failed (unless told not to)."""

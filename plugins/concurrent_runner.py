@@ -17,14 +17,18 @@ import queue
 import threading
 from typing import Any
 
-from headwater.errors import ConfigurationError
+from headwater.errors import ConfigurationError, UnknownComponentError
 from headwater.plugin_manager import hookimpl
 from headwater.task_runners import TaskRunner, Work
 
 
 class ConcurrentTaskRunner(TaskRunner):
+    """Sync tasks on up to ``max_workers`` worker threads (started as needed; default
+    ``min(32, cpus + 4)``), async tasks on one event loop in a thread of its own."""
+
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool)
+                                        or max_workers < 1):
             raise ConfigurationError(f"ConcurrentTaskRunner(max_workers={max_workers!r}): expected "
                                      f"a whole number of at least 1")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
@@ -68,7 +72,11 @@ class ConcurrentTaskRunner(TaskRunner):
             if item is None:
                 return
             context, work = item
-            context.run(work.run)
+            try:
+                context.run(work.run)
+            except BaseException:  # noqa: S110 - already recorded as the run's Crashed state
+                pass  # a task's SystemExit must not shrink the pool
+            item = work = None  # keep no finished run alive while idle
             with self._lock:
                 self._idle += 1
 
@@ -84,7 +92,8 @@ class ConcurrentTaskRunner(TaskRunner):
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             threads = list(self._threads)
-            portal_cm, self._portal_cm, self._portal = self._portal_cm, None, None
+            portal_cm, portal = self._portal_cm, self._portal
+            self._portal_cm = self._portal = None
         for _ in threads:
             self._queue.put(None)
         if wait:
@@ -94,9 +103,15 @@ class ConcurrentTaskRunner(TaskRunner):
             if wait:
                 portal_cm.__exit__(None, None, None)
             else:
+                # A crash or an interrupt: cancel the async tasks still running (each
+                # ends Crashed) instead of waiting for them.
+                try:
+                    portal.call(portal.stop, True)
+                except Exception:  # noqa: S110 - the loop is gone already
+                    pass
                 try:
                     portal_cm.__exit__(None, None, None)
-                except Exception:
+                except Exception:  # noqa: S110
                     pass
 
 
@@ -108,19 +123,31 @@ async def _run_async(context: contextvars.Context, work: Work) -> None:
 
 
 def resolve_task_runner(value: Any, session: Any, flow_name: str) -> TaskRunner:
-    """An instance (copied), a class (instantiated) or a registered name → a runner."""
+    """An instance (copied), a class (instantiated) or a registered name → a runner.
+
+    ``None`` means the default: ``HEADWATER_TASK_RUNNER`` (``"concurrent"`` unless set).
+    """
+    source = f"task_runner={value!r} of flow {flow_name!r}"
     if value is None:
         value = session.settings.task_runner
+        source = f"HEADWATER_TASK_RUNNER={value!r} (the default for flow {flow_name!r})"
+    expected = ("expected a TaskRunner instance, a TaskRunner class, or a registered name: "
+                + ", ".join(repr(n) for n in session.registry.names("task_runner")))
     if isinstance(value, str):
-        factory = session.registry.get("task_runner", value, wanted_for=f"flow {flow_name!r}")
-        runner = factory()
+        if value not in session.registry.names("task_runner"):
+            raise UnknownComponentError(f"{source}: no task runner is registered under that name; "
+                                        f"{expected}")
+        runner = session.registry.get("task_runner", value)()
     elif isinstance(value, type):
+        if not issubclass(value, TaskRunner):
+            raise ConfigurationError(f"{source}: {value.__name__} is not a TaskRunner subclass; {expected}")
         runner = value()
-    else:
+    elif isinstance(value, TaskRunner):
         runner = value.duplicate()
+    else:
+        raise ConfigurationError(f"{source}: {expected}")
     if not isinstance(runner, TaskRunner):
-        raise ConfigurationError(f"task runner {value!r} for flow {flow_name!r} made {runner!r}, "
-                                 f"which is not a TaskRunner")
+        raise ConfigurationError(f"{source} made {runner!r}, which is not a TaskRunner")
     return runner
 
 
