@@ -506,3 +506,32 @@ def test_async_tasks_use_the_cache() -> None:
     hit = asyncio.run(run())[0]
     assert hit.name == "Cached" and hit.result() == 2
     assert ran == [1]
+
+
+def test_an_async_task_retries_a_failed_key_and_then_runs() -> None:
+    """For an async task, a key function that fails once is retried after the delay;
+    the body runs once, with the key."""
+    import asyncio
+
+    tries = []
+    ran = []
+
+    def flaky_key(context: Any, parameters: dict[str, Any]) -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("not yet")
+        return "async-key"
+
+    @task(cache_key_fn=flaky_key, retries=1, retry_delay_seconds=0.01)
+    async def work() -> int:
+        ran.append(1)
+        return 5
+
+    @flow
+    async def run() -> list[Any]:
+        return [await work(return_state=True)]
+
+    [state] = asyncio.run(run())
+    assert state.name == "Completed" and state.result() == 5
+    assert state.state_details.cache_key == "async-key"
+    assert (len(tries), len(ran)) == (2, 1)
