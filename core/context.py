@@ -44,6 +44,9 @@ class FlowRunContext:
         self.failures: list[Future] = []
         self.submitted = 0
         self.crashed = False
+        # Threads still running a body after a flow timeout gave up on them: they may not
+        # start new task runs or subflows (engine.call_in_thread).
+        self.abandoned: set[int] = set()
 
     @property
     def result_store(self) -> ResultStore:

@@ -200,11 +200,13 @@ class TaskExecution(TaskRunContext):
         return call_in_thread(self.call, timeout, f"Task run {self.task_run.name!r}")
 
 
-def call_in_thread(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+def call_in_thread(fn: Callable[[], Any], timeout: float, what: str,
+                   abandoned: set[int] | None = None) -> Any:
     """Call ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
 
     A thread cannot be interrupted: on timeout it is left to finish in the background
-    and its result is discarded (docs/concepts.md, "Timeouts").
+    and its result is discarded (docs/concepts.md, "Timeouts"). Its thread id is kept in
+    ``abandoned`` until it ends, so the engine can refuse to start new runs from it.
     """
     import contextvars
 
@@ -218,10 +220,18 @@ def call_in_thread(fn: Callable[[], Any], timeout: float, what: str) -> Any:
         except BaseException as exc:  # handed to the waiting thread
             outcome.append((False, exc))
         finally:
-            done.set()
+            with lock:
+                done.set()
+                if abandoned:
+                    abandoned.discard(threading.get_ident())  # the id may be reused now
 
-    threading.Thread(target=target, daemon=True, name="headwater-timeout").start()
+    lock = threading.Lock()
+    thread = threading.Thread(target=target, daemon=True, name="headwater-timeout")
+    thread.start()
     if not done.wait(timeout):
+        with lock:  # never leave the id of a thread that has just ended in the set
+            if abandoned is not None and not done.is_set() and thread.ident is not None:
+                abandoned.add(thread.ident)
         raise TaskTimeout(f"{what} exceeded its timeout of {_secs(timeout)} second(s)")
     ok, value = outcome[0]
     if not ok:
@@ -308,8 +318,12 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 if timeout is None:
                     value = await ex.call()
                 else:
-                    with anyio.fail_after(timeout):
+                    with anyio.fail_after(timeout) as scope:
                         value = await ex.call()
+                    if anyio.current_time() > scope.deadline:
+                        # Blocking code that never yielded to the event loop could not be
+                        # cancelled; it overran all the same, so its result is not kept.
+                        raise TimeoutError()
             except TimeoutError as exc:
                 if timeout is None or isinstance(exc, HeadwaterError):
                     final = ex.failed(exc)
@@ -347,6 +361,9 @@ def task_key(task: Task) -> str:
 def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any],
                     upstream: list[Future]) -> TaskExecution:
     """Create, name and record a Pending task run."""
+    if fctx.abandoned and threading.get_ident() in fctx.abandoned:
+        raise TaskTimeout(f"{fctx.label} timed out; its body, still running in the background, "
+                          f"starts no new task runs (task {task.name!r} was not run)")
     run = TaskRun(new_id(), task.name, task.task_key, "", parameters, task.spec.tags,
                   fctx.flow_run.id if fctx.flow_run is not None else None)
     if upstream:

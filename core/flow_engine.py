@@ -8,6 +8,7 @@ it submitted failed and the flow never looked at that task's outcome.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ class FlowExecution(FlowRunContext):
     def __init__(self, flow: Flow, parameters: dict[str, Any], session: Session) -> None:
         parent = flow_run_ctx.get()
         parent_task = task_run_ctx.get()
+        if parent is not None and parent.abandoned and threading.get_ident() in parent.abandoned:
+            raise TaskTimeout(f"{parent.label} timed out; its body, still running in the background, "
+                              f"starts no new subflow runs (flow {flow.name!r} was not run)")
         run = FlowRun(new_id(), flow.name, "", parameters, frozenset(), flow.version,
                       parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
                       parent_task.task_run.id if parent_task is not None else None)
@@ -284,7 +288,8 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
                 if timeout is None:
                     value = fx.call_body()
                 else:
-                    value = call_in_thread(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}")
+                    value = call_in_thread(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}",
+                                           fx.abandoned)
                 delay = fx.body_returned(value)
             except BaseException as exc:
                 if isinstance(exc, Exception):

@@ -108,3 +108,69 @@ def test_a_task_within_its_timeout_completes():
         return quick()
 
     assert fine() == "in time"
+
+
+def test_blocking_code_in_an_async_task_still_ends_timed_out():
+    """Blocking code cannot be cancelled, but an async task that overran ends TimedOut."""
+
+    @task(timeout_seconds=0.05)
+    async def blocks():
+        time.sleep(0.3)  # never yields to the event loop
+        return "too late"
+
+    @flow
+    async def runs_blocking():
+        state = await blocks(return_state=True)
+        return state.name
+
+    assert asyncio.run(runs_blocking()) == "TimedOut"
+
+
+def test_a_timed_out_flow_body_starts_no_new_task_runs(headwater_session):
+    """After a flow timeout the abandoned body finishes its current task, then starts none."""
+    import threading
+
+    finished = threading.Event()
+
+    @task
+    def slow_step():
+        time.sleep(0.4)
+
+    @task
+    def later_step():
+        return "should not run"
+
+    @flow(timeout_seconds=0.1)
+    def abandoned():
+        slow_step()
+        try:
+            later_step()
+        finally:
+            finished.set()
+
+    assert abandoned(return_state=True).name == "TimedOut"
+    assert finished.wait(5)
+    store = headwater_session.store
+    store.flush()
+    (run,) = store.read_flow_runs(flow_name="abandoned")
+    assert [t.task_name for t in store.read_task_runs(flow_run_id=run.id)] == ["slow_step"]
+    assert run.state.name == "TimedOut"
+
+
+def test_a_flow_retried_after_a_timeout_runs_its_tasks_again():
+    """A timed-out flow with retries runs a fresh attempt whose tasks do run."""
+    attempts = []
+
+    @task
+    def step():
+        return "done"
+
+    @flow(timeout_seconds=0.2, retries=1, retry_delay_seconds=0)
+    def slow_first():
+        attempts.append(1)
+        if len(attempts) == 1:
+            time.sleep(0.6)
+        return step()
+
+    assert slow_first() == "done"
+    assert len(attempts) == 2
