@@ -26,7 +26,8 @@ from headwater.stores import CacheEntry
 
 
 class CacheKeyError(HeadwaterError):
-    """A task's cache key function raised; the run fails (retries apply), nothing is cached."""
+    """A task's cache key function raised, or returned a value with no stable string
+    form; the attempt fails (retries apply) and nothing is cached."""
 
 
 logger = logging.getLogger("headwater.task_runs")
@@ -123,6 +124,7 @@ def _extra(ctx: Any) -> dict[str, Any]:
 
 @hookimpl(wrapper=True)
 def headwater_make_state_policy(task: Any, session: Any) -> Any:
+    """Wrap the policy of every task that has a ``cache_key_fn`` in a :class:`CachePolicy`."""
     policy = yield
     if task.spec.cache_key_fn is not None and policy is not None:
         return CachePolicy(policy, task)
@@ -131,6 +133,7 @@ def headwater_make_state_policy(task: Any, session: Any) -> Any:
 
 @hookimpl(trylast=True)
 def headwater_task_cache_key(task: Any, context: Any, parameters: dict[str, Any]) -> str | None:
+    """Call the task's ``cache_key_fn`` and turn its answer into a key string."""
     key_fn = task.spec.cache_key_fn
     if key_fn is None:
         return None
