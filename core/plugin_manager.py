@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -152,13 +153,8 @@ class PluginManager(pluggy.PluginManager):
         known = sorted(n for n, c in vars(self.hook).items()
                        if n.startswith(PREFIX) and isinstance(c, pluggy.HookCaller) and c.has_spec())
         hook_name = unknown[0]
-        close = [k for k in known if _similar(k, hook_name)]
+        close = difflib.get_close_matches(hook_name, known, n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return PluginError(f"unknown hook {hook_name!r} in {where}{hint} "
                            f"(headwater hooks are listed in docs/hooks.md)")
 
-
-def _similar(a: str, b: str) -> bool:
-    import difflib
-
-    return difflib.SequenceMatcher(None, a, b).ratio() > 0.8
