@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from headwater.results import (
     unknown_serializer,
 )
 
+_LOCATION = re.compile(r"[0-9a-f]{64}")
 _MAGIC = b"HWR1"  # header: magic, serializer name length, serializer name, then the bytes
 
 
@@ -78,15 +80,18 @@ class LocalResultStore(ResultStore):
             raise ResultNotPersisted(f"cannot write {self.path / name}: {exc}") from exc
         return name, len(blob)
 
-    def _file(self, location: str) -> Path:
-        if not location or any(c not in "0123456789abcdef" for c in location):
+    def _file(self, location: str) -> str:
+        # Only names this store makes (64 hex digits) are opened: a tampered index row
+        # cannot make a read leave the directory. A string path keeps cache hits cheap.
+        if not isinstance(location, str) or _LOCATION.fullmatch(location) is None:
             raise ResultMissing(f"invalid result location {location!r}")
-        return self.path / location
+        return os.path.join(self.path, location)
 
     def read(self, location: str) -> Any:
         path = self._file(location)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError as exc:
             raise ResultMissing(f"result file {path} cannot be read: {exc.strerror or exc}") from None
         if not data.startswith(_MAGIC) or len(data) < 5:
@@ -105,7 +110,7 @@ class LocalResultStore(ResultStore):
 
     def delete(self, location: str) -> None:
         try:
-            self._file(location).unlink()
+            os.unlink(self._file(location))
         except (OSError, ResultMissing):
             pass
 
