@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "console_log",
     "run_logs",
     "cli_commands",
+    "dashboard",
 )
 ENTRY_POINT_GROUP = "headwater.plugins"
 

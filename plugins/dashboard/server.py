@@ -1,0 +1,274 @@
+"""The dashboard's HTTP server: the standard library's ``ThreadingHTTPServer``, read-only.
+
+Routes (``GET`` and ``HEAD`` only; anything else is answered 405):
+
+====================================  ==========================================
+``/``                                 flows
+``/runs?flow=&state=&page=``          flow runs, newest first
+``/runs/<flow run id>``               one flow run: timeline, states, logs
+``/task-runs/<task run id>``          one task run
+``/cache``                            cache entries
+``/static/<file>``                    the stylesheet and icon (a fixed list)
+``/api/...``                          the same data as JSON (``/api/`` lists it)
+====================================  ==========================================
+
+Static files are served from a table built at start-up from the package's own
+``static`` folder: a request names a key of that table, never a path, so nothing else
+on disk can be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from headwater.errors import HeadwaterError
+from headwater.stores import MemoryRunStore, RunStore
+
+from . import data as D
+from . import pages as P
+
+_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".js": "text/javascript; charset=utf-8",
+          ".png": "image/png"}
+_SECURITY_HEADERS = {
+    # No script at all, styles only from our own stylesheet: even a rendering mistake
+    # could not run code someone put in a flow description.
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+#: What ``/api/`` answers: the endpoints and their query parameters.
+API_INDEX = {
+    "endpoints": {
+        "/api/flows": "every flow: name, description (markdown), version, tags, run_count, "
+                      "state_counts, last_run",
+        "/api/flow-runs": "flow runs, newest first; query: flow, state (type or name), page, per_page "
+                          f"(1-{D.PER_PAGE_MAX}, default {D.PER_PAGE_DEFAULT})",
+        "/api/flow-runs/{id}": "one flow run with states, task_runs (each with states, retries, "
+                               "cache_hit), subflow_runs and logs",
+        "/api/task-runs/{id}": "one task run with states, tags, cache_key, result_location, flow_run, logs",
+        "/api/cache-entries": "the cache index",
+    },
+}
+
+
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """The dashboard's static files by name, read once: the only files the server serves."""
+    out = {}
+    folder = resources.files(__package__).joinpath("static")
+    for item in folder.iterdir():
+        suffix = "." + item.name.rsplit(".", 1)[-1] if "." in item.name else ""
+        if item.is_file() and suffix in _TYPES:
+            out[item.name] = (item.read_bytes(), _TYPES[suffix])
+    return out
+
+
+class StoreSource:
+    """The run store to read, opened on first need.
+
+    A SQLite store whose file does not exist yet is not created: the dashboard shows an
+    empty store until a flow run creates the file.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._store: RunStore | None = None
+        self._empty = MemoryRunStore()
+        self._lock = threading.Lock()
+        self.description = session.settings.database_url
+
+    def get(self) -> RunStore:
+        if self._store is not None:
+            return self._store
+        with self._lock:
+            if self._store is None:
+                url = self.session.settings.database_url
+                if url.startswith("sqlite:"):
+                    from headwater.plugins.sqlite_store import sqlite_path
+
+                    if not sqlite_path(url).exists():
+                        return self._empty
+                self._store = self.session.store
+        return self._store
+
+
+class DashboardHandler(BaseHTTPRequestHandler):
+    """Answers one request. ``server.source`` gives the store, ``server.static`` the files."""
+
+    server_version = "headwater-dashboard"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in {**_SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _html(self, status: int, text: str) -> None:
+        self._send(status, text.encode("utf-8"), "text/html; charset=utf-8")
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value, indent=2, default=repr).encode("utf-8"),
+                   "application/json; charset=utf-8")
+
+    def do_GET(self) -> None:
+        split = urlsplit(self.path)
+        raw_path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        # Split before decoding, so an encoded "/" (%2F) stays inside one segment.
+        segments = [unquote(s) for s in raw_path.split("/")[1:]]
+        if segments and segments[-1] == "" and len(segments) > 1:
+            segments.pop()  # a trailing slash: /runs/ is /runs
+        is_api = segments[:1] == ["api"]
+        store_name = self.server.source.description  # type: ignore[attr-defined]
+        try:
+            if segments[:1] == ["static"]:
+                self._static(segments[1:])
+                return
+            route = _match(segments[1:] if is_api else segments)
+            if route is None:
+                raise D.NotFound(f"no page at {raw_path[:200]!r}")
+            handler, arg = route
+            store = self.server.source.get()  # type: ignore[attr-defined]
+            model, page = handler(store, arg, query)
+            if is_api:
+                self._json(200, model)
+            else:
+                self._html(200, page(model, store_name))
+        except D.BadRequest as exc:
+            self._error(400, str(exc), is_api, store_name)
+        except D.NotFound as exc:
+            self._error(404, str(exc), is_api, store_name)
+        except HeadwaterError as exc:
+            self._error(500, f"the run store cannot be read: {exc}", is_api, store_name)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # a bug: answer, and leave the traceback for the terminal
+            import traceback
+
+            traceback.print_exc()
+            self._error(500, f"the dashboard failed: {type(exc).__name__}: {exc}", is_api, store_name)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _not_allowed(self) -> None:
+        self._send(405, b"The headwater dashboard is read-only.\n", "text/plain; charset=utf-8",
+                   {"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # type: ignore[assignment]
+
+    def _error(self, status: int, message: str, is_api: bool, store_name: str) -> None:
+        if is_api:
+            self._json(status, {"error": message, "status": status})
+        else:
+            self._html(status, P.error_page(status, message, store_name))
+
+    def _static(self, rest: list[str]) -> None:
+        files = self.server.static  # type: ignore[attr-defined]
+        found = files.get(rest[0]) if len(rest) == 1 else None
+        if found is None:
+            raise D.NotFound("no such static file")
+        body, content_type = found
+        self._send(200, body, content_type)
+
+
+# -- routes: (store, path argument, query) -> (model, page renderer) ----------------------------
+
+Renderer = Callable[[dict[str, Any], str], str]
+
+
+def _flows(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    return D.flows(store), P.flows_page
+
+
+def _runs(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    flow = D.check_flow_name(query.get("flow"))
+    state = D.check_state(query.get("state"))
+    page = D.check_int(query.get("page"), "page", 1, D.MAX_PAGE)
+    per_page = D.check_int(query.get("per_page"), "per_page", D.PER_PAGE_DEFAULT, D.PER_PAGE_MAX)
+    model = D.flow_runs(store, flow, state, page, per_page)
+
+    def render(model: dict[str, Any], store_name: str) -> str:
+        names = sorted({f.name for f in store.read_flows()})
+        return P.runs_page(model, names, store_name)
+
+    return model, render
+
+
+def _run(store: RunStore, run_id: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    return D.flow_run(store, run_id), P.run_page
+
+
+def _task(store: RunStore, run_id: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    return D.task_run(store, run_id), P.task_page
+
+
+def _cache(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    return D.cache_entries(store), P.cache_page
+
+
+def _index(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+    return API_INDEX, lambda model, store_name: ""
+
+
+_ROUTES: dict[tuple[str, ...], Any] = {
+    ("",): _flows, ("flows",): _flows, ("runs",): _runs, ("flow-runs",): _runs,
+    ("cache",): _cache, ("cache-entries",): _cache,
+}
+_ID_ROUTES: dict[str, Any] = {"runs": _run, "flow-runs": _run, "task-runs": _task}
+
+
+def _match(segments: list[str]) -> tuple[Any, str | None] | None:
+    """The route for path segments (HTML and API share the table), or ``None``."""
+    if not segments:
+        return _index, None  # /api itself
+    route = _ROUTES.get(tuple(segments))
+    if route is not None:
+        return route, None
+    if len(segments) == 2 and segments[0] in _ID_ROUTES:
+        return _ID_ROUTES[segments[0]], segments[1]
+    return None
+
+
+class DashboardServer(ThreadingHTTPServer):
+    """A threading HTTP server carrying the store source and the static files."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], source: StoreSource, verbose: bool = False) -> None:
+        self.source = source
+        self.static = static_files()
+        self.verbose = verbose
+        if ":" in address[0]:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__(address, DashboardHandler)
+
+
+def make_server(session: Any, host: str = "127.0.0.1", port: int = 4200, verbose: bool = False) -> DashboardServer:
+    """A dashboard server over ``session``'s run store, bound but not yet serving."""
+    return DashboardServer((host, port), StoreSource(session), verbose=verbose)
