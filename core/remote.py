@@ -380,7 +380,7 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
                    cache_entries=fctx.store.cache_entries, logs=logs)
 
 
-def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes]) -> bytes:
+def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str = "") -> bytes:
     """Serialize ``outcome`` with ``dumps``. An exception that does not survive the trip
     becomes a :class:`RemoteError` with its text; a result that cannot be pickled fails
     the run with a message that says so."""
@@ -397,7 +397,7 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes]) -> bytes:
         return dumps(outcome)
     except Exception as exc:
         what = type(final.data).__name__
-        error = NotPicklable(f"the result of task run {outcome.task_run_id!r} (a {what}) cannot be "
+        error = NotPicklable(f"the result of task run {run_name or repr(outcome.task_run_id)} (a {what}) cannot be "
                              f"pickled to send it back from the worker: {type(exc).__name__}: {exc}")
         outcome.states[-1] = S.Failed(message=f"Task run encountered an exception during execution: "
                                               f"NotPicklable: {error}", data=error)

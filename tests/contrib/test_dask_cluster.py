@@ -258,3 +258,24 @@ def test_module_the_workers_lack_fails_clearly(runner, tmp_path, monkeypatch):
     message = missing()
     assert "could not be loaded on the Dask worker" in message
     assert "only_on_the_flow_side" in message and "Install" in message
+
+
+@task
+def returns_a_lock():
+    import threading
+
+    return threading.Lock()
+
+
+def test_unpicklable_result_fails_the_run(runner):
+    """A result that cannot be pickled back from the worker fails the run with a message
+    that says so, instead of losing the run."""
+
+    @flow(task_runner=runner)
+    def bad_result():
+        return returns_a_lock.submit().wait().message
+
+    message = bad_result()
+    assert "cannot be pickled to send it back from the worker" in message
+    (run,) = get_store().read_task_runs()
+    assert run.state.is_failed()

@@ -59,7 +59,7 @@ def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) ->
         return _cannot_load(f"the arguments of task {task.name!r}", exc)
     if results:
         detached.parameters = {k: fill_upstream(v, results) for k, v in detached.parameters.items()}
-    return make_sendable(run_detached(task, policy, detached), cloudpickle.dumps)
+    return make_sendable(run_detached(task, policy, detached), cloudpickle.dumps, repr(detached.name))
 
 
 def _cannot_load(what: str, exc: BaseException) -> bytes:
