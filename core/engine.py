@@ -22,6 +22,7 @@ from . import states as S
 from .context import FlowRunContext, TaskRunContext, flow_run_ctx, task_run_ctx
 from .errors import ConfigurationError, HeadwaterError, RunNameError, StoreError, TaskTimeout
 from .futures import Future, Work, collect_futures, resolve_futures
+from .ids import time_ordered_id
 from .results import RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
@@ -364,7 +365,7 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
     if fctx.abandoned and threading.get_ident() in fctx.abandoned:
         raise TaskTimeout(f"{fctx.label} timed out; its body, still running in the background, "
                           f"starts no new task runs (task {task.name!r} was not run)")
-    run = TaskRun(new_id(), task.name, task.task_key, "", parameters, task.spec.tags,
+    run = TaskRun(time_ordered_id(), task.name, task.task_key, "", parameters, task.spec.tags,
                   fctx.flow_run.id if fctx.flow_run is not None else None)
     if upstream:
         run.upstream_ids = tuple(f.task_run_id for f in upstream)
