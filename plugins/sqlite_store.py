@@ -34,6 +34,7 @@ from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore,
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
 _BATCH_SECONDS = 0.05
+_MAX_PENDING = 20_000  # queued writes (about 5,000 task runs) before a writer waits
 _HOST = socket.gethostname()
 
 _SCHEMA = """
@@ -300,6 +301,20 @@ class SQLiteRunStore(RunStore):
             self._enqueued += 1
             if len(self._queue) > 5000:
                 self._wake.set()
+            behind = self._enqueued - self._written
+        if behind > _MAX_PENDING:
+            self._wait_for_writer()
+
+    def _wait_for_writer(self) -> None:
+        # Back-pressure: a flow that makes states faster than they are written waits
+        # here, so the queue (and the runs it keeps alive) stays bounded: memory does
+        # not grow with the number of task runs.
+        self._wake.set()
+        with self._flushed:
+            while (self._enqueued - self._written > _MAX_PENDING // 2 and self._writer is not None
+                   and self._writer.is_alive()):
+                self._wake.set()
+                self._flushed.wait(0.1)
 
     def create_flow_run(self, run: FlowRun) -> None:
         self._enqueue(run, None)
@@ -468,15 +483,19 @@ class SQLiteRunStore(RunStore):
         return [CacheEntry(*row) for row in rows]
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
-        entries = [e for e in self.read_cache_entries()
-                   if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
-
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> list[CacheEntry]:
+            # Select and delete in one write transaction: an entry another process
+            # refreshes meanwhile is either deleted whole or kept whole, never its
+            # fresh row deleted because its stale one matched.
+            rows = conn.execute(
+                "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
+                "FROM cache_entries ORDER BY created").fetchall()
+            entries = [e for e in (CacheEntry(*row) for row in rows)
+                       if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
             conn.executemany("DELETE FROM cache_entries WHERE key = ?", [(e.key,) for e in entries])
+            return entries
 
-        if entries:
-            self._write_txn(write)
-        return entries
+        return self._write_txn(write)
 
     # -- reads --------------------------------------------------------------------------
 
