@@ -116,15 +116,21 @@ class RunStore:
 
     # -- cache index ----------------------------------------------------------------
     def read_cache_entry(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` (expired or not), or None. Must see entries other
+        processes wrote: the index is not buffered."""
         raise NotImplementedError
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
+        """Insert or replace the entry for ``entry.key``, durably, before returning."""
         raise NotImplementedError
 
     def read_cache_entries(self) -> list[CacheEntry]:
+        """Every entry, oldest first (for ``headwater cache ls``)."""
         raise NotImplementedError
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        """Delete the matching entries and return them (their result files are the
+        caller's to delete)."""
         raise NotImplementedError
 
     # -- reads ------------------------------------------------------------------------
@@ -198,16 +204,20 @@ class MemoryRunStore(RunStore):
         return self.cache.get(key)
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
-        self.cache[entry.key] = entry
+        with self._lock:
+            self.cache[entry.key] = entry
 
     def read_cache_entries(self) -> list[CacheEntry]:
-        return sorted(self.cache.values(), key=lambda e: e.created)
+        with self._lock:  # worker threads may write entries meanwhile
+            entries = list(self.cache.values())
+        return sorted(entries, key=lambda e: e.created)
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
-        gone = [e for e in self.cache.values()
-                if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
-        for entry in gone:
-            del self.cache[entry.key]
+        with self._lock:
+            gone = [e for e in self.cache.values()
+                    if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
+            for entry in gone:
+                del self.cache[entry.key]
         return gone
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
