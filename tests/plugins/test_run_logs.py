@@ -1,0 +1,179 @@
+"""The run_logs plugin: run log lines recorded in the run store, in batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+from headwater import flow, get_run_logger, task
+from headwater.cli import main
+from headwater.session import Session
+from headwater.stores import MemoryRunStore
+
+
+@task(retries=1, retry_delay_seconds=0)
+def shaky(attempts: list[int]) -> str:
+    attempts.append(1)
+    get_run_logger().info("attempt %d", len(attempts))
+    if len(attempts) == 1:
+        raise ConnectionError("reset by peer")
+    return "ok"
+
+
+@flow(flow_run_name="logged")
+def logged_flow() -> str:
+    get_run_logger().warning("starting up")
+    return shaky([])
+
+
+def test_flow_and_task_lines_are_recorded_under_their_runs(headwater_session: Session) -> None:
+    """After a flow run, its lines (level, time, logger, message) are in the store: flow
+    lines carry only the flow run id, task lines the task run id too."""
+    state = logged_flow(return_state=True)
+    store = headwater_session.store
+    store.flush()
+    run = store.read_flow_runs()[0]
+    task_run = store.read_task_runs(flow_run_id=run.id)[0]
+    lines = store.read_logs(flow_run_id=run.id)
+    by_message = {line["message"]: line for line in lines}
+    assert by_message["starting up"]["level"] == "WARNING"
+    assert by_message["starting up"]["task_run_id"] is None
+    assert by_message["attempt 2"]["task_run_id"] == task_run.id
+    assert by_message["attempt 2"]["logger"] == "headwater.task_runs"
+    assert f"Finished in state {state}" in by_message
+    assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
+    assert {line["message"] for line in store.read_logs(task_run_id=task_run.id)} >= {"attempt 1", "attempt 2"}
+
+
+def test_a_failed_attempt_keeps_its_traceback(headwater_session: Session) -> None:
+    """The error line of a failed attempt includes the traceback, as on the console."""
+    logged_flow()
+    store = headwater_session.store
+    store.flush()
+    errors = [line for line in store.read_logs() if line["level"] == "ERROR"]
+    assert errors and "ConnectionError: reset by peer" in errors[0]["message"]
+    assert "Traceback (most recent call last)" in errors[0]["message"]
+
+
+def test_the_message_is_the_one_at_logging_time(headwater_session: Session) -> None:
+    """Arguments changed after the log call do not change the recorded line."""
+
+    @flow
+    def mutating() -> None:
+        items = [1]
+        get_run_logger().info("items %s", items)
+        items.append(2)
+
+    mutating()
+    headwater_session.store.flush()
+    messages = [line["message"] for line in headwater_session.store.read_logs()]
+    assert "items [1]" in messages and "items [1, 2]" not in messages
+
+
+def test_lines_outside_any_run_are_not_recorded(headwater_session: Session) -> None:
+    """headwater's own lines that belong to no run stay on the console only."""
+    logged_flow()
+    logging.getLogger("headwater.engine").warning("not about a run")
+    store = headwater_session.store
+    store.flush()
+    assert all(line["message"] != "not about a run" for line in store.read_logs())
+    assert all(line["flow_run_id"] or line["task_run_id"] for line in store.read_logs())
+
+
+class CountingStore(MemoryRunStore):
+    """A memory store that counts hand-overs of log lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handovers = 0
+
+    def record_logs(self, rows: Any) -> None:
+        self.handovers += 1
+        super().record_logs(rows)
+
+
+def test_task_lines_are_handed_to_the_store_in_batches(headwater_home: Any) -> None:
+    """Sixty task runs logging two lines each reach the store in a handful of
+    batches, not one store call per line."""
+    store = CountingStore()
+
+    class UseCountingStore:
+        @staticmethod
+        def headwater_make_run_store(session: Any) -> Any:
+            return store
+
+    @task
+    def quiet(n: int) -> int:
+        get_run_logger().info("working on %d", n)
+        return n
+
+    @flow
+    def many() -> None:
+        for n in range(60):
+            quiet(n)
+
+    with Session(plugins=[UseCountingStore()]):
+        many()
+    task_lines = [line for line in store.logs if line["task_run_id"]]
+    assert len(task_lines) >= 120
+    assert store.handovers <= 5
+
+
+def test_disabling_the_plugin_records_nothing(headwater_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEADWATER_DISABLE_PLUGINS=run_logs: runs are recorded, their log lines are not."""
+    monkeypatch.setenv("HEADWATER_DISABLE_PLUGINS", "run_logs")
+    with Session() as session:
+        logged_flow()
+        session.store.flush()
+        assert session.store.read_flow_runs()
+        assert session.store.read_logs() == []
+
+
+def test_lines_are_on_disk_when_the_process_ends(tmp_path: Any) -> None:
+    """A script that runs a flow and exits leaves every line in the store, the last
+    'Finished in state' line included."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        from headwater import flow, task, get_run_logger
+
+        @task
+        def step(n):
+            get_run_logger().info("step %d", n)
+
+        @flow(flow_run_name="job")
+        def job():
+            for n in range(3):
+                step(n)
+
+        job()
+    """))
+    env = {**os.environ, "HEADWATER_HOME": str(tmp_path / "home")}
+    env.pop("HEADWATER_DATABASE_URL", None)
+    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True, timeout=60)
+    with Session(env=env) as session:
+        messages = [line["message"] for line in session.store.read_logs()]
+    assert ["step 0", "step 1", "step 2"] == [m for m in messages if m.startswith("step")]
+    assert messages[-1].startswith("Finished in state Completed")
+
+
+def test_runs_show_prints_the_logs(headwater_session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    """`headwater runs show` ends with the run's log lines, each naming its task run;
+    with --json they are under "logs"."""
+    logged_flow()
+    headwater_session.store.flush()
+    capsys.readouterr()
+    assert main(["runs", "show", "logged"]) == 0
+    out = capsys.readouterr().out
+    logs = out.split("\nLogs:\n", 1)[1]
+    assert "| WARNING | Flow run 'logged' - starting up" in logs
+    assert "| INFO    | Task run 'shaky-" in logs and "- attempt 2" in logs
+    assert main(["runs", "show", "logged", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert any(line["message"] == "attempt 1" and line["level"] == "INFO" for line in data["logs"])
