@@ -351,7 +351,8 @@ def _build_registry(pm: PluginManager) -> Registry:
     from .registry import Registry
 
     registry = Registry()
-    for impl in reversed(pm.hook.headwater_register_components.get_hookimpls()):
+    # get_hookimpls() lists the oldest (and trylast) first; pluggy calls from the end.
+    for impl in pm.hook.headwater_register_components.get_hookimpls():
         if impl.wrapper or impl.hookwrapper:
             continue  # nothing to wrap: each implementation just adds entries
         with registry.registering_for(impl.plugin_name):

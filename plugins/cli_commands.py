@@ -205,35 +205,49 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """List plugins (or one hook's call order); exit 1 when any plugin failed to load."""
+    import os
+    from pathlib import Path
+
     session = _session()
-    session.pm  # load
+    pm = session.pm  # load (the CLI's session is not strict, so broken plugins are listed)
+    # Local hook files load per flow directory as flows run; list the ones that apply here.
+    session.load_local_hooks(Path(os.getcwd()))
     records = session.records
+    failed = [r for r in records if r.status.startswith("error")]
     if args.order:
-        hook = getattr(session.pm.hook, args.order, None)
-        if hook is None or not args.order.startswith("headwater_"):
-            known = sorted(n for n in dir(session.pm.hook) if n.startswith("headwater_"))
+        hook_name = args.order if args.order.startswith("headwater_") else "headwater_" + args.order
+        hook = getattr(pm.hook, hook_name, None)
+        if hook is None or not hook.has_spec():
+            known = sorted(n for n, c in vars(pm.hook).items()
+                           if n.startswith("headwater_") and hasattr(c, "has_spec") and c.has_spec())
             print(f"headwater: error: no hook named {args.order!r}; hooks: {', '.join(known)}",
                   file=sys.stderr)
-            return 1
+            return 2
         impls = list(reversed(hook.get_hookimpls()))  # pluggy calls the last one first
         order = [{"plugin": i.plugin_name, "wrapper": bool(i.wrapper), "tryfirst": i.tryfirst,
                   "trylast": i.trylast} for i in impls]
         if args.json:
-            print(json.dumps({"hook": args.order, "order": order}, indent=2))
+            print(json.dumps({"hook": hook_name, "order": order}, indent=2))
         else:
-            print(f"Call order of {args.order} (first called first):")
+            print(f"Call order of {hook_name} (first called first):")
             for n, item in enumerate(order, 1):
                 marks = [k for k in ("wrapper", "tryfirst", "trylast") if item[k]]
                 print(f"  {n}. {item['plugin']}" + (f"  [{', '.join(marks)}]" if marks else ""))
-        return 0
-    if args.json:
+            if not order:
+                print("  (no plugin implements it)")
+    elif args.json:
         print(json.dumps([{"name": r.name, "source": r.source, "detail": r.detail, "status": r.status,
                            "hooks": r.hooks} for r in records], indent=2))
-        return 0
-    rows = [[r.name if len(r.name) < 40 else "..." + r.name[-37:], r.source, r.detail, r.status,
-             ", ".join(h.replace("headwater_", "") for h in r.hooks)] for r in records]
-    print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
-    return 0 if all(not r.status.startswith("error") for r in records) else 1
+    else:
+        rows = [[r.name if len(r.name) < 40 else "..." + r.name[-37:], r.source, r.detail, r.status,
+                 ", ".join(h.replace("headwater_", "") for h in r.hooks)] for r in records]
+        print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
+    if failed:
+        names = ", ".join(repr(r.name) for r in failed)
+        print(f"headwater: error: {len(failed)} plugin(s) failed to load: {names}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- run ----------------------------------------------------------------------------------

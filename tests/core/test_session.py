@@ -1,0 +1,135 @@
+"""Session: owns settings, plugin manager, registry and run store; activation and closing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from headwater import Session, flow, get_store, hookimpl
+from headwater.errors import StoreError, UnknownComponentError
+
+
+@flow
+def double(x: int) -> int:
+    return 2 * x
+
+
+def env_for(tmp_path, **extra):
+    return {"HEADWATER_HOME": str(tmp_path / "home"), **extra}
+
+
+def test_with_session_makes_it_current_and_runs_are_recorded_in_its_store(tmp_path):
+    """Inside `with Session(...)`, runs go to that session's store and get_store() is it;
+    leaving the block restores the session that was active before."""
+    outer = Session.current()
+    with Session(env=env_for(tmp_path)) as session:
+        assert Session.current() is session
+        assert double(3) == 6
+        assert get_store() is session.store
+        assert [r.flow_name for r in session.store.read_flow_runs()] == ["double"]
+    assert Session.current() is outer
+    assert outer.store.read_flow_runs(flow_name="double") == []
+
+
+def test_sessions_are_isolated_from_each_other(tmp_path):
+    """Two sessions over different homes have separate plugin managers and stores: a
+    plugin given to one does not run in the other."""
+    seen = []
+
+    class Observer:
+        @hookimpl
+        def headwater_state_changed(self, run, previous, state):
+            seen.append(state.name)
+
+    with Session(env=env_for(tmp_path / "a"), plugins=[Observer()]) as first:
+        double(1)
+    count = len(seen)
+    assert count > 0
+    with Session(env=env_for(tmp_path / "b")) as second:
+        double(1)
+        assert second.pm is not first.pm
+        assert len(second.store.read_flow_runs()) == 1
+    assert len(seen) == count
+
+
+def test_settings_come_from_the_env_mapping_given_to_the_session(tmp_path):
+    """Session(env=...) reads HEADWATER_* from that mapping instead of os.environ."""
+    session = Session(env=env_for(tmp_path, HEADWATER_LOGGING_LEVEL="debug",
+                                  HEADWATER_DATABASE_URL="memory://"))
+    assert session.settings.logging_level == "DEBUG"
+    assert session.settings.home == tmp_path / "home"
+    with session:
+        assert double(2) == 4
+        assert type(session.store).__name__ == "MemoryRunStore"
+    assert not (tmp_path / "home" / "headwater.db").exists()
+
+
+def test_close_unconfigures_plugins_once_and_is_safe_twice(tmp_path):
+    """Closing calls headwater_unconfigure once; a second close does nothing; a closed
+    session refuses to open a new store with a clear error."""
+    calls = []
+
+    class Tracker:
+        @hookimpl
+        def headwater_unconfigure(self, session):
+            calls.append(session)
+
+    session = Session(env=env_for(tmp_path), plugins=[Tracker()])
+    with session:
+        double(1)
+    session.close()
+    assert calls == [session]
+    with pytest.raises(StoreError, match="closed"):
+        session.store
+
+
+def test_an_unknown_database_scheme_names_the_url_and_the_known_schemes(tmp_path):
+    """HEADWATER_DATABASE_URL with a scheme no plugin serves is an error naming it."""
+    session = Session(env=env_for(tmp_path, HEADWATER_DATABASE_URL="postgresql://db/x"))
+    with session, pytest.raises(UnknownComponentError) as info:
+        session.store
+    assert "'postgresql'" in str(info.value)
+    assert "sqlite" in str(info.value)
+
+
+def test_registered_components_record_which_plugin_added_them(tmp_path):
+    """The registry built at load time holds the default components, each with the
+    plugin that registered it, and a later plugin replaces an entry of the same name."""
+
+    class Replaces:
+        __name__ = "replacer"
+
+        @staticmethod
+        def headwater_register_components(registry):
+            registry.add_task_runner("sequential", object)
+
+    with Session(env=env_for(tmp_path), plugins=[Replaces()]) as session:
+        runners = {name: (factory, source) for name, factory, source in session.registry.items("task_runner")}
+    assert runners["concurrent"][1] == "concurrent_runner"
+    assert runners["sequential"] == (object, "replacer")
+
+
+def test_the_process_session_is_made_lazily_on_first_use(tmp_path):
+    """Without any `with Session()`, the first run makes one process-wide session over
+    HEADWATER_HOME; importing and decorating alone create nothing on disk."""
+    code = (
+        "import os, headwater\n"
+        "from headwater import flow\n"
+        "@flow\n"
+        "def f(): return 1\n"
+        "home = os.environ['HEADWATER_HOME']\n"
+        "assert not os.path.exists(home), 'created before any run'\n"
+        "assert f() == 1\n"
+        "from headwater.session import Session\n"
+        "assert Session.current() is Session.current()\n"
+        "assert len(headwater.get_store().read_flow_runs()) == 1\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env["HEADWATER_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "home").exists()
