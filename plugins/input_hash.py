@@ -2,7 +2,8 @@
 
 The hash is canonical: the same inputs give the same key in every process, whatever
 the dict or set order or ``PYTHONHASHSEED``. It covers the task's module, name and
-source text (so editing the body changes keys, moving it down a few lines does not).
+source text from its ``def`` line (so editing the body changes keys; moving it down a
+few lines, or changing the decorator's options, does not).
 Supported inputs: None, bool, int, float, complex, str, bytes, lists, tuples, dicts,
 sets, datetimes, dates, times, timedeltas, paths, enums, UUIDs, decimals, pydantic
 models, dataclasses, and array-likes with ``dtype``, ``shape`` and ``tobytes()``
@@ -20,6 +21,7 @@ import hashlib
 import inspect
 import logging
 import pathlib
+import re
 import uuid
 from typing import Any, Callable
 
@@ -28,6 +30,7 @@ from headwater.plugin_manager import hookimpl
 logger = logging.getLogger("headwater.task_runs")
 _warned: set[tuple[str, str, str]] = set()
 _body_hashes: dict[Any, str] = {}
+_DEF_LINE = re.compile(r"^[ \t]*(async[ \t]+)?def[ \t]", re.MULTILINE)
 
 
 class Unhashable(TypeError):
@@ -117,6 +120,11 @@ def _body_hash(fn: Any) -> str:
     if cached is None:
         try:
             text = inspect.getsource(fn)
+            # From the ``def`` line on: the body counts, the decorator's options (retries,
+            # expiration, ...) do not, so tuning them keeps the cache.
+            match = _DEF_LINE.search(text)
+            if match is not None:
+                text = text[match.start():]
             blob = inspect.cleandoc(text).encode()
         except (OSError, TypeError):
             code = getattr(fn, "__code__", None)

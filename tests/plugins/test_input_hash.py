@@ -180,18 +180,23 @@ def _load(path: pathlib.Path) -> Any:
 
 
 def test_editing_the_body_changes_the_key_but_moving_it_does_not(tmp_path: pathlib.Path) -> None:
-    """The key covers the task's source text, not its line numbers."""
-    original = tmp_path / "v1" / "hashmod.py"
-    moved = tmp_path / "v2" / "hashmod.py"
-    edited = tmp_path / "v3" / "hashmod.py"
-    for path in (original, moved, edited):
+    """The key covers the task's source text from its def line, not its line numbers
+    and not the decorator's options."""
+    versions = {
+        "original": _TASK_MODULE,
+        "moved": "# a comment\n\n\n\n" + _TASK_MODULE,
+        "retuned": _TASK_MODULE.replace("@task\n", "@task(retries=2, retry_delay_seconds=1)\n"),
+        "edited": _TASK_MODULE.replace("x * x", "x * x + 1"),
+    }
+    assert versions["retuned"] != versions["original"]
+    keys = {}
+    for name, text in versions.items():
+        path = tmp_path / name / "hashmod.py"
         path.parent.mkdir()
-    original.write_text(_TASK_MODULE)
-    moved.write_text("# a comment\n\n\n\n" + _TASK_MODULE)
-    edited.write_text(_TASK_MODULE.replace("x * x", "x * x + 1"))
-    keys = [key_of(_load(p).square, x=3) for p in (original, moved, edited)]
-    assert keys[0] == keys[1]
-    assert keys[0] != keys[2]
+        path.write_text(text)
+        keys[name] = key_of(_load(path).square, x=3)
+    assert keys["original"] == keys["moved"] == keys["retuned"]
+    assert keys["original"] != keys["edited"]
 
 
 class Opaque:
