@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .context import task_run_ctx
 from .states import Pending, State
 
 if TYPE_CHECKING:
@@ -62,10 +63,11 @@ class Future:
     def wait(self, timeout: float | None = None) -> State | None:
         """Block until done; return the final state, or ``None`` on timeout."""
         if self._state is None:
-            if timeout is None:
-                # Run it here if no worker has started it yet: a task waiting on a task it
-                # submitted must not deadlock a full worker pool. With a timeout the
-                # caller wants a bounded wait, so it only waits.
+            if timeout is None and task_run_ctx.get() is not None:
+                # A task waiting on a task it submitted runs it here if no worker has
+                # started it yet, so nested submits cannot deadlock a full worker pool.
+                # The flow itself only waits (its tasks run on the runner), and so does
+                # a wait with a timeout (the caller wants it bounded).
                 self._run_here()
             if not self._event.wait(timeout):
                 return None
@@ -105,14 +107,24 @@ class Future:
             self._state = state
             self._run = None
             self.work = None
-            callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
+            callbacks, self._callbacks = self._callbacks, _NO_CALLBACKS
+            event, self._event = self._event, _DONE
+        event.set()
+        # A finished future keeps its state only: the run, its work and its own event
+        # are dropped, so ten thousand finished futures cost little more than results.
+        self._lock = _DONE_LOCK
         for fn in callbacks:
             fn(self)
 
     def __repr__(self) -> str:
         status = str(self._state) if self._state is not None else "pending"
         return f"<Future {self.task_run_name!r} {status}>"
+
+
+_DONE = threading.Event()
+_DONE.set()
+_DONE_LOCK = threading.Lock()
+_NO_CALLBACKS: list[Callable[[Future], None]] = []  # never appended to: guarded by _state
 
 
 class Work:
