@@ -295,10 +295,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 @hookimpl
 def headwater_add_commands(cli: Any) -> None:
     runs = cli.add_parser("runs", help="list recent flow runs, or show one")
-    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--limit", type=_positive_int, default=20, help="how many runs (default 20)")
     runs.add_argument("--flow", help="only runs of this flow")
     runs.add_argument("--state", help="only runs in this state (type or name)")
     runs.add_argument("--json", action="store_true", help="print JSON")

@@ -150,3 +150,18 @@ def test_a_corrupt_database_is_a_one_line_cli_error(headwater_home, capsys):
     assert code == 1
     assert err.startswith("headwater: error:") and "headwater.db" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_a_bad_limit_is_a_usage_error_naming_the_value(bad, capsys):
+    """--limit must be a whole number of at least 1; anything else exits 2 naming it."""
+    with pytest.raises(SystemExit) as info:
+        main(["runs", "--limit", bad])
+    assert info.value.code == 2
+    assert f"got '{bad}'" in capsys.readouterr().err
+
+
+def test_runs_state_filter(history, capsys):
+    """--state keeps runs whose state type or name matches."""
+    _, out, _ = run_cli(capsys, "runs", "--json", "--state", "failed")
+    assert [r["name"] for r in json.loads(out)] == ["broken-run"]
