@@ -41,7 +41,8 @@ from .engine import (
 from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future
 from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
-from .run_logging import task_extra, task_logger
+from .run_logging import flow_logger, task_extra, task_logger
+from .context import FlowRunContext, flow_run_ctx
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 
@@ -165,6 +166,8 @@ class Outcome:
     cache_entries: list[CacheEntry] = field(default_factory=list)
     #: ``(created, levelno, logger name, message, run_label)`` per captured record.
     logs: list[tuple[float, int, str, str, str]] = field(default_factory=list)
+    #: Task runs started inside the task (a task called in its body), with their states.
+    nested: list[tuple[TaskRun, list[S.State]]] = field(default_factory=list)
 
     @property
     def final(self) -> S.State:
@@ -226,36 +229,52 @@ def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> Detac
 
 
 class _RecordingStore(RunStore):
-    """Keeps the states a detached run records, and the cache entries it writes; holds
-    nothing to read (cache lookups were made in the flow process)."""
+    """Keeps what a detached run records: its states, the task runs it starts itself
+    (a task called inside the task) with theirs, and its cache entry. Holds nothing to
+    read: cache lookups were made in the flow process."""
 
-    def __init__(self) -> None:
+    def __init__(self, main_id: str) -> None:
+        self.main_id = main_id
         self.states: list[S.State] = []
+        self.nested: dict[str, tuple[TaskRun, list[S.State]]] = {}
         self.cache_entries: list[CacheEntry] = []
 
     def create_task_run(self, run: TaskRun) -> None:
-        pass
+        if run.id != self.main_id:
+            self.nested[run.id] = (run, [])
 
     def record_state(self, run: Any, state: S.State) -> None:
-        self.states.append(state)
+        if run.id == self.main_id:
+            self.states.append(state)
+        else:
+            self.nested.setdefault(run.id, (run, []))[1].append(state)
 
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         return None
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
-        self.cache_entries.append(entry)
+        if entry.task_run_id == self.main_id:
+            self.cache_entries.append(entry)
 
 
 _DEFERRED = "deferred:"
 
 
 class _DeferredResults(ResultStore):
-    """Notes result writes for the flow process to make; reads nothing."""
+    """Notes the detached run's result writes for the flow process to make; reads
+    nothing. Runs it starts itself are not persisted (their results stay in memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, main_id: str) -> None:
+        self.main_id = main_id
         self.writes: list[tuple[str, str]] = []
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+        from .context import task_run_ctx
+
+        current = task_run_ctx.get()
+        if current is None or current.task_run.id != self.main_id:
+            raise ResultNotPersisted("a task run started inside a task on a remote worker keeps "
+                                     "its result in memory")
         self.writes.append((key, serializer))
         return _DEFERRED + key, 0
 
@@ -277,22 +296,49 @@ class _PlainBindings:
     pluggy_calls = 0
 
 
-class _DetachedContext:
-    """The parts of a FlowRunContext that a task run's attempt loop reads."""
+class _NoSession:
+    """Stands in for the session on a worker: there is none, and no run store."""
 
-    def __init__(self, detached: DetachedRun, policy: StatePolicy) -> None:
-        self.flow = None
-        self.flow_run = FlowRun(detached.flow_run_id or "", detached.flow_name, detached.flow_run_name)
-        self.session = None
-        self.bindings = _PlainBindings()
-        self.store = _RecordingStore()
-        self.result_store = _DeferredResults()
-        self.task_runner = None
-        self.label = f"Flow run {detached.flow_run_name!r}"
+    store: RunStore | None = None
+    settings = None
+
+
+class _InlineRunner:
+    """``submit()`` inside a task on a worker: the run is made there, in this thread."""
+
+    handles_dependencies = False
+    name = "inline"
+
+    def submit(self, work: Any) -> None:
+        work.run()
+
+
+class _DetachedContext(FlowRunContext):
+    """A flow run context without a session: what a task run's attempt loop reads,
+    recording into a :class:`_RecordingStore`."""
+
+    def __init__(self, detached: DetachedRun, task: Task, policy: StatePolicy) -> None:
+        flow_run = FlowRun(detached.flow_run_id or "", detached.flow_name, detached.flow_run_name)
+        super().__init__(None, flow_run, _NoSession(), _PlainBindings())  # type: ignore[arg-type]
+        self.store = _RecordingStore(detached.task_run_id)
+        self._result_store = _DeferredResults(detached.task_run_id)
+        self.task_runner = _InlineRunner()
+        self._main_task = task
         self._policy = policy
+        self._prefix = detached.task_run_id[:8]
 
     def policy_for(self, task: Task) -> StatePolicy:
-        return self._policy
+        if task is self._main_task:
+            return self._policy
+        # A task called inside the task: the default rules of its own options (retries,
+        # timeouts); no plugin policies, and no cache, on a worker.
+        from headwater.plugins.retries import RetryPolicy
+
+        return RetryPolicy(task)
+
+    def next_index(self, task_key: str) -> Any:
+        # Unique beside the flow process's own counters: prefixed by the parent run's id.
+        return f"{self._prefix}.{super().next_index(task_key)}"
 
 
 class _DetachedExecution(TaskExecution):
@@ -332,6 +378,7 @@ def _install_capture(level: int) -> None:
     global _filter_installed
     if not _filter_installed:
         task_logger.addFilter(_capture_filter)
+        flow_logger.addFilter(_capture_filter)  # "Created task run" of tasks it calls
         _filter_installed = True
     root = logging.getLogger("headwater")
     if root.level == logging.NOTSET:  # a fresh worker process: log what the flow logs
@@ -345,12 +392,13 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key
-    fctx = _DetachedContext(detached, policy)
+    fctx = _DetachedContext(detached, task, policy)
     ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
     ex._persist_decided = detached.persist
     ex.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)
+    flow_token = flow_run_ctx.set(fctx)  # tasks called inside the task join this run
     try:
         wait = detached.start_after - time.time()
         if wait > 0:
@@ -370,6 +418,7 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
                 run.end_ts = final.ts
                 fctx.store.record_state(run, final)
     finally:
+        flow_run_ctx.reset(flow_token)
         _capture.reset(token)
     states = fctx.store.states
     if not states or states[-1] is not final:
@@ -377,7 +426,15 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
     return Outcome(task_run_id=run.id, states=states, run_count=run.run_count,
                    start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
                    result_location=run.result_location, result_writes=fctx.result_store.writes,
-                   cache_entries=fctx.store.cache_entries, logs=logs)
+                   cache_entries=fctx.store.cache_entries, logs=logs,
+                   nested=[_sendable_run(r, st) for r, st in fctx.store.nested.values()])
+
+
+def _sendable_run(run: TaskRun, states: list[S.State]) -> tuple[TaskRun, list[S.State]]:
+    run._body = None  # the live call, and plugins' per-run values, stay here
+    run._stash = None
+    run.state = None  # set again as the flow process records the states
+    return run, states
 
 
 def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str = "") -> bytes:
@@ -420,6 +477,10 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     final = outcome.final
     for state in outcome.states[:-1]:
         transition(fctx, run, state)
+    for inner, inner_states in outcome.nested:
+        fctx.store.create_task_run(inner)
+        for state in inner_states:
+            transition(fctx, inner, state)
     run.run_count = outcome.run_count
     if run.start_ts is None:
         run.start_ts = outcome.start_ts

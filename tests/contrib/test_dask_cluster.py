@@ -279,3 +279,37 @@ def test_unpicklable_result_fails_the_run(runner):
     assert "cannot be pickled to send it back from the worker" in message
     (run,) = get_store().read_task_runs()
     assert run.state.is_failed()
+
+
+@task(retries=1, retry_delay_seconds=0)
+def inner(x):
+    return x + 1, os.getpid()
+
+
+@task
+def outer(x):
+    # Tasks called (and submitted) inside a task run there, on the worker, as runs of
+    # the same flow run.
+    first = inner(x)
+    second = inner.submit(first[0]).result()
+    return second[0], {first[1], second[1]}
+
+
+def test_tasks_called_inside_a_task_are_recorded_by_the_flow_process(runner, dask_cluster):
+    """A task that calls other tasks on the worker: they run there, and their runs and
+    states are recorded in the flow process's store, in the same flow run."""
+
+    @flow(task_runner=runner)
+    def nesting():
+        return outer.submit(1).result()
+
+    value, pids = nesting()
+    assert value == 3 and os.getpid() not in pids and len(pids) == 1
+    runs = get_store().read_task_runs()
+    assert sorted(r.task_name for r in runs) == ["inner", "inner", "outer"]
+    flow_run_ids = {r.flow_run_id for r in runs}
+    assert len(flow_run_ids) == 1 and None not in flow_run_ids
+    for run in runs:
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+    assert len({r.name for r in runs}) == 3
+    assert not dask_cluster[1].exists()
