@@ -325,7 +325,7 @@ class _DetachedContext(FlowRunContext):
         self.task_runner = _InlineRunner()
         self._main_task = task
         self._policy = policy
-        self._prefix = detached.task_run_id[:8]
+        self._prefix = detached.task_run_id[-8:]  # the varying end (ids may be time-ordered)
 
     def policy_for(self, task: Task) -> StatePolicy:
         if task is self._main_task:

@@ -347,3 +347,27 @@ def test_async_flow_and_map(runner):
         return [f.result() for f in doubled], square.result()
 
     assert asyncio.run(async_flow()) == ([2, 4, 6], 36)
+
+
+_GUARD = threading.Lock()
+
+
+@task
+def guarded(x):
+    with _GUARD:  # a module-level lock: the function cannot travel with it
+        return x
+
+
+def test_unpicklable_task_is_a_clear_error_at_submit(runner, submitted):
+    """A task whose function cannot be pickled raises at submit(), naming the task and
+    its function, and nothing reaches Dask."""
+
+    @flow(task_runner=runner)
+    def bad_task():
+        guarded.submit(1)
+
+    with pytest.raises(NotPicklable, match=r"task 'guarded' \(.*guarded\) cannot be pickled"):
+        bad_task()
+    (run,) = get_store().read_task_runs()
+    assert run.state.is_failed() and "cannot be pickled" in run.state.message
+    assert submitted == []

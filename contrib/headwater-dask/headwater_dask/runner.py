@@ -247,8 +247,11 @@ class DaskTaskRunner(TaskRunner):
                 elif not future.state.is_completed():
                     self._settle(work, _not_ready(ex, future))
                     return
-        token, task_blob = self._task_blob(ex)
-        run_blob = _dumps_run(ex, detach(ex, parameters))
+        try:
+            token, task_blob = self._task_blob(ex)
+            run_blob = _dumps_run(ex, detach(ex, parameters))
+        except NotPicklable as error:
+            _fail_unpicklable(ex, work.future, error)
         from headwater_dask.worker import run_task
 
         with self._lock:
@@ -385,13 +388,10 @@ def _dumps_run(ex: TaskExecution, detached: Any) -> bytes:
         except Exception as exc:
             shown = repr(value)
             shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            error = NotPicklable(
+            raise NotPicklable(
                 f"argument {name!r} of task {task.name!r} cannot be pickled to send it to Dask "
-                f"workers: {type(value).__name__} {shown}: {type(exc).__name__}: {exc}")
-            _fail_unpicklable(ex, error)
-    error = NotPicklable(f"task run {ex.task_run.name!r} cannot be pickled to send it to Dask workers")
-    _fail_unpicklable(ex, error)
-    raise AssertionError("unreachable")
+                f"workers: {type(value).__name__} {shown}: {type(exc).__name__}: {exc}") from None
+    raise NotPicklable(f"task run {ex.task_run.name!r} cannot be pickled to send it to Dask workers")
 
 
 def _dumps_named(value: Any, task: Any, describe: Callable[[], str]) -> bytes:
@@ -437,23 +437,13 @@ def _is_installed(module: Any) -> bool:
             or top in sys.stdlib_module_names or top in ("headwater", "headwater_dask"))
 
 
-def _fail_unpicklable(ex: TaskExecution, error: NotPicklable) -> None:
+def _fail_unpicklable(ex: TaskExecution, future: Future, error: NotPicklable) -> None:
+    """Record the run Failed, finish its future, and raise ``error`` to submit()'s caller."""
     run = ex.task_run
     state = S.Failed(message=f"Task run could not be sent to Dask: {error}", data=error)
     run.end_ts = state.ts
     transition(ex.flow_context, run, state)
     task_logger.error("%s", error, extra=task_extra(ex))
-    future = _future_of(ex)
-    if future is not None:
-        future.set_state(state)
-        future.observed = True  # raised to the caller of submit(): handled there
+    future.set_state(state)
+    future.observed = True  # raised to the caller of submit(): handled there
     raise error
-
-
-def _future_of(ex: TaskExecution) -> Future | None:
-    fctx = ex.flow_context
-    with fctx._lock:
-        for future in fctx.pending:
-            if future.task_run_id == ex.task_run.id:
-                return future
-    return None
