@@ -1,0 +1,434 @@
+"""The dashboard's server: every JSON endpoint, the HTML pages, input validation and
+safety, served in-process over a store filled by real flow runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import sys
+import threading
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+
+from headwater import flow, get_run_logger, task
+from headwater.cli import main
+from headwater.session import Session
+from headwater.tasks import task_input_hash
+
+pytest.importorskip("markdown_it", reason='the dashboard needs its extra: pip install "headwater[ui]"')
+
+from headwater.plugins.dashboard.server import make_server  # noqa: E402
+
+
+@task(retries=2, retry_delay_seconds=0, tags=["network"])
+def flaky(attempts: list[int]) -> int:
+    attempts.append(1)
+    get_run_logger().info("attempt %d", len(attempts))
+    if len(attempts) < 3:
+        raise ConnectionError("try again")
+    return len(attempts)
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(hours=1))
+def double(x: int) -> int:
+    return 2 * x
+
+
+@flow(flow_run_name="child-{x}")
+def child(x: int) -> int:
+    """A small child flow."""
+    return double(x)
+
+
+@flow(version="2.1", flow_run_name="nightly-{n}")
+def nightly(n: int = 3) -> int:
+    """# Nightly load
+
+Moves **data** from A to B.
+
+- extract
+- transform
+- load
+"""
+    flaky([])
+    double(n)
+    double(n)
+    return child(n)
+
+
+@flow(flow_run_name="evil-run")
+def evil() -> None:
+    """Looks <script>window.__pwned = 1</script> harmless <img src=x onerror="window.__pwned=2">"""
+
+
+@flow(flow_run_name="broken-{i}")
+def broken(i: int) -> None:
+    raise ValueError("no good")
+
+
+class Dashboard:
+    """A running dashboard server and helpers to read from it."""
+
+    def __init__(self, session: Session) -> None:
+        self.server = make_server(session, "127.0.0.1", 0)
+        # A short poll interval: shutdown() waits up to one interval.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
+        request = urllib.request.Request(self.url + path, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def api(self, path: str) -> Any:
+        status, headers, body = self.get("/api" + path)
+        assert status == 200, body
+        assert headers["Content-Type"].startswith("application/json")
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def empty_dashboard(headwater_session: Session) -> Iterator[Dashboard]:
+    board = Dashboard(headwater_session)
+    yield board
+    board.close()
+
+
+@pytest.fixture
+def dashboard(headwater_session: Session) -> Iterator[Dashboard]:
+    """Runs: nightly (retried task, cache miss then hit, subflow), evil, and three broken."""
+    nightly(3)
+    evil()
+    for i in range(3):
+        broken(i, return_state=True)
+    headwater_session.store.flush()
+    board = Dashboard(headwater_session)
+    yield board
+    board.close()
+
+
+def run_id(board: Dashboard, name: str) -> str:
+    runs = board.api("/flow-runs?per_page=200")["flow_runs"]
+    return next(r["id"] for r in runs if r["name"] == name)
+
+
+# -- JSON API ----------------------------------------------------------------------------------
+
+
+def test_api_index_lists_the_endpoints(empty_dashboard: Dashboard) -> None:
+    """/api/ documents every endpoint."""
+    index = empty_dashboard.api("/")
+    assert set(index["endpoints"]) == {"/api/flows", "/api/flow-runs", "/api/flow-runs/{id}",
+                                       "/api/task-runs/{id}", "/api/cache-entries"}
+
+
+def test_api_flows_gives_description_version_tags_last_run_and_counts(dashboard: Dashboard) -> None:
+    """/api/flows has one entry per flow with its markdown source, version, last run and
+    counts by state type."""
+    flows = {f["name"]: f for f in dashboard.api("/flows")["flows"]}
+    assert set(flows) == {"nightly", "child", "evil", "broken"}
+    night = flows["nightly"]
+    assert night["description"].startswith("# Nightly load")
+    assert night["version"] == "2.1" and night["tags"] == []
+    assert night["run_count"] == 1 and night["state_counts"] == {"COMPLETED": 1}
+    assert night["last_run"]["name"] == "nightly-3"
+    assert flows["broken"]["run_count"] == 3 and flows["broken"]["state_counts"] == {"FAILED": 3}
+    assert flows["broken"]["last_run"]["name"] == "broken-2"
+
+
+def test_api_flow_runs_are_newest_first_filtered_and_paginated(dashboard: Dashboard) -> None:
+    """/api/flow-runs filters by flow and by state type or name, newest first, in pages."""
+    everything = dashboard.api("/flow-runs")
+    assert everything["total"] == 6
+    names = [r["name"] for r in everything["flow_runs"]]
+    assert names[:3] == ["broken-2", "broken-1", "broken-0"]
+    page = dashboard.api("/flow-runs?flow=broken&per_page=2&page=2")
+    assert (page["total"], page["pages"], page["page"]) == (3, 2, 2)
+    assert [r["name"] for r in page["flow_runs"]] == ["broken-0"]
+    assert {r["name"] for r in dashboard.api("/flow-runs?state=failed")["flow_runs"]} == {
+        "broken-0", "broken-1", "broken-2"}
+    assert dashboard.api("/flow-runs?state=Completed&flow=child")["total"] == 1
+    assert dashboard.api("/flow-runs?flow=nobody")["flow_runs"] == []
+
+
+def test_api_flow_run_has_states_task_runs_with_retries_and_cache_hits(dashboard: Dashboard) -> None:
+    """/api/flow-runs/{id}: parameters, state history, task runs with their histories,
+    retries and cache hits, the subflow run, and the log lines."""
+    run = dashboard.api(f"/flow-runs/{run_id(dashboard, 'nightly-3')}")
+    assert run["parameters"] == {"n": 3}
+    assert [s["name"] for s in run["states"]] == ["Pending", "Running", "Completed"]
+    tasks = {t["name"]: t for t in run["task_runs"]}
+    retried = next(t for t in tasks.values() if t["task_name"] == "flaky")
+    assert retried["retries"] == 2 and retried["tags"] == ["network"]
+    assert [s["name"] for s in retried["states"]].count("AwaitingRetry") == 2
+    doubles = [t for t in run["task_runs"] if t["task_name"] == "double"]
+    assert [t["cache_hit"] for t in doubles] == [False, True]
+    assert [s["name"] for s in run["subflow_runs"]] == ["child-3"]
+    messages = [line["message"] for line in run["logs"]]
+    assert "attempt 3" in messages and any(m.startswith("Finished in state") for m in messages)
+
+
+def test_api_flow_run_accepts_its_name(dashboard: Dashboard) -> None:
+    """A flow run can be addressed by its name as well as its id."""
+    assert dashboard.api("/flow-runs/nightly-3")["id"] == run_id(dashboard, "nightly-3")
+
+
+def test_api_task_run_has_history_messages_cache_key_and_location(dashboard: Dashboard) -> None:
+    """/api/task-runs/{id}: the state history with messages, tags, cache key and result
+    location, its flow run and its log lines."""
+    run = dashboard.api(f"/flow-runs/{run_id(dashboard, 'nightly-3')}")
+    flaky_id = next(t["id"] for t in run["task_runs"] if t["task_name"] == "flaky")
+    detail = dashboard.api(f"/task-runs/{flaky_id}")
+    assert detail["flow_run"]["name"] == "nightly-3"
+    waits = [s for s in detail["states"] if s["name"] == "AwaitingRetry"]
+    assert len(waits) == 2
+    assert [line["message"] for line in detail["logs"] if line["message"].startswith("attempt")] == [
+        "attempt 1", "attempt 2", "attempt 3"]
+    cached_id = next(t["id"] for t in run["task_runs"] if t["task_name"] == "double" and not t["cache_hit"])
+    cached = dashboard.api(f"/task-runs/{cached_id}")
+    assert cached["cache_key"] and cached["result_location"]
+
+
+def test_api_cache_entries(dashboard: Dashboard) -> None:
+    """/api/cache-entries lists the entries the runs wrote, with task and expiry."""
+    entries = dashboard.api("/cache-entries")["cache_entries"]
+    assert len(entries) == 1  # double(3) computed once, then a hit (child's double(3) hit too)
+    assert entries[0]["task_name"] == "double" and entries[0]["expires"] and not entries[0]["expired"]
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/flow-runs?page=0", "page '0' is not valid"),
+    ("/flow-runs?per_page=10000", "per_page '10000' is not valid"),
+    ("/flow-runs?state=%3Cb%3E", "state '<b>' is not valid"),
+    ("/flow-runs?flow=a%00b", "flow name 'a\\x00b' is not valid"),
+    ("/flow-runs/..%2F..%2Fetc", "flow run id '../../etc' is not valid"),
+    ("/task-runs/%3Cscript%3E", "task run id '<script>' is not valid"),
+])
+def test_api_rejects_bad_values_naming_them(empty_dashboard: Dashboard, path: str, expected: str) -> None:
+    """A bad id, name, state or page number is a 400 whose message names the value and
+    what was expected."""
+    status, _, body = empty_dashboard.get("/api" + path)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert expected in error and "expected" in error
+
+
+def test_api_unknown_runs_are_404(empty_dashboard: Dashboard) -> None:
+    """An id that is valid but unknown is a 404 naming it."""
+    status, _, body = empty_dashboard.get("/api/flow-runs/0123abcd")
+    assert status == 404 and "0123abcd" in json.loads(body)["error"]
+    assert empty_dashboard.get("/api/task-runs/0123abcd")[0] == 404
+    assert empty_dashboard.get("/api/nothing-here")[0] == 404
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def test_every_page_renders(dashboard: Dashboard) -> None:
+    """Flows, flow runs (filtered), a flow run, a task run and the cache page answer 200
+    with HTML that names what they show."""
+    rid = run_id(dashboard, "nightly-3")
+    task_id = dashboard.api(f"/flow-runs/{rid}")["task_runs"][0]["id"]
+    for path, text in [("/", "Nightly load"), ("/runs", "broken-2"), ("/runs?flow=broken&state=FAILED", "broken-0"),
+                       (f"/runs/{rid}", "nightly-3"), (f"/task-runs/{task_id}", "AwaitingRetry"),
+                       ("/cache", "double")]:
+        status, headers, body = dashboard.get(path)
+        assert status == 200 and headers["Content-Type"].startswith("text/html"), path
+        assert text in body, path
+
+
+def test_markdown_renders_without_raw_html(dashboard: Dashboard) -> None:
+    """The description's heading and list become HTML; the <script> and <img> in another
+    description are shown as text, never as markup."""
+    _, _, body = dashboard.get("/")
+    assert "<h1>Nightly load</h1>" in body and "<li>transform</li>" in body
+    assert "<strong>data</strong>" in body
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in body
+    assert "<script" not in body and "<img" not in body
+
+
+def test_pages_forbid_scripts_and_framing(empty_dashboard: Dashboard) -> None:
+    """Every answer carries a Content-Security-Policy without scripts, and nosniff."""
+    for path in ("/", "/api/flows", "/static/dashboard.css"):
+        headers = empty_dashboard.get(path)[1]
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert "script-src" not in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_live_runs_pages_refresh_themselves(headwater_session: Session) -> None:
+    """A flow run that is still running gets a self-refreshing page; a finished one not."""
+    from headwater.runs import FlowRun
+    from headwater.states import Running
+
+    store = headwater_session.store
+    live = FlowRun("1234abcd-live", "slow", "still-going")
+    live.state = Running()
+    live.start_ts = live.state.ts
+    store.create_flow_run(live)
+    store.record_state(live, live.state)
+    nightly(1)
+    store.flush()
+    board = Dashboard(headwater_session)
+    try:
+        assert 'http-equiv="refresh"' in board.get("/runs/still-going")[2]
+        assert 'http-equiv="refresh"' in board.get("/runs")[2]
+        assert 'http-equiv="refresh"' not in board.get("/runs/nightly-1")[2]
+    finally:
+        board.close()
+
+
+def test_html_errors_are_pages_with_the_message(empty_dashboard: Dashboard) -> None:
+    """A bad or unknown id in a page URL answers an HTML page saying what was wrong."""
+    status, _, body = empty_dashboard.get("/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert status == 400 and "is not valid" in body and "<script>" not in body
+    status, _, body = empty_dashboard.get("/task-runs/abcdef12")
+    assert status == 404 and "no task run with id" in body
+
+
+# -- safety ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../__init__.py",
+    "/static/..%2F__init__.py",
+    "/static/%2e%2e/%2e%2e/pyproject.toml",
+    "/static/..%5C__init__.py",
+    "/static//etc/passwd",
+    "/static/%2Fetc%2Fpasswd",
+    "/static/templates/page.html",
+    "/static/",
+    "/../../../../etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/server.py",
+    "/templates/page.html",
+])
+def test_no_file_outside_the_static_files_is_served(empty_dashboard: Dashboard, path: str) -> None:
+    """Path traversal in any spelling gets a 404, never a file's contents."""
+    import http.client
+
+    # http.client sends the path exactly as written (urllib would normalise "..").
+    host, port = empty_dashboard.server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read().decode(errors="replace")
+    conn.close()
+    assert response.status == 404
+    assert "root:" not in body and "import" not in body and "[project]" not in body
+
+
+def test_the_static_files_are_served(empty_dashboard: Dashboard) -> None:
+    """The stylesheet and icon are served with their content types."""
+    status, headers, body = empty_dashboard.get("/static/dashboard.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css") and "svg.tl" in body
+    assert empty_dashboard.get("/static/favicon.svg")[1]["Content-Type"] == "image/svg+xml"
+
+
+def test_the_dashboard_is_read_only(empty_dashboard: Dashboard) -> None:
+    """POST, PUT and DELETE are refused with 405."""
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, _ = empty_dashboard.get("/api/flows", method=method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+
+
+def test_a_missing_store_shows_an_empty_dashboard_without_creating_it(headwater_session: Session) -> None:
+    """With no run store file yet, every page is an empty 200 and no file is created."""
+    db = headwater_session.settings.home / "headwater.db"
+    assert not db.exists()
+    board = Dashboard(headwater_session)
+    try:
+        status, _, body = board.get("/")
+        assert status == 200 and "No flow runs recorded yet" in body
+        assert board.api("/flows") == {"flows": []}
+        assert board.api("/flow-runs")["total"] == 0
+        assert board.get("/runs")[0] == 200 and board.get("/cache")[0] == 200
+        assert not db.exists()
+    finally:
+        board.close()
+
+
+def test_an_empty_store_shows_an_empty_dashboard(headwater_session: Session) -> None:
+    """A store file with no runs in it shows empty pages, not errors."""
+    headwater_session.store.flush()  # creates the file
+    board = Dashboard(headwater_session)
+    try:
+        assert "No flow runs recorded yet" in board.get("/")[2]
+        assert "No flow runs match" in board.get("/runs")[2]
+        assert "The cache is empty" in board.get("/cache")[2]
+    finally:
+        board.close()
+
+
+def test_a_store_from_before_the_flows_table_still_lists_its_flows(headwater_session: Session) -> None:
+    """A run store written before flow descriptions were recorded gains the table when
+    opened and lists its flows (without descriptions)."""
+    from headwater.plugins.sqlite_store import SQLiteRunStore
+
+    nightly(2)
+    store = headwater_session.store
+    store.flush()
+    path = store.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE flows")
+    reopened = SQLiteRunStore(path)
+    try:
+        names = {f.name: f for f in reopened.read_flows()}
+        assert set(names) == {"nightly", "child"}
+        assert names["nightly"].description is None and names["nightly"].run_count == 1
+    finally:
+        reopened.close()
+
+
+def test_a_memory_store_is_served_too(headwater_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEADWATER_DATABASE_URL=memory:// works: flows recorded in this process are shown."""
+    monkeypatch.setenv("HEADWATER_DATABASE_URL", "memory://")
+    with Session() as session:
+        nightly(4)
+        board = Dashboard(session)
+        try:
+            flows = {f["name"]: f for f in board.api("/flows")["flows"]}
+            assert flows["nightly"]["description"].startswith("# Nightly load")
+            assert board.api("/flow-runs/nightly-4")["subflow_runs"][0]["name"] == "child-4"
+        finally:
+            board.close()
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_ui_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Without markdown-it-py, `headwater ui` exits 1 and prints the pip command."""
+    monkeypatch.setitem(sys.modules, "markdown_it", None)
+    assert main(["ui", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "headwater[ui]"' in err
+
+
+def test_ui_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    """--port must be 0..65535; anything else is a usage error naming the value."""
+    with pytest.raises(SystemExit) as exc:
+        main(["ui", "--port", "70000"])
+    assert exc.value.code == 2
+    assert "invalid port '70000'" in capsys.readouterr().err
+
+
+def test_ui_reports_a_port_in_use(capsys: pytest.CaptureFixture[str], empty_dashboard: Dashboard) -> None:
+    """A port that is taken is a clear error suggesting --port, not a traceback."""
+    port = str(empty_dashboard.server.server_address[1])
+    assert main(["ui", "--port", port]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err
