@@ -1,4 +1,4 @@
-"""Task runners: where submitted task runs execute.
+"""Task runners: where submitted task runs execute (docs/task-runners.md).
 
 The interface is small. A runner gets each submitted task run as a :class:`Work` whose
 upstream futures are already done (unless it sets ``handles_dependencies``), and must
@@ -11,6 +11,10 @@ once, anywhere it likes::
 
 Register it by name with ``registry.add_task_runner("inline", InlineRunner)`` in
 ``headwater_register_components`` and use ``@flow(task_runner="inline")``.
+
+A task waiting on a future may run that work itself if nobody has claimed it yet (so
+nested submits cannot deadlock a full pool). A runner that must run every task its own
+way (another process, another machine) calls ``work.claim()`` in ``submit`` first.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ __all__ = ["TaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 
 
 class TaskRunner:
+    """Base class of task runners: override ``submit`` (and ``start`` / ``shutdown`` to
+    manage workers). One instance serves one flow run; ``duplicate`` makes it from the
+    template given as ``@flow(task_runner=...)``."""
+
     #: True when the runner orders work by its upstream futures itself (e.g. Dask):
     #: then ``submit`` is called at once, with ``work.upstream`` possibly unfinished.
     handles_dependencies: bool = False
