@@ -230,13 +230,19 @@ class DaskTaskRunner(TaskRunner):
             with self._lock:
                 dask_future = self._inflight.get(future.task_run_id)
             if dask_future is None:  # finished (and recorded) since: its value is here
+                if not future.state.is_completed():
+                    raise _UpstreamNotCompleted(future)
                 return future.result()
             if future.task_run_id not in index:
                 index[future.task_run_id] = len(deps)
                 deps.append(dask_future)
             return UpstreamRef(index[future.task_run_id])
 
-        parameters = {k: replace_futures(v, swap) for k, v in run.parameters.items()}
+        try:
+            parameters = {k: replace_futures(v, swap) for k, v in run.parameters.items()}
+        except _UpstreamNotCompleted as failed:
+            self._settle(work, _not_ready(ex, failed.future))
+            return
         for future in upstream:  # wait_for=[...]: ordering without data
             if future.task_run_id not in index:
                 with self._lock:
@@ -308,7 +314,8 @@ class DaskTaskRunner(TaskRunner):
             if done.status == "finished":
                 blob = done.result()
                 if blob == NOT_READY:
-                    final = _not_ready_after(ex, work.upstream)
+                    self._not_ready_when_recorded(work, ex)
+                    return
                 else:
                     final = record_outcome(ex, pickle.loads(blob))
             elif run.state is not None and run.state.is_final():
@@ -324,10 +331,39 @@ class DaskTaskRunner(TaskRunner):
             final = _crashed(ex.flow_context, work, exc, "could not be recorded")
         self._settle(work, final)
 
+    def _not_ready_when_recorded(self, work: Work, ex: TaskExecution) -> None:
+        # An upstream run did not complete, but its outcome may still be waiting in this
+        # very callback thread: never block here, settle once every upstream is recorded.
+        pending = [f for f in work.upstream if not f.done()]
+        remaining = [len(pending)]
+        lock = threading.Lock()
+
+        def settle(_: Future | None = None) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] > 0:
+                    return
+            upstream = work.upstream
+            failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
+            self._settle(work, _not_ready(ex, failed))
+
+        if not pending:
+            remaining[0] = 1
+            settle()
+            return
+        for future in pending:
+            future.add_done_callback(settle)
+
     def _settle(self, work: Work, final: S.State) -> None:
         work.future.set_state(final)
         with self._lock:
             self._inflight.pop(work.run_obj.id, None)
+
+
+class _UpstreamNotCompleted(Exception):
+    def __init__(self, future: Future) -> None:
+        super().__init__(future.task_run_name)
+        self.future = future
 
 
 # -- states the flow process settles itself -----------------------------------------------
@@ -339,13 +375,6 @@ def _not_ready(ex: TaskExecution, failed: Future) -> S.State:
     transition(ex.flow_context, ex.task_run, state)
     ex.finish_logs(state)
     return state
-
-
-def _not_ready_after(ex: TaskExecution, upstream: list[Future]) -> S.State:
-    for future in upstream:  # their outcomes arrived first; wait for them to be recorded
-        future.wait()
-    failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
-    return _not_ready(ex, failed)
 
 
 def _crashed(fctx: FlowRunContext, work: Work, exc: BaseException, what: str) -> S.State:
