@@ -10,7 +10,10 @@ store. It works in three steps, each a function here:
 2. On the worker, :func:`run_detached` runs the engine's own attempt loop (retries,
    timeouts, the policy's answers) against a recording context: no session, no plugins,
    no run store. It returns an :class:`Outcome`: the state history, the result or
-   exception, the result writes and cache entries it asked for, and the captured logs.
+   exception, the result writes and cache entries it asked for, the captured logs, and
+   the task runs the task started itself (tasks called inside it).
+   :func:`make_sendable` pickles it, so an exception or result that cannot travel
+   becomes a clear failure instead of a lost run.
 3. Back in the flow process, :func:`record_outcome` replays the outcome into the real run
    store (through the usual ``headwater_state_changed`` observers), persists the result
    and writes the cache entry, re-emits the logs and runs the task's state callbacks.
@@ -38,11 +41,11 @@ from .engine import (
     execute_sync,
     transition,
 )
+from .context import FlowRunContext, flow_run_ctx
 from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future
 from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
 from .run_logging import flow_logger, task_extra, task_logger
-from .context import FlowRunContext, flow_run_ctx
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 
@@ -59,6 +62,7 @@ __all__ = [
     "check_cache",
     "detach",
     "fill_upstream",
+    "make_sendable",
     "record_outcome",
     "replace_futures",
     "run_detached",

@@ -1,0 +1,147 @@
+"""headwater.remote: a task run's attempts detached from the session, and the outcome
+recorded by the flow process. A small runner here sends every run through a pickle round
+trip and a separate thread, as a runner for other processes would (no Dask needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import threading
+
+import cloudpickle
+import pytest
+
+from headwater import flow, get_run_logger, get_store, task
+from headwater.engine import TaskExecution
+from headwater.remote import (
+    RemoteError,
+    UpstreamRef,
+    check_cache,
+    detach,
+    fill_upstream,
+    make_sendable,
+    record_outcome,
+    replace_futures,
+    run_detached,
+)
+from headwater.task_runners import TaskRunner
+from headwater.tasks import task_input_hash
+
+
+class RoundTripRunner(TaskRunner):
+    """Every run is pickled, run detached in a thread of its own, and recorded back."""
+
+    sent: list[str] = []
+
+    def start(self, context=None):
+        self.context = context
+
+    def submit(self, work):
+        if not work.claim():
+            return
+        run = work.run_obj
+        ex = TaskExecution(work.task, run, self.context, run.parameters)
+        state = check_cache(ex)
+        if state is not None:
+            work.future.set_state(state)
+            return
+        package = cloudpickle.dumps((work.task, ex.policy, detach(ex)))
+        RoundTripRunner.sent.append(run.name)
+
+        def remote() -> None:
+            task_, policy, detached = pickle.loads(package)
+            blob = make_sendable(run_detached(task_, policy, detached), cloudpickle.dumps)
+            work.future.set_state(record_outcome(ex, pickle.loads(blob)))
+
+        threading.Thread(target=remote).start()
+
+
+@pytest.fixture(autouse=True)
+def _clear_sent():
+    RoundTripRunner.sent.clear()
+
+
+def names(run_id):
+    return [s.name for s in get_store().read_states(run_id)]
+
+
+@task(retries=1, retry_delay_seconds=0)
+def flaky(x):
+    from headwater.runtime import task_run
+
+    get_run_logger().info("attempt %d", task_run.run_count)
+    if task_run.run_count == 1:
+        raise OSError("first attempt fails")
+    return x * 2
+
+
+def test_retries_and_logs_travel_back_and_are_recorded_in_order(capsys):
+    """The detached attempt loop retries; the flow process records the whole history and
+    shows the run's log lines once each."""
+
+    @flow(task_runner=RoundTripRunner())
+    def round_trip():
+        return flaky.submit(21).result()
+
+    assert round_trip() == 42
+    (run,) = get_store().read_task_runs()
+    assert names(run.id) == ["Pending", "Running", "AwaitingRetry", "Retrying", "Completed"]
+    assert run.run_count == 2
+    err = capsys.readouterr().err
+    assert err.count("attempt 1") == 1 and err.count("attempt 2") == 1
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(minutes=1))
+def cached(x):
+    return {"value": x}
+
+
+def test_result_and_cache_entry_are_written_by_the_flow_process():
+    """A cached task's result is written and indexed by the flow process after the run
+    comes back; the next run is a hit answered by check_cache, never sent."""
+
+    @flow(task_runner=RoundTripRunner())
+    def twice():
+        return cached.submit(3).result()
+
+    assert twice() == {"value": 3}
+    assert twice() == {"value": 3}
+    assert len(RoundTripRunner.sent) == 1
+    (entry,) = get_store().read_cache_entries()
+    assert entry.size and not entry.location.startswith("deferred:")
+    assert sorted(r.state.name for r in get_store().read_task_runs()) == ["Cached", "Completed"]
+
+
+class TwoArgError(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+@task
+def odd_failure():
+    raise TwoArgError(1, 2)
+
+
+def test_an_exception_that_cannot_travel_becomes_remote_error():
+    """An exception that cannot be unpickled arrives as RemoteError with its type and text."""
+
+    @flow(task_runner=RoundTripRunner())
+    def failing():
+        return odd_failure.submit().wait().result(raise_on_failure=False)
+
+    error = failing()
+    assert isinstance(error, RemoteError)
+    assert "TwoArgError: 1/2" in str(error)
+
+
+def test_futures_become_placeholders_and_back():
+    """replace_futures and fill_upstream swap futures nested in containers both ways."""
+    from headwater.futures import Future
+    from headwater.runs import TaskRun
+
+    a, b = Future(TaskRun("a", "t")), Future(TaskRun("b", "t"))
+    order = {"a": 0, "b": 1}
+    value = {"xs": [a, (b, 3)], "s": {a}}
+    swapped = replace_futures(value, lambda f: UpstreamRef(order[f.task_run_id]))
+    assert swapped == {"xs": [UpstreamRef(0), (UpstreamRef(1), 3)], "s": {UpstreamRef(0)}}
+    assert fill_upstream(pickle.loads(pickle.dumps(swapped)), ["A", "B"]) == {"xs": ["A", ("B", 3)], "s": {"A"}}
