@@ -63,6 +63,8 @@ class TaskExecution(TaskRunContext):
     def begin_attempt(self) -> S.State | None:
         """Propose Running. Return a final state to stop (cache hit, key failure)."""
         run = self.task_run
+        if self.flow_context.crashed and run.state is not None and run.state.is_final():
+            return run.state  # ended (Cancelled/Crashed) by its crashing flow run: never start
         policy = self.policy
         if policy.uses_cache and run.cache_key is None:
             try:
@@ -95,6 +97,8 @@ class TaskExecution(TaskRunContext):
         """Answer a failed attempt. Return the final state, or ``None`` to retry
         (after ``self.retry_delay`` seconds)."""
         run = self.task_run
+        if self.flow_context.crashed and run.state is not None and run.state.is_final():
+            return run.state  # the crashing flow run already ended it: Crashed stays final
         label = task_extra(self)
         if not isinstance(exc, Exception):
             crashed = S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc)
@@ -136,6 +140,8 @@ class TaskExecution(TaskRunContext):
 
     def completed(self, value: Any) -> S.State:
         run = self.task_run
+        if self.flow_context.crashed and run.state is not None and run.state.is_final():
+            return run.state  # finished in the background after its flow run crashed
         if isinstance(value, S.State):  # a task may return a state of its own making
             state = value
         else:
@@ -264,6 +270,16 @@ def _run_callbacks(callbacks: list[Callable[..., Any]], owner: Any, run: Any, st
                          type(exc).__name__, exc, exc_info=exc, extra=extra)
 
 
+def _wait_before_retry(ex: TaskExecution, delay: float) -> None:
+    try:
+        time.sleep(delay)
+    except BaseException as exc:
+        # Interrupted while AwaitingRetry: end the run Crashed (failed() re-raises it)
+        # rather than leave it waiting forever in the history.
+        ex.failed(exc)
+        raise
+
+
 def execute_sync(ex: TaskExecution) -> S.State:
     """Run the attempts of one task run in this thread; return its final state."""
     token = task_run_ctx.set(ex)
@@ -276,7 +292,7 @@ def execute_sync(ex: TaskExecution) -> S.State:
                 if final.type is S.StateType.SCHEDULED:  # retry after a failed cache key
                     delay = ex.retry_delay(final)
                     if delay:
-                        time.sleep(delay)
+                        _wait_before_retry(ex, delay)
                     continue
                 break
             try:
@@ -286,7 +302,7 @@ def execute_sync(ex: TaskExecution) -> S.State:
                 if final is None:
                     delay = ex.retry_delay(ex.task_run.state)
                     if delay:
-                        time.sleep(delay)
+                        _wait_before_retry(ex, delay)
                     continue
                 break
             final = ex.completed(value)
@@ -338,7 +354,11 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 break
             if final is None:
                 delay = ex.retry_delay(ex.task_run.state)
-                await anyio.sleep(delay)
+                try:
+                    await anyio.sleep(delay)
+                except BaseException as exc:  # cancelled while AwaitingRetry: Crashed
+                    ex.failed(exc)
+                    raise
                 continue
             break
     finally:

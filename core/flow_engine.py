@@ -221,8 +221,8 @@ class FlowExecution(FlowRunContext):
                 state = S.Cancelled(message="The flow run crashed before this task run finished.")
                 if run.state is not None and run.state.is_running():
                     state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
-                run.state = state
-                self.store.record_state(run, state)
+                run.end_ts = state.ts
+                transition(self, run, state)  # recorded and seen by state_changed hooks
         if self.task_runner is not None:
             try:
                 self.task_runner.shutdown(wait=False)

@@ -141,3 +141,32 @@ def test_state_changed_matches_the_recorded_history():
             seen = [s for run_id, s in recorder.ids if run_id == run.id]
             assert seen == history
     assert len(runs) == 2 and len(tasks) == 2
+
+
+def test_state_changed_sees_task_runs_ended_by_a_crashing_flow():
+    """When a flow crashes with submitted tasks still running, the hook sees them end too."""
+    import threading
+
+    recorder = Recorder()
+    started, finished = threading.Event(), threading.Event()
+
+    @task(task_run_name="left-running")
+    def slow():
+        started.set()
+        threading.Event().wait(0.3)
+        finished.set()  # the body outlives its crashed flow run; its end must not count
+
+    @flow
+    def crashes_with_work_in_flight():
+        slow.submit()
+        started.wait(5)
+        raise KeyboardInterrupt()
+
+    with Session(plugins=[recorder]):
+        with pytest.raises(KeyboardInterrupt):
+            crashes_with_work_in_flight()
+        assert finished.wait(5)
+        threading.Event().wait(0.1)  # let the worker thread return from the task body
+    task_moves = [s for kind, name, _, s in recorder.seen if name == "left-running"]
+    assert task_moves[:2] == ["Pending", "Running"]
+    assert task_moves[2:] == ["Crashed"]  # and nothing after: Crashed is final

@@ -236,3 +236,32 @@ def test_run_count_is_readable_at_runtime():
 
     counting()
     assert seen == [1, 2, 3]
+
+
+def test_an_interrupt_while_awaiting_a_retry_ends_the_run_crashed(headwater_session):
+    """Ctrl-C during a retry delay: task run and flow run end Crashed, the interrupt is raised."""
+    import os
+    import signal
+    import threading
+
+    @task(retries=1, retry_delay_seconds=5)
+    def fails_then_waits():
+        raise ValueError("first attempt")
+
+    @flow
+    def interrupted_while_waiting():
+        fails_then_waits()
+
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted_while_waiting()
+    finally:
+        timer.cancel()
+    store = headwater_session.store
+    store.flush()
+    (run,) = store.read_flow_runs(flow_name="interrupted-while-waiting")
+    (task_run,) = store.read_task_runs(flow_run_id=run.id)
+    assert _history(store, task_run.id) == ["Pending", "Running", "AwaitingRetry", "Crashed"]
+    assert run.state.is_crashed()
