@@ -21,7 +21,8 @@ flow_logger = logging.getLogger("headwater.flow_runs")
 task_logger = logging.getLogger("headwater.task_runs")
 
 # Flow runs active in this process, so that threads a task starts (which do not inherit
-# context variables) still log under the run when only one is active.
+# context variables) still log under the run when only one run (or one chain of
+# nested subflow runs) is active.
 _active_flow_contexts: list[Any] = []
 _active_lock = threading.Lock()
 
@@ -61,10 +62,25 @@ def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
     fctx = flow_run_ctx.get()
     if fctx is None or fctx.flow_run is None:
         with _active_lock:
-            fctx = _active_flow_contexts[0] if len(_active_flow_contexts) == 1 else None
+            fctx = _innermost_of_one_chain(_active_flow_contexts)
     if fctx is not None and fctx.flow_run is not None:
         return RunLogger(flow_logger, **_unpack(flow_extra(fctx)))
     return logging.getLogger("headwater")
+
+
+def _innermost_of_one_chain(active: list[Any]) -> Any:
+    """The innermost active flow run when they all nest (a flow, its subflow, ...).
+
+    A thread does not inherit context variables, so this is how it finds its run. With
+    unrelated flow runs active at once (threads running flows) it cannot know: None.
+    """
+    if not active:
+        return None
+    for outer, inner in zip(active, active[1:]):
+        if inner.flow_run is None or outer.flow_run is None or \
+                inner.flow_run.parent_flow_run_id != outer.flow_run.id:
+            return None
+    return active[-1]
 
 
 def _unpack(extra: dict[str, Any]) -> dict[str, Any]:

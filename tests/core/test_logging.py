@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
@@ -208,3 +209,44 @@ def test_logging_level_setting_filters_lines(monkeypatch, capsys):
         quiet()
     err = capsys.readouterr().err
     assert "shown" in err and "not shown" not in err
+
+
+def test_a_thread_started_in_a_subflow_logs_under_the_subflow(capsys):
+    """With a flow and its subflow active, a thread's run logger is the subflow's."""
+
+    @flow(flow_run_name="inner-run")
+    def inner():
+        worker = threading.Thread(target=lambda: get_run_logger().info("thread in subflow"))
+        worker.start()
+        worker.join()
+
+    @flow(flow_run_name="outer-run")
+    def outer():
+        inner()
+
+    outer()
+    lines = {(w, m) for _, w, m in _lines(capsys.readouterr().err)}
+    assert ("Flow run 'inner-run'", "thread in subflow") in lines
+
+
+def test_a_thread_cannot_guess_between_unrelated_flow_runs(capsys):
+    """Two unrelated flow runs active at once: a bare thread gets the plain logger, no wrong label."""
+    both_running = threading.Barrier(2, timeout=5)
+    results = []
+
+    @flow
+    def side_by_side(label: str):
+        both_running.wait()
+        worker = threading.Thread(target=lambda: results.append(get_run_logger().name))
+        worker.start()
+        worker.join()
+        both_running.wait()
+
+    # Each thread runs in a copy of this context, so the flows use the test's session.
+    runners = [threading.Thread(target=contextvars.copy_context().run, args=(side_by_side, x))
+               for x in "ab"]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    assert results == ["headwater", "headwater"]
