@@ -210,6 +210,8 @@ def runs_page(model: dict[str, Any], flow_names: list[str], store: str) -> str:
     pager = ""
     if model["pages"] > 1:
         base = {k: v for k, v in filters.items() if v}
+        if model["per_page"] != D.PER_PAGE_DEFAULT:
+            base["per_page"] = model["per_page"]
         prev_link = (f'<a rel="prev" href="/runs?{urlencode(dict(base, page=model["page"] - 1))}">&larr; newer</a>'
                      if model["page"] > 1 else "")
         next_link = (f'<a rel="next" href="/runs?{urlencode(dict(base, page=model["page"] + 1))}">older &rarr;</a>'
