@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,11 +194,12 @@ def test_cache_hit_stays_in_the_flow_process(runner, submitted):
     assert len(get_store().read_cache_entries()) == 1
 
 
-class NeedsTwoArgs(Exception):
-    """Cannot be unpickled (its __init__ wants two arguments): travels back as text."""
+class HoldsALock(Exception):
+    """Cannot be pickled (it carries a lock): travels back as text."""
 
     def __init__(self, code: int, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
+        self.lock = threading.Lock()
 
 
 @task
@@ -207,7 +209,7 @@ def fails_plainly():
 
 @task
 def fails_oddly():
-    raise NeedsTwoArgs(7, "odd failure")
+    raise HoldsALock(7, "odd failure")
 
 
 def test_failing_tasks(runner):
@@ -219,7 +221,7 @@ def test_failing_tasks(runner):
         plain, odd = fails_plainly.submit(), fails_oddly.submit()
         with pytest.raises(KeyError, match="missing-key"):
             plain.result()
-        with pytest.raises(RemoteError, match="NeedsTwoArgs: 7: odd failure"):
+        with pytest.raises(RemoteError, match="HoldsALock: 7: odd failure"):
             odd.result()
         return "handled"
 

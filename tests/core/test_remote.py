@@ -112,14 +112,17 @@ def test_result_and_cache_entry_are_written_by_the_flow_process():
     assert sorted(r.state.name for r in get_store().read_task_runs()) == ["Cached", "Completed"]
 
 
-class TwoArgError(Exception):
-    def __init__(self, a, b):
-        super().__init__(f"{a}/{b}")
+class HoldsALock(Exception):
+    """Cannot be pickled: it carries a lock."""
+
+    def __init__(self, detail):
+        super().__init__(detail)
+        self.lock = threading.Lock()
 
 
 @task
 def odd_failure():
-    raise TwoArgError(1, 2)
+    raise HoldsALock("1/2")
 
 
 def test_an_exception_that_cannot_travel_becomes_remote_error():
@@ -131,7 +134,7 @@ def test_an_exception_that_cannot_travel_becomes_remote_error():
 
     error = failing()
     assert isinstance(error, RemoteError)
-    assert "TwoArgError: 1/2" in str(error)
+    assert "HoldsALock: 1/2" in str(error)
 
 
 def test_futures_become_placeholders_and_back():
