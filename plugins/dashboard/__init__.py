@@ -11,17 +11,20 @@ loading the plugin costs a session nothing.
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headwater.plugin_manager import hookimpl
+
+if TYPE_CHECKING:
+    import argparse
 
 INSTALL = 'pip install "headwater[ui]"'
 
 
 def _port(text: str) -> int:
+    import argparse
+
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number from 0 to 65535 "
                                          f"(0 picks a free one)")
@@ -30,6 +33,8 @@ def _port(text: str) -> int:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only accepts connections from this machine."""
+    import ipaddress
+
     if host == "localhost":
         return True
     try:
