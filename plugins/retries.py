@@ -14,7 +14,8 @@ from typing import Any
 
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy
-from headwater.states import AwaitingRetry, State
+from headwater.errors import RunFailed
+from headwater.states import AwaitingRetry, Failed, State
 
 
 def delay_for(delays: float | list[float], retry_index: int, jitter: float | None) -> float:
@@ -45,10 +46,15 @@ class RetryPolicy(StatePolicy):
             try:
                 should = self.condition(ctx.task, ctx.task_run, state)
             except Exception as cond_exc:
-                name = getattr(self.condition, "__qualname__", repr(self.condition))
-                return type(state)(state.type, "Failed",
-                                   f"retry_condition_fn {name!r} raised {type(cond_exc).__name__}: "
-                                   f"{cond_exc}", cond_exc)
+                # Fail now, naming the function: retrying blindly could hide the bug, and
+                # the caller should see which function broke, not a bare KeyError.
+                name = getattr(self.condition, "__name__", None) or repr(self.condition)
+                message = (f"retry_condition_fn {name!r} of task {ctx.task.name!r} raised "
+                           f"{type(cond_exc).__name__}: {cond_exc} (while deciding whether to "
+                           f"retry after {type(exc).__name__}: {exc})")
+                error = RunFailed(message)
+                error.__cause__ = cond_exc
+                return Failed(message=message, data=error)
             if not should:
                 return state
         delay = delay_for(self.delays, done, self.jitter)

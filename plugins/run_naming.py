@@ -46,7 +46,7 @@ def generate_slug() -> str:
 def render_name(template: Any, parameters: dict[str, Any], owner: str) -> str:
     """Apply a name template (str) or callable; errors name the field or the callable."""
     if callable(template):
-        what = getattr(template, "__qualname__", repr(template))
+        what = getattr(template, "__name__", None) or repr(template)
         try:
             name = template()
         except Exception as exc:

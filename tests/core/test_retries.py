@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from headwater import flow, task
+from headwater.errors import RunFailed
 from headwater.plugins.retries import delay_for
 
 
@@ -160,7 +161,9 @@ def test_a_retry_condition_fn_that_raises_fails_the_run_naming_it(headwater_sess
     (task_run,) = store.read_task_runs(flow_run_id=run.id)
     assert task_run.state.is_failed()
     assert "broken_condition" in task_run.state.message
-    assert "KeyError" in task_run.state.message
+    assert "KeyError" in task_run.state.message and "ValueError: original" in task_run.state.message
+    with pytest.raises(RunFailed, match="retry_condition_fn 'broken_condition'.*KeyError"):
+        state.result()
 
 
 def test_flow_retries_rerun_the_body_its_tasks_and_child_flows(headwater_session):
