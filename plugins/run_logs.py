@@ -52,7 +52,10 @@ class RunLogHandler(logging.Handler):
         # Format now: the arguments may change after the call returns.
         message = record.getMessage() if record.args else str(record.msg)
         if record.exc_info:
-            message += "\n" + _formatter.formatException(record.exc_info)
+            # Cached on the record the way logging.Formatter does, for the handlers after us.
+            if not record.exc_text:
+                record.exc_text = _formatter.formatException(record.exc_info)
+            message += "\n" + record.exc_text
         buffer = self.buffer
         buffer.append((flow_run_id, task_run_id, record.created, record.levelname, record.name, message))
         if task_run_id is None or record.levelno >= logging.WARNING or len(buffer) >= BATCH:
