@@ -8,6 +8,7 @@ flow run.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -41,7 +42,7 @@ class Future:
         self.task_run_name = run.name
         self._run: TaskRun | None = run  # dropped when done: memory stays per result
         self._state: State | None = None
-        self._event = threading.Event()
+        self._event = _Signal()
         self._callbacks: list[Callable[[Future], None]] = []
         self._lock = threading.Lock()
         self.observed = False
@@ -68,7 +69,14 @@ class Future:
                 # started it yet, so nested submits cannot deadlock a full worker pool.
                 # The flow itself only waits (its tasks run on the runner), and so does
                 # a wait with a timeout (the caller wants it bounded).
-                self._run_here()
+                if _in_event_loop():
+                    # An async task blocking its event loop: the loop cannot run what
+                    # it waits for, so a helper thread does (async tasks included).
+                    context = contextvars.copy_context()
+                    threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
+                                     name="headwater-wait-helper").start()
+                else:
+                    self._run_here()
             if not self._event.wait(timeout):
                 return None
         return self.state
@@ -77,7 +85,7 @@ class Future:
         """Run this future's work (and first its unstarted upstream work) in this thread,
         unless a runner has claimed it already."""
         work = self.work
-        if work is None or work.is_async or depth > 100:
+        if work is None or depth > 100:
             return
         if not work.ready:
             for upstream in work.upstream:
@@ -121,7 +129,43 @@ class Future:
         return f"<Future {self.task_run_name!r} {status}>"
 
 
-_DONE = threading.Event()
+class _Signal:
+    """A one-shot event on a single lock, held until ``set()``.
+
+    ``threading.Event`` builds a Condition (three bound methods, a deque, and three
+    caught AttributeErrors) per instance; one per submitted task run made ``submit`` a
+    third slower and fed the garbage collector. Same ``set``/``is_set``/``wait`` API.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        if timeout is None:
+            acquired = self._lock.acquire()
+        else:
+            acquired = self._lock.acquire(timeout=max(timeout, 0))
+        if acquired:
+            self._lock.release()  # let the next waiter through
+            return True
+        return self._set
+
+
+_DONE = _Signal()
 _DONE.set()
 _DONE_LOCK = threading.Lock()
 _NO_CALLBACKS: list[Callable[[Future], None]] = []  # never appended to: guarded by _state
@@ -167,6 +211,17 @@ class Work:
             return
         assert self._async is not None
         self.future.set_state(await self._async())
+
+
+def _in_event_loop() -> bool:
+    """True when this thread is running an asyncio event loop."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def collect_futures(value: Any, found: list[Future], depth: int = 0) -> None:

@@ -41,6 +41,9 @@ class ConcurrentTaskRunner(TaskRunner):
         self._lock = threading.Lock()
         self._portal_cm: Any = None
         self._portal: Any = None
+        self._loop_thread: int | None = None
+        self._loop: Any = None
+        self._loop_tasks: set[Any] = set()
 
     def duplicate(self) -> ConcurrentTaskRunner:
         return ConcurrentTaskRunner(self.max_workers)
@@ -51,7 +54,12 @@ class ConcurrentTaskRunner(TaskRunner):
     def submit(self, work: Work) -> None:
         context = contextvars.copy_context()
         if work.is_async:
-            self._ensure_portal().start_task_soon(_run_async, context, work)
+            loop = self._ensure_loop()
+            if threading.get_ident() == self._loop_thread:
+                self._spawn(context, work)  # a nested submit, on the loop already
+            else:
+                # Never blocks: the loop may be busy (an async task waiting on a future).
+                loop.call_soon_threadsafe(self._spawn, context, work)
             return
         self._queue.put((context, work))
         with self._lock:
@@ -80,14 +88,29 @@ class ConcurrentTaskRunner(TaskRunner):
             with self._lock:
                 self._idle += 1
 
-    def _ensure_portal(self) -> Any:
+    def _ensure_loop(self) -> Any:
+        """The event loop for async tasks: anyio's, in a thread of its own, started once."""
         with self._lock:
             if self._portal is None:
+                import asyncio
+
                 from anyio.from_thread import start_blocking_portal
 
-                self._portal_cm = start_blocking_portal()
+                self._portal_cm = start_blocking_portal(name="headwater-event-loop")
                 self._portal = self._portal_cm.__enter__()
-            return self._portal
+                self._loop_thread = self._portal.call(threading.get_ident)
+                self._loop = self._portal.call(asyncio.get_running_loop)
+            return self._loop
+
+    def _spawn(self, context: contextvars.Context, work: Work) -> None:
+        # In the loop thread. Tasks are kept until done: the loop holds only weak ones.
+        task = self._loop.create_task(_run_async(context, work))
+        self._loop_tasks.add(task)
+        task.add_done_callback(self._loop_tasks.discard)
+
+    def _cancel_loop_tasks(self) -> None:
+        for task in list(self._loop_tasks):
+            task.cancel()
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -106,6 +129,7 @@ class ConcurrentTaskRunner(TaskRunner):
                 # A crash or an interrupt: cancel the async tasks still running (each
                 # ends Crashed) instead of waiting for them.
                 try:
+                    portal.call(self._cancel_loop_tasks)
                     portal.call(portal.stop, True)
                 except Exception:  # noqa: S110 - the loop is gone already
                     pass

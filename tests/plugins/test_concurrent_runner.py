@@ -170,6 +170,42 @@ def test_sync_and_async_tasks_can_depend_on_each_other():
     assert mixed() == 3
 
 
+def test_async_tasks_can_depend_on_async_tasks():
+    """A chain of async futures runs on the runner's loop, each fed the previous result."""
+
+    @task
+    async def async_inc(x):
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    @flow
+    def chain():
+        return async_inc.submit(async_inc.submit(async_inc.submit(0))).result()
+
+    assert _run_with_deadline(chain, 20) == 3
+
+
+def test_an_async_task_can_submit_and_wait_for_async_tasks():
+    """An async task that submits async tasks and blocks on their results does not
+    deadlock its event loop, even with one worker thread."""
+
+    @task
+    async def leaf(x):
+        await asyncio.sleep(0.01)
+        return x * 10
+
+    @task
+    async def parent(x):
+        first = leaf.submit(x)
+        return leaf.submit(first).result() + 1
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=1))
+    def f():
+        return [future.result() for future in parent.map([1, 2])]
+
+    assert _run_with_deadline(f, 20) == [101, 201]
+
+
 def test_an_async_flow_submits_to_the_runner():
     """An async flow can submit sync and async tasks and read their results."""
 
