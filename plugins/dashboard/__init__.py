@@ -74,7 +74,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         import threading
         import webbrowser
 
-        threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+        # A wildcard address is not one a browser can open: use this machine's.
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
+        browse = url.replace(f"//{shown}:", f"//{wildcard[str(host)]}:") if str(host) in wildcard else url
+        threading.Timer(0.3, webbrowser.open, args=(browse,)).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -432,3 +432,40 @@ def test_ui_reports_a_port_in_use(capsys: pytest.CaptureFixture[str], empty_dash
     assert main(["ui", "--port", port]) == 1
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err
+
+
+def test_ui_warns_when_not_on_loopback_and_opens_a_browser(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--host 0.0.0.0 warns that anyone who can reach it can read the history; --open
+    opens the dashboard at this machine's address; Ctrl+C stops it cleanly."""
+    import webbrowser
+
+    from headwater.plugins.dashboard.server import DashboardServer
+
+    opened: list[str] = []
+    done = threading.Event()
+    monkeypatch.setattr(webbrowser, "open", lambda url: (opened.append(url), done.set()))
+
+    def interrupted(self: Any, poll_interval: float = 0.5) -> None:
+        done.wait(5)  # the browser opens while the server runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DashboardServer, "serve_forever", interrupted)
+    assert main(["ui", "--host", "0.0.0.0", "--port", "0", "--open"]) == 0
+    out, err = capsys.readouterr()
+    assert "headwater dashboard on http://0.0.0.0:" in out and "stopped" in out
+    assert "warning: listening on 0.0.0.0" in err and "no login" in err
+    assert len(opened) == 1 and opened[0].startswith("http://127.0.0.1:")
+
+
+def test_ui_on_loopback_does_not_warn(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default host is 127.0.0.1 and prints no warning."""
+    from headwater.plugins.dashboard.server import DashboardServer
+
+    def interrupted(self: Any, poll_interval: float = 0.5) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DashboardServer, "serve_forever", interrupted)
+    assert main(["ui", "--port", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "http://127.0.0.1:" in out and "warning" not in err
