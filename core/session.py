@@ -5,14 +5,18 @@ their own: ``with Session(plugins=[...], env={...}) as session: my_flow()``.
 
 Plugins are registered in this order, and pluggy calls later ones first:
 
-1. the default plugins (``headwater.plugins.*``), minus ``HEADWATER_DISABLE_PLUGINS``;
+1. the default plugins (``headwater.plugins.*``);
 2. entry points in the group ``headwater.plugins`` (unless
    ``HEADWATER_DISABLE_PLUGIN_AUTOLOAD``);
 3. modules named in ``HEADWATER_PLUGINS``;
 4. ``headwater_hooks.py`` files, root first, found per flow directory as flows run;
-5. ``Session(plugins=[...])``.
+5. ``Session(plugins=[...])``, moved back to the end whenever a hook file loads, so it
+   is always called first (without replaying ``headwater_configure`` into it).
 
-A blocked name is never imported.
+A name in ``HEADWATER_DISABLE_PLUGINS`` is skipped in 1-4 and never imported. In a
+strict session (the default) a plugin that fails to load raises ``PluginError`` and
+nothing of the attempt is kept; ``Session(strict=False)`` (``headwater plugins``)
+records the error and loads the rest.
 """
 
 from __future__ import annotations
