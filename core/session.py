@@ -69,6 +69,13 @@ class PluginRecord:
 
 
 class Session:
+    """Settings, plugin manager, component registry and run store for one use of headwater.
+
+    ``plugins`` are registered last (called first); ``env`` replaces ``os.environ`` as
+    the source of ``HEADWATER_*`` settings; ``strict=False`` records plugins that fail
+    to load instead of raising. Use it as a context manager to make it current.
+    """
+
     def __init__(
         self,
         plugins: Iterable[Any] = (),
@@ -123,12 +130,14 @@ class Session:
 
     @property
     def settings(self) -> Settings:
+        """The ``HEADWATER_*`` settings, read on first use."""
         if self._settings is None:
             self._settings = Settings.load(self._env)
         return self._settings
 
     @property
     def pm(self) -> PluginManager:
+        """The plugin manager; the first access loads every plugin (once)."""
         if self._pm is None:
             with self._lock:
                 if self._pm is None:
@@ -138,12 +147,14 @@ class Session:
 
     @property
     def registry(self) -> Registry:
+        """Named task runners, stores, serializers and cache policies from the plugins."""
         self.pm
         assert self._registry is not None
         return self._registry
 
     @property
     def store(self) -> RunStore:
+        """The run store, made by ``headwater_make_run_store`` on first use."""
         if self._store is None:
             with self._lock:
                 if self._store is None:
