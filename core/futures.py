@@ -199,9 +199,7 @@ class Work:
         if not self.claim():
             return
         if self._sync is None:
-            import anyio
-
-            state = anyio.run(self._async)  # an async task on a sync-only runner
+            state = _run_coroutine_function(self._async)  # an async task on a sync-only runner
         else:
             state = self._sync()
         self.future.set_state(state)
@@ -211,6 +209,31 @@ class Work:
             return
         assert self._async is not None
         self.future.set_state(await self._async())
+
+
+def _run_coroutine_function(fn: Callable[[], Any]) -> Any:
+    """``anyio.run(fn)``; in a thread that already runs an event loop (an async flow on
+    the sequential runner), in a thread of its own, waited for."""
+    import anyio
+
+    if not _in_event_loop():
+        return anyio.run(fn)
+    outcome: list[Any] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome.append((True, context.run(anyio.run, fn)))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="headwater-async-task")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _in_event_loop() -> bool:

@@ -85,3 +85,25 @@ def test_async_tasks_run_to_completion_too():
         return future.done(), future.result()
 
     assert f() == (True, 8)
+
+
+def test_an_async_flow_can_submit_async_tasks_to_it():
+    """In an async flow (an event loop already running in the flow's thread) an async
+    task submitted to the sequential runner still runs to completion at once."""
+    import asyncio
+
+    @task
+    async def async_inc(x):
+        await asyncio.sleep(0)
+        return x + 1
+
+    @task
+    def inc(x):
+        return x + 1
+
+    @flow(task_runner=SequentialTaskRunner())
+    async def f():
+        future = async_inc.submit(inc.submit(1))
+        return future.done(), future.result()
+
+    assert asyncio.run(f()) == (True, 3)
