@@ -214,7 +214,8 @@ def chatty(x):
 
 def test_async_tasks_and_worker_logs(runner, capsys):
     """Async tasks run on the worker too; log lines (and printed lines of log_prints
-    tasks) written on the worker are shown once in the flow process, under the run."""
+    tasks) written on the worker are shown once in the flow process, under the run, and
+    kept in the run store's log of that task run."""
 
     @flow(task_runner=runner)
     def mixed():
@@ -224,6 +225,11 @@ def test_async_tasks_and_worker_logs(runner, capsys):
     err = capsys.readouterr().err
     assert err.count("working on 1") == 1
     assert "Task run 'chatty-" in err and "printed on the worker" in err
+    store = get_store()
+    store.flush()
+    (run,) = [r for r in store.read_task_runs() if r.task_name == "chatty"]
+    lines = [row["message"] for row in store.read_logs(task_run_id=run.id)]
+    assert "working on 1" in lines and "printed on the worker" in lines
 
 
 def test_registered_name_and_environment_setting(cluster, monkeypatch):
