@@ -104,6 +104,7 @@ class TaskExecution(TaskRunContext):
             crashed = S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc)
             run.end_ts = crashed.ts
             transition(self.flow_context, run, crashed)
+            self.finish_logs(crashed)  # the Finished line and on_crashed, before re-raising
             raise exc
         if isinstance(exc, TaskTimeout):
             state = S.TimedOut(message=str(exc), data=exc)
@@ -572,7 +573,11 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     pending = [f for f in upstream if not f.done()]
     if not pending or runner.handles_dependencies:
         work.ready = True
-        _hand_to_runner(runner, work, ex)
+        try:
+            _hand_to_runner(runner, work, ex)
+        except BaseException:
+            future.observed = True  # raised to the caller: not a silent failure
+            raise
     else:
         _submit_when_done(runner, work, pending, ex)
     return future

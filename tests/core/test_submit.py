@@ -329,3 +329,30 @@ def test_flow_runs_are_logged_with_the_runner_once(headwater_session):
     assert [m for m in messages if m.startswith("Using task runner")] == [
         "Using task runner 'ConcurrentTaskRunner'"
     ]
+
+
+def test_a_runner_that_cannot_take_work_crashes_that_run_and_raises(headwater_session):
+    """If the runner's submit() raises, the task run ends Crashed (never left Pending for
+    the flow to wait on forever) and the error reaches the flow body."""
+    from headwater.task_runners import TaskRunner
+
+    class Refusing(TaskRunner):
+        def submit(self, work):
+            raise OSError("no workers left")
+
+    seen = {}
+
+    @flow(task_runner=Refusing)
+    def f():
+        try:
+            add_one.submit(1)
+        except OSError as exc:
+            seen["error"] = str(exc)
+        return "finished"
+
+    assert f() == "finished"
+    assert seen["error"] == "no workers left"
+    headwater_session.store.flush()
+    (run,) = headwater_session.store.read_flow_runs(flow_name="f")
+    (task_run,) = headwater_session.store.read_task_runs(flow_run_id=run.id)
+    assert task_run.state.is_crashed() and "no workers left" in task_run.state.message
