@@ -147,7 +147,10 @@ class _Signal:
     def set(self) -> None:
         if not self._set:
             self._set = True
-            self._lock.release()
+            try:
+                self._lock.release()
+            except RuntimeError:  # two threads raced to set it: it is set either way
+                pass
 
     def is_set(self) -> bool:
         return self._set
