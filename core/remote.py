@@ -393,6 +393,11 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
     """Run one task run's attempts here, detached from any session; never raises for a
     failing task (its exception is in the outcome's final state)."""
     _install_capture(detached.log_level)
+    if task.spec.log_prints:
+        # An unpickled task skipped Task.__init__, which turns this on where it is made.
+        from .run_logging import enable_log_prints
+
+        enable_log_prints()
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key

@@ -143,19 +143,20 @@ def test_results_come_back_from_worker_processes(runner, dask_cluster):
     assert not dask_cluster[1].exists(), "a worker wrote headwater state of its own"
 
 
-@task(retries=2, retry_delay_seconds=0.05)
+@task(retries=2, retry_delay_seconds=0.05, log_prints=True)
 def flaky():
     from headwater.runtime import task_run
 
     get_run_logger().info("attempt %d in process %d", task_run.run_count, os.getpid())
+    print(f"printed by attempt {task_run.run_count}")
     if task_run.run_count < 3:
         raise ConnectionError(f"attempt {task_run.run_count} failed")
     return os.getpid()
 
 
 def test_retries_happen_on_the_worker(runner, capsys):
-    """All three attempts run in one worker process; their log lines come back to the
-    flow process; the store has the whole history."""
+    """All three attempts run in one worker process; their log lines (and printed lines,
+    with log_prints) come back to the flow process; the store has the whole history."""
 
     @flow(task_runner=runner)
     def retrying():
@@ -166,6 +167,7 @@ def test_retries_happen_on_the_worker(runner, capsys):
     err = capsys.readouterr().err
     for n in (1, 2, 3):
         assert f"attempt {n} in process {pid}" in err
+    assert "printed by attempt 3" in err
     (run,) = get_store().read_task_runs()
     assert run.run_count == 3
     assert state_names(run.id) == ["Pending", "Running", "AwaitingRetry", "Retrying",
