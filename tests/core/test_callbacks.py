@@ -170,3 +170,20 @@ def test_state_changed_sees_task_runs_ended_by_a_crashing_flow():
     task_moves = [s for kind, name, _, s in recorder.seen if name == "left-running"]
     assert task_moves[:2] == ["Pending", "Running"]
     assert task_moves[2:] == ["Crashed"]  # and nothing after: Crashed is final
+
+
+def test_task_on_crashed_runs_when_a_task_is_interrupted():
+    """A task interrupted by SystemExit calls its on_crashed callbacks; SystemExit propagates."""
+    seen = []
+
+    @task(on_crashed=[lambda t, run, state: seen.append((t.name, state.name))])
+    def exits():
+        raise SystemExit(3)
+
+    @flow
+    def exiting():
+        exits()
+
+    with pytest.raises(SystemExit):
+        exiting()
+    assert seen == [("exits", "Crashed")]
