@@ -120,6 +120,10 @@ def cache_badge(task: dict[str, Any]) -> str:
     return '<span class="badge cache-hit">cache hit</span>' if task.get("cache_hit") else ""
 
 
+def code_or(value: str | None, default: str) -> str:
+    return f"<code>{esc(value)}</code>" if value else default
+
+
 def params_table(parameters: dict[str, Any]) -> str:
     if not parameters:
         return '<p class="muted">No parameters.</p>'
@@ -325,8 +329,8 @@ def task_page(task: dict[str, Any], store: str) -> str:
         f'<dt>duration</dt><dd>{duration(task["start_ts"], task["end_ts"])}</dd>'
         f'<dt>attempts</dt><dd>{task["run_count"]}</dd>'
         f'<dt>tags</dt><dd>{tags(task["tags"])}</dd>'
-        f'<dt>cache key</dt><dd>{"<code>" + esc(task["cache_key"]) + "</code>" if task["cache_key"] else "-"}</dd>'
-        f'<dt>result</dt><dd>{"<code>" + esc(task["result_location"]) + "</code>" if task["result_location"] else "not persisted"}</dd>'
+        f'<dt>cache key</dt><dd>{code_or(task["cache_key"], "-")}</dd>'
+        f'<dt>result</dt><dd>{code_or(task["result_location"], "not persisted")}</dd>'
         f'<dt>id</dt><dd><code>{esc(task["id"])}</code></dd></dl>')
     body = (f'<h1><span class="kind">Task run</span> {esc(task["name"])}</h1>{summary}'
             f'<h2>Parameters</h2>{params_table(task["parameters"])}'
@@ -335,19 +339,25 @@ def task_page(task: dict[str, Any], store: str) -> str:
     return layout(f"Task run {task['name']}", body, active="runs", refresh=task["live"], store=store)
 
 
+def _utc(iso_text: str | None, default: str = "-") -> str:
+    return esc(iso_text[:19].replace("T", " ")) if iso_text else default
+
+
+def _cache_row(e: dict[str, Any]) -> str:
+    key = f'<code title="{esc(e["key"])}">{esc(e["key"][:24])}{"…" if len(e["key"]) > 24 else ""}</code>'
+    writer = task_link({"id": e["task_run_id"], "name": e["task_run_id"][:8]}) if e["task_run_id"] else "-"
+    expires = ('<span class="expired">expired</span> ' if e["expired"] else "") + _utc(e["expires"], "never")
+    size = "-" if e["size"] is None else e["size"]
+    return (f'<tr><td>{key}</td><td>{esc(e["task_name"])}</td><td>{writer}</td><td>{_utc(e["created"])}</td>'
+            f'<td>{expires}</td><td class="num">{size}</td><td><code>{esc(e["location"])}</code></td></tr>')
+
+
 def cache_page(model: dict[str, Any], store: str) -> str:
     entries = model["cache_entries"]
     if not entries:
         return layout("Cache entries", '<h1>Cache entries</h1><div class="empty"><p>The cache is empty.</p></div>',
                       active="cache", store=store)
-    rows = "".join(
-        f'<tr><td><code title="{esc(e["key"])}">{esc(e["key"][:24])}{"…" if len(e["key"]) > 24 else ""}</code></td>'
-        f'<td>{esc(e["task_name"])}</td>'
-        f'<td>{task_link({"id": e["task_run_id"], "name": e["task_run_id"][:8]}) if e["task_run_id"] else "-"}</td>'
-        f'<td>{esc(e["created"][:19].replace("T", " ")) if e["created"] else "-"}</td>'
-        f'<td>{("<span class=expired>expired</span> " if e["expired"] else "") + esc((e["expires"] or "never")[:19].replace("T", " "))}</td>'
-        f'<td class="num">{"-" if e["size"] is None else e["size"]}</td><td><code>{esc(e["location"])}</code></td></tr>'
-        for e in entries)
+    rows = "".join(_cache_row(e) for e in entries)
     table = (f'<table class="cache"><thead><tr><th>key</th><th>task</th><th>task run</th><th>created (UTC)</th>'
              f'<th>expires (UTC)</th><th>bytes</th><th>location</th></tr></thead><tbody>{rows}</tbody></table>')
     return layout("Cache entries", f"<h1>Cache entries</h1>{table}", active="cache", store=store)
