@@ -191,13 +191,20 @@ class SQLiteRunStore(RunStore):
         if not os.access(directory, os.W_OK):
             raise StoreError(f"cannot write to {directory} (HEADWATER_HOME / HEADWATER_DATABASE_URL): "
                              f"permission denied")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"{self.path} is not a file, so it cannot be the run store; move it away, "
+                             f"or point HEADWATER_DATABASE_URL elsewhere")
         if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as handle:
-                if handle.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(
-                        f"{self.path} is not a headwater run store (not an SQLite database). "
-                        f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
-                    )
+            try:
+                with open(self.path, "rb") as handle:
+                    header = handle.read(16)
+            except OSError as exc:
+                raise StoreError(f"cannot read the run store {self.path}: {exc.strerror or exc}") from None
+            if header != b"SQLite format 3\x00":
+                raise StoreError(
+                    f"{self.path} is not a headwater run store (not an SQLite database). "
+                    f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
+                )
         try:
             conn = self._conn()
             self._retry(lambda: self._set_wal(conn))

@@ -319,3 +319,20 @@ def test_a_bad_database_url_is_reported(monkeypatch):
     with Session():
         with pytest.raises(StoreError, match="HEADWATER_DATABASE_URL"):
             nowhere()
+
+
+def test_a_directory_where_the_database_should_be_is_reported(headwater_home):
+    """HEADWATER_HOME/headwater.db being a folder: StoreError naming it, folder untouched."""
+    db = headwater_home / "headwater.db"
+    db.mkdir(parents=True)
+    (db / "keep.txt").write_text("mine")
+
+    @flow
+    def blocked():
+        return 1
+
+    with Session():
+        with pytest.raises(StoreError, match="is not a file") as info:
+            blocked()
+    assert str(db) in str(info.value)
+    assert (db / "keep.txt").read_text() == "mine"
