@@ -62,6 +62,7 @@ __all__ = [
     "check_cache",
     "detach",
     "fill_upstream",
+    "flow_facts",
     "make_sendable",
     "record_outcome",
     "replace_futures",
@@ -151,6 +152,7 @@ class DetachedRun:
     retries_done: int = 0
     start_after: float = 0.0  # epoch seconds: a retry scheduled before the run left
     log_level: int = logging.INFO
+    flow_run_count: int = 0
 
 
 @dataclass
@@ -224,6 +226,7 @@ def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> Detac
         flow_run_id=flow_run.id if flow_run is not None else None,
         flow_run_name=flow_run.name if flow_run is not None else "",
         flow_name=flow_run.flow_name if flow_run is not None else "",
+        flow_run_count=flow_run.run_count if flow_run is not None else 0,
         cache_key=run.cache_key, persist=ex.persists(), retries_done=ex.retries_done,
         start_after=start_after, log_level=task_logger.getEffectiveLevel(),
     )
@@ -321,8 +324,13 @@ class _DetachedContext(FlowRunContext):
     """A flow run context without a session: what a task run's attempt loop reads,
     recording into a :class:`_RecordingStore`."""
 
-    def __init__(self, detached: DetachedRun, task: Task, policy: StatePolicy) -> None:
-        flow_run = FlowRun(detached.flow_run_id or "", detached.flow_name, detached.flow_run_name)
+    def __init__(self, detached: DetachedRun, task: Task, policy: StatePolicy,
+                 flow_facts: dict[str, Any] | None = None) -> None:
+        facts = flow_facts or {}
+        flow_run = FlowRun(detached.flow_run_id or "", detached.flow_name, detached.flow_run_name,
+                           facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
+        flow_run.start_ts = facts.get("start_ts")
+        flow_run.run_count = detached.flow_run_count
         super().__init__(None, flow_run, _NoSession(), _PlainBindings())  # type: ignore[arg-type]
         self.store = _RecordingStore(detached.task_run_id)
         self._result_store = _DeferredResults(detached.task_run_id)
@@ -389,9 +397,20 @@ def _install_capture(level: int) -> None:
         root.setLevel(level)
 
 
-def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outcome:
+def flow_facts(fctx: FlowRunContext) -> dict[str, Any]:
+    """What ``headwater.runtime.flow_run`` reads, for :func:`run_detached` (send it once
+    per flow run; drop ``parameters`` if they cannot be pickled)."""
+    run = fctx.flow_run
+    if run is None:
+        return {}
+    return {"parameters": run.parameters, "tags": tuple(run.tags), "start_ts": run.start_ts}
+
+
+def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
+                 flow_facts: dict[str, Any] | None = None) -> Outcome:
     """Run one task run's attempts here, detached from any session; never raises for a
-    failing task (its exception is in the outcome's final state)."""
+    failing task (its exception is in the outcome's final state). ``flow_facts`` (from
+    :func:`flow_facts`) fill in ``headwater.runtime.flow_run``."""
     _install_capture(detached.log_level)
     if task.spec.log_prints:
         # An unpickled task skipped Task.__init__, which turns this on where it is made.
@@ -401,7 +420,7 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun) -> Outc
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key
-    fctx = _DetachedContext(detached, task, policy)
+    fctx = _DetachedContext(detached, task, policy, flow_facts)
     ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
     ex._persist_decided = detached.persist
     ex.retries_done = detached.retries_done

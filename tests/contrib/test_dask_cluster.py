@@ -317,3 +317,25 @@ def test_tasks_called_inside_a_task_are_recorded_by_the_flow_process(runner, das
         assert state_names(run.id) == ["Pending", "Running", "Completed"]
     assert len({r.name for r in runs}) == 3
     assert not dask_cluster[1].exists()
+
+
+@task
+def describe_flow_run():
+    from headwater.runtime import flow_run
+
+    return flow_run.id, flow_run.name, flow_run.flow_name, flow_run.parameters, flow_run.run_count
+
+
+def test_runtime_flow_run_reads_on_a_worker(runner):
+    """Inside a task on a worker process, headwater.runtime.flow_run describes the flow
+    run the task belongs to, parameters included."""
+    from headwater.runtime import flow_run
+
+    @flow(task_runner=runner)
+    def described(city: str, days: int = 2):
+        here = (flow_run.id, flow_run.name, flow_run.flow_name, flow_run.parameters, flow_run.run_count)
+        return here, describe_flow_run.submit().result()
+
+    here, there = described("Oslo")
+    assert there == here
+    assert there[3] == {"city": "Oslo", "days": 2} and there[4] == 1

@@ -27,6 +27,7 @@ from headwater.remote import (
     UpstreamRef,
     check_cache,
     detach,
+    flow_facts,
     record_outcome,
     replace_futures,
 )
@@ -298,7 +299,12 @@ class DaskTaskRunner(TaskRunner):
         if cached is None:
             flow_run = ex.flow_context.flow_run
             token = f"{flow_run.id if flow_run else ''}:{id(task)}"
-            blob = _dumps_named((task, ex.policy), task, lambda: _describe_task(task, ex.policy))
+            facts = flow_facts(ex.flow_context)
+            try:
+                _dumps_by_value(facts, task)
+            except Exception:  # the flow's own parameters are a convenience on workers
+                facts = {**facts, "parameters": {}}
+            blob = _dumps_named((task, ex.policy, facts), task, lambda: _describe_task(task, ex.policy))
             cached = (token, blob, task)  # the task is kept so its id stays unique
             self._tasks[id(task)] = cached
         return cached[0], cached[1]

@@ -21,12 +21,12 @@ NOT_READY = b"headwater-not-ready"
 
 # Unpickled tasks and policies, per flow run and task, so a thousand runs of one task
 # unpickle it once per worker. Small and cleared when full: a cache, not a registry.
-_tasks: dict[str, tuple[Any, Any]] = {}
+_tasks: dict[str, tuple[Any, Any, Any]] = {}
 _tasks_lock = threading.Lock()
 _MAX_TASKS = 512
 
 
-def _task_and_policy(token: str, blob: bytes) -> tuple[Any, Any]:
+def _task_and_policy(token: str, blob: bytes) -> tuple[Any, Any, Any]:
     entry = _tasks.get(token)
     if entry is None:
         entry = pickle.loads(blob)
@@ -44,7 +44,7 @@ def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) ->
     Never raises: a task or argument that cannot be loaded here (a module the worker
     cannot import, say) fails the run with a message that says so."""
     try:
-        task, policy = _task_and_policy(token, task_blob)
+        task, policy, facts = _task_and_policy(token, task_blob)
     except BaseException as exc:
         return _cannot_load("the task", exc)
     results = []
@@ -59,7 +59,8 @@ def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) ->
         return _cannot_load(f"the arguments of task {task.name!r}", exc)
     if results:
         detached.parameters = {k: fill_upstream(v, results) for k, v in detached.parameters.items()}
-    return make_sendable(run_detached(task, policy, detached), cloudpickle.dumps, repr(detached.name))
+    return make_sendable(run_detached(task, policy, detached, facts), cloudpickle.dumps,
+                         repr(detached.name))
 
 
 def _cannot_load(what: str, exc: BaseException) -> bytes:
