@@ -16,7 +16,7 @@ def test_a_slow_task_times_out(headwater_session):
 
     @task(timeout_seconds=0.1)
     def slow():
-        time.sleep(2)
+        time.sleep(0.5)
 
     @flow
     def waits():
