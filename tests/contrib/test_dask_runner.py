@@ -256,22 +256,29 @@ def test_registered_name_and_environment_setting(cluster, monkeypatch):
 
 class RecordingCluster(distributed.LocalCluster):
     made: list[distributed.LocalCluster] = []
+    adapted: list[dict] = []
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         RecordingCluster.made.append(self)
 
+    def adapt(self, **kwargs):
+        RecordingCluster.adapted.append(kwargs)
+        return super().adapt(**kwargs)
+
 
 def test_temporary_cluster_is_closed_but_an_existing_one_is_not(cluster):
-    """A cluster the runner starts is closed when the flow run ends; a cluster it only
-    connected to keeps running."""
+    """A cluster the runner starts (with adapt_kwargs applied) is closed when the flow
+    run ends; a cluster it only connected to keeps running."""
 
-    @flow(task_runner=DaskTaskRunner(cluster_class=RecordingCluster, cluster_kwargs=IN_PROCESS))
+    @flow(task_runner=DaskTaskRunner(cluster_class=RecordingCluster, cluster_kwargs=IN_PROCESS,
+                                     adapt_kwargs={"minimum": 1, "maximum": 2}))
     def own_cluster():
         return double.submit(1).result()
 
     assert own_cluster() == 2
     assert RecordingCluster.made[-1].status.name == "closed"
+    assert RecordingCluster.adapted[-1] == {"minimum": 1, "maximum": 2}
 
     @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
     def borrowed():
@@ -377,3 +384,18 @@ def test_unpicklable_task_is_a_clear_error_at_submit(runner, submitted):
     (run,) = get_store().read_task_runs()
     assert run.state.is_failed() and "cannot be pickled" in run.state.message
     assert submitted == []
+
+
+def test_an_unreachable_scheduler_fails_the_flow_run_clearly():
+    """A scheduler that cannot be reached fails the flow run before its body, with an
+    error naming the address."""
+    from headwater_dask.runner import DaskRunnerError
+
+    @flow(task_runner=DaskTaskRunner(address="tcp://127.0.0.1:1", client_kwargs={"timeout": 1}))
+    def unreachable():
+        raise AssertionError("the body must not run")
+
+    with pytest.raises(DaskRunnerError, match=r"could not connect to the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        unreachable()
+    (run,) = get_store().read_flow_runs()
+    assert run.state.is_failed()

@@ -118,7 +118,7 @@ class DaskTaskRunner(TaskRunner):
         self._context = context
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
         address = self.address
-        if address is None and self.cluster_class is None and not self.cluster_kwargs:
+        if address is None and self.cluster_class is None and not self.cluster_kwargs and not self.adapt_kwargs:
             address = os.environ.get(ADDRESS_ENV) or None
         try:
             if address is not None:
