@@ -431,3 +431,16 @@ def test_plugins_load_lazily_once_per_session_and_sessions_are_isolated(tmp_path
     with Session(env=env_for(tmp_path)) as second:
         assert probe() != "counted"
         assert second.pm is not first.pm
+
+
+def test_a_plugin_name_that_is_taken_is_a_plugin_error_naming_it(tmp_path):
+    """Two plugins cannot share a name: the second is refused with a PluginError that
+    names it, not a bare ValueError dump of the registry."""
+
+    class Clash:
+        __name__ = "run_naming"
+
+    with Session(env=env_for(tmp_path), plugins=[Clash()]) as session:
+        with pytest.raises(PluginError, match=r"'run_naming'.*already registered") as info:
+            session.pm
+    assert "{" not in str(info.value)

@@ -146,3 +146,18 @@ def test_the_console_script_is_installed_and_runs(project, tmp_path):
                          cwd=project, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "run_naming" in [r["name"] for r in json.loads(out.stdout)]
+
+
+def test_a_broken_local_hook_file_is_listed_with_the_hook_it_got_wrong(project, capsys):
+    """A headwater_hooks.py with a misspelt hook is listed as an error naming the hook;
+    the command still lists the other plugins and exits 1."""
+    (project / "headwater_hooks.py").write_text(
+        "def headwater_task_run_nam(task, parameters):\n    return 'x'\n")
+    code, out, err = run(capsys, "--json")
+    assert code == 1
+    records = {r["name"]: r for r in json.loads(out)}
+    local = records[str(project / "headwater_hooks.py")]
+    assert local["source"] == "local"
+    assert "unknown hook 'headwater_task_run_nam'" in local["status"]
+    assert records["run_naming"]["status"] == "loaded"
+    assert "headwater_hooks.py" in err
