@@ -70,6 +70,10 @@ def broken(i: int) -> None:
     raise ValueError("no good")
 
 
+# Loopback requests must not go through an HTTP proxy set in the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class Dashboard:
     """A running dashboard server and helpers to read from it."""
 
@@ -83,7 +87,7 @@ class Dashboard:
     def get(self, path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
         request = urllib.request.Request(self.url + path, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with DIRECT.open(request, timeout=10) as response:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read().decode()

@@ -136,6 +136,10 @@ waiting(os.environ["RELEASE_FILE"])
 '''
 
 
+# Loopback requests must not go through an HTTP proxy set in the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _headwater_command() -> list[str]:
     script = shutil.which("headwater", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "headwater.cli"]
@@ -169,7 +173,7 @@ class Site:
         raise AssertionError(f"`headwater ui` did not start: {self.out.read_text()}")
 
     def api(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + "/api" + path, timeout=10) as response:
+        with DIRECT.open(self.url + "/api" + path, timeout=10) as response:
             return json.loads(response.read())
 
     def close(self) -> None:
