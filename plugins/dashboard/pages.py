@@ -204,7 +204,8 @@ def runs_page(model: dict[str, Any], flow_names: list[str], store: str) -> str:
     runs = model["flow_runs"]
     if runs:
         rows = "".join(
-            f'<tr><td>{run_link(r)}</td><td>{flow_link(r["flow_name"])}</td><td>{state_badge(r["state"])}</td>'
+            f'<tr><td>{run_link(r)}{" <span class=badge>subflow</span>" if r["parent_flow_run_id"] else ""}</td>'
+            f'<td>{flow_link(r["flow_name"])}</td><td>{state_badge(r["state"])}</td>'
             f'<td>{when(r["start_ts"])}</td><td class="num">{duration(r["start_ts"], r["end_ts"])}</td>'
             f'<td class="num">{r["run_count"]}</td><td><code>{esc(r["id"][:8])}</code></td></tr>' for r in runs)
         table = (f'<table class="runs"><thead><tr><th>name</th><th>flow</th><th>state</th><th>start</th>'
