@@ -223,6 +223,9 @@ class FlowExecution(FlowRunContext):
                     state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
                 run.end_ts = state.ts
                 transition(self, run, state)  # recorded and seen by state_changed hooks
+            if run is not None:
+                # Whoever holds the future (an interactive session) must not wait forever.
+                future.set_state(run.state if run.state is not None else state)
         if self.task_runner is not None:
             try:
                 self.task_runner.shutdown(wait=False)

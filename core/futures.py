@@ -110,8 +110,11 @@ class Future:
         fn(self)
 
     def set_state(self, state: State) -> None:
-        """Finish the future (engine only)."""
+        """Finish the future (engine only). The first final state wins: a run the flow
+        already ended on a crash stays ended when its thread finishes later."""
         with self._lock:
+            if self._state is not None:
+                return
             self._state = state
             self._run = None
             self.work = None

@@ -104,10 +104,15 @@ class Session:
 
     @classmethod
     def current(cls) -> Session:
-        """The session in use: the innermost ``with Session()``, else the process one."""
+        """The session in use: the innermost ``with Session()`` of this context; in a
+        thread that did not inherit the context, the innermost one still open in the
+        process; else the process session, made on first use."""
         session = _active.get()
         if session is not None:
             return session
+        with _process_lock:
+            if _entered:
+                return _entered[-1]
         global _process_session
         if _process_session is None:
             with _process_lock:
@@ -118,12 +123,17 @@ class Session:
 
     def __enter__(self) -> Session:
         self._token = _active.set(self)
+        with _process_lock:
+            _entered.append(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._token is not None:
             _active.reset(self._token)
             self._token = None
+        with _process_lock:
+            if self in _entered:
+                _entered.remove(self)
         self.close()
 
     # -- lazy parts ---------------------------------------------------------------
@@ -385,4 +395,7 @@ _active: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "headwater_session", default=None
 )
 _process_session: Session | None = None
+# Sessions inside a ``with`` block, innermost last: threads started without a copy of
+# the context (plain threading.Thread, thread pools) still find the one in use.
+_entered: list[Session] = []
 _process_lock = threading.Lock()

@@ -76,3 +76,33 @@ def test_an_interrupted_flow_leaves_no_run_running(tmp_path, monkeypatch, runner
             assert list(finals.values()).count(StateType.CRASHED) == 2  # the two sleeping
         for run in [flow_run, *task_runs]:
             assert [s for s in session.store.read_states(run.id) if s.is_final()], run
+
+
+def test_futures_held_after_an_interrupt_are_finished_not_left_hanging():
+    """After a flow is interrupted, a future the caller kept reads the run's final state
+    (Crashed or Cancelled) at once instead of blocking until the thread finishes."""
+    import time as _time
+
+    import pytest
+
+    from headwater import flow, task
+
+    @task
+    def slow() -> int:
+        _time.sleep(1.5)
+        return 1
+
+    kept = []
+
+    @flow
+    def interrupted() -> None:
+        kept.append(slow.submit())
+        kept.append(slow.submit())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    started = _time.perf_counter()
+    states = [future.wait(timeout=5) for future in kept]
+    assert _time.perf_counter() - started < 1.0
+    assert all(s is not None and s.type.value in ("CRASHED", "CANCELLED") for s in states), states

@@ -133,3 +133,27 @@ def test_the_process_session_is_made_lazily_on_first_use(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "home").exists()
+
+
+def test_a_flow_run_in_a_plain_thread_uses_the_surrounding_session(tmp_path):
+    """A flow started in a thread (which does not inherit context variables) is recorded in
+    the session of the enclosing ``with Session()`` block, not a separate process session."""
+    import threading
+
+    from headwater import Session, flow
+    from headwater.settings import Settings
+
+    @flow
+    def in_thread() -> int:
+        return 7
+
+    settings = Settings.from_values({"HOME": str(tmp_path / "threaded")})
+    results = []
+    with Session(settings=settings) as session:
+        worker = threading.Thread(target=lambda: results.append(in_thread(return_state=True)))
+        worker.start()
+        worker.join()
+        session.store.flush()
+        runs = session.store.read_flow_runs()
+    assert results[0].result() == 7
+    assert [r.flow_name for r in runs] == ["in-thread"]
