@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import states as S
 from .context import FlowRunContext, TaskRunContext, flow_run_ctx, task_run_ctx
 from .errors import ConfigurationError, HeadwaterError, RunNameError, StoreError, TaskTimeout
-from .futures import Future, Work, collect_futures, resolve_futures
+from .futures import Future, Work, collect_futures, resolve_futures, unmapped
 from .ids import time_ordered_id
 from .results import RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
@@ -183,6 +183,9 @@ class TaskExecution(TaskRunContext):
                                 type(value).__name__, exc, extra=task_extra(self))
 
     def finish_logs(self, state: S.State) -> None:
+        details = state.state_details  # the final state tells which run it ended
+        details.task_run_id = self.task_run.id
+        details.flow_run_id = self.task_run.flow_run_id
         if task_logger.isEnabledFor(_INFO):
             task_logger.info("Finished in state %s", state, extra=task_extra(self))
         callbacks = _callbacks_for(self.task.spec, state)
@@ -499,7 +502,9 @@ def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[F
     """The futures a run depends on: those in its arguments (also nested in lists, tuples,
     sets and dicts) and those in ``wait_for`` (a future or an iterable of futures)."""
     upstream: list[Future] = []
-    for value in parameters.values():
+    for name, value in parameters.items():
+        if type(value) is unmapped:  # meaningful to .map() only; elsewhere the value itself
+            value = parameters[name] = value.value
         collect_futures(value, upstream)
     if wait_for is not None:
         if isinstance(wait_for, Future):

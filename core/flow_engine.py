@@ -238,6 +238,7 @@ class FlowExecution(FlowRunContext):
 
     def settle(self, state: S.State) -> None:
         run = self.flow_run
+        state.state_details.flow_run_id = run.id
         run.end_ts = state.ts
         transition(self, run, state)
         self.final = state

@@ -225,3 +225,18 @@ def test_a_failed_mapped_run_that_is_not_read_fails_the_flow():
 
     state = f(return_state=True)
     assert state.is_failed() and state.message == "1/3 states failed."
+
+
+def test_unmapped_passed_to_a_call_or_submit_reaches_the_task_as_its_value():
+    """``unmapped(x)`` only matters to ``.map``; called or submitted, the task gets ``x``."""
+    from headwater import flow, task, unmapped
+
+    @task
+    def echo(value):
+        return value
+
+    @flow
+    def direct_and_submitted():
+        return echo(unmapped([1, 2])), echo.submit(unmapped("a")).result()
+
+    assert direct_and_submitted() == ([1, 2], "a")

@@ -163,3 +163,25 @@ def test_base_exception_in_a_task_crashes_task_and_flow(headwater_session):
     (task_run,) = store.read_task_runs(flow_run_id=run.id)
     assert task_run.state.is_crashed()
     assert [s.name for s in store.read_states(task_run.id)] == ["Pending", "Running", "Crashed"]
+
+
+def test_final_states_carry_the_ids_of_their_runs():
+    """The state a task call or a flow call ends in names its task run and flow run."""
+    from headwater import flow, get_store, task
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def ids() -> object:
+        return [double(2, return_state=True)]
+
+    flow_state = ids(return_state=True)
+    task_state = flow_state.result()[0]
+    store = get_store()
+    store.flush()
+    run = store.read_flow_runs(limit=1)[0]
+    assert flow_state.state_details.flow_run_id == run.id
+    assert task_state.state_details.flow_run_id == run.id
+    assert task_state.state_details.task_run_id == store.read_task_runs(flow_run_id=run.id)[0].id
