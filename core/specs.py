@@ -69,7 +69,7 @@ class TaskSpec(_Spec):
     task_run_name: Union[str, Callback, None] = None
     retry_jitter_factor: Optional[float] = Field(None, ge=0)
     retry_condition_fn: Optional[Callback] = None
-    cache_key_fn: Optional[Callback] = None
+    cache_key_fn: Union[Callback, str, None] = None  # a function, or a registered name
     cache_expiration: Optional[_dt.timedelta] = None
     refresh_cache: bool = False
     result_serializer: Optional[str] = None

@@ -137,6 +137,11 @@ def headwater_task_cache_key(task: Any, context: Any, parameters: dict[str, Any]
     key_fn = task.spec.cache_key_fn
     if key_fn is None:
         return None
+    if isinstance(key_fn, str):  # a name from the registry, e.g. "task_input_hash"
+        try:
+            key_fn = context.session.registry.get("cache_policy", key_fn, wanted_for=f"task {task.name!r}")
+        except KeyError as exc:
+            raise CacheKeyError(str(exc)) from None
     try:
         key = key_fn(context, parameters)
     except Exception as exc:

@@ -535,3 +535,32 @@ def test_an_async_task_retries_a_failed_key_and_then_runs() -> None:
     assert state.name == "Completed" and state.result() == 5
     assert state.state_details.cache_key == "async-key"
     assert (len(tries), len(ran)) == (2, 1)
+
+
+def test_a_cache_key_function_can_be_named_by_its_registered_name():
+    """``cache_key_fn="task_input_hash"`` uses the registered key function; an unknown
+    name fails the run with an error listing the registered names."""
+    from headwater import flow, task
+
+    calls = []
+
+    @task(cache_key_fn="task_input_hash")
+    def by_name(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @task(cache_key_fn="no-such-policy")
+    def unknown(x: int) -> int:
+        return x
+
+    @flow
+    def named_policies() -> list:
+        return [by_name(1, return_state=True), by_name(1, return_state=True)]
+
+    first, second = named_policies()
+    assert (first.name, second.name) == ("Completed", "Cached")
+    assert calls == [1]
+
+    state = unknown(1, return_state=True)
+    assert state.is_failed()
+    assert "no-such-policy" in state.message and "task_input_hash" in state.message
