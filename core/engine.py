@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import states as S
 from .context import FlowRunContext, TaskRunContext, flow_run_ctx, task_run_ctx
 from .errors import ConfigurationError, HeadwaterError, RunNameError, StoreError, TaskTimeout
-from .futures import Future, Work, collect_futures, resolve_futures, unmapped
+from .futures import Future, Work, collect_futures, resolve_futures, unmapped, when_all_done
 from .ids import time_ordered_id
 from .results import RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
@@ -606,22 +606,14 @@ def _hand_to_runner(runner: Any, work: Work, ex: TaskExecution) -> None:
 
 
 def _submit_when_done(runner: Any, work: Work, pending: list[Future], ex: TaskExecution) -> None:
-    remaining = [len(pending)]
-    lock = threading.Lock()
+    def hand_over() -> None:
+        work.ready = True
+        try:
+            _hand_to_runner(runner, work, ex)
+        except Exception:
+            pass  # recorded as Crashed on the run; the thread finishing upstream goes on
 
-    def one_done(_: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            work.ready = True
-            try:
-                _hand_to_runner(runner, work, ex)
-            except Exception:
-                pass  # recorded as Crashed on the run; the thread finishing upstream goes on
-
-    for future in pending:
-        future.add_done_callback(one_done)
+    when_all_done(pending, hand_over)
 
 
 def _crash_state(ex: TaskExecution, exc: BaseException) -> S.State:

@@ -253,6 +253,22 @@ def _in_event_loop() -> bool:
     return True
 
 
+def when_all_done(futures: list[Future], callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once, in the thread that finishes the last of ``futures``."""
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            callback()
+
+    for future in futures:
+        future.add_done_callback(one_done)
+
+
 def collect_futures(value: Any, found: list[Future], depth: int = 0) -> None:
     """Append every Future in ``value`` (lists, tuples, sets, dicts, nested) to ``found``."""
     if isinstance(value, Future):

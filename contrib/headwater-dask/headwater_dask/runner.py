@@ -21,7 +21,7 @@ from headwater import states as S
 from headwater.context import FlowRunContext
 from headwater.engine import TaskExecution, transition
 from headwater.errors import ConfigurationError, HeadwaterError
-from headwater.futures import Future, Work
+from headwater.futures import Future, Work, when_all_done
 from headwater.remote import (
     NotPicklable,
     UpstreamRef,
@@ -268,18 +268,7 @@ class DaskTaskRunner(TaskRunner):
         dask_future.add_done_callback(lambda done: self._on_done(work, ex, done))
 
     def _when_done(self, waiting: list[Future], work: Work, ex: TaskExecution) -> None:
-        remaining = [len(waiting)]
-        lock = threading.Lock()
-
-        def one_done(_: Future) -> None:
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                self._redispatch(work, ex)
-
-        for future in waiting:
-            future.add_done_callback(one_done)
+        when_all_done(waiting, lambda: self._redispatch(work, ex))
 
     def _later(self, delay: float, work: Work, ex: TaskExecution) -> None:
         timer = threading.Timer(delay, self._redispatch, (work, ex))
@@ -340,25 +329,16 @@ class DaskTaskRunner(TaskRunner):
     def _not_ready_when_recorded(self, work: Work, ex: TaskExecution) -> None:
         # An upstream run did not complete, but its outcome may still be waiting in this
         # very callback thread: never block here, settle once every upstream is recorded.
-        pending = [f for f in work.upstream if not f.done()]
-        remaining = [len(pending)]
-        lock = threading.Lock()
-
-        def settle(_: Future | None = None) -> None:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] > 0:
-                    return
+        def settle() -> None:
             upstream = work.upstream
             failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
             self._settle(work, _not_ready(ex, failed))
 
-        if not pending:
-            remaining[0] = 1
+        pending = [f for f in work.upstream if not f.done()]
+        if pending:
+            when_all_done(pending, settle)
+        else:
             settle()
-            return
-        for future in pending:
-            future.add_done_callback(settle)
 
     def _settle(self, work: Work, final: S.State) -> None:
         work.future.set_state(final)
