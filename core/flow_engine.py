@@ -274,16 +274,34 @@ def _result(state: S.State, return_state: bool) -> Any:
     return state if return_state else state.result()
 
 
-def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-    """``my_flow(...)`` for a sync flow."""
-    session = Session.current()
-    parameters = flow.binder.bind(args, kwargs)
-    fx = FlowExecution(flow, parameters, session)
+def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowExecution:
+    """Bind the arguments, create and name the run, start its task runner. A run that
+    fails here (bad parameters, a bad runner) has its final state set already."""
+    fx = FlowExecution(flow, flow.binder.bind(args, kwargs), Session.current())
     fx.enter()
     try:
-        early = fx.create() or fx.start_runner()
-        if early is not None:
-            # Logged, recorded and called back like any other final state.
+        if fx.create() is None:
+            fx.start_runner()
+    except BaseException as exc:
+        _interrupted(fx, exc)
+        fx.exit()
+        raise
+    return fx
+
+
+def _interrupted(fx: FlowExecution, exc: BaseException) -> None:
+    """End a run that an exception escaped from: Crashed, runner stopped, logged."""
+    if fx.final is None:
+        fx.crash(exc)
+    if not fx.closed:
+        fx.finish()
+
+
+def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    """``my_flow(...)`` for a sync flow."""
+    fx = _start(flow, args, kwargs)
+    try:
+        if fx.final is not None:  # failed before the body could run
             return _result(fx.finish(), return_state)
         timeout = flow.spec.timeout_seconds
         while True:
@@ -305,10 +323,7 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
                 time.sleep(delay)
         return _result(fx.finish(), return_state)
     except BaseException as exc:
-        if fx.final is None:
-            fx.crash(exc)
-        if not fx.closed:
-            fx.finish()
+        _interrupted(fx, exc)
         raise
     finally:
         fx.exit()
@@ -319,14 +334,9 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
     """``await my_flow(...)`` for an async flow."""
     import anyio
 
-    session = Session.current()
-    parameters = flow.binder.bind(args, kwargs)
-    fx = FlowExecution(flow, parameters, session)
-    fx.enter()
+    fx = _start(flow, args, kwargs)
     try:
-        early = fx.create() or fx.start_runner()
-        if early is not None:
-            # Logged, recorded and called back like any other final state.
+        if fx.final is not None:  # failed before the body could run
             return _result(fx.finish(), return_state)
         timeout = flow.spec.timeout_seconds
         while True:
@@ -352,10 +362,7 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
             await anyio.sleep(delay)
         return _result(fx.finish(), return_state)
     except BaseException as exc:
-        if fx.final is None:
-            fx.crash(exc)
-        if not fx.closed:
-            fx.finish()
+        _interrupted(fx, exc)
         raise
     finally:
         fx.exit()
