@@ -110,7 +110,7 @@ def process_alive(pid: int, token: str | None) -> bool:
 def _json(value: Any) -> str:
     """Parameters as JSON: common types in their JSON form, anything else as its repr."""
     try:
-        return json.dumps(value, default=_readable)
+        return _ENCODER.encode(value)  # json.dumps(value, default=...) builds an encoder per call
     except (TypeError, ValueError):  # e.g. non-string dict keys mixed with odd values
         if isinstance(value, dict):
             return json.dumps({str(k): v for k, v in value.items()}, default=_readable)
@@ -145,6 +145,9 @@ def _readable(value: Any) -> Any:
         return dataclasses.asdict(value)
     text = repr(value)
     return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+_ENCODER = json.JSONEncoder(default=_readable)
 
 
 #: Rows per INSERT statement in the writer (fewer when SQLite allows fewer variables).
@@ -421,14 +424,17 @@ class SQLiteRunStore(RunStore):
             if state is not None:
                 first_ts.setdefault(run.id, state.ts)
                 details = json.dumps(state._details.to_dict()) if state._details is not None else None
-                state_rows.append((run.id, run.kind, state.type.value, state.name, state.message,
+                # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
+                state_rows.append((run.id, run.kind, state.type._value_, state.name, state.message,
                                    state.ts, details))
         flow_rows, task_rows = [], []
         now = time.time()
         for run in runs.values():
             st = run.state
-            common = (_json(run.parameters), json.dumps(sorted(run.tags)),
-                      st.type.value if st else None, st.name if st else None, st.message if st else None,
+            # The writer is the slowest stage of a long flow: skip json.dumps for the usual
+            # empty tags and upstream.
+            common = (_json(run.parameters), json.dumps(sorted(run.tags)) if run.tags else "[]",
+                      st.type._value_ if st else None, st.name if st else None, st.message if st else None,
                       run.start_ts, run.end_ts, run.run_count, _HOST, self._pid, self._pid_start)
             if run.kind == "flow":
                 flow_rows.append((run.id, run.name, run.flow_name, run.flow_version,
@@ -437,7 +443,8 @@ class SQLiteRunStore(RunStore):
             else:
                 self._seq += 1
                 task_rows.append((run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
-                                  run.cache_key, run.result_location, json.dumps(list(run.upstream_ids)),
+                                  run.cache_key, run.result_location,
+                                  json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]",
                                   *common, first_ts.get(run.id, now), self._seq))
 
         def write(conn: sqlite3.Connection) -> None:
