@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -71,6 +72,8 @@ def main() -> int:
     if failed:
         print(f"cases that failed to run: {', '.join(failed)}")
     print("over budget: " + ("; ".join(over) if over else "none"))
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the end: {os.getloadavg()[0]:.2f} (at the start: {facts.get('load_avg_1m')})")
     return 1 if failed else 0
 
 
