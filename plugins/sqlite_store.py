@@ -170,16 +170,16 @@ def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]
     variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else 999
     per = max(1, min(_ROWS_PER_STATEMENT, variables // width))
     one = "(" + ",".join("?" * width) + ")"
-    full_sql = ""
-    for start in range(0, len(rows), per):
-        part = rows[start:start + per]
-        if len(part) == per:
-            # The same text every time, so the module's statement cache prepares it once.
-            full_sql = full_sql or f"{head} VALUES {','.join([one] * per)}{tail}"
-            sql = full_sql
-        else:
-            sql = f"{head} VALUES {','.join([one] * len(part))}{tail}"
-        conn.execute(sql, list(itertools.chain.from_iterable(part)))
+    whole = len(rows) - len(rows) % per
+    if whole:
+        # Always the same text, so the module's statement cache prepares it once.
+        sql = f"{head} VALUES {','.join([one] * per)}{tail}"
+        for start in range(0, whole, per):
+            conn.execute(sql, list(itertools.chain.from_iterable(rows[start:start + per])))
+    if whole < len(rows):
+        # The rest row by row: a statement per remainder size would fill the statement
+        # cache with up to 128 large prepared statements (tens of MB as batches vary).
+        conn.executemany(f"{head} VALUES {one}{tail}", rows[whole:])
 
 
 class SQLiteRunStore(RunStore):
