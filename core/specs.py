@@ -9,6 +9,7 @@ expected.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 from typing import Any, Callable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -116,8 +117,11 @@ def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
             seen.add(option)
             value = options.get(option, err.get("input"))
             if err["type"] == "extra_forbidden":
-                allowed = ", ".join(sorted(model.model_fields))
-                problems.append(f"unknown option {option}={value!r}; expected one of: {allowed}")
+                allowed = sorted(model.model_fields)
+                close = difflib.get_close_matches(option, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(f"unknown option {option}={value!r}{hint} "
+                                f"(expected one of: {', '.join(allowed)})")
             elif option in _EXPECTED:
                 problems.append(f"{option}={value!r}: expected {_EXPECTED[option]}")
             else:

@@ -178,6 +178,14 @@ def test_an_unknown_option_lists_the_valid_ones():
         task(retires=2)(lambda: None)
 
 
+def test_an_unknown_option_suggests_the_closest_one():
+    """A misspelt option names the option that was probably meant."""
+    with pytest.raises(ConfigurationError, match=r"did you mean 'retries'\?"):
+        task(retires=3)(lambda: None)
+    with pytest.raises(ConfigurationError, match=r"did you mean 'flow_run_name'\?"):
+        flow(flow_run_nam="x")(lambda: None)
+
+
 def test_with_options_returns_a_validated_copy():
     """with_options changes only the copy, keeps the other options, and validates the
     changed values like the decorator does."""
