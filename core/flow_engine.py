@@ -63,24 +63,26 @@ class FlowExecution(FlowRunContext):
         flow_run_ctx.reset(self._tokens.pop())
 
     def create(self) -> S.State | None:
-        """Name and record the run; validate parameters. Return a final state on failure."""
+        """Validate the parameters, then name and record the run (so a name template sees
+        the coerced values: a date given as text formats as a date). Return a final
+        state on failure."""
         run = self.flow_run
         problem: BaseException | None = None
+        if self.flow.spec.validate_parameters:
+            try:
+                run.parameters = self.flow.validator.validate(run.parameters)
+            except ParameterError as exc:
+                problem = exc
         try:
             run.name = self._name()
         except Exception as exc:
             run.name = _fallback_name()
-            problem = exc
+            problem = problem or exc
         self.label = f"Flow run {run.name!r}"
         self.store.create_flow_run(run)
         transition(self, run, S.Pending())
         if engine_logger.isEnabledFor(_INFO):
             engine_logger.info("Created flow run %r for flow %r", run.name, self.flow.name)
-        if problem is None and self.flow.spec.validate_parameters:
-            try:
-                run.parameters = self.flow.validator.validate(run.parameters)
-            except ParameterError as exc:
-                problem = exc
         if problem is not None:
             return self.fail_early(problem)
         return None

@@ -204,3 +204,18 @@ def test_a_bad_task_run_name_fails_the_flow_naming_the_task_and_field():
 
     with pytest.raises(RunNameError, match=r"named_badly.*\{missing\}.*parameters: x"):
         calls_it()
+
+
+def test_a_name_template_formats_the_coerced_parameters():
+    """Parameters are validated before the run is named: a date passed as text is a
+    datetime by the time ``{date:%A}`` formats it (as it is in the flow body)."""
+    from headwater import get_store
+
+    @flow(flow_run_name="{name}-on-{date:%A}")
+    def greet(name: str, date: dt.datetime) -> str:
+        return f"{name} {date:%Y}"
+
+    assert greet(name="marvin", date="2026-11-26T10:00") == "marvin 2026"
+    store = get_store()
+    store.flush()
+    assert store.read_flow_runs(limit=1)[0].name == "marvin-on-Thursday"
