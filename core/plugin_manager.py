@@ -5,6 +5,8 @@
 * A ``headwater_*`` name that is not a known hook is an error naming the plugin and its
   file, so a typo is never silently ignored. Hooks added by ``headwater_addhooks`` count
   as known: the unknown-name check runs after a plugin's own ``headwater_addhooks``.
+* An implementation taking an argument the hook does not pass is an error naming the
+  hook, the file, the arguments it takes and the ones the hook passes.
 * Old-style ``hookwrapper=True`` is refused in favour of ``wrapper=True``.
 """
 
@@ -46,6 +48,7 @@ class PluginManager(pluggy.PluginManager):
         """Register ``plugin``; ``origin`` (a file or distribution) is named in errors."""
         where = origin or name or getattr(plugin, "__file__", None) or repr(plugin)
         self._check_wrappers(plugin, where)
+        self._check_arguments(plugin, where)
         if self._deferred is None and self.parse_hookimpl_opts(plugin, "headwater_addhooks") is None:
             # Nothing can add the missing hook: refuse before pluggy replays historic hooks
             # (headwater_configure) into a plugin that is then rejected.
@@ -125,6 +128,31 @@ class PluginManager(pluggy.PluginManager):
                     f"accept; use @hookimpl(wrapper=True) and return the result of the yield"
                 )
 
+    def _check_arguments(self, plugin: Any, where: str) -> None:
+        # pluggy's own message ("Argument(s) {'params'} are declared in the hookimpl but
+        # can not be found in the hookspec") names neither the file nor the fix.
+        for attr in dir(plugin):
+            if not attr.startswith(PREFIX):
+                continue
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            hook_name = opts.get("specname") or attr
+            caller = getattr(self.hook, hook_name, None)
+            if caller is None or caller.spec is None:
+                continue  # unknown hooks are reported by the unknown-name check
+            takes = _required_args(getattr(plugin, attr))
+            if takes is None:
+                continue
+            passes = tuple(caller.spec.argnames)
+            extra = [name for name in takes if name not in passes]
+            if extra:
+                raise PluginError(
+                    f"{hook_name} in {where} takes ({', '.join(takes)}) but the hook passes "
+                    f"({', '.join(passes)}); rename the argument(s) {', '.join(extra)} to "
+                    f"names the hook passes (an implementation may take any of them, by name)"
+                )
+
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         unknown = []
         for attr in dir(plugin):
@@ -156,5 +184,18 @@ class PluginManager(pluggy.PluginManager):
         close = difflib.get_close_matches(hook_name, known, n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return PluginError(f"unknown hook {hook_name!r} in {where}{hint} "
-                           f"(headwater hooks are listed in docs/hooks.md)")
+                           f"(known hooks: {', '.join(known)}; `headwater plugins --order HOOK` "
+                           f"shows who implements one)")
+
+
+def _required_args(function: Any) -> tuple[str, ...] | None:
+    """The arguments pluggy passes by name to ``function``: positional ones without a
+    default (``self`` of a bound method excluded). ``None`` when it has no signature."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in signature.parameters.values()
+                 if p.kind in kinds and p.default is inspect.Parameter.empty)
 

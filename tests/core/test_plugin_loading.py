@@ -444,3 +444,38 @@ def test_a_plugin_name_that_is_taken_is_a_plugin_error_naming_it(tmp_path):
         with pytest.raises(PluginError, match=r"'run_naming'.*already registered") as info:
             session.pm
     assert "{" not in str(info.value)
+
+
+def test_a_hook_argument_with_a_wrong_name_says_which_names_the_hook_passes(tmp_path):
+    """A hook file whose implementation misnames an argument fails with a message naming
+    the hook, the file, the arguments it takes and the ones the hook passes."""
+    root = tmp_path / "proj"
+    write(root / "pyproject.toml", "")
+    hook_file = write(root / "headwater_hooks.py", """
+        def headwater_flow_run_name(flow, params):
+            return "never"
+    """)
+    probe = load_flow(root / "flows.py", "probe")
+    with Session(env=env_for(tmp_path)):
+        with pytest.raises(PluginError) as info:
+            probe()
+    message = str(info.value)
+    assert (f"headwater_flow_run_name in {hook_file} takes (flow, params) but the hook "
+            f"passes (flow, parameters)") in message
+    assert "rename the argument(s) params" in message
+
+
+def test_an_unknown_hook_error_lists_the_known_hooks(tmp_path):
+    """The unknown-hook error lists the hooks that exist (not a path inside headwater's
+    repository that an installed user does not have)."""
+
+    class Typo:
+        def headwater_nothing_like_a_hook(self):
+            pass
+
+    with Session(env=env_for(tmp_path), plugins=[Typo()]) as session:
+        with pytest.raises(PluginError) as info:
+            session.pm
+    message = str(info.value)
+    assert "known hooks: " in message and "headwater_task_run_name" in message
+    assert "docs/hooks.md" not in message
