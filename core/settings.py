@@ -38,6 +38,9 @@ class Settings:
     plugins: tuple[str, ...] = ()
     disable_plugins: frozenset[str] = field(default_factory=frozenset)
     disable_plugin_autoload: bool = False
+    #: Where a key's value came from when not the environment: key -> (pyproject path,
+    #: key as written there). Used only to word error messages.
+    origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(
@@ -45,21 +48,31 @@ class Settings:
     ) -> Settings:
         """Settings from ``env`` (default ``os.environ``) over the nearest pyproject."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = dict(_pyproject_values(start or Path.cwd()))
+        values: dict[str, Any] = {}
+        origins: dict[str, tuple[Path, str]] = {}
+        for key, (value, path, raw_key) in _pyproject_values(start or Path.cwd()).items():
+            values[key] = value
+            origins[key] = (path, raw_key)
         for key in KEYS:
             if PREFIX + key in env:
                 values[key] = env[PREFIX + key]
-        return cls.from_values(values)
+                origins.pop(key, None)
+        return cls.from_values(values, origins)
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Settings:
+    def from_values(cls, values: Mapping[str, Any],
+                    origins: Mapping[str, tuple[Path, str]] | None = None) -> Settings:
+        """Settings from already-gathered values (keys without the ``HEADWATER_`` prefix)."""
+        origins = dict(origins or {})
+        for key, value in values.items():
+            _check_type(key, value, origins)
         home = Path(str(values.get("HOME") or "~/.headwater")).expanduser()
         storage = Path(str(values.get("LOCAL_STORAGE_PATH") or home / "storage")).expanduser()
         url = str(values.get("DATABASE_URL") or f"sqlite:///{home / 'headwater.db'}")
         level = str(values.get("LOGGING_LEVEL") or "INFO").upper()
         if level not in _LEVELS:
             raise ConfigurationError(
-                f"HEADWATER_LOGGING_LEVEL={values.get('LOGGING_LEVEL')!r} is not a "
+                f"{_describe('LOGGING_LEVEL', values.get('LOGGING_LEVEL'), origins)} is not a "
                 f"logging level; expected one of {', '.join(_LEVELS)}"
             )
         return cls(
@@ -70,8 +83,41 @@ class Settings:
             task_runner=str(values.get("TASK_RUNNER") or "concurrent"),
             plugins=_names(values.get("PLUGINS")),
             disable_plugins=frozenset(_names(values.get("DISABLE_PLUGINS"))),
-            disable_plugin_autoload=_flag("DISABLE_PLUGIN_AUTOLOAD", values.get("DISABLE_PLUGIN_AUTOLOAD")),
+            disable_plugin_autoload=_flag("DISABLE_PLUGIN_AUTOLOAD", values.get("DISABLE_PLUGIN_AUTOLOAD"),
+                                          origins),
+            origins=origins,
         )
+
+    def describe(self, key: str, value: Any) -> str:
+        """``key`` and ``value`` as the user wrote them, for error messages:
+        ``HEADWATER_TASK_RUNNER='dsak'`` or ``task_runner = 'dsak' under [tool.headwater]
+        in /project/pyproject.toml``."""
+        return _describe(key, value, self.origins)
+
+
+def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> str:
+    if key in origins:
+        path, raw_key = origins[key]
+        return f"{raw_key} = {value!r} under [tool.headwater] in {path}"
+    return f"{PREFIX}{key}={value!r}"
+
+
+_STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER")
+
+
+def _check_type(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> None:
+    # Environment values are always strings; these checks catch pyproject values such as
+    # ``task_runner = 5`` before they are turned into a misleading string.
+    if value is None:
+        return
+    if key in _STRING_KEYS and not isinstance(value, str):
+        raise ConfigurationError(f"{_describe(key, value, origins)} is not a string; "
+                                 f"write it in quotes, e.g. {key.lower()} = \"...\"")
+    if key in ("PLUGINS", "DISABLE_PLUGINS") and not (
+            isinstance(value, str)
+            or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))):
+        raise ConfigurationError(f"{_describe(key, value, origins)}: expected a list of plugin "
+                                 f"names (strings) or one comma-separated string")
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -82,7 +128,7 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
-def _flag(key: str, value: Any) -> bool:
+def _flag(key: str, value: Any, origins: Mapping[str, tuple[Path, str]] | None = None) -> bool:
     if value is None or value == "":
         return False
     if isinstance(value, bool):
@@ -92,7 +138,8 @@ def _flag(key: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigurationError(f"{PREFIX}{key}={value!r} is not a boolean; expected 1/0, true/false")
+    raise ConfigurationError(f"{_describe(key, value, origins or {})} is not a boolean; "
+                             f"expected 1/0, true/false")
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -104,7 +151,8 @@ def find_project_root(start: Path) -> Path | None:
     return None
 
 
-def _pyproject_values(start: Path) -> dict[str, Any]:
+def _pyproject_values(start: Path) -> dict[str, tuple[Any, Path, str]]:
+    """``[tool.headwater]`` of the project: key -> (value, pyproject path, key as written)."""
     root = find_project_root(start)
     if root is None or not (root / "pyproject.toml").exists():
         return {}
@@ -118,7 +166,7 @@ def _pyproject_values(start: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read [tool.headwater] from {path}: {exc}") from None
     table = data.get("tool", {}).get("headwater", {})
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[Any, Path, str]] = {}
     for raw_key, value in table.items():
         key = raw_key.upper()
         if key.startswith(PREFIX):
@@ -128,5 +176,5 @@ def _pyproject_values(start: Path) -> dict[str, Any]:
                 f"unknown setting {raw_key!r} under [tool.headwater] in {path}; "
                 f"expected one of {', '.join(k.lower() for k in KEYS)}"
             )
-        out[key] = value
+        out[key] = (value, path, raw_key)
     return out

@@ -154,7 +154,7 @@ def resolve_task_runner(value: Any, session: Any, flow_name: str) -> TaskRunner:
     source = f"task_runner={value!r} of flow {flow_name!r}"
     if value is None:
         value = session.settings.task_runner
-        source = f"HEADWATER_TASK_RUNNER={value!r} (the default for flow {flow_name!r})"
+        source = f"{session.settings.describe('TASK_RUNNER', value)} (the default for flow {flow_name!r})"
     expected = ("expected a TaskRunner instance, a TaskRunner class, or a registered name: "
                 + ", ".join(repr(n) for n in session.registry.names("task_runner")))
     if isinstance(value, str):

@@ -96,3 +96,38 @@ def test_an_unreadable_pyproject_is_a_clear_error(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.headwater\n")
     with pytest.raises(ConfigurationError, match="pyproject.toml"):
         Settings.load({}, start=tmp_path)
+
+
+def test_a_bad_pyproject_value_names_the_file_and_key_not_an_environment_variable(tmp_path):
+    """`task_runner = 5` under [tool.headwater] is reported as that key in that file,
+    never as a HEADWATER_* variable the user did not set."""
+    start = project(tmp_path, "task_runner = 5\n")
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load({}, start=start)
+    message = str(info.value)
+    assert f"task_runner = 5 under [tool.headwater] in {tmp_path / 'pyproject.toml'}" in message
+    assert "HEADWATER_TASK_RUNNER" not in message
+    (tmp_path / "other").mkdir()
+    start = project(tmp_path / "other", 'logging_level = "LOUD"\n')
+    with pytest.raises(ConfigurationError, match=r"logging_level = 'LOUD' under \[tool.headwater\]"):
+        Settings.load({}, start=start)
+
+
+def test_an_unknown_runner_name_from_pyproject_names_the_file(tmp_path):
+    """A task runner name from [tool.headwater] that no plugin registered fails the flow
+    run with a message naming the pyproject key and file."""
+    from headwater import Session, flow
+
+    start = project(tmp_path, 'task_runner = "dsak"\n')
+    settings = Settings.load({"HEADWATER_HOME": str(tmp_path / "home")}, start=start)
+    assert settings.describe("TASK_RUNNER", "dsak") == (
+        f"task_runner = 'dsak' under [tool.headwater] in {tmp_path / 'pyproject.toml'}")
+
+    @flow
+    def noop():
+        return 1
+
+    with Session(settings=settings):
+        state = noop(return_state=True)
+    assert state.is_failed()
+    assert "task_runner = 'dsak' under [tool.headwater]" in state.message
