@@ -280,19 +280,87 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"headwater: error: {flow_name!r} in {file_name} is not a flow; flows there: "
               f"{', '.join(flows) or 'none'}", file=sys.stderr)
         return 2
-    params: dict[str, Any] = {}
-    for item in args.param or []:
-        if "=" not in item:
-            print(f"headwater: error: -p takes key=value, got {item!r}", file=sys.stderr)
-            return 2
-        key, raw = item.split("=", 1)
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
+    params, problem = _cli_parameters(flow_obj, args.param or [])
+    if problem is not None:
+        print(f"headwater: error: {problem}", file=sys.stderr)
+        return 2
     state = flow_obj(**params, return_state=True)
     print(repr(state))
     return 0 if state.is_completed() else 1
+
+
+def _cli_parameters(flow_obj: Any, items: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Turn ``-p key=value`` items into flow parameters; ``(params, None)`` or ``({}, error)``.
+
+    The text is handed over as typed wherever the flow's own validation can coerce it, so
+    that ``-p version=1.10`` stays ``"1.10"`` for a ``str`` parameter and a bad value is
+    reported as the user typed it. See ``_cli_value`` for the rules.
+    """
+    from headwater.parameters import _resolved_hints
+
+    binder = flow_obj.binder
+    names = [n for n in binder.names if n not in (binder.var_positional, binder.var_keyword)]
+    hints = _resolved_hints(flow_obj.fn)
+    validated = bool(flow_obj.spec.validate_parameters)
+    params: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            return {}, f"-p takes key=value, got {item!r}"
+        key, raw = item.split("=", 1)
+        if key in given:
+            return {}, (f"parameter {key!r} given twice (-p {key}={given[key]} and -p {item}); "
+                        f"give each parameter once")
+        if key not in names and binder.var_keyword is None:
+            return {}, (f"flow {flow_obj.name!r} has no parameter {key!r}; its parameters: "
+                        f"{', '.join(names) or 'none'}")
+        given[key] = raw
+        params[key] = _cli_value(raw, hints.get(key), validated)
+    return params, None
+
+
+def _is_text_annotation(annotation: Any) -> bool:
+    """``str``, ``Optional[str]``, ``Literal["a", "b"]`` (also inside ``Annotated``)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_text_annotation(typing.get_args(annotation)[0])
+    if annotation is str:
+        return True
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if args and (origin is typing.Union or type(annotation).__name__ == "UnionType"):
+        rest = [a for a in args if a is not type(None)]
+        return len(rest) == 1 and _is_text_annotation(rest[0])
+    return False
+
+
+def _cli_value(raw: str, annotation: Any, validated: bool) -> Any:
+    """One ``-p`` value.
+
+    - annotated ``str`` (or ``Optional[str]``, a ``Literal`` of strings): the text as typed;
+    - any other annotation (checked by the flow's parameter validation): a JSON list,
+      object or ``null`` is decoded, anything else is passed as typed and the validation
+      coerces it (``"3"`` to an int, ``"1.10"`` to a float, ``"true"`` to a bool, dates);
+    - unannotated (or validation turned off): JSON lists, objects, strings, ``true``,
+      ``false``, ``null`` and numbers that read back exactly as typed (``3``, ``0.5``) are
+      decoded; other text, ``1.10`` and ``1e3`` included, stays text.
+    """
+    import typing
+
+    if annotation is not None and _is_text_annotation(annotation):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if annotation is not None and annotation is not typing.Any and validated:
+        return value if value is None or isinstance(value, (list, dict)) else raw
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and json.dumps(value) != raw.strip():
+        return raw  # 1.10 would silently become 1.1: keep what was typed
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -335,7 +403,19 @@ def headwater_add_commands(cli: Any) -> None:
     plugins.add_argument("--order", metavar="HOOK", help="print the call order of one hook")
     plugins.set_defaults(func=cmd_plugins)
 
-    run = cli.add_parser("run", help="run a flow from a file: FILE:FLOW -p key=value")
+    run = cli.add_parser(
+        "run", help="run a flow from a file: FILE:FLOW -p key=value",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="How -p values are read:\n"
+               "  str parameters get the text as typed (-p version=1.10 gives '1.10').\n"
+               "  Other annotated parameters get the text too and the flow's validation\n"
+               "  coerces it (int, float, bool, dates); JSON lists, objects and null are\n"
+               "  decoded (-p ids='[1, 2]').\n"
+               "  Unannotated parameters get JSON values (3, true, null, [1], {\"a\": 1},\n"
+               "  \"text\") decoded, except numbers that would not read back as typed\n"
+               "  (1.10, 1e3), which stay text like any other value.\n"
+               "  Each parameter may be given once; unknown names are an error.")
     run.add_argument("target", help="path/to/file.py:flow_function")
-    run.add_argument("-p", "--param", action="append", help="a parameter, key=value (JSON values)")
+    run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                     help="a flow parameter; repeat for more (see below for how values are read)")
     run.set_defaults(func=cmd_run)
