@@ -194,7 +194,12 @@ class Session:
         pm.hook.headwater_addhooks.call_historic(kwargs={"pluginmanager": pm})
         pm.defer_checks()
 
+        known: list[str] = []  # every name a blocked entry could have matched
+
         def add(name: str, source: str, detail: str, load: Any, aliases: tuple[str, ...] = ()) -> None:
+            if source != "api":
+                known.append(name)
+                known.extend(aliases)
             if source != "api" and (name in blocked or blocked.intersection(aliases)):
                 pm.set_blocked(name)
                 records.append(PluginRecord(name, source, detail, "blocked"))
@@ -226,6 +231,8 @@ class Session:
 
         for name, plugin in self._api_named():
             add(name, "api", "Session(plugins=...)", lambda p=plugin: p)
+        if blocked:
+            _warn_unknown_blocked(blocked, known, settings.disable_plugin_autoload)
 
         for name, exc in pm.run_deferred_checks():
             for record in records:
@@ -358,6 +365,24 @@ def _where(name: str, source: str, detail: str, plugin: Any) -> str:
     what = _SOURCES[source] + (f", {detail}" if detail and detail != _SOURCES[source] else "")
     location = getattr(plugin, "__file__", None) or name
     return f"{location} ({what})" if location else what
+
+
+def _warn_unknown_blocked(blocked: frozenset[str], known: list[str], autoload_off: bool) -> None:
+    """Warn about ``HEADWATER_DISABLE_PLUGINS`` names that match no plugin (a typo there
+    would otherwise leave the plugin running, silently)."""
+    import difflib
+    import warnings
+
+    for name in sorted(blocked):
+        # Hook files are matched by path when their directory's flows first run (later).
+        if name in known or name.endswith("headwater_hooks.py"):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if not close and autoload_off:
+            continue  # may name an entry point, not scanned with autoload off
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warnings.warn(f"HEADWATER_DISABLE_PLUGINS names {name!r}, which is not a plugin{hint} "
+                      f"(`headwater plugins` lists plugin names)", UserWarning, stacklevel=2)
 
 
 def _describe(exc: BaseException) -> str:

@@ -186,6 +186,25 @@ def test_a_default_plugin_can_be_blocked_by_name(tmp_path):
             assert session.pm.hook.headwater_flow_run_name.get_hookimpls() == []
 
 
+def test_a_misspelt_disabled_plugin_name_warns_and_suggests_the_plugin(tmp_path):
+    """HEADWATER_DISABLE_PLUGINS=console_logs (a typo) warns at load, naming the unknown
+    name and the plugin probably meant; the plugin stays loaded."""
+    env = env_for(tmp_path, HEADWATER_DISABLE_PLUGINS="console_logs")
+    with Session(env=env) as session:
+        with pytest.warns(UserWarning, match=r"'console_logs'.*did you mean 'console_log'\?"):
+            session.pm
+        assert record(session, "console_log").status == "loaded"
+
+
+def test_valid_disabled_plugin_names_do_not_warn(tmp_path, recwarn):
+    """Plugin names, module names and hook-file paths in HEADWATER_DISABLE_PLUGINS are
+    accepted without a warning."""
+    blocked = "run_naming,headwater.plugins.input_hash,sub/headwater_hooks.py"
+    with Session(env=env_for(tmp_path, HEADWATER_DISABLE_PLUGINS=blocked)) as session:
+        session.pm
+    assert not [w for w in recwarn if "HEADWATER_DISABLE_PLUGINS" in str(w.message)]
+
+
 # -- local hook files ---------------------------------------------------------------------
 
 
