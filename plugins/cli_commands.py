@@ -86,18 +86,63 @@ def _state_dict(state: Any) -> dict[str, Any]:
 def cmd_runs(args: argparse.Namespace) -> int:
     if getattr(args, "runs_command", None) == "show":
         return cmd_runs_show(args)
-    store = _session().store
+    session = _session()
+    store = session.store
+    if args.state is not None and not _known_state(store, args.state):
+        types, names = _state_words()
+        print(f"headwater: error: --state {args.state!r} is not a state; state types: {', '.join(types)}; "
+              f"state names: {', '.join(names)} (any case)", file=sys.stderr)
+        return 2
     runs = store.read_flow_runs(limit=args.limit, flow_name=args.flow, state=args.state)
     if args.json:
         print(json.dumps([_run_dict(r) for r in runs], indent=2))
         return 0
     if not runs:
-        print("No flow runs yet. Run a flow, e.g. `make demo`, then look again.")
+        filters = [f"--{k} {v}" for k, v in (("flow", args.flow), ("state", args.state)) if v is not None]
+        if filters:
+            print(f"No flow runs match {' '.join(filters)}; `headwater runs` lists every recent run.")
+        else:
+            print(_no_runs_text(session.settings.database_url))
         return 0
     rows = [[r.name, r.flow_name, _state_text(r.state), _when(r.start_ts), _duration(r.start_ts, r.end_ts),
              r.id[:8]] for r in runs]
     print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]))
     return 0
+
+
+def _state_words() -> tuple[list[str], list[str]]:
+    """The state types (``COMPLETED``) and state names (``Cached``) ``--state`` accepts."""
+    import inspect
+
+    from headwater import states
+
+    types = [t.value for t in states.StateType]
+    # The state makers (``Cached()``) are functions named after the state they make.
+    names = [n for n in states.__all__ if inspect.isfunction(getattr(states, n, None))
+             and getattr(states, n).__name__ == n and n.upper() not in types]
+    return types, names
+
+
+def _known_state(store: Any, text: str) -> bool:
+    """A built-in state type or name, or a custom state name some run is in."""
+    types, names = _state_words()
+    if text.upper() in types or text.lower() in {n.lower() for n in names}:
+        return True
+    return bool(store.read_flow_runs(limit=1, state=text))
+
+
+def _no_runs_text(url: str) -> str:
+    """What an empty run store says, naming where it is."""
+    if url.startswith("memory:"):
+        return (f"No flow runs in {url}: that store lives only inside one process, so this command "
+                f"cannot see runs of another. Set HEADWATER_DATABASE_URL to a sqlite:/// URL to keep runs.")
+    if url.startswith("sqlite:"):
+        from headwater.plugins.sqlite_store import sqlite_path
+
+        where = str(sqlite_path(url))
+    else:
+        where = url
+    return f"No flow runs recorded in {where} yet. Run a flow, then look again."
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:

@@ -82,8 +82,22 @@ def test_runs_limit_and_flow_filter(history, capsys):
     assert len(json.loads(out)) == 2
     _, out, _ = run_cli(capsys, "runs", "--json", "--flow", "etl")
     assert sorted(r["name"] for r in json.loads(out)) == ["etl-1", "etl-2"]
-    _, out, _ = run_cli(capsys, "runs", "--flow", "no-such-flow")
-    assert "No flow runs" in out
+
+
+def test_filters_that_match_nothing_say_so_naming_the_filters(history, capsys):
+    """--flow / --state that match no run: say no runs match those filters (not 'no runs yet')."""
+    code, out, _ = run_cli(capsys, "runs", "--flow", "no-such-flow")
+    assert code == 0
+    assert "No flow runs match --flow no-such-flow" in out and "yet" not in out
+    code, out, _ = run_cli(capsys, "runs", "--state", "running")
+    assert code == 0 and "No flow runs match --state running" in out
+
+
+def test_an_unknown_state_is_an_error_listing_the_states(history, capsys):
+    """--state bogus exits 2 naming it and listing the state types and names."""
+    code, out, err = run_cli(capsys, "runs", "--state", "bogus")
+    assert code == 2 and out == ""
+    assert "'bogus'" in err and "COMPLETED" in err and "TimedOut" in err
 
 
 def test_runs_show_by_name_is_a_timeline_of_states_and_task_runs(history, capsys):
@@ -126,10 +140,19 @@ def test_runs_show_unknown_run_is_an_error_naming_it(history, capsys):
     assert "'no-such-run'" in err and "headwater runs" in err
 
 
-def test_runs_on_an_empty_history_says_so(capsys):
-    """With no runs yet, a hint instead of an empty table."""
+def test_runs_on_an_empty_history_says_so(headwater_session, capsys):
+    """With no runs yet, a line naming the store file instead of an empty table."""
     code, out, _ = run_cli(capsys, "runs")
-    assert code == 0 and "No flow runs yet" in out
+    assert code == 0
+    assert f"No flow runs recorded in {headwater_session.store.path} yet" in out
+    assert "make demo" not in out
+
+
+def test_an_empty_memory_store_says_it_lives_in_one_process(headwater_home, monkeypatch, capsys):
+    """With HEADWATER_DATABASE_URL=memory://, the empty listing explains why it is empty."""
+    monkeypatch.setenv("HEADWATER_DATABASE_URL", "memory://")
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "only inside one process" in out
 
 
 def test_the_console_script_lists_runs_of_another_process(history, headwater_home):
