@@ -155,6 +155,8 @@ class RunStore:
 
     def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Recorded log lines, oldest first: the first ``limit`` only (pass a large number
+        for every line; ``headwater runs show`` does, then shows the first and last ones)."""
         return []
 
     def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:

@@ -145,8 +145,24 @@ def _no_runs_text(url: str) -> str:
     return f"No flow runs recorded in {where} yet. Run a flow, then look again."
 
 
+#: ``read_logs`` limit meaning "every line" (the store interface takes a number).
+_ALL = 2**62
+
+
+def _log_window(lines: list[Any], keep: int | None) -> tuple[list[Any], int, list[Any]]:
+    """``(first lines, how many are left out, last lines)``: at most ``keep`` lines in
+    all, half from the start and half from the end (where the run's outcome is)."""
+    if keep is None or len(lines) <= keep:
+        return lines, 0, []
+    first = keep // 2
+    last = keep - first
+    return lines[:first], len(lines) - keep, lines[len(lines) - last:] if last else []
+
+
 def cmd_runs_show(args: argparse.Namespace) -> int:
     store = _session().store
+    args.logs_given = args.logs is not None
+    args.logs = None if args.logs == "all" else (args.logs or LOG_LINES)
     run = store.read_flow_run(args.run)
     if run is None:
         print(f"headwater: error: no flow run with id or name {args.run!r}; "
@@ -161,7 +177,12 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         out["task_runs"] = [dict(_run_dict(t), states=[_state_dict(s) for s in store.read_states(t.id)])
                             for t in tasks]
         out["subflow_runs"] = [_run_dict(c) for c in children]
-        out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in store.read_logs(flow_run_id=run.id)]
+        logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
+        if args.logs_given:
+            head, hidden, tail = _log_window(logs, args.logs)
+            logs = head + tail
+            out["logs_omitted"] = hidden
+        out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in logs]
         print(json.dumps(out, indent=2))
         return 0
     print(f"Flow run {run.name!r} of flow {run.flow_name!r}  (id {run.id})")
@@ -189,11 +210,15 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print("\nSubflow runs:")
         for child in children:
             print(f"  {child.name} ({child.flow_name}) {_state_text(child.state)} {child.id[:8]}")
-    logs = store.read_logs(flow_run_id=run.id)
+    logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
     if logs:
         print("\nLogs:")
         task_names = {t.id: t.name for t in tasks}
-        for line in logs:
+        head, hidden, tail = _log_window(logs, args.logs)
+        for line in head + tail:
+            if hidden and line is tail[0]:
+                print(f"  ... {hidden} more line{'s' if hidden != 1 else ''} "
+                      f"(use --logs {len(logs)} / --logs all)")
             stamp = dt.datetime.fromtimestamp(line["ts"]).strftime("%H:%M:%S.%f")[:-3]
             task_id = line["task_run_id"]
             where = f"Task run {task_names.get(task_id, task_id)!r}" if task_id else f"Flow run {run.name!r}"
@@ -408,6 +433,20 @@ def _cli_value(raw: str, annotation: Any, validated: bool) -> Any:
     return value
 
 
+#: Log lines ``runs show`` prints by default (the first and the last half).
+LOG_LINES = 200
+
+
+def _log_count(text: str) -> int | str:
+    """An argparse type for ``--logs``: a whole number of at least 1, or ``all``."""
+    if text.lower() == "all":
+        return "all"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 or 'all', got {text!r}")
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -430,6 +469,9 @@ def headwater_add_commands(cli: Any) -> None:
     show = runs_sub.add_parser("show", help="a flow run's state history and task runs")
     show.add_argument("run", help="flow run id (or its first characters) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument("--logs", type=_log_count, default=None, metavar="N|all",
+                      help=f"how many log lines: the first and last N/2 (default {LOG_LINES}; "
+                           f"with --json every line unless given), or all")
     runs.set_defaults(func=cmd_runs)
     show.set_defaults(func=cmd_runs)
 

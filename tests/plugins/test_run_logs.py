@@ -177,3 +177,31 @@ def test_runs_show_prints_the_logs(headwater_session: Session, capsys: pytest.Ca
     assert main(["runs", "show", "logged", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert any(line["message"] == "attempt 1" and line["level"] == "INFO" for line in data["logs"])
+
+
+@flow(flow_run_name="chatty")
+def chatty_flow(n: int) -> None:
+    logger = get_run_logger()
+    for i in range(n):
+        logger.info("line %d", i)
+
+
+def test_runs_show_keeps_the_last_lines_of_a_long_log_and_says_what_it_left_out(
+        headwater_session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run with more log lines than shown: the first and last lines are printed (the
+    'Finished in state' line included) with a note naming how many were left out and
+    how to see them; --logs all prints every line."""
+    chatty_flow(1200)
+    headwater_session.store.flush()
+    capsys.readouterr()
+    assert main(["runs", "show", "chatty"]) == 0
+    logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
+    assert len(logs) == 201
+    assert "- line 0" in logs[1] and "Finished in state Completed" in logs[-1]
+    assert logs[100] == "  ... 1002 more lines (use --logs 1202 / --logs all)"
+    assert main(["runs", "show", "chatty", "--logs", "all"]) == 0
+    logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
+    assert len(logs) == 1202 and "- line 1199" in logs[-2]
+    assert main(["runs", "show", "chatty", "--logs", "10"]) == 0
+    logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
+    assert len(logs) == 11 and "Finished in state" in logs[-1]
