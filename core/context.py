@@ -63,6 +63,8 @@ class FlowRunContext:
     def policy_for(self, task: Task) -> StatePolicy:
         policy = self._policies.get(id(task))
         if policy is None:
+            if task.spec.result_serializer is not None:
+                self._check_serializer(task)
             make = self.bindings.make_state_policy
             policy = make(task=task, session=self.session) if make else None
             if policy is None:
@@ -71,6 +73,18 @@ class FlowRunContext:
                 policy = StatePolicy()
             self._policies[id(task)] = policy
         return policy
+
+    def _check_serializer(self, task: Task) -> None:
+        # Checked before the task's first run in this flow run: an unknown name found only
+        # when the result is written would waste the work of the body.
+        known = self.session.registry.names("serializer")
+        name = task.spec.result_serializer
+        if known and name not in known:
+            from .errors import UnknownComponentError
+            from .results import unknown_serializer
+
+            raise UnknownComponentError(f"task {task.name!r} was not run: "
+                                        f"{unknown_serializer(name, known)}")
 
     def next_index(self, task_key: str) -> int:
         counter = self._counters.get(task_key)

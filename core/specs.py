@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import warnings
 from typing import Any, Callable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -106,7 +107,7 @@ _EXPECTED = {
 def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
     """Validate ``options`` for ``owner`` (e.g. ``"@task 'load'"``), raising one clear error."""
     try:
-        return model(**options)
+        spec = model(**options)
     except ValidationError as exc:
         problems: list[str] = []
         seen: set[str] = set()
@@ -128,3 +129,29 @@ def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"{option}={value!r}: {message}")
         raise ConfigurationError(f"invalid options for {owner}: " + "; ".join(problems)) from None
+    if isinstance(spec, TaskSpec) and spec.cache_key_fn is None:
+        _warn_cache_options_unused(spec, owner)
+    return spec
+
+
+def _warn_cache_options_unused(spec: TaskSpec, owner: str) -> None:
+    unused = [f"cache_expiration={spec.cache_expiration!r}"] if spec.cache_expiration is not None else []
+    if spec.refresh_cache:
+        unused.append("refresh_cache=True")
+    if unused:
+        warnings.warn(f"{owner}: {' and '.join(unused)} has no effect without a cache_key_fn "
+                      f"(the task is not cached); add cache_key_fn=task_input_hash "
+                      f"(from headwater.tasks) to cache it", UserWarning, stacklevel=_outside_headwater())
+
+
+def _outside_headwater() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package
+    (the user's ``@task(...)`` line), however deep the decorator's call chain is."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level

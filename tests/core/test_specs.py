@@ -74,7 +74,7 @@ def test_options_read_as_attributes_and_sequences_normalise():
         pass
 
     @task(retries=3, retry_delay_seconds=(1, 10, 100), on_failure=on_failure,
-          cache_expiration=dt.timedelta(hours=1))
+          cache_key_fn="task_input_hash", cache_expiration=dt.timedelta(hours=1))
     def fetch():
         pass
 
@@ -223,3 +223,25 @@ def test_specs_carry_every_documented_option():
                     "on_failure", "on_crashed"}
     assert flow_options <= set(FlowSpec.model_fields)
     assert task_options <= set(TaskSpec.model_fields)
+
+
+@pytest.mark.parametrize("options", [
+    {"cache_expiration": dt.timedelta(hours=1)},
+    {"refresh_cache": True},
+])
+def test_cache_options_without_a_cache_key_fn_warn_at_decoration(options):
+    """cache_expiration or refresh_cache without cache_key_fn would be silently ignored:
+    decorating warns, naming the option, and the warning points at the user's code."""
+    option = next(iter(options))
+    with pytest.warns(UserWarning, match=rf"{option}=.*has no effect without a cache_key_fn") as record:
+        task(**options)(lambda: None)
+    assert record[0].filename == __file__
+
+
+def test_cache_options_with_a_cache_key_fn_do_not_warn(recwarn):
+    """With a cache_key_fn, cache_expiration and refresh_cache are used: no warning."""
+    from headwater.tasks import task_input_hash
+
+    task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(hours=1),
+         refresh_cache=True)(lambda: None)
+    assert not [w for w in recwarn if "cache_key_fn" in str(w.message)]

@@ -186,3 +186,29 @@ def test_cached_results_stay_under_the_storage_path(tmp_path: Path, monkeypatch:
     outside = {p for p in created if not (home in p.parents or p == home)}
     assert {p for p in outside if p.is_file()} == {next(results.iterdir())}
     assert all(results in p.parents or p == results or p in results.parents for p in outside)
+
+
+def test_an_unknown_result_serializer_fails_before_the_task_body_runs():
+    """result_serializer='yaml' (not registered) is refused when the task is first run in
+    a flow run, before its body: the error names the task, the value and the registered
+    serializers, and the body never ran."""
+    from headwater import flow, task
+    from headwater.errors import UnknownComponentError
+
+    calls = []
+
+    @task(result_serializer="yaml", persist_result=True)
+    def slow():
+        calls.append(1)
+        return 1
+
+    @flow
+    def pipeline():
+        return slow()
+
+    with pytest.raises(UnknownComponentError) as info:
+        pipeline()
+    message = str(info.value)
+    assert "task 'slow'" in message and "result_serializer='yaml'" in message
+    assert "'cloudpickle'" in message and "'json'" in message
+    assert calls == []
