@@ -82,7 +82,10 @@ class FlowExecution(FlowRunContext):
         self.store.create_flow_run(run)
         transition(self, run, S.Pending())
         if engine_logger.isEnabledFor(_INFO):
-            engine_logger.info("Created flow run %r for flow %r", run.name, self.flow.name)
+            # flow_run_id (no run_label, so the console still names the logger) files the
+            # line under the run in the run store.
+            engine_logger.info("Created flow run %r for flow %r", run.name, self.flow.name,
+                               extra={"flow_run_id": run.id})
         if problem is not None:
             return self.fail_early(problem)
         return None

@@ -221,8 +221,17 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
                       f"(use --logs {len(logs)} / --logs all)")
             stamp = dt.datetime.fromtimestamp(line["ts"]).strftime("%H:%M:%S.%f")[:-3]
             task_id = line["task_run_id"]
-            where = f"Task run {task_names.get(task_id, task_id)!r}" if task_id else f"Flow run {run.name!r}"
-            print(f"  {stamp} | {line['level']:<7} | {where} - {line['message']}")
+            # The label the console showed (see headwater.plugins.run_logs for how lines are filed).
+            if task_id:
+                where = f"Task run {task_names.get(task_id, task_id)!r}"
+            elif line.get("logger") in (None, "headwater.flow_runs"):
+                where = f"Flow run {run.name!r}"
+            else:
+                where = line["logger"]
+            first, *rest = str(line["message"]).split("\n")
+            print(f"  {stamp} | {line['level']:<7} | {where} - {first}")
+            for more in rest:  # a traceback: indented under its line
+                print(f"      {more}".rstrip())
     return 0
 
 

@@ -10,6 +10,12 @@ one: ``Finished in state ...``), when a warning or error is logged, or when it h
 ``BATCH`` lines. ``headwater runs show`` and the dashboard read the lines back with
 ``store.read_logs(flow_run_id=...)``.
 
+A line is filed the way the console labels it (its ``run_label``): under its task run
+when the label is ``Task run '...'``, else under its flow run only. ``runs show`` labels
+flow-level lines of ``headwater.flow_runs`` with the flow run, others (such as
+``headwater.engine - Created flow run ...``, which has no run label) with the logger name,
+as the console does.
+
 Disable with ``HEADWATER_DISABLE_PLUGINS=run_logs``: nothing is recorded then.
 """
 
@@ -49,6 +55,15 @@ class RunLogHandler(logging.Handler):
         task_run_id = data.get("task_run_id")
         if flow_run_id is None and task_run_id is None:
             return False
+        # Handed over at once for flow-level records only: a flow's "Created task run"
+        # lines carry a task run id and stay batched.
+        now = task_run_id is None or record.levelno >= logging.WARNING
+        if task_run_id is not None and flow_run_id is not None:
+            label = data.get("run_label")
+            if label is not None and not label.startswith("Task run"):
+                # Filed as the console labels it: "Created task run ..." is a line of the
+                # flow run (it carries the new task run's id only for context).
+                task_run_id = None
         # Format now: the arguments may change after the call returns.
         message = record.getMessage() if record.args else str(record.msg)
         if record.exc_info:
@@ -58,7 +73,7 @@ class RunLogHandler(logging.Handler):
             message += "\n" + record.exc_text
         buffer = self.buffer
         buffer.append((flow_run_id, task_run_id, record.created, record.levelname, record.name, message))
-        if task_run_id is None or record.levelno >= logging.WARNING or len(buffer) >= BATCH:
+        if now or len(buffer) >= BATCH:
             self.drain()
         return True
 

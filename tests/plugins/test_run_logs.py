@@ -195,13 +195,37 @@ def test_runs_show_keeps_the_last_lines_of_a_long_log_and_says_what_it_left_out(
     headwater_session.store.flush()
     capsys.readouterr()
     assert main(["runs", "show", "chatty"]) == 0
+    total = len(headwater_session.store.read_logs(limit=10**6))
+    assert total > 1200
     logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
     assert len(logs) == 201
-    assert "- line 0" in logs[1] and "Finished in state Completed" in logs[-1]
-    assert logs[100] == "  ... 1002 more lines (use --logs 1202 / --logs all)"
+    assert any("- line 0" in line for line in logs[:5]) and "Finished in state Completed" in logs[-1]
+    assert logs[100] == f"  ... {total - 200} more lines (use --logs {total} / --logs all)"
     assert main(["runs", "show", "chatty", "--logs", "all"]) == 0
     logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
-    assert len(logs) == 1202 and "- line 1199" in logs[-2]
+    assert len(logs) == total and "- line 1199" in logs[-2]
     assert main(["runs", "show", "chatty", "--logs", "10"]) == 0
     logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
     assert len(logs) == 11 and "Finished in state" in logs[-1]
+
+
+def test_stored_lines_carry_the_label_the_console_showed(
+        headwater_session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    """`runs show` labels each line as the console did: 'Created task run' is a line of the
+    flow run, 'Created flow run' is the engine's line (stored too), and a traceback is
+    indented under its error line."""
+    logged_flow()
+    headwater_session.store.flush()
+    console = capsys.readouterr().err
+    created_task = next(line for line in console.splitlines() if "Created task run" in line)
+    created_flow = next(line for line in console.splitlines() if "Created flow run" in line)
+    assert main(["runs", "show", "logged"]) == 0
+    logs = capsys.readouterr().out.split("\nLogs:\n", 1)[1].splitlines()
+    # The console line and the stored one agree after the timestamp.
+    for console_line in (created_task, created_flow):
+        assert any(line.strip().split(" | ", 1)[1] == console_line.split(" | ", 1)[1] for line in logs), \
+            (console_line, logs)
+    assert any("| INFO    | headwater.engine - Created flow run 'logged'" in line for line in logs)
+    error_at = next(i for i, line in enumerate(logs) if "Encountered exception" in line)
+    assert logs[error_at + 1] == "      Traceback (most recent call last):"
+    assert not any(line.startswith("Traceback") for line in logs)
