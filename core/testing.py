@@ -8,11 +8,13 @@ Installed with headwater (entry point ``pytest11``). Use the fixture::
         assert runs[0].state.is_completed()
 
 Each test gets its own :class:`~headwater.Session` with ``HEADWATER_HOME`` in a
-temporary directory, so runs, cache entries and results vanish with the test.
+temporary directory, so runs, cache entries and results vanish with the test. Inside
+``headwater_session``, headwater's log records also reach pytest's ``caplog``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator
 
 import pytest
@@ -28,10 +30,45 @@ def headwater_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return home
 
 
+class _ToCaplog(logging.Handler):
+    """Hands headwater's records to pytest's ``caplog`` handler.
+
+    The console_log plugin stops the ``headwater`` logger from propagating (so lines are
+    not printed twice by a root handler), which also keeps records from the handler
+    pytest puts on the root logger. This handler, on the ``headwater`` logger only while
+    a test uses ``headwater_session``, delivers them to ``caplog`` alone: nothing more is
+    printed, and outside tests nothing changes.
+    """
+
+    def __init__(self, logging_plugin: Any) -> None:
+        super().__init__()
+        self._plugin = logging_plugin
+        self._logger = logging.getLogger("headwater")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._logger.propagate:
+            return  # the record reaches the root logger, and caplog there, by itself
+        target = getattr(self._plugin, "caplog_handler", None)
+        if target is not None and record.levelno >= target.level:
+            target.handle(record)
+
+
 @pytest.fixture
-def headwater_session(headwater_home: Any) -> Iterator[Any]:
-    """An isolated, active headwater Session over a temporary ``HEADWATER_HOME``."""
+def headwater_session(headwater_home: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An isolated, active headwater Session over a temporary ``HEADWATER_HOME``.
+
+    While it is active, headwater's log records are visible to pytest's ``caplog``.
+    """
     from headwater.session import Session
 
-    with Session() as session:
-        yield session
+    logging_plugin = request.config.pluginmanager.get_plugin("logging-plugin")
+    forward = _ToCaplog(logging_plugin) if logging_plugin is not None else None
+    logger = logging.getLogger("headwater")
+    if forward is not None:
+        logger.addHandler(forward)
+    try:
+        with Session() as session:
+            yield session
+    finally:
+        if forward is not None:
+            logger.removeHandler(forward)

@@ -63,3 +63,19 @@ def test_importing_the_plugin_is_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_caplog_sees_headwater_records_inside_headwater_session(headwater_session, caplog, capsys):
+    """Inside headwater_session, pytest's caplog receives headwater's log records (task
+    and flow lines), while the console still shows each line exactly once."""
+
+    @flow
+    def logged():
+        return 1
+
+    logged()
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("headwater")]
+    assert "Finished in state Completed('All states completed.')" in messages
+    assert any(m.startswith("Created flow run") for m in messages)
+    err = capsys.readouterr().err
+    assert err.count("Finished in state Completed(") == 1
