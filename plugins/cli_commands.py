@@ -75,6 +75,22 @@ def _run_dict(run: Any) -> dict[str, Any]:
     return out
 
 
+#: A parameter value printed by ``runs show`` is cut after this many characters (--json
+#: gives it as stored).
+PARAMETER_CHARS = 80
+
+
+def _parameters_text(parameters: dict[str, Any]) -> str:
+    """The parameters as JSON on one line, each long value cut with its full length."""
+    parts = []
+    for key, value in parameters.items():
+        text = json.dumps(value, default=repr)
+        if len(text) > PARAMETER_CHARS:
+            text = f"{text[:PARAMETER_CHARS]}... ({len(text)} characters)"
+        parts.append(f"{json.dumps(str(key))}: {text}")
+    return "{" + ", ".join(parts) + "}"
+
+
 def _state_dict(state: Any) -> dict[str, Any]:
     return {"type": state.type.value, "name": state.name, "message": state.message,
             "timestamp": _iso(state.ts)}
@@ -187,7 +203,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         return 0
     print(f"Flow run {run.name!r} of flow {run.flow_name!r}  (id {run.id})")
     print(f"  state:      {run.state}" if run.state else "  state:      -")
-    print(f"  parameters: {json.dumps(run.parameters)}")
+    print(f"  parameters: {_parameters_text(run.parameters)}")
     print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
     origin = states[0].ts if states else (run.start_ts or 0)
     print("\nState history:")

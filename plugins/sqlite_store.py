@@ -117,6 +117,37 @@ def _json(value: Any) -> str:
         return json.dumps(_readable(value))
 
 
+#: A parameter value whose JSON is longer than this is stored as a short summary, so a
+#: flow called with a million-item list keeps a run row of a few hundred bytes.
+MAX_PARAMETER_CHARS = 10_000
+
+
+def _parameters_json(parameters: Any) -> str:
+    """``_json(parameters)`` with each value longer than ``MAX_PARAMETER_CHARS`` as JSON
+    replaced by a summary such as ``"<list of 1000000 items, 6.9 MB as JSON: not stored>"``."""
+    text = _json(parameters)
+    # The usual small parameters: one encode, nothing more.
+    if len(text) <= MAX_PARAMETER_CHARS or not isinstance(parameters, dict):
+        return text
+    capped = {}
+    for key, value in parameters.items():
+        size = len(_json(value))
+        capped[str(key)] = value if size <= MAX_PARAMETER_CHARS else _parameter_summary(value, size)
+    return _json(capped)
+
+
+def _parameter_summary(value: Any, size: int) -> str:
+    """What a parameter value too large to store was: its type, length and JSON size."""
+    amount = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return f"<str of {len(value)} characters: not stored>"
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        unit = "keys" if isinstance(value, dict) else "items"
+        return f"<{kind} of {len(value)} {unit}, {amount} as JSON: not stored>"
+    return f"<{kind}, {amount} as JSON: not stored>"
+
+
 def _readable(value: Any) -> Any:
     """A JSON stand-in for a value json cannot encode (called by ``json.dumps``)."""
     import dataclasses
@@ -433,7 +464,7 @@ class SQLiteRunStore(RunStore):
             st = run.state
             # The writer is the slowest stage of a long flow: skip json.dumps for the usual
             # empty tags and upstream.
-            common = (_json(run.parameters), json.dumps(sorted(run.tags)) if run.tags else "[]",
+            common = (_parameters_json(run.parameters), json.dumps(sorted(run.tags)) if run.tags else "[]",
                       st.type._value_ if st else None, st.name if st else None, st.message if st else None,
                       run.start_ts, run.end_ts, run.run_count, _HOST, self._pid, self._pid_start)
             if run.kind == "flow":

@@ -188,3 +188,30 @@ def test_runs_state_filter(history, capsys):
     """--state keeps runs whose state type or name matches."""
     _, out, _ = run_cli(capsys, "runs", "--json", "--state", "failed")
     assert [r["name"] for r in json.loads(out)] == ["broken-run"]
+
+
+def test_a_large_parameter_is_stored_as_a_summary_and_printed_short(headwater_session, capsys):
+    """A flow called with a 200,000-item list: the store keeps a readable summary instead
+    of the list (the run row stays small), small parameters are kept as given, and
+    `runs show` prints long values cut to one short line."""
+
+    @flow(flow_run_name="big")
+    def bigdata(items: list, label: str = "x" * 300) -> int:
+        return len(items)
+
+    bigdata(list(range(200_000)))
+    store = headwater_session.store
+    store.flush()
+    (row,) = store._conn().execute("SELECT parameters FROM flow_runs WHERE name = 'big'").fetchall()
+    assert len(row[0]) < 2_000
+    run = store.read_flow_run("big")
+    assert run.parameters["items"].startswith("<list of 200000 items, 1.")
+    assert run.parameters["items"].endswith(" MB as JSON: not stored>")
+    assert run.parameters["label"] == "x" * 300
+    code, out, _ = run_cli(capsys, "runs", "show", "big")
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  parameters:")]
+    assert '"items": "<list of 200000 items' in line and "(302 characters)" in line
+    assert len(line) < 300
+    code, out, _ = run_cli(capsys, "runs", "show", "big", "--json")
+    assert json.loads(out)["parameters"]["label"] == "x" * 300
