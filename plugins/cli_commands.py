@@ -299,6 +299,32 @@ def cmd_cache(args: argparse.Namespace) -> int:
 # -- plugins ------------------------------------------------------------------------------
 
 
+#: The STATUS column of ``headwater plugins`` shows this much of a status; errors are
+#: printed in full below the table.
+STATUS_CHARS = 60
+
+
+def _first_line(text: str, width: int = STATUS_CHARS) -> str:
+    """The first line of ``text``, cut to ``width`` characters."""
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _plugin_name_and_detail(record: Any) -> tuple[str, str]:
+    """The PLUGIN and DETAIL cells: a local hook file once, relative to the current
+    directory; other long names cut from the left."""
+    import os
+
+    if record.source == "local":
+        try:
+            shown = os.path.relpath(record.name)
+        except ValueError:  # another drive on Windows
+            shown = record.name
+        return shown, "-" if record.detail == record.name else record.detail
+    name = record.name if len(record.name) < 40 else "..." + record.name[-37:]
+    return name, record.detail
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List plugins (or one hook's call order); exit 1 when any plugin failed to load."""
     import os
@@ -335,9 +361,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps([{"name": r.name, "source": r.source, "detail": r.detail, "status": r.status,
                            "hooks": r.hooks} for r in records], indent=2))
     else:
-        rows = [[r.name if len(r.name) < 40 else "..." + r.name[-37:], r.source, r.detail, r.status,
-                 ", ".join(h.replace("headwater_", "") for h in r.hooks)] for r in records]
+        rows = []
+        for r in records:
+            name, detail = _plugin_name_and_detail(r)
+            rows.append([name, r.source, detail, _first_line(r.status),
+                         ", ".join(h.replace("headwater_", "") for h in r.hooks)])
         print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
+        if failed:
+            print("\nErrors:")
+            for r in failed:
+                print(f"  {_plugin_name_and_detail(r)[0]}: {r.status}")
     if failed:
         names = ", ".join(repr(r.name) for r in failed)
         print(f"headwater: error: {len(failed)} plugin(s) failed to load: {names}", file=sys.stderr)

@@ -161,3 +161,18 @@ def test_a_broken_local_hook_file_is_listed_with_the_hook_it_got_wrong(project, 
     assert "unknown hook 'headwater_task_run_nam'" in local["status"]
     assert records["run_naming"]["status"] == "loaded"
     assert "headwater_hooks.py" in err
+
+
+def test_a_broken_local_hook_file_keeps_the_table_narrow_and_prints_the_error_below(project, capsys):
+    """The table names a local hook file once, relative to the current directory, and
+    shows the first 60 characters of its error; the full error follows the table."""
+    (project / "headwater_hooks.py").write_text(
+        "def headwater_task_run_nam(task, parameters):\n    return 'x'\n")
+    code, out, _ = run(capsys)
+    assert code == 1
+    table, errors = out.split("\nErrors:\n", 1)
+    (local,) = [row for row in table.splitlines() if " local " in row]
+    assert local.split()[0] == "headwater_hooks.py" and str(project) not in local.split("error:")[0]
+    assert max(len(row) for row in table.splitlines()) < 180
+    assert "did you mean 'headwater_task_run_name'?" in errors
+    assert errors.strip().startswith("headwater_hooks.py: error: unknown hook 'headwater_task_run_nam'")
