@@ -99,6 +99,15 @@ def _state_dict(state: Any) -> dict[str, Any]:
 # -- runs ---------------------------------------------------------------------------------
 
 
+def _subflow_mark() -> str:
+    """The prefix of a subflow run's name in ``headwater runs`` (ASCII when stdout is)."""
+    try:
+        "↳".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "> "
+    return "↳ "
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     if getattr(args, "runs_command", None) == "show":
         return cmd_runs_show(args)
@@ -120,8 +129,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         else:
             print(_no_runs_text(session.settings.database_url))
         return 0
-    rows = [[r.name, r.flow_name, _state_text(r.state), _when(r.start_ts), _duration(r.start_ts, r.end_ts),
-             r.id[:8]] for r in runs]
+    mark = _subflow_mark()
+    rows = [[(mark if r.parent_flow_run_id else "") + r.name, r.flow_name, _state_text(r.state),
+             _when(r.start_ts), _duration(r.start_ts, r.end_ts), r.id[:8]] for r in runs]
     print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]))
     return 0
 
@@ -181,12 +191,15 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     args.logs = None if args.logs == "all" else (args.logs or LOG_LINES)
     run = store.read_flow_run(args.run)
     if run is None:
-        print(f"headwater: error: no flow run with id or name {args.run!r}; "
+        short_id = len(args.run) < 6 and all(c in "0123456789abcdef-" for c in args.run.lower())
+        hint = "; an id prefix needs at least 6 characters" if short_id else ""
+        print(f"headwater: error: no flow run with id or name {args.run!r}{hint}; "
               f"`headwater runs` lists recent ones", file=sys.stderr)
         return 1
     states = store.read_states(run.id)
     tasks = store.read_task_runs(flow_run_id=run.id)
-    children = store.read_flow_runs(limit=1000, parent_flow_run_id=run.id)
+    # Oldest first, in the order the flow run started them.
+    children = store.read_flow_runs(limit=_ALL, parent_flow_run_id=run.id)[::-1]
     if args.json:
         out = _run_dict(run)
         out["states"] = [_state_dict(s) for s in states]

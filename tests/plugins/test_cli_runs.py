@@ -60,7 +60,43 @@ def test_runs_lists_recent_flow_runs_newest_first(history, capsys):
     assert lines[1].split()[:3] == ["broken-run", "broken", "Failed"]
     names = [line.split()[0] for line in lines[1:]]
     assert names.index("etl-2") < names.index("etl-1")
-    assert {"child-of-1", "child-of-2"} <= set(names)
+
+
+def test_runs_marks_subflow_runs(history, capsys):
+    """Subflow runs are listed with a '↳ ' before their name; top-level runs without."""
+    _, out, _ = run_cli(capsys, "runs")
+    rows = out.splitlines()[1:]
+    assert [row.split()[1] for row in rows if row.startswith("↳ ")] == ["child-of-2", "child-of-1"]
+    assert any(row.startswith("etl-1 ") for row in rows)
+
+
+def test_runs_show_lists_subflow_runs_oldest_first(headwater_session, capsys):
+    """A flow run's subflow runs are listed in the order they ran."""
+
+    @flow(flow_run_name="sub-{n}")
+    def sub(n: int) -> int:
+        return n
+
+    @flow(flow_run_name="parent")
+    def parent() -> None:
+        for n in range(3):
+            sub(n)
+
+    parent()
+    headwater_session.store.flush()
+    _, out, _ = run_cli(capsys, "runs", "show", "parent")
+    section = out.split("Subflow runs:\n", 1)[1].split("\n\n", 1)[0]
+    assert [line.split()[0] for line in section.splitlines()] == ["sub-0", "sub-1", "sub-2"]
+    _, out, _ = run_cli(capsys, "runs", "show", "parent", "--json")
+    assert [c["name"] for c in json.loads(out)["subflow_runs"]] == ["sub-0", "sub-1", "sub-2"]
+
+
+def test_runs_show_with_a_too_short_id_prefix_says_six_characters_are_needed(history, capsys):
+    """`runs show 6d4f` (an id prefix under 6 characters) explains the minimum length."""
+    run = history.read_flow_runs(flow_name="broken")[0]
+    code, _, err = run_cli(capsys, "runs", "show", run.id[:4])
+    assert code == 1
+    assert f"'{run.id[:4]}'" in err and "at least 6 characters" in err
 
 
 def test_runs_json_gives_every_field(history, capsys):
