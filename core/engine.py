@@ -26,6 +26,7 @@ from .ids import time_ordered_id
 from .results import RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
+from .tracebacks import for_log
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -113,7 +114,7 @@ class TaskExecution(TaskRunContext):
             state = S.Failed(message=f"Task run encountered an exception during {where}: "
                                      f"{type(exc).__name__}: {exc}", data=exc)
         task_logger.error("Encountered exception during %s:", "cache key computation" if before_call
-                          else "execution", exc_info=exc, extra=label)
+                          else "execution", exc_info=for_log(exc, label["run_label"]), extra=label)
         try:
             answer = self.policy.propose_failed(self, exc, state)
         except Exception as policy_exc:

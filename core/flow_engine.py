@@ -21,6 +21,7 @@ from .futures import Future
 from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
 from .runs import FlowRun
 from .session import Session
+from .tracebacks import for_log, logged_in, without_headwater_frames
 
 if TYPE_CHECKING:
     from .flows import Flow
@@ -156,8 +157,14 @@ class FlowExecution(FlowRunContext):
         else:
             state = S.Failed(message=f"Flow run encountered an exception: {type(exc).__name__}: {exc}",
                              data=exc)
-            flow_logger.error("Encountered exception during execution:", exc_info=exc,
-                              extra=flow_extra(self))
+            logged = logged_in(exc)
+            if logged is None:
+                flow_logger.error("Encountered exception during execution:",
+                                  exc_info=for_log(exc, self.label), extra=flow_extra(self))
+            else:  # one traceback per failure: the run that raised it logged it already
+                flow_logger.error("Encountered exception during execution: %s: %s (raised in %s; "
+                                  "its traceback is logged there)", type(exc).__name__, exc,
+                                  logged, extra=flow_extra(self))
         return self._retry_or_settle(state)
 
     def _retry_or_settle(self, state: S.State) -> float | None:
@@ -329,7 +336,8 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
         return _result(fx.finish(), return_state)
     except BaseException as exc:
         _interrupted(fx, exc)
-        raise
+        # The caller's traceback shows its own frames and the flow's, not the run loop's.
+        raise without_headwater_frames(exc)
     finally:
         fx.exit()
 
@@ -368,7 +376,8 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
         return _result(fx.finish(), return_state)
     except BaseException as exc:
         _interrupted(fx, exc)
-        raise
+        # The caller's traceback shows its own frames and the flow's, not the run loop's.
+        raise without_headwater_frames(exc)
     finally:
         fx.exit()
 

@@ -147,7 +147,10 @@ class State:
 
                 exc = RunFailed(f"Run ended in state {self}: {self.message or ''}".strip())
             if raise_on_failure:
-                raise exc
+                from .tracebacks import without_headwater_frames
+
+                # The caller sees its own frames and the run's, not the run loop's.
+                raise without_headwater_frames(exc)
             return exc
         if self.type is StateType.PENDING and self.name == "NotReady":
             from .errors import UpstreamFailed

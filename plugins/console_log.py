@@ -26,6 +26,12 @@ class RunFormatter(logging.Formatter):
             line += "\n" + self.formatException(record.exc_info)
         return line
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        """The traceback without headwater's own frames (all of them at DEBUG level)."""
+        from headwater.tracebacks import format_exception
+
+        return format_exception(ei)
+
 
 class ConsoleHandler(logging.StreamHandler):
     """Writes to the current ``sys.stderr`` (so test capture and redirection work)."""
