@@ -232,7 +232,10 @@ class Session:
         for name, plugin in self._api_named():
             add(name, "api", "Session(plugins=...)", lambda p=plugin: p)
         if blocked:
-            _warn_unknown_blocked(blocked, known, settings.disable_plugin_autoload)
+            origin = settings.origins.get("DISABLE_PLUGINS")
+            setting = (f"disable_plugins under [tool.headwater] in {origin[0]}" if origin
+                       else "HEADWATER_DISABLE_PLUGINS")
+            _warn_unknown_blocked(blocked, known, settings.disable_plugin_autoload, setting)
 
         for name, exc in pm.run_deferred_checks():
             for record in records:
@@ -367,7 +370,8 @@ def _where(name: str, source: str, detail: str, plugin: Any) -> str:
     return f"{location} ({what})" if location else what
 
 
-def _warn_unknown_blocked(blocked: frozenset[str], known: list[str], autoload_off: bool) -> None:
+def _warn_unknown_blocked(blocked: frozenset[str], known: list[str], autoload_off: bool,
+                          setting: str) -> None:
     """Warn about ``HEADWATER_DISABLE_PLUGINS`` names that match no plugin (a typo there
     would otherwise leave the plugin running, silently)."""
     import difflib
@@ -381,7 +385,7 @@ def _warn_unknown_blocked(blocked: frozenset[str], known: list[str], autoload_of
         if not close and autoload_off:
             continue  # may name an entry point, not scanned with autoload off
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        warnings.warn(f"HEADWATER_DISABLE_PLUGINS names {name!r}, which is not a plugin{hint} "
+        warnings.warn(f"{setting} names {name!r}, which is not a plugin{hint} "
                       f"(`headwater plugins` lists plugin names)", UserWarning, stacklevel=2)
 
 

@@ -196,6 +196,21 @@ def test_a_misspelt_disabled_plugin_name_warns_and_suggests_the_plugin(tmp_path)
         assert record(session, "console_log").status == "loaded"
 
 
+def test_a_misspelt_disabled_plugin_name_in_pyproject_names_the_file(tmp_path):
+    """The same typo under [tool.headwater] names the pyproject file, not an environment
+    variable the user never set."""
+    from headwater.settings import Settings
+
+    write(tmp_path / "pyproject.toml", '[tool.headwater]\ndisable_plugins = ["run_namign"]\n')
+    settings = Settings.load(env_for(tmp_path), start=tmp_path)
+    with Session(settings=settings) as session:
+        with pytest.warns(UserWarning) as record:
+            session.pm
+    message = str(record[0].message)
+    assert f"disable_plugins under [tool.headwater] in {tmp_path / 'pyproject.toml'}" in message
+    assert "did you mean 'run_naming'?" in message
+
+
 def test_valid_disabled_plugin_names_do_not_warn(tmp_path, recwarn):
     """Plugin names, module names and hook-file paths in HEADWATER_DISABLE_PLUGINS are
     accepted without a warning."""
