@@ -21,7 +21,8 @@ import traceback
 import types
 from typing import Any
 
-__all__ = ["full_tracebacks", "trimmed", "without_headwater_frames", "for_log", "logged_in", "format_exception"]
+__all__ = ["for_log", "format_exception", "full_tracebacks", "logged_in", "trimmed",
+           "without_headwater_frames"]
 
 
 def _internal_dirs() -> tuple[str, ...]:
