@@ -52,19 +52,19 @@ class Task(Generic[R]):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
-        from .engine import call_task
+        from .task_calls import call_task
 
         return call_task(self, args, kwargs, return_state, wait_for)
 
     def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run on the flow's task runner; returns a future (``.result()``, ``.wait()``)."""
-        from .engine import submit_task
+        from .task_calls import submit_task
 
         return submit_task(self, args, kwargs, wait_for)
 
     def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> list[Any]:
         """Submit one run per element; wrap constant arguments in ``unmapped(...)``."""
-        from .engine import map_task
+        from .task_calls import map_task
 
         return map_task(self, args, kwargs, wait_for)
 

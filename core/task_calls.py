@@ -1,0 +1,303 @@
+"""How a task call starts task runs: ``task(...)`` runs one now, ``task.submit(...)``
+hands one to the flow's task runner, ``task.map(...)`` submits one per element.
+
+Futures among the arguments (also nested in lists, tuples, sets and dicts) and in
+``wait_for`` are the run's upstream: it starts only when they are done, and ends
+``NotReady`` instead of running when one of them did not complete.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import states as S
+from .context import FlowRunContext, flow_run_ctx
+from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, standalone_context,
+                     transition)
+from .futures import Future, Work, collect_futures, resolve_futures, unmapped, when_all_done
+from .run_logging import task_extra, task_logger
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+
+def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool,
+              wait_for: Any) -> Any:
+    """``task(...)``: run now, in this thread, and return the result (or state)."""
+    fctx = flow_run_ctx.get()
+    if fctx is None:
+        fctx = standalone_context(task)
+    parameters = task.binder.bind(args, kwargs)
+    upstream = upstream_of(task, parameters, wait_for)
+    ex = create_task_run(task, fctx, parameters, upstream)
+    if upstream:
+        not_ready = _wait_upstream(ex, upstream)
+        if not_ready is not None:
+            return not_ready if return_state else not_ready.result()
+    if task.is_async:
+        return _call_async_task(ex, return_state)
+    state = execute_sync(ex)
+    if return_state:
+        return state
+    return state.result()
+
+
+async def _async_result(ex: TaskExecution, return_state: bool) -> Any:
+    state = await execute_async(ex)
+    return state if return_state else state.result()
+
+
+def _call_async_task(ex: TaskExecution, return_state: bool) -> Any:
+    """An async task called: awaitable inside an event loop, else run to completion."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        import anyio
+
+        return anyio.run(_async_result, ex, return_state)
+    return _async_result(ex, return_state)
+
+
+def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
+    """Wait for upstream futures; resolve them into the parameters, or end NotReady."""
+    for future in upstream:
+        future.wait()
+    failed = [f for f in upstream if not f.state.is_completed()]
+    if failed:
+        first = failed[0]
+        state = S.NotReady(message=f"Upstream task run {first.task_run_name!r} did not reach a "
+                                   f"'COMPLETED' state ({first.state}).")
+        transition(ex.flow_context, ex.task_run, state)
+        ex.finish_logs(state)
+        return state
+    resolved = {k: resolve_futures(v) for k, v in ex.parameters.items()}
+    ex.parameters = resolved
+    ex.task_run.parameters = resolved
+    return None
+
+
+def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:
+    """``task.submit(...)``: hand the run to the flow's task runner; return its future."""
+    fctx = flow_run_ctx.get()
+    if fctx is None or fctx.flow_run is None:
+        raise RuntimeError(
+            f"{task.name}.submit() was called outside a flow. Submitting needs a flow run's task "
+            f"runner: call it inside a @flow function, or call the task directly: {task.name}(...)"
+        )
+    parameters = task.binder.bind(args, kwargs)
+    return _submit(task, fctx, parameters, wait_for)
+
+
+def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[Future]:
+    """The futures a run depends on: those in its arguments (also nested in lists, tuples,
+    sets and dicts) and those in ``wait_for`` (a future or an iterable of futures)."""
+    upstream: list[Future] = []
+    for name, value in parameters.items():
+        if type(value) is unmapped:  # meaningful to .map() only; elsewhere the value itself
+            value = parameters[name] = value.value
+        collect_futures(value, upstream)
+    if wait_for is not None:
+        if isinstance(wait_for, Future):
+            wait_for = [wait_for]
+        elif isinstance(wait_for, (str, bytes, dict)) or not hasattr(wait_for, "__iter__"):
+            raise TypeError(f"{task.name}: wait_for={wait_for!r} must be a list of futures "
+                            f"(from .submit() or .map())")
+        for item in wait_for:
+            if isinstance(item, (list, tuple)):  # e.g. the list a .map() returned
+                found: list[Future] = []
+                collect_futures(item, found)
+                if len(found) == len(item):
+                    upstream.extend(found)
+                    continue
+            if not isinstance(item, Future):
+                raise TypeError(f"{task.name}: wait_for got {_short(item)}, which is not a future; "
+                                f"wait_for takes futures returned by .submit() or .map()")
+            upstream.append(item)
+    if len(upstream) > 1:
+        upstream = list(dict.fromkeys(upstream))  # one dependency per future, in order
+    return upstream
+
+
+def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
+    upstream = upstream_of(task, parameters, wait_for)
+    ex = create_task_run(task, fctx, parameters, upstream)
+    future = Future(ex.task_run)
+
+    def run_sync() -> S.State:
+        # In a worker thread an interrupt or an engine error must still end the run,
+        # never leave it Running or its future unfinished.
+        try:
+            if _cancelled(ex):
+                return ex.task_run.state
+            if upstream:
+                not_ready = _wait_upstream(ex, upstream)
+                if not_ready is not None:
+                    return not_ready
+            return execute_sync(ex)
+        except BaseException as exc:
+            state = _crash_state(ex, exc)
+            if isinstance(exc, Exception):
+                return state
+            # An interrupt in the thread that runs the flow (sequential runner, or a
+            # waiter running the work itself) must still stop the flow.
+            future.set_state(state)
+            raise
+
+    async def run_async() -> S.State:
+        try:
+            if _cancelled(ex):
+                return ex.task_run.state
+            if upstream:
+                not_ready = _wait_upstream(ex, upstream)
+                if not_ready is not None:
+                    return not_ready
+            return await execute_async(ex)
+        except BaseException as exc:
+            state = _crash_state(ex, exc)
+            if isinstance(exc, Exception):
+                return state
+            future.set_state(state)  # cancelled by the event loop: end the run, then obey
+            raise
+
+    work = Work(future, task, ex.task_run, None if task.is_async else run_sync,
+                run_async if task.is_async else None, upstream)
+    future.work = work
+    fctx.track(future)
+    future.add_done_callback(fctx.finished)
+    runner = fctx.task_runner
+    pending = [f for f in upstream if not f.done()]
+    if not pending or runner.handles_dependencies:
+        work.ready = True
+        try:
+            _hand_to_runner(runner, work, ex)
+        except BaseException:
+            future.observed = True  # raised to the caller: not a silent failure
+            raise
+    else:
+        _submit_when_done(runner, work, pending, ex)
+    return future
+
+
+def _cancelled(ex: TaskExecution) -> bool:
+    """True when the flow run ended this run (Cancelled) before a worker started it."""
+    state = ex.task_run.state
+    return state is not None and state.is_final()
+
+
+def _hand_to_runner(runner: Any, work: Work, ex: TaskExecution) -> None:
+    """``runner.submit(work)``; if the runner itself fails, the run ends Crashed (so the
+    flow never waits for it forever) and the error propagates."""
+    try:
+        runner.submit(work)
+    except BaseException as exc:
+        if not work.future.done():
+            work.future.set_state(_crash_state(ex, exc))
+        raise
+
+
+def _submit_when_done(runner: Any, work: Work, pending: list[Future], ex: TaskExecution) -> None:
+    def hand_over() -> None:
+        work.ready = True
+        try:
+            _hand_to_runner(runner, work, ex)
+        except Exception:
+            pass  # recorded as Crashed on the run; the thread finishing upstream goes on
+
+    when_all_done(pending, hand_over)
+
+
+def _crash_state(ex: TaskExecution, exc: BaseException) -> S.State:
+    run = ex.task_run
+    if run.state is not None and run.state.is_final():
+        return run.state
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    state = S.Crashed(message=f"Task run crashed: {reason}", data=exc)
+    if isinstance(exc, Exception):
+        task_logger.error("Crashed:", exc_info=exc, extra=task_extra(ex))
+    run.end_ts = state.ts
+    transition(ex.flow_context, run, state)
+    return state
+
+
+def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> list[Future]:
+    """``task.map(...)``: one submitted run per element of the iterable arguments.
+
+    Every argument passed that is iterable (a list, tuple, range, set, generator, ... but
+    not a str, bytes or dict) is mapped over; several are zipped and must have the same
+    length. ``unmapped(x)``, other values and parameters left at their default are passed
+    whole to every run. A future is mapped over its result, and every run depends on it.
+    """
+    from .futures import unmapped
+
+    fctx = flow_run_ctx.get()
+    if fctx is None or fctx.flow_run is None:
+        raise RuntimeError(
+            f"{task.name}.map() was called outside a flow. Mapping submits to a flow run's task "
+            f"runner: call it inside a @flow function"
+        )
+    parameters = task.binder.bind(args, kwargs)
+    # Only arguments the caller passed are mapped: a default that happens to be a list
+    # is a constant. *args / **kwargs parameters are passed whole.
+    passed = set(task.binder.signature.bind_partial(*args, **kwargs).arguments)
+    whole = {task.binder.var_positional, task.binder.var_keyword}
+    iterables: dict[str, list[Any]] = {}
+    constants: dict[str, Any] = {}
+    mapped_futures: list[Future] = []
+    for name, value in parameters.items():
+        if isinstance(value, unmapped):
+            constants[name] = value.value
+        elif name not in passed or name in whole:
+            constants[name] = value
+        elif isinstance(value, Future):
+            resolved = value.result()  # raises the upstream's own error if it failed
+            if not _is_mappable(resolved):
+                raise TypeError(f"{task.name}.map(): argument {name!r} is a future whose result "
+                                f"{_short(resolved)} is not iterable; wrap it in unmapped(...) to "
+                                f"pass it whole to every run")
+            iterables[name] = list(resolved)
+            mapped_futures.append(value)
+        elif _is_mappable(value):
+            iterables[name] = list(value)
+        else:
+            constants[name] = value
+    if not iterables:
+        raise TypeError(f"{task.name}.map() needs at least one iterable argument to map over, got "
+                        f"{', '.join(f'{n}={_short(v)}' for n, v in parameters.items()) or 'none'}; "
+                        f"pass a list for the values to map over and wrap constants in unmapped(...)")
+    lengths = {name: len(items) for name, items in iterables.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{n}={length}" for n, length in lengths.items())
+        raise ValueError(f"{task.name}.map() got iterables of different lengths ({described}); "
+                         f"every mapped argument needs one item per run: wrap constants in "
+                         f"unmapped(...)")
+    count = next(iter(lengths.values()))
+    if mapped_futures:
+        # Each run depends on the future it was mapped from, as if passed directly.
+        wait_for = [*(wait_for or ()), *mapped_futures]
+    futures = []
+    for i in range(count):
+        call = dict(constants)
+        for name, items in iterables.items():
+            call[name] = items[i]
+        ordered = {n: call[n] for n in parameters}
+        futures.append(_submit(task, fctx, ordered, wait_for))
+    return futures
+
+
+def _is_mappable(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray, dict)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
