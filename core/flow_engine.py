@@ -38,7 +38,7 @@ class FlowExecution(FlowRunContext):
         if parent is not None and parent.abandoned and threading.get_ident() in parent.abandoned:
             raise TaskTimeout(f"{parent.label} timed out; its body, still running in the background, "
                               f"starts no new subflow runs (flow {flow.name!r} was not run)")
-        run = FlowRun(new_id(), flow.name, "", parameters, frozenset(), flow.version,
+        run = FlowRun(new_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
                       parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
                       parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))

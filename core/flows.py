@@ -32,6 +32,7 @@ class Flow(Generic[R]):
         _check_task_runner(self.spec.task_runner, fn.__name__)
         self.name = self.spec.name
         self.description = self.spec.description
+        self.tags = self.spec.tags
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"flow {self.name!r}")
         if self.spec.log_prints:

@@ -33,6 +33,16 @@ class _Spec(BaseModel):
     on_completion: list[Callback] = []
     on_failure: list[Callback] = []
     on_crashed: list[Callback] = []
+    tags: frozenset[str] = frozenset()
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_are_strings(cls, value: Any) -> Any:
+        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+            raise ValueError("tags must be a list of strings, e.g. tags=['etl']")
+        if not all(isinstance(tag, str) for tag in value):
+            raise ValueError("every tag must be a string")
+        return frozenset(value)
 
     @field_validator("retry_delay_seconds", mode="before")
     @classmethod
@@ -67,7 +77,6 @@ class FlowSpec(_Spec):
 
 
 class TaskSpec(_Spec):
-    tags: frozenset[str] = frozenset()
     task_run_name: Union[str, Callback, None] = None
     retry_jitter_factor: Optional[float] = Field(None, ge=0)
     retry_condition_fn: Optional[Callback] = None
@@ -75,15 +84,6 @@ class TaskSpec(_Spec):
     cache_expiration: Optional[_dt.timedelta] = None
     refresh_cache: bool = False
     result_serializer: Optional[str] = None
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags_are_strings(cls, value: Any) -> Any:
-        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
-            raise ValueError("tags must be a list of strings, e.g. tags=['etl']")
-        if not all(isinstance(tag, str) for tag in value):
-            raise ValueError("every tag must be a string")
-        return frozenset(value)
 
     @field_validator("cache_expiration", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ def fetch_readings(station: str) -> list[float]:
     name="Weather Report",
     description="Summarises one station's readings.\n\n* averages\n* extremes",
     version=os.getenv("GIT_COMMIT_SHA"),  # None → a hash of this file
+    tags=["reports"],
 )
 def weather_report(station: str = "north") -> float:
     readings = fetch_readings(station)

@@ -180,3 +180,24 @@ def test_kwargs_and_varargs_flows_bind_and_run():
         return sep.join([first, *rest]) + "".join(f"{k}{v}" for k, v in sorted(extra.items()))
 
     assert gather("a", "b", "c", sep="+", z=1) == "a+b+cz1"
+
+
+def test_flow_tags_are_validated_and_recorded_on_its_runs():
+    """``@flow(tags=[...])`` tags every run of the flow (readable at runtime and in the
+    store); tags that are not a list of strings fail at decoration."""
+    import pytest
+
+    from headwater import flow, get_store
+    from headwater.errors import ConfigurationError
+    from headwater.runtime import flow_run
+
+    @flow(tags=["nightly", "etl"])
+    def tagged() -> list:
+        return flow_run.tags
+
+    assert tagged() == ["etl", "nightly"]
+    store = get_store()
+    store.flush()
+    assert store.read_flow_runs(limit=1)[0].tags == frozenset({"etl", "nightly"})
+    with pytest.raises(ConfigurationError, match="tags"):
+        flow(tags="nightly")(lambda: None)

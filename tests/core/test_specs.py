@@ -154,7 +154,8 @@ def test_default_version_is_none_without_a_source_file():
         (flow, {"flow_run_name": 42}, "flow_run_name=42"),
         (flow, {"validate_parameters": "yes"}, "validate_parameters='yes'"),
         (flow, {"task_runner": 5}, "task_runner=5"),
-        (flow, {"tags": ["x"]}, "unknown option tags=['x']"),
+        (flow, {"tags": "nightly"}, "tags='nightly'"),
+        (flow, {"colour": "red"}, "unknown option colour='red'"),
     ],
 )
 def test_invalid_options_fail_at_decoration_naming_the_option_and_value(decorator, options, named):
