@@ -63,7 +63,8 @@ class _Run:
     def duration(self) -> float | None:
         if self.start_ts is None:
             return None
-        return (self.end_ts or self.state.ts if self.state else self.start_ts) - self.start_ts
+        end = self.end_ts or (self.state.ts if self.state else self.start_ts)
+        return end - self.start_ts
 
     def call_body(self) -> Any:
         """Call the run's function with its bound arguments (one attempt)."""
