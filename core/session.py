@@ -326,18 +326,25 @@ class Session:
     def bindings_for(self, directory: Path | None) -> FlowBindings:
         """Hooks bound for flows defined in ``directory`` (cached per directory)."""
         bindings = self._bindings.get(directory)
-        if bindings is None:
-            from .bindings import FlowBindings
+        if bindings is not None:
+            return bindings
+        from .bindings import FlowBindings
 
-            if directory is not None:
-                self.load_local_hooks(directory)
-            excluded = [
-                self.pm.get_plugin(name)
-                for path, name in self._local_files.items()
-                if directory is None or not _applies(path, directory)
-            ]
-            bindings = FlowBindings(self, [p for p in excluded if p is not None])
-            self._bindings[directory] = bindings
+        # Under the lock: load_local_hooks for another directory, in another thread,
+        # adds to _local_files and clears the cache; bindings made from the files known
+        # before it would be cached after it, applying its new file here too.
+        with self._lock:
+            bindings = self._bindings.get(directory)
+            if bindings is None:
+                if directory is not None:
+                    self.load_local_hooks(directory)
+                excluded = [
+                    self.pm.get_plugin(name)
+                    for path, name in self._local_files.items()
+                    if directory is None or not _applies(path, directory)
+                ]
+                bindings = FlowBindings(self, [p for p in excluded if p is not None])
+                self._bindings[directory] = bindings
         return bindings
 
     def close(self) -> None:

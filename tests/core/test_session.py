@@ -157,3 +157,57 @@ def test_a_flow_run_in_a_plain_thread_uses_the_surrounding_session(tmp_path):
         runs = session.store.read_flow_runs()
     assert results[0].result() == 7
     assert [r.flow_name for r in runs] == ["in-thread"]
+
+
+def test_a_hook_file_loaded_by_another_thread_meanwhile_applies_only_below_its_directory(tmp_path):
+    """While one thread binds the hooks for the flows of a directory, another thread loads
+    the headwater_hooks.py of a sibling directory: the sibling's hook never names the
+    first directory's flow runs."""
+    import importlib.util
+    import textwrap
+    import threading
+
+    from headwater import bindings as bindings_module
+
+    root = tmp_path / "proj"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    (root / "b" / "headwater_hooks.py").write_text(textwrap.dedent("""
+        def headwater_flow_run_name(flow, parameters):
+            return "from-b"
+    """))
+    (root / "a" / "flows.py").write_text(textwrap.dedent("""
+        from headwater import flow
+        from headwater.runtime import flow_run
+
+        @flow
+        def in_a():
+            return flow_run.name
+    """))
+    spec = importlib.util.spec_from_file_location("flows_in_a_sibling_race", root / "a" / "flows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    original = bindings_module.FlowBindings.__init__
+    loader: list[threading.Thread] = []
+
+    def bind_while_b_loads(self, session, excluded):
+        if not loader:  # the first binding (for a/): b's file loads meanwhile
+            loader.append(threading.Thread(target=session.load_local_hooks, args=(root / "b",)))
+            loader[0].start()
+            loader[0].join(0.5)  # while the session's lock is held, it waits for us instead
+        original(self, session, excluded)
+
+    with Session(env=env_for(tmp_path)) as session:
+        session.pm
+        bindings_module.FlowBindings.__init__ = bind_while_b_loads
+        try:
+            first = module.in_a()
+        finally:
+            bindings_module.FlowBindings.__init__ = original
+            if loader:
+                loader[0].join()
+        assert loader and (root / "b" / "headwater_hooks.py").resolve() in session._local_files
+        assert first != "from-b"
+        assert module.in_a() != "from-b"
