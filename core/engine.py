@@ -285,6 +285,17 @@ def _wait_before_retry(ex: TaskExecution, delay: float) -> None:
         raise
 
 
+async def _await_retry(ex: TaskExecution, delay: float) -> None:
+    """The async twin of :func:`_wait_before_retry`."""
+    import anyio
+
+    try:
+        await anyio.sleep(delay)
+    except BaseException as exc:  # cancelled while AwaitingRetry: Crashed, then obey
+        ex.failed(exc)
+        raise
+
+
 def execute_sync(ex: TaskExecution) -> S.State:
     """Run the attempts of one task run in this thread; return its final state."""
     token = task_run_ctx.set(ex)
@@ -332,7 +343,7 @@ async def execute_async(ex: TaskExecution) -> S.State:
             final = ex.begin_attempt()
             if final is not None:
                 if final.type is S.StateType.SCHEDULED:  # retry after a failed cache key
-                    await anyio.sleep(ex.retry_delay(final))
+                    await _await_retry(ex, ex.retry_delay(final))
                     continue
                 break
             try:
@@ -358,12 +369,7 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 final = ex.completed(value)
                 break
             if final is None:
-                delay = ex.retry_delay(ex.task_run.state)
-                try:
-                    await anyio.sleep(delay)
-                except BaseException as exc:  # cancelled while AwaitingRetry: Crashed
-                    ex.failed(exc)
-                    raise
+                await _await_retry(ex, ex.retry_delay(ex.task_run.state))
                 continue
             break
     finally:
