@@ -227,6 +227,7 @@ class SQLiteRunStore(RunStore):
         self._enqueued = 0
         self._written = 0
         self._writer: threading.Thread | None = None
+        self._writer_pid = -1  # the process the writer thread runs in
         self._writer_error: BaseException | None = None
         self._seq = 0
         self._closed = False
@@ -371,6 +372,8 @@ class SQLiteRunStore(RunStore):
         if self._writer is None or self._writer_pid != os.getpid():
             self._start_writer()
         with self._qlock:
+            if self._closed:
+                self._refuse(run)
             self._queue.append((run, state))
             self._enqueued += 1
             if len(self._queue) > 5000:
@@ -407,11 +410,23 @@ class SQLiteRunStore(RunStore):
             self._start_writer()
         rows = list(rows)
         with self._qlock:
+            if self._closed:
+                self._refuse(None)
             self._logs.extend(rows)
             self._enqueued += len(rows)  # so flush() waits for log lines too
 
+    def _refuse(self, run: Any) -> None:
+        # Raised, not dropped: the writer has exited, so a write accepted now would never
+        # reach the file. Shutdown stays quiet: run_logs swallows store errors, and the
+        # session closes its store only after its flows returned.
+        what = f" ({run.kind} run {run.name!r})" if run is not None and hasattr(run, "name") else ""
+        raise StoreError(f"the run store {self.path} is closed; nothing more can be written "
+                         f"to it{what}: open a new Session")
+
     def _start_writer(self) -> None:
         with self._qlock:
+            if self._closed:
+                return  # the caller raises: no writer to start for a closed store
             if self._writer is not None and self._writer_pid == os.getpid():
                 return
             self._writer_pid = os.getpid()
@@ -420,8 +435,6 @@ class SQLiteRunStore(RunStore):
             self._writer = threading.Thread(target=self._write_loop, name="headwater-store-writer",
                                             daemon=True)
             self._writer.start()
-
-    _writer_pid = -1
 
     def _write_loop(self) -> None:
         while True:
@@ -439,7 +452,12 @@ class SQLiteRunStore(RunStore):
             with self._flushed:
                 self._written += len(batch) + len(logs)
                 self._flushed.notify_all()
-            if closing and not self._queue:
+            if closing:
+                # close() set _closed under _qlock, so nothing was queued after this batch.
+                conn = getattr(self._local, "conn", None)
+                if conn is not None:
+                    self._local.conn = None
+                    conn.close()
                 return
 
     def _write_batch(self, batch: list[tuple[Any, State | None]], logs: list[tuple[Any, ...]]) -> None:
@@ -533,8 +551,12 @@ class SQLiteRunStore(RunStore):
         try:
             self.flush()
         finally:
-            self._closed = True
+            with self._qlock:
+                self._closed = True
             self._wake.set()
+            writer = self._writer
+            if writer is not None and writer is not threading.current_thread() and self._writer_pid == os.getpid():
+                writer.join(30)  # it writes what is left, closes its connection and ends
             conn = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()

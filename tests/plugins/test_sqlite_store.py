@@ -336,3 +336,37 @@ def test_a_directory_where_the_database_should_be_is_reported(headwater_home):
             blocked()
     assert str(db) in str(info.value)
     assert (db / "keep.txt").read_text() == "mine"
+
+
+# -- closing ----------------------------------------------------------------------------------
+
+
+def _task_run(i: int):
+    from headwater import states as S
+    from headwater.runs import TaskRun
+
+    run = TaskRun(f"run-{i}-{time.time_ns()}", "step", "abcd1234", f"step-{i}", {"i": i})
+    run.state = S.Pending()
+    return run
+
+
+def test_a_write_after_close_is_refused_not_lost(tmp_path):
+    """Closing the store writes what was queued and ends its writer thread; a state or
+    log line recorded afterwards raises StoreError naming the file, instead of being
+    accepted and silently never written."""
+    import threading
+
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    before = _task_run(1)
+    store.record_state(before, before.state)
+    writer = store._writer
+    store.close()
+    assert writer is not None and writer not in threading.enumerate()
+    after = _task_run(2)
+    with pytest.raises(StoreError, match="runs.db is closed"):
+        store.record_state(after, after.state)
+    with pytest.raises(StoreError, match="runs.db is closed"):
+        store.record_logs([(None, None, time.time(), "INFO", "headwater", "late")])
+    again = SQLiteRunStore(tmp_path / "runs.db")
+    assert [r.name for r in again.read_task_runs()] == ["step-1"]
+    again.close()
