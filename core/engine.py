@@ -165,6 +165,20 @@ class TaskExecution(TaskRunContext):
         transition(self.flow_context, run, state)
         return state
 
+    def crash(self, exc: BaseException) -> S.State:
+        """End the run Crashed by ``exc`` (an error outside the body, or an interrupt) and
+        return its final state; a run that is final already keeps its state."""
+        run = self.task_run
+        if run.state is not None and run.state.is_final():
+            return run.state
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        state = S.Crashed(message=f"Task run crashed: {reason}", data=exc)
+        if isinstance(exc, Exception):
+            task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self))
+        run.end_ts = state.ts
+        transition(self.flow_context, run, state)
+        return state
+
     def persists(self) -> bool:
         wanted = self.task.spec.persist_result
         if wanted is None:
@@ -285,6 +299,17 @@ def _wait_before_retry(ex: TaskExecution, delay: float) -> None:
         raise
 
 
+def _crashed(ex: TaskExecution, exc: BaseException) -> None:
+    """An exception escaped the run loop (the engine, the store or a policy failed, or
+    an interrupt): end the run Crashed, unless it is final already, so no caller (a
+    direct call, a worker, a remote one) leaves it Running in the history."""
+    try:
+        ex.crash(exc)
+    except Exception as record_exc:  # the store failing again: the first error matters more
+        task_logger.error("Could not record the crash of %s: %s: %s", ex.task_run.name,
+                          type(record_exc).__name__, record_exc, extra=task_extra(ex))
+
+
 async def _await_retry(ex: TaskExecution, delay: float) -> None:
     """The async twin of :func:`_wait_before_retry`."""
     import anyio
@@ -323,6 +348,9 @@ def execute_sync(ex: TaskExecution) -> S.State:
                 break
             final = ex.completed(value)
             break
+    except BaseException as exc:
+        _crashed(ex, exc)
+        raise
     finally:
         if prints is not None:
             log_prints_var.reset(prints)
@@ -372,6 +400,9 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 await _await_retry(ex, ex.retry_delay(ex.task_run.state))
                 continue
             break
+    except BaseException as exc:
+        _crashed(ex, exc)
+        raise
     finally:
         if prints is not None:
             log_prints_var.reset(prints)

@@ -15,7 +15,6 @@ from .context import FlowRunContext, flow_run_ctx
 from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, standalone_context,
                      transition)
 from .futures import Future, Work, collect_futures, resolve_futures, unmapped, when_all_done
-from .run_logging import task_extra, task_logger
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -209,16 +208,8 @@ def _submit_when_done(runner: Any, work: Work, pending: list[Future], ex: TaskEx
 
 
 def _crash_state(ex: TaskExecution, exc: BaseException) -> S.State:
-    run = ex.task_run
-    if run.state is not None and run.state.is_final():
-        return run.state
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    state = S.Crashed(message=f"Task run crashed: {reason}", data=exc)
-    if isinstance(exc, Exception):
-        task_logger.error("Crashed:", exc_info=exc, extra=task_extra(ex))
-    run.end_ts = state.ts
-    transition(ex.flow_context, run, state)
-    return state
+    """End the run Crashed (unless final already); return its final state."""
+    return ex.crash(exc)
 
 
 def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> list[Future]:

@@ -50,3 +50,43 @@ def test_cancelling_an_async_task_waiting_to_retry_a_failed_cache_key_ends_it_cr
     (run,) = _task_runs(headwater_session, "fetch")
     assert run.state.name == "Crashed"
     assert "interrupted by CancelledError" in run.state.message
+@pytest.mark.parametrize("in_flow", [False, True])
+def test_an_engine_error_in_a_direct_task_call_ends_the_run_crashed(headwater_home, in_flow):
+    """When the engine itself fails (here the state policy raises after the body
+    returned), a task called directly ends Crashed in the store, not left Running, and
+    the caller sees the engine's error."""
+
+    @task
+    def add_one(x):
+        return x + 1
+
+    @flow
+    def calls_it():
+        return add_one(1)
+
+    with Session(plugins=[_BreaksOnComplete()]) as session:
+        with pytest.raises(RuntimeError, match="disk I/O error"):
+            add_one(1) if not in_flow else calls_it()
+        (run,) = _task_runs(session, "add_one")
+    assert run.state.name == "Crashed"
+    assert "disk I/O error" in run.state.message
+    assert run.end_ts is not None
+
+
+def test_an_engine_error_in_a_direct_async_task_call_ends_the_run_crashed(headwater_home):
+    """The same for an async task awaited directly: Crashed, and the error raised."""
+
+    @task
+    async def add_one(x):
+        return x + 1
+
+    async def main():
+        return await add_one(1)
+
+    with Session(plugins=[_BreaksOnComplete()]) as session:
+        with pytest.raises(RuntimeError, match="disk I/O error"):
+            asyncio.run(main())
+        (run,) = _task_runs(session, "add_one")
+    assert run.state.name == "Crashed"
+
+
