@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote, urlparse
@@ -227,11 +228,24 @@ class SQLiteRunStore(RunStore):
         self._enqueued = 0
         self._written = 0
         self._writer: threading.Thread | None = None
-        self._writer_pid = -1  # the process the writer thread runs in
         self._writer_error: BaseException | None = None
         self._seq = 0
         self._closed = False
         self._open()
+        _stores.add(self)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's writer thread, queue and locks are not ours
+        (a lock may have been held at the fork); this process starts its own writer."""
+        self._pid = os.getpid()
+        self._pid_start = process_start_token(self._pid)
+        self._qlock = threading.Lock()
+        self._wake = threading.Event()
+        self._flushed = threading.Condition()
+        self._queue, self._logs = [], []
+        self._enqueued = self._written = 0
+        self._writer = None
+        self._writer_error = None
 
     # -- connections ----------------------------------------------------------------
 
@@ -369,8 +383,8 @@ class SQLiteRunStore(RunStore):
     # -- writes (queued) ---------------------------------------------------------------
 
     def _enqueue(self, run: Any, state: State | None) -> None:
-        if self._writer is None or self._writer_pid != os.getpid():
-            self._start_writer()
+        if self._writer is None:  # inline: a method call per write costs more than the test
+            self._ensure_writer()
         with self._qlock:
             if self._closed:
                 self._refuse(run)
@@ -406,8 +420,8 @@ class SQLiteRunStore(RunStore):
         self._enqueue(run, state)
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        if self._writer is None or self._writer_pid != os.getpid():
-            self._start_writer()
+        if self._writer is None:
+            self._ensure_writer()
         rows = list(rows)
         with self._qlock:
             if self._closed:
@@ -423,15 +437,12 @@ class SQLiteRunStore(RunStore):
         raise StoreError(f"the run store {self.path} is closed; nothing more can be written "
                          f"to it{what}: open a new Session")
 
-    def _start_writer(self) -> None:
+    def _ensure_writer(self) -> None:
+        """Start this process's writer thread unless it runs (a forked child forgets its
+        parent's in ``_forget_parent``, so no pid check is needed per write)."""
         with self._qlock:
-            if self._closed:
-                return  # the caller raises: no writer to start for a closed store
-            if self._writer is not None and self._writer_pid == os.getpid():
-                return
-            self._writer_pid = os.getpid()
-            self._queue = []  # a forked child must not write its parent's queue
-            self._logs = []
+            if self._closed or self._writer is not None:
+                return  # closed: the caller raises; no writer to start
             self._writer = threading.Thread(target=self._write_loop, name="headwater-store-writer",
                                             daemon=True)
             self._writer.start()
@@ -534,7 +545,7 @@ class SQLiteRunStore(RunStore):
         self._write_txn(write)
 
     def flush(self) -> None:
-        if self._writer is None or self._writer_pid != os.getpid():
+        if self._writer is None:
             return
         with self._qlock:
             target = self._enqueued
@@ -555,7 +566,7 @@ class SQLiteRunStore(RunStore):
                 self._closed = True
             self._wake.set()
             writer = self._writer
-            if writer is not None and writer is not threading.current_thread() and self._writer_pid == os.getpid():
+            if writer is not None and writer is not threading.current_thread():
                 writer.join(30)  # it writes what is left, closes its connection and ends
             conn = getattr(self._local, "conn", None)
             if conn is not None:
@@ -753,6 +764,19 @@ def sqlite_path(url: str) -> Path:
     if not path:
         raise StoreError(f"HEADWATER_DATABASE_URL={url!r} names no file")
     return Path(path).expanduser()
+
+
+#: Every store made in this process, so a forked child can forget their writers.
+_stores: weakref.WeakSet[SQLiteRunStore] = weakref.WeakSet()
+
+
+def _forget_parent_writers() -> None:
+    for store in list(_stores):
+        store._forget_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_writers)
 
 
 def _make_sqlite(url: str, session: Any) -> RunStore:

@@ -370,3 +370,31 @@ def test_a_write_after_close_is_refused_not_lost(tmp_path):
     again = SQLiteRunStore(tmp_path / "runs.db")
     assert [r.name for r in again.read_task_runs()] == ["step-1"]
     again.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_writes_its_runs_with_its_own_writer_and_pid(tmp_path):
+    """A process forked while the store's writer runs starts its own writer: the child's
+    run reaches the file, recorded with the child's pid, and the parent's queued run is
+    written once, by the parent."""
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    parent_run = _task_run(1)
+    store.record_state(parent_run, parent_run.state)  # the parent's writer is running
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        signal.alarm(20)  # a child that hangs must not outlive the test run
+        try:
+            child_run = _task_run(2)
+            store.record_state(child_run, child_run.state)
+            store.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.close()
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    rows = dict(conn.execute("SELECT name, pid FROM task_runs").fetchall())
+    conn.close()
+    assert rows == {"step-1": os.getpid(), "step-2": pid}
