@@ -99,6 +99,8 @@ class RunStore:
         raise NotImplementedError
 
     def create_task_run(self, run: TaskRun) -> None:
+        """Record a new task run. ``create_task_run`` may defer the row until the first
+        state: the engine always records one (Pending) right after, with ``record_state``."""
         raise NotImplementedError
 
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:

@@ -414,7 +414,10 @@ class SQLiteRunStore(RunStore):
             self._enqueue(info, None)
 
     def create_task_run(self, run: TaskRun) -> None:
-        self._enqueue(run, None)
+        # Nothing to queue: the engine records the run's first state (Pending) right
+        # after, and the writer makes the row from whichever entry of a run comes first
+        # (also when a detached run's nested runs are replayed). One entry fewer per run.
+        pass
 
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
         self._enqueue(run, state)
