@@ -42,10 +42,36 @@ def transition(fctx: FlowRunContext, run: Any, state: S.State) -> None:
     """Make ``state`` the run's state: record it, then tell observers."""
     previous = run.state
     run.state = state
+    _record(fctx, run, previous, state)
+
+
+def _record(fctx: FlowRunContext, run: Any, previous: S.State | None, state: S.State) -> None:
     fctx.store.record_state(run, state)
     changed = fctx.bindings.state_changed
     if changed is not None:
         changed(run=run, previous=previous, state=state)
+
+
+def _transition_unless_final(fctx: FlowRunContext, run: Any, state: S.State) -> S.State:
+    # Check and set are one step under the flow run's lock: a crashing flow run ends its
+    # unfinished task runs from another thread while workers may be moving them on.
+    with fctx._lock:
+        previous = run.state
+        if previous is not None and previous.is_final():
+            return previous
+        run.state = state
+        if state.is_final():
+            run.end_ts = state.ts
+    _record(fctx, run, previous, state)  # outside the lock: observers may submit runs
+    return state
+
+
+def finish_run(fctx: FlowRunContext, run: Any, state: S.State) -> S.State:
+    """Give ``run`` the final ``state`` (and its end time), unless it has a final state
+    already; return the state that won. Every path that ends a task run from a thread
+    other than the one running it (a crashing flow run, a runner that lost a worker)
+    uses this, so a run never records two final states."""
+    return _transition_unless_final(fctx, run, state)
 
 
 class TaskExecution(TaskRunContext):
@@ -64,8 +90,9 @@ class TaskExecution(TaskRunContext):
     def begin_attempt(self) -> S.State | None:
         """Propose Running. Return a final state to stop (cache hit, key failure)."""
         run = self.task_run
-        if self.flow_context.crashed and run.state is not None and run.state.is_final():
-            return run.state  # ended (Cancelled/Crashed) by its crashing flow run: never start
+        ended = self.ended_by_flow()
+        if ended is not None:
+            return ended  # never start a run its crashing flow run ended
         policy = self.policy
         if policy.uses_cache and run.cache_key is None:
             try:
@@ -77,13 +104,20 @@ class TaskExecution(TaskRunContext):
                 return final if final is not None else run.state
         early = policy.propose_running(self)
         if early is not None:
-            transition(self.flow_context, run, early)
-            return early
+            return finish_run(self.flow_context, run, early)
         running = S.Retrying() if self.retries_done else S.Running()
         run.run_count += 1
         if run.start_ts is None:
             run.start_ts = running.ts
-        transition(self.flow_context, run, running)
+        won = _transition_unless_final(self.flow_context, run, running)
+        return None if won is running else won
+
+    def ended_by_flow(self) -> S.State | None:
+        """The final state a crashing flow run gave this run (Cancelled, Crashed), if any."""
+        if self.flow_context.crashed:
+            state = self.task_run.state
+            if state is not None and state.is_final():
+                return state
         return None
 
     def _compute_cache_key(self) -> None:
@@ -98,14 +132,14 @@ class TaskExecution(TaskRunContext):
         """Answer a failed attempt. Return the final state, or ``None`` to retry
         (after ``self.retry_delay`` seconds)."""
         run = self.task_run
-        if self.flow_context.crashed and run.state is not None and run.state.is_final():
-            return run.state  # the crashing flow run already ended it: Crashed stays final
+        ended = self.ended_by_flow()
+        if ended is not None:
+            return ended  # the crashing flow run ended it first: its state stays
         label = task_extra(self)
         if not isinstance(exc, Exception):
             crashed = S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc)
-            run.end_ts = crashed.ts
-            transition(self.flow_context, run, crashed)
-            self.finish_logs(crashed)  # the Finished line and on_crashed, before re-raising
+            # the Finished line and on_crashed, before re-raising
+            self.finish_logs(finish_run(self.flow_context, run, crashed))
             raise exc
         if isinstance(exc, TaskTimeout):
             state = S.TimedOut(message=str(exc), data=exc)
@@ -122,17 +156,17 @@ class TaskExecution(TaskRunContext):
                                       f"{type(policy_exc).__name__}: {policy_exc}", data=policy_exc)
             task_logger.error("Retry policy failed:", exc_info=policy_exc, extra=label)
         if answer.name == "AwaitingRetry":
-            transition(self.flow_context, run, answer)
+            won = _transition_unless_final(self.flow_context, run, answer)
+            if won is not answer:
+                return won
             self.retries_done += 1
             delay = self.retry_delay(answer)
             if task_logger.isEnabledFor(_INFO):
                 task_logger.info("Retry %d/%d will start %s second(s) from now", self.retries_done,
                                  self.task.spec.retries, _secs(delay), extra=label)
             return None
-        run.end_ts = answer.ts
-        transition(self.flow_context, run, answer)
         self.error = exc
-        return answer
+        return finish_run(self.flow_context, run, answer)
 
     def retry_delay(self, awaiting: S.State) -> float:
         scheduled = awaiting.state_details.scheduled_time
@@ -142,8 +176,9 @@ class TaskExecution(TaskRunContext):
 
     def completed(self, value: Any) -> S.State:
         run = self.task_run
-        if self.flow_context.crashed and run.state is not None and run.state.is_final():
-            return run.state  # finished in the background after its flow run crashed
+        ended = self.ended_by_flow()
+        if ended is not None:
+            return ended  # finished in the background after its flow run crashed
         if isinstance(value, S.State):  # a task may return a state of its own making
             state = value
         else:
@@ -157,13 +192,9 @@ class TaskExecution(TaskRunContext):
                     task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self))
                     state = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
                     self.error = exc
-                    run.end_ts = state.ts
-                    transition(self.flow_context, run, state)
-                    return state
+                    return finish_run(self.flow_context, run, state)
             state = self.policy.propose_completed(self, state)
-        run.end_ts = state.ts
-        transition(self.flow_context, run, state)
-        return state
+        return finish_run(self.flow_context, run, state)
 
     def crash(self, exc: BaseException) -> S.State:
         """End the run Crashed by ``exc`` (an error outside the body, or an interrupt) and
@@ -175,9 +206,7 @@ class TaskExecution(TaskRunContext):
         state = S.Crashed(message=f"Task run crashed: {reason}", data=exc)
         if isinstance(exc, Exception):
             task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self))
-        run.end_ts = state.ts
-        transition(self.flow_context, run, state)
-        return state
+        return finish_run(self.flow_context, run, state)
 
     def persists(self) -> bool:
         wanted = self.task.spec.persist_result

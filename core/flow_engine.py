@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import _callbacks_for, _run_callbacks, _secs, call_in_thread, new_id, transition
+from .engine import _callbacks_for, _run_callbacks, _secs, call_in_thread, finish_run, new_id, transition
 from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
 from .futures import Future
 from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
@@ -229,15 +229,14 @@ class FlowExecution(FlowRunContext):
         for future in pending:
             work = future.work
             run = work.run_obj if work is not None else None
-            if run is not None and (run.state is None or not run.state.is_final()):
-                state = S.Cancelled(message="The flow run crashed before this task run finished.")
-                if run.state is not None and run.state.is_running():
-                    state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
-                run.end_ts = state.ts
-                transition(self, run, state)  # recorded and seen by state_changed hooks
-            if run is not None:
-                # Whoever holds the future (an interactive session) must not wait forever.
-                future.set_state(run.state if run.state is not None else state)
+            if run is None:
+                continue
+            state = S.Cancelled(message="The flow run crashed before this task run finished.")
+            if run.state is not None and run.state.is_running():
+                state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+            # Recorded and seen by state_changed hooks, unless a worker finished it first.
+            # Whoever holds the future (an interactive session) must not wait forever.
+            future.set_state(finish_run(self, run, state))
         if self.task_runner is not None:
             try:
                 self.task_runner.shutdown(wait=False)

@@ -9,6 +9,7 @@ import pytest
 
 from headwater import Session, flow, hookimpl, task
 from headwater.policy import WrappingPolicy
+from headwater.task_runners import TaskRunner
 
 
 class _BrokenPolicy(WrappingPolicy):
@@ -90,3 +91,57 @@ def test_an_engine_error_in_a_direct_async_task_call_ends_the_run_crashed(headwa
     assert run.state.name == "Crashed"
 
 
+
+
+class _ThreadRunner(TaskRunner):
+    """A task runner that starts one thread per task run (and lets the test join them)."""
+
+    threads: list[threading.Thread] = []
+
+    def submit(self, work):
+        thread = threading.Thread(target=work.run, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+
+def test_a_task_finishing_while_its_flow_crashes_gets_one_final_state(headwater_home):
+    """A task run that finishes just as its flow run crashes ends with exactly one final
+    state (Crashed, the one recorded first): never Crashed and then Completed too."""
+    waiting, crashed = threading.Event(), threading.Event()
+    finals = []
+
+    class Racing(WrappingPolicy):
+        def propose_completed(self, ctx, state):
+            waiting.set()
+            crashed.wait(5)  # the flow crashes between the engine's check and its transition
+            return state
+
+    class Plugin:
+        @hookimpl(tryfirst=True)
+        def headwater_make_state_policy(self, task, session):
+            from headwater.plugins.retries import RetryPolicy
+
+            return Racing(RetryPolicy(task))
+
+        @hookimpl
+        def headwater_state_changed(self, run, previous, state):
+            if run.kind == "task" and state.is_final():
+                finals.append(state.name)
+                crashed.set()
+
+    @task
+    def work():
+        return 1
+
+    @flow(task_runner=_ThreadRunner())
+    def interrupted():
+        work.submit()
+        waiting.wait(5)
+        raise KeyboardInterrupt
+
+    with Session(plugins=[Plugin()]):
+        with pytest.raises(KeyboardInterrupt):
+            interrupted()
+        for thread in _ThreadRunner.threads:
+            thread.join(5)
+    assert finals == ["Crashed"]
