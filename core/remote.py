@@ -300,7 +300,6 @@ class _PlainBindings:
     make_task_runner = make_result_store = make_state_policy = None
     flow_run_name = task_run_name = task_cache_key = None
     flow_run_call = task_run_call = state_changed = None
-    pluggy_calls = 0
 
 
 class _NoSession:

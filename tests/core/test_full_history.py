@@ -5,7 +5,6 @@ and the per-task hooks are bound once (no pluggy call per task run with default 
 from __future__ import annotations
 
 from headwater import flow, task
-from headwater.context import flow_run_ctx
 
 N = 10_000
 
@@ -19,16 +18,26 @@ def test_every_transition_of_a_10000_task_flow_is_read_back(headwater_session):
     """Every one of 10,000 task runs is in the store, in order, with its parameters and
     its whole history Pending → Running → Completed; the flow's own history is whole."""
     seen: dict[str, int] = {}
+    calls: list[str] = []
 
     @flow
     def many() -> int:
         total = 0
+        before = len(calls)
         for i in range(N):
             total += double(i)
-        seen["pluggy_calls"] = flow_run_ctx.get().bindings.pluggy_calls
+        seen["pluggy_calls"] = len(calls) - before
         return total
 
-    state = many(return_state=True)
+    # Every pluggy call, also those made through the flow's bound hooks.
+    undo = headwater_session.pm.add_hookcall_monitoring(
+        lambda hook_name, hook_impls, kwargs: calls.append(hook_name),
+        lambda outcome, hook_name, hook_impls, kwargs: None,
+    )
+    try:
+        state = many(return_state=True)
+    finally:
+        undo()
     assert state.is_completed() and state.result() == N * (N - 1)
     store = headwater_session.store
     flow_run = store.read_flow_runs(limit=1)[0]

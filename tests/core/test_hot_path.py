@@ -39,21 +39,20 @@ def workload(n):
 
 
 def _count_hook_calls(session, n):
-    """Hook calls through the plugin manager (and through the flow's bindings) while
-    one workload(n) flow runs."""
+    """Hook calls through the plugin manager while one workload(n) flow runs: also those
+    made through the flow's bindings (pluggy's subset callers report to the same
+    monitor)."""
     calls = []
     undo = session.pm.add_hookcall_monitoring(
         lambda hook_name, hook_impls, kwargs: calls.append(hook_name),
         lambda outcome, hook_name, hook_impls, kwargs: None,
     )
-    bindings = session.bindings_for(workload.source_dir)
-    before = bindings.pluggy_calls
     try:
         state = workload(n, return_state=True)
     finally:
         undo()
     assert state.is_completed()
-    return calls, bindings.pluggy_calls - before
+    return calls
 
 
 @pytest.fixture
@@ -69,12 +68,12 @@ def default_plugins_only(headwater_home, monkeypatch):
 def test_hook_calls_per_flow_run_do_not_grow_with_the_number_of_tasks(default_plugins_only):
     """A flow of 10 or 100 tasks (called, submitted, mapped; plain, retried, cached) makes
     exactly the same pluggy calls: none per task run."""
-    small, small_bound = _count_hook_calls(default_plugins_only, 10)
-    large, large_bound = _count_hook_calls(default_plugins_only, 100)
+    small = _count_hook_calls(default_plugins_only, 10)
+    large = _count_hook_calls(default_plugins_only, 100)
     assert sorted(small) == sorted(large), (small, large)
-    assert small_bound == large_bound
-    # At most a few per flow run or per task (runner, result store, policy per task).
-    assert len(large) + large_bound <= 12
+    # At most a few per flow run or per task: today one state policy per task (3). The
+    # bound calls were counted twice before (monitor and bindings), under a bound of 12.
+    assert len(large) <= 6, large
 
 
 def test_a_plugin_with_a_per_task_hook_is_called_per_task(headwater_home, monkeypatch):
@@ -89,7 +88,6 @@ def test_a_plugin_with_a_per_task_hook_is_called_per_task(headwater_home, monkey
 
     with Session(plugins=[Observer()]) as session:
         workload(1)
-        small, small_bound = _count_hook_calls(session, 10)
-        large, large_bound = _count_hook_calls(session, 100)
+        small = _count_hook_calls(session, 10)
+        large = _count_hook_calls(session, 100)
     assert large.count("headwater_state_changed") > small.count("headwater_state_changed") >= 60 * 2  # 60 task runs, 2+ transitions each
-    assert large_bound > small_bound
