@@ -16,11 +16,11 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import states as S
 from .context import FlowRunContext, TaskRunContext, task_run_ctx
-from .errors import ConfigurationError, HeadwaterError, RunNameError, StoreError, TaskTimeout
+from .errors import ConfigurationError, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
 from .results import RESULT_SIZE, ResultNotPersisted
@@ -294,6 +294,30 @@ def call_in_thread(fn: Callable[[], Any], timeout: float, what: str,
     return value
 
 
+async def call_with_deadline(call: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    """Await ``call()`` for at most ``timeout`` seconds (the async twin of
+    :func:`call_in_thread`).
+
+    Raises :class:`TaskTimeout` when the deadline cancelled the call, or when the call
+    ran past it anyway (blocking code that never yielded to the event loop cannot be
+    cancelled; it overran all the same, so its outcome is not kept). Anything else the
+    call raises, a ``TimeoutError`` of its own included, propagates unchanged.
+    """
+    import anyio
+
+    scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+    try:
+        with scope:
+            value = await call()
+    except Exception:
+        if anyio.current_time() <= scope.deadline:
+            raise
+        value = None  # raised after the deadline: the timeout is the outcome
+    if scope.cancelled_caught or anyio.current_time() > scope.deadline:
+        raise TaskTimeout(f"{what} exceeded its timeout of {_secs(timeout)} second(s)")
+    return value
+
+
 def _secs(value: float) -> str:
     return f"{round(value, 2):g}"
 
@@ -390,8 +414,6 @@ def execute_sync(ex: TaskExecution) -> S.State:
 
 async def execute_async(ex: TaskExecution) -> S.State:
     """The async twin of :func:`execute_sync`."""
-    import anyio
-
     token = task_run_ctx.set(ex)
     wants_prints = ex.task.spec.log_prints  # None: as the flow says
     prints = log_prints_var.set(wants_prints) if wants_prints is not None else None
@@ -408,18 +430,7 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 if timeout is None:
                     value = await ex.call()
                 else:
-                    with anyio.fail_after(timeout) as scope:
-                        value = await ex.call()
-                    if anyio.current_time() > scope.deadline:
-                        # Blocking code that never yielded to the event loop could not be
-                        # cancelled; it overran all the same, so its result is not kept.
-                        raise TimeoutError()
-            except TimeoutError as exc:
-                if timeout is None or isinstance(exc, HeadwaterError):
-                    final = ex.failed(exc)
-                else:
-                    final = ex.failed(TaskTimeout(f"Task run {ex.task_run.name!r} exceeded its "
-                                                  f"timeout of {_secs(timeout)} second(s)"))
+                    value = await call_with_deadline(ex.call, timeout, f"Task run {ex.task_run.name!r}")
             except BaseException as exc:
                 final = ex.failed(exc)
             else:

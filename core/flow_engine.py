@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import _callbacks_for, _run_callbacks, _secs, call_in_thread, finish_run, new_id, transition
+from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, finish_run,
+                     new_id, transition)
 from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
 from .futures import Future
 from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
@@ -357,12 +358,7 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
                 if timeout is None:
                     value = await fx.call_body()
                 else:
-                    try:
-                        with anyio.fail_after(timeout):
-                            value = await fx.call_body()
-                    except TimeoutError:
-                        raise TaskTimeout(f"Flow run {fx.flow_run.name!r} exceeded its timeout of "
-                                          f"{_secs(timeout)} second(s)") from None
+                    value = await call_with_deadline(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}")
                 await anyio.to_thread.run_sync(fx.wait_for_futures)
                 delay = fx.body_returned(value)
             except BaseException as exc:

@@ -145,3 +145,44 @@ def test_a_task_finishing_while_its_flow_crashes_gets_one_final_state(headwater_
         for thread in _ThreadRunner.threads:
             thread.join(5)
     assert finals == ["Crashed"]
+
+
+def test_an_async_task_raising_its_own_timeout_error_fails_with_its_message(headwater_session):
+    """An async task with a timeout that raises TimeoutError itself, well before its
+    deadline, ends Failed with its own message: it did not time out."""
+
+    @task(timeout_seconds=5)
+    async def call_api():
+        raise TimeoutError("upstream API timed out")
+
+    state = call_api(return_state=True)  # outside an event loop: runs to completion
+    assert state.name == "Failed"
+    assert "upstream API timed out" in state.message
+    with pytest.raises(TimeoutError, match="upstream API timed out"):
+        state.result()
+
+
+def test_an_async_flow_blocking_past_its_deadline_times_out(headwater_session):
+    """An async flow whose body blocks the event loop past timeout_seconds (so it cannot
+    be cancelled) still ends TimedOut, as a task does."""
+    import time
+
+    @flow(timeout_seconds=0.1)
+    async def blocks():
+        time.sleep(0.3)
+        return 1
+
+    state = asyncio.run(blocks(return_state=True))
+    assert state.name == "TimedOut"
+    assert "timeout of 0.1 second(s)" in state.message
+
+
+def test_an_async_flow_over_its_deadline_times_out(headwater_session):
+    """An async flow awaiting past timeout_seconds is cancelled and ends TimedOut."""
+
+    @flow(timeout_seconds=0.1)
+    async def waits():
+        await asyncio.sleep(5)
+
+    state = asyncio.run(waits(return_state=True))
+    assert state.name == "TimedOut"
