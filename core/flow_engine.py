@@ -180,8 +180,10 @@ class FlowExecution(FlowRunContext):
                 scheduled_time=_dt_from_ts(time.time() + delay)))
             flow_logger.info("Retry %d/%d will start %s second(s) from now", self.retries_done,
                              spec.retries, _secs(delay), extra=flow_extra(self))
-            self.pending.clear()
-            self.failures.clear()
+            with self._lock:  # the next attempt counts its own task runs
+                self.pending.clear()
+                self.failures.clear()
+                self.submitted = 0
             return delay
         self.settle(state)
         return None
