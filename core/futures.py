@@ -16,6 +16,7 @@ from .context import task_run_ctx
 from .states import Pending, State
 
 if TYPE_CHECKING:
+    from .engine import TaskExecution
     from .runs import TaskRun
 
 
@@ -181,16 +182,17 @@ class Work:
     """One submitted task run as a task runner sees it.
 
     A runner calls ``run()`` (sync tasks) or awaits ``arun()`` (async tasks) exactly once,
-    in any thread. ``claim`` makes that safe when a waiter runs it first.
+    in any thread. ``claim`` makes that safe when a waiter runs it first. A runner that
+    runs the attempt loop elsewhere (on other processes) starts from ``execution``.
     """
 
-    __slots__ = ("future", "task", "run_obj", "_sync", "_async", "is_async", "_claim", "ready", "upstream")
+    __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claim", "ready", "upstream")
 
-    def __init__(self, future: Future, task: Any, run: TaskRun, sync_fn: Callable[[], State] | None,
+    def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[], State] | None,
                  async_fn: Callable[[], Any] | None, upstream: list[Future]) -> None:
         self.future = future
-        self.task = task
-        self.run_obj = run
+        #: The run from Pending to its final state: task, run, parameters, state policy.
+        self.execution = execution
         self._sync = sync_fn
         self._async = async_fn
         self.is_async = async_fn is not None
@@ -198,8 +200,24 @@ class Work:
         self.ready = False  # set when handed to the runner (upstream done)
         self.upstream = upstream
 
+    @property
+    def task(self) -> Any:
+        """The task this work runs."""
+        return self.execution.task
+
+    @property
+    def run_obj(self) -> TaskRun:
+        """The task run this work makes."""
+        return self.execution.task_run
+
     def claim(self) -> bool:
+        """True exactly once: for the first caller, who then runs it."""
         return self._claim.acquire(blocking=False)
+
+    @property
+    def claimed(self) -> bool:
+        """A runner or a waiter has taken this work (it may be running or done)."""
+        return self._claim.locked()
 
     def run(self) -> None:
         if not self.claim():

@@ -123,45 +123,47 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
     future = Future(ex.task_run)
+    # Only the closure the task needs: one function object per submit, not two.
+    if task.is_async:
+        async def run_async() -> S.State:
+            try:
+                if _cancelled(ex):
+                    return ex.task_run.state
+                if upstream:
+                    not_ready = _wait_upstream(ex, upstream)
+                    if not_ready is not None:
+                        return not_ready
+                return await execute_async(ex)
+            except BaseException as exc:
+                state = _crash_state(ex, exc)
+                if isinstance(exc, Exception):
+                    return state
+                future.set_state(state)  # cancelled by the event loop: end the run, then obey
+                raise
 
-    def run_sync() -> S.State:
-        # In a worker thread an interrupt or an engine error must still end the run,
-        # never leave it Running or its future unfinished.
-        try:
-            if _cancelled(ex):
-                return ex.task_run.state
-            if upstream:
-                not_ready = _wait_upstream(ex, upstream)
-                if not_ready is not None:
-                    return not_ready
-            return execute_sync(ex)
-        except BaseException as exc:
-            state = _crash_state(ex, exc)
-            if isinstance(exc, Exception):
-                return state
-            # An interrupt in the thread that runs the flow (sequential runner, or a
-            # waiter running the work itself) must still stop the flow.
-            future.set_state(state)
-            raise
+        work = Work(future, ex, None, run_async, upstream)
+    else:
+        def run_sync() -> S.State:
+            # In a worker thread an interrupt or an engine error must still end the run,
+            # never leave it Running or its future unfinished.
+            try:
+                if _cancelled(ex):
+                    return ex.task_run.state
+                if upstream:
+                    not_ready = _wait_upstream(ex, upstream)
+                    if not_ready is not None:
+                        return not_ready
+                return execute_sync(ex)
+            except BaseException as exc:
+                state = _crash_state(ex, exc)
+                if isinstance(exc, Exception):
+                    return state
+                # An interrupt in the thread that runs the flow (sequential runner, or a
+                # waiter running the work itself) must still stop the flow.
+                future.set_state(state)
+                raise
 
-    async def run_async() -> S.State:
-        try:
-            if _cancelled(ex):
-                return ex.task_run.state
-            if upstream:
-                not_ready = _wait_upstream(ex, upstream)
-                if not_ready is not None:
-                    return not_ready
-            return await execute_async(ex)
-        except BaseException as exc:
-            state = _crash_state(ex, exc)
-            if isinstance(exc, Exception):
-                return state
-            future.set_state(state)  # cancelled by the event loop: end the run, then obey
-            raise
-
-    work = Work(future, task, ex.task_run, None if task.is_async else run_sync,
-                run_async if task.is_async else None, upstream)
+        work = Work(future, ex, run_sync, None, upstream)
     future.work = work
     fctx.track(future)
     future.add_done_callback(fctx.finished)

@@ -182,11 +182,9 @@ class DaskTaskRunner(TaskRunner):
         if not work.claim():
             return
         try:
-            fctx = self._context
-            if fctx is None or self._client is None:
+            if self._context is None or self._client is None:
                 raise DaskRunnerError("DaskTaskRunner.submit() before start(): the flow run starts it")
-            run = work.run_obj
-            self._dispatch(work, TaskExecution(work.task, run, fctx, run.parameters))
+            self._dispatch(work, work.execution)
         except NotPicklable:
             raise
         except BaseException as exc:
