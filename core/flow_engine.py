@@ -263,12 +263,14 @@ class FlowExecution(FlowRunContext):
         self.closed = True
         if self.task_runner is not None:
             self.task_runner.shutdown(wait=True)
-        self.store.flush()
         if flow_logger.isEnabledFor(_INFO):
             flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
         callbacks = _callbacks_for(self.flow.spec, state)
         if callbacks:
             _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
+        # Last: the Finished line hands the run's buffered task lines to the store, and
+        # callbacks may log; the caller reads the store as soon as the call returns.
+        self.store.flush()
         return state
 
 
