@@ -141,14 +141,14 @@ class TaskExecution(TaskRunContext):
             # the Finished line and on_crashed, before re-raising
             self.finish_logs(finish_run(self.flow_context, run, crashed))
             raise exc
+        where = "cache key computation" if before_call else "execution"
         if isinstance(exc, TaskTimeout):
             state = S.TimedOut(message=str(exc), data=exc)
         else:
-            where = "cache key computation" if before_call else "execution"
             state = S.Failed(message=f"Task run encountered an exception during {where}: "
                                      f"{type(exc).__name__}: {exc}", data=exc)
-        task_logger.error("Encountered exception during %s:", "cache key computation" if before_call
-                          else "execution", exc_info=for_log(exc, label["run_label"]), extra=label)
+        task_logger.error("Encountered exception during %s:", where,
+                          exc_info=for_log(exc, label["run_label"]), extra=label)
         try:
             answer = self.policy.propose_failed(self, exc, state)
         except Exception as policy_exc:
@@ -183,17 +183,17 @@ class TaskExecution(TaskRunContext):
             state = value
         else:
             state = S.Completed(data=value)
-            if run.cache_key is not None or self.persists():
-                try:
+            try:
+                if run.cache_key is not None or self.persists():
                     self._persist(value)
-                except (StoreError, ConfigurationError) as exc:
-                    # Unusable storage or an unknown serializer is a setup mistake, not a
-                    # flaky attempt: fail now, with the error naming the setting, no retries.
-                    task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self))
-                    state = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
-                    self.error = exc
-                    return finish_run(self.flow_context, run, state)
-            state = self.policy.propose_completed(self, state)
+            except (StoreError, ConfigurationError) as exc:
+                # Unusable storage or an unknown serializer is a setup mistake, not a
+                # flaky attempt: fail now, with the error naming the setting, no retries.
+                task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self))
+                state = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
+                self.error = exc
+            else:
+                state = self.policy.propose_completed(self, state)
         return finish_run(self.flow_context, run, state)
 
     def crash(self, exc: BaseException) -> S.State:
