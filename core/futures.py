@@ -70,14 +70,17 @@ class Future:
                 # started it yet, so nested submits cannot deadlock a full worker pool.
                 # The flow itself only waits (its tasks run on the runner), and so does
                 # a wait with a timeout (the caller wants it bounded).
-                if _in_event_loop():
-                    # An async task blocking its event loop: the loop cannot run what
-                    # it waits for, so a helper thread does (async tasks included).
-                    context = contextvars.copy_context()
-                    threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
-                                     name="headwater-wait-helper").start()
-                else:
+                if not _in_event_loop():
                     self._run_here()
+                else:
+                    work = self.work
+                    if work is not None and not work.claimed:
+                        # An async task blocking its event loop: the loop cannot run what
+                        # it waits for, so a helper thread does (async tasks included).
+                        # Not when a runner has it already: the thread would do nothing.
+                        context = contextvars.copy_context()
+                        threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
+                                         name="headwater-wait-helper").start()
             if not self._event.wait(timeout):
                 return None
         return self.state

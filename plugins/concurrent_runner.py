@@ -54,7 +54,9 @@ class ConcurrentTaskRunner(TaskRunner):
     def submit(self, work: Work) -> None:
         context = contextvars.copy_context()
         if work.is_async:
-            loop = self._ensure_loop()
+            loop = self._loop  # no lock once the loop runs: set once, under the lock
+            if loop is None:
+                loop = self._ensure_loop()
             if threading.get_ident() == self._loop_thread:
                 self._spawn(context, work)  # a nested submit, on the loop already
             else:
@@ -116,6 +118,7 @@ class ConcurrentTaskRunner(TaskRunner):
         with self._lock:
             threads = list(self._threads)
             portal_cm, portal = self._portal_cm, self._portal
+            # _loop stays: nested submits may still reach _spawn while the loop drains.
             self._portal_cm = self._portal = None
         for _ in threads:
             self._queue.put(None)
