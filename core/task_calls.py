@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
-from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, standalone_context,
-                     transition)
+from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, finish_run,
+                     standalone_context)
 from .futures import Future, Work, collect_futures, resolve_futures, unmapped, when_all_done
 
 if TYPE_CHECKING:
@@ -63,18 +63,27 @@ def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
     """Wait for upstream futures; resolve them into the parameters, or end NotReady."""
     for future in upstream:
         future.wait()
-    failed = [f for f in upstream if not f.state.is_completed()]
-    if failed:
-        first = failed[0]
-        state = S.NotReady(message=f"Upstream task run {first.task_run_name!r} did not reach a "
-                                   f"'COMPLETED' state ({first.state}).")
-        transition(ex.flow_context, ex.task_run, state)
-        ex.finish_logs(state)
-        return state
+    failed = next((f for f in upstream if not f.state.is_completed()), None)
+    if failed is not None:
+        return not_ready(ex, failed)
     resolved = {k: resolve_futures(v) for k, v in ex.parameters.items()}
     ex.parameters = resolved
     ex.task_run.parameters = resolved
     return None
+
+
+def not_ready(ex: TaskExecution, failed: Future) -> S.State:
+    """End the run ``NotReady`` because the upstream run of ``failed`` did not complete;
+    return the run's last state. Task runners that settle runs themselves use it too.
+
+    A run the crashing flow run ended meanwhile keeps that final state (check and set
+    under the flow run's lock, as ``finish_run`` does)."""
+    state = S.NotReady(message=f"Upstream task run {failed.task_run_name!r} did not reach a "
+                               f"'COMPLETED' state ({failed.state}).")
+    last = finish_run(ex.flow_context, ex.task_run, state)
+    if last is state:
+        ex.finish_logs(state)
+    return last
 
 
 def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from headwater import states as S
 from headwater.context import FlowRunContext
-from headwater.engine import TaskExecution, transition
+from headwater.engine import TaskExecution, finish_run, transition
 from headwater.errors import ConfigurationError, HeadwaterError
 from headwater.futures import Future, Work, when_all_done
 from headwater.remote import (
@@ -32,6 +32,7 @@ from headwater.remote import (
     replace_futures,
 )
 from headwater.run_logging import flow_extra, flow_logger, task_extra, task_logger
+from headwater.task_calls import not_ready
 from headwater.task_runners import TaskRunner
 
 __all__ = ["DaskTaskRunner", "DaskRunnerError"]
@@ -189,7 +190,7 @@ class DaskTaskRunner(TaskRunner):
             raise
         except BaseException as exc:
             if not work.future.done():
-                self._settle(work, _crashed(self._context, work, exc, "could not be sent to Dask"))
+                self._settle(work, _crashed(work, exc, "could not be sent to Dask"))
             raise
 
     def _dispatch(self, work: Work, ex: TaskExecution) -> None:
@@ -210,7 +211,7 @@ class DaskTaskRunner(TaskRunner):
             return
         failed = next((f for f in upstream if f.done() and not f.state.is_completed()), None)
         if failed is not None:
-            self._settle(work, _not_ready(ex, failed))
+            self._settle(work, not_ready(ex, failed))
             return
         if uses_cache:
             resolved = {k: replace_futures(v, lambda f: f.result()) for k, v in run.parameters.items()}
@@ -240,7 +241,7 @@ class DaskTaskRunner(TaskRunner):
         try:
             parameters = {k: replace_futures(v, swap) for k, v in run.parameters.items()}
         except _UpstreamNotCompleted as failed:
-            self._settle(work, _not_ready(ex, failed.future))
+            self._settle(work, not_ready(ex, failed.future))
             return
         for future in upstream:  # wait_for=[...]: ordering without data
             if future.task_run_id not in index:
@@ -250,7 +251,7 @@ class DaskTaskRunner(TaskRunner):
                     index[future.task_run_id] = len(deps)
                     deps.append(dask_future)
                 elif not future.state.is_completed():
-                    self._settle(work, _not_ready(ex, future))
+                    self._settle(work, not_ready(ex, future))
                     return
         try:
             token, task_blob = self._task_blob(ex)
@@ -278,7 +279,7 @@ class DaskTaskRunner(TaskRunner):
             self._dispatch(work, ex)
         except BaseException as exc:  # nobody to raise to: end the run instead
             if not work.future.done():
-                self._settle(work, _crashed(self._context, work, exc, "could not be sent to Dask"))
+                self._settle(work, _crashed(work, exc, "could not be sent to Dask"))
 
     def _task_blob(self, ex: TaskExecution) -> tuple[str, bytes]:
         task = ex.task
@@ -316,12 +317,12 @@ class DaskTaskRunner(TaskRunner):
             else:
                 failed = next((f for f in work.upstream if f.done() and not f.state.is_completed()), None)
                 if failed is not None:
-                    final = _not_ready(ex, failed)
+                    final = not_ready(ex, failed)
                 else:
                     error = _dask_error(done)
-                    final = _crashed(ex.flow_context, work, error, "was lost by Dask")
+                    final = _crashed(work, error, "was lost by Dask")
         except BaseException as exc:
-            final = _crashed(ex.flow_context, work, exc, "could not be recorded")
+            final = _crashed(work, exc, "could not be recorded")
         self._settle(work, final)
 
     def _not_ready_when_recorded(self, work: Work, ex: TaskExecution) -> None:
@@ -330,7 +331,7 @@ class DaskTaskRunner(TaskRunner):
         def settle() -> None:
             upstream = work.upstream
             failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
-            self._settle(work, _not_ready(ex, failed))
+            self._settle(work, not_ready(ex, failed))
 
         pending = [f for f in work.upstream if not f.done()]
         if pending:
@@ -353,23 +354,11 @@ class _UpstreamNotCompleted(Exception):
 # -- states the flow process settles itself -----------------------------------------------
 
 
-def _not_ready(ex: TaskExecution, failed: Future) -> S.State:
-    state = S.NotReady(message=f"Upstream task run {failed.task_run_name!r} did not reach a "
-                               f"'COMPLETED' state ({failed.state}).")
-    transition(ex.flow_context, ex.task_run, state)
-    ex.finish_logs(state)
-    return state
-
-
-def _crashed(fctx: FlowRunContext, work: Work, exc: BaseException, what: str) -> S.State:
-    run = work.run_obj
-    if run.state is not None and run.state.is_final():
-        return run.state
+def _crashed(work: Work, exc: BaseException, what: str) -> S.State:
+    """End the run Crashed, saying what went wrong on the way to or from Dask; a run that
+    is final already (its flow run crashed meanwhile) keeps its state."""
     state = S.Crashed(message=f"Task run {what}: {type(exc).__name__}: {exc}", data=exc)
-    run.end_ts = state.ts
-    if fctx is not None:
-        transition(fctx, run, state)
-    return state
+    return finish_run(work.execution.flow_context, work.run_obj, state)
 
 
 def _dask_error(done: Any) -> BaseException:
