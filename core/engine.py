@@ -15,7 +15,6 @@ import hashlib
 import logging
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import states as S
@@ -23,7 +22,7 @@ from .context import FlowRunContext, TaskRunContext, task_run_ctx
 from .errors import ConfigurationError, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
-from .results import RESULT_SIZE, ResultNotPersisted
+from .results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
 from .tracebacks import for_log
@@ -32,10 +31,6 @@ if TYPE_CHECKING:
     from .tasks import Task
 
 _INFO = logging.INFO
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def transition(fctx: FlowRunContext, run: Any, state: S.State) -> None:
@@ -218,7 +213,7 @@ class TaskExecution(TaskRunContext):
     def _persist(self, value: Any) -> None:
         run = self.task_run
         key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
-        serializer = self.task.spec.result_serializer or "cloudpickle"
+        serializer = self.task.spec.result_serializer or DEFAULT_SERIALIZER
         try:
             run.result_location, size = self.result_store.write(key, value, serializer)
             run.stash[RESULT_SIZE] = size  # for the cache index (`headwater cache ls`)

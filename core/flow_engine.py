@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, finish_run,
-                     new_id, transition)
+                     transition)
 from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
 from .futures import Future
+from .ids import random_id
 from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
 from .runs import FlowRun
 from .session import Session
@@ -39,7 +40,7 @@ class FlowExecution(FlowRunContext):
         if parent is not None and parent.abandoned and threading.get_ident() in parent.abandoned:
             raise TaskTimeout(f"{parent.label} timed out; its body, still running in the background, "
                               f"starts no new subflow runs (flow {flow.name!r} was not run)")
-        run = FlowRun(new_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
+        run = FlowRun(random_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
                       parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
                       parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))

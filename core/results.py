@@ -15,6 +15,9 @@ from .stash import StashKey
 #: Size in bytes of the result the engine just persisted for a task run (in ``run.stash``).
 RESULT_SIZE: StashKey[int] = StashKey()
 
+#: The serializer of a task without ``result_serializer``.
+DEFAULT_SERIALIZER = "cloudpickle"
+
 
 class ResultNotPersisted(HeadwaterError):
     """The value could not be serialized or written; the run keeps it in memory only."""
@@ -56,7 +59,7 @@ class JSONSerializer:
 class ResultStore:
     """Subclass and return an instance from ``headwater_make_result_store``."""
 
-    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+    def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int]:
         """Serialize and store ``value`` under ``key``; return ``(location, size in bytes)``.
 
         Raise :class:`ResultNotPersisted` when the value cannot be serialized or written,
@@ -89,7 +92,7 @@ class MemoryResultStore(ResultStore):
         self.data: dict[str, tuple[str, bytes]] = {}
         self.serializers = serializers or {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
 
-    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+    def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int]:
         if serializer not in self.serializers:
             raise unknown_serializer(serializer, self.serializers)
         try:

@@ -14,7 +14,7 @@ from . import states as S
 from .context import FlowRunContext, flow_run_ctx
 from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, finish_run,
                      standalone_context)
-from .futures import Future, Work, collect_futures, resolve_futures, unmapped, when_all_done
+from .futures import Future, Work, _in_event_loop, collect_futures, resolve_futures, unmapped, when_all_done
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -48,15 +48,11 @@ async def _async_result(ex: TaskExecution, return_state: bool) -> Any:
 
 def _call_async_task(ex: TaskExecution, return_state: bool) -> Any:
     """An async task called: awaitable inside an event loop, else run to completion."""
-    import asyncio
+    if _in_event_loop():
+        return _async_result(ex, return_state)
+    import anyio
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        import anyio
-
-        return anyio.run(_async_result, ex, return_state)
-    return _async_result(ex, return_state)
+    return anyio.run(_async_result, ex, return_state)
 
 
 def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
@@ -231,8 +227,6 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     length. ``unmapped(x)``, other values and parameters left at their default are passed
     whole to every run. A future is mapped over its result, and every run depends on it.
     """
-    from .futures import unmapped
-
     fctx = flow_run_ctx.get()
     if fctx is None or fctx.flow_run is None:
         raise RuntimeError(

@@ -20,7 +20,7 @@ from typing import Any
 from headwater.errors import HeadwaterError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
-from headwater.results import RESULT_SIZE, ResultMissing
+from headwater.results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultMissing
 from headwater.states import Cached, State
 from headwater.stores import CacheEntry
 
@@ -107,7 +107,7 @@ class CachePolicy(WrappingPolicy):
         expiration = now + self.expiration.total_seconds() if self.expiration is not None else None
         ctx.store.write_cache_entry(CacheEntry(
             key=run.cache_key, task_name=self.task.name, task_run_id=run.id,
-            location=run.result_location, serializer=self.task.spec.result_serializer or "cloudpickle",
+            location=run.result_location, serializer=self.task.spec.result_serializer or DEFAULT_SERIALIZER,
             created=now, expiration=expiration, size=run.stash.get(RESULT_SIZE, None)))
         details = state.state_details
         details.cache_key = run.cache_key
