@@ -46,6 +46,16 @@ class FlowBindings:
                 bound = caller
             setattr(self, hook_name[len("headwater_"):], bound)
 
+    @classmethod
+    def empty(cls) -> FlowBindings:
+        """Bindings that skip every hook (each ``None``): for runs where no plugin is
+        loaded, such as a task run detached to a worker process."""
+        bindings = cls.__new__(cls)
+        bindings.session = None  # type: ignore[assignment]
+        for hook_name in FLOW_SCOPED_HOOKS:
+            setattr(bindings, hook_name[len("headwater_"):], None)
+        return bindings
+
     # Declared for readers and type checkers; set in __init__.
     make_task_runner: Callable[..., Any] | None
     make_result_store: Callable[..., Any] | None

@@ -140,12 +140,3 @@ flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.Contex
 task_run_ctx: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
     "headwater_task_run", default=None
 )
-
-
-def current_flow_context() -> FlowRunContext | None:
-    ctx = flow_run_ctx.get()
-    return ctx if ctx is not None and ctx.flow_run is not None else None
-
-
-def current_task_context() -> TaskRunContext | None:
-    return task_run_ctx.get()

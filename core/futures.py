@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .context import task_run_ctx
 from .states import Pending, State
@@ -315,10 +315,3 @@ def resolve_futures(value: Any, depth: int = 0) -> Any:
         if cls is dict:
             return {k: resolve_futures(v, depth + 1) for k, v in value.items()}
     return value
-
-
-def iter_futures(values: Iterable[Any]) -> list[Future]:
-    found: list[Future] = []
-    for value in values:
-        collect_futures(value, found)
-    return found

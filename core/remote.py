@@ -41,6 +41,7 @@ from .engine import (
     execute_sync,
     transition,
 )
+from .bindings import FlowBindings
 from .context import FlowRunContext, flow_run_ctx
 from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future
@@ -294,14 +295,6 @@ class _DeferredResults(ResultStore):
         pass
 
 
-class _PlainBindings:
-    """No plugins on workers: every per-run hook is skipped."""
-
-    make_task_runner = make_result_store = make_state_policy = None
-    flow_run_name = task_run_name = task_cache_key = None
-    flow_run_call = task_run_call = state_changed = None
-
-
 class _NoSession:
     """Stands in for the session on a worker: there is none, and no run store."""
 
@@ -330,7 +323,7 @@ class _DetachedContext(FlowRunContext):
                            facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
         flow_run.start_ts = facts.get("start_ts")
         flow_run.run_count = detached.flow_run_count
-        super().__init__(None, flow_run, _NoSession(), _PlainBindings())  # type: ignore[arg-type]
+        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty())  # type: ignore[arg-type]
         self.store = _RecordingStore(detached.task_run_id)
         self._result_store = _DeferredResults(detached.task_run_id)
         self.task_runner = _InlineRunner()

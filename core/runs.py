@@ -91,8 +91,8 @@ class FlowRun(_Run):
 
 
 class TaskRun(_Run):
-    __slots__ = ("task_name", "task_key", "flow_run_id", "cache_key", "cache_expiration",
-                 "result_location", "upstream_ids")
+    __slots__ = ("task_name", "task_key", "flow_run_id", "cache_key", "result_location",
+                 "upstream_ids")
     kind = "task"
 
     def __init__(self, id: str, task_name: str, task_key: str = "", name: str = "",
@@ -103,6 +103,5 @@ class TaskRun(_Run):
         self.task_key = task_key
         self.flow_run_id = flow_run_id
         self.cache_key: str | None = None
-        self.cache_expiration: _dt.datetime | None = None
         self.result_location: str | None = None
         self.upstream_ids: tuple[str, ...] = ()

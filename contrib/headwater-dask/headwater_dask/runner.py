@@ -292,7 +292,7 @@ class DaskTaskRunner(TaskRunner):
                 _dumps_by_value(facts, task)
             except Exception:  # the flow's own parameters are a convenience on workers
                 facts = {**facts, "parameters": {}}
-            blob = _dumps_named((task, ex.policy, facts), task, lambda: _describe_task(task, ex.policy))
+            blob = _dumps_named((task, ex.policy, facts), task, lambda: _describe_task(task))
             cached = (token, blob, task)  # the task is kept so its id stays unique
             self._tasks[id(task)] = cached
         return cached[0], cached[1]
@@ -310,8 +310,7 @@ class DaskTaskRunner(TaskRunner):
                 if blob == NOT_READY:
                     self._not_ready_when_recorded(work, ex)
                     return
-                else:
-                    final = record_outcome(ex, pickle.loads(blob))
+                final = record_outcome(ex, pickle.loads(blob))
             elif run.state is not None and run.state.is_final():
                 final = run.state  # cancelled with a crashed flow run, which recorded it
             else:
@@ -373,7 +372,7 @@ def _dask_error(done: Any) -> BaseException:
 # -- pickling, with a clear error naming what cannot be pickled -----------------------------
 
 
-def _describe_task(task: Any, policy: Any) -> str:
+def _describe_task(task: Any) -> str:
     fn = task.fn
     return f"task {task.name!r} ({getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)})"
 
