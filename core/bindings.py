@@ -29,6 +29,7 @@ class FlowBindings:
 
         pm = session.pm
         self.session = session
+        default_bound: set[str] = set()
         for hook_name in FLOW_SCOPED_HOOKS:
             if excluded_plugins:
                 caller = pm.subset_hook_caller(hook_name, excluded_plugins)
@@ -40,11 +41,16 @@ class FlowBindings:
                 bound = None
             elif len(impls) == 1 and impls[0].plugin_name in DEFAULT_PLUGINS and not impls[0].wrapper:
                 bound = None if hook_name in _PASS_THROUGH else impls[0].function
+                default_bound.add(hook_name[len("headwater_"):])
             else:
                 # The caller itself: no wrapper frame. Tests count pluggy calls with
                 # pm.add_hookcall_monitoring, which sees subset callers' calls too.
                 bound = caller
             setattr(self, hook_name[len("headwater_"):], bound)
+        #: Short names of the hooks bound to a default plugin's own implementation alone,
+        #: so the engine may skip a call whose default answer it knows (a task without
+        #: ``task_run_name`` gets the engine's own name).
+        self.default_bound: frozenset[str] = frozenset(default_bound)
 
     @classmethod
     def empty(cls) -> FlowBindings:

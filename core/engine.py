@@ -478,9 +478,10 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
 
 
 def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:
-    namer = fctx.bindings.task_run_name
-    if namer is None or (ex.task.spec.task_run_name is None and namer.__module__ == "headwater.plugins.run_naming"):
-        return None
+    bindings = fctx.bindings
+    namer = bindings.task_run_name
+    if namer is None or (ex.task.spec.task_run_name is None and "task_run_name" in bindings.default_bound):
+        return None  # the default namer would answer None: save the call
     token = task_run_ctx.set(ex)  # so naming callables can read headwater.runtime.task_run
     try:
         name = namer(task=ex.task, parameters=ex.parameters)

@@ -186,3 +186,37 @@ def test_an_async_flow_over_its_deadline_times_out(headwater_session):
 
     state = asyncio.run(waits(return_state=True))
     assert state.name == "TimedOut"
+
+
+def test_a_task_without_a_run_name_template_calls_no_namer(headwater_session):
+    """With only the default naming plugin, a task without task_run_name is named
+    '{task}-{key}-{n}' without a call to the naming hook (decided once per flow
+    directory, not per task run); a task with a template is still named by it."""
+
+    @task
+    def plain():
+        return 1
+
+    @task(task_run_name="named-{x}")
+    def templated(x):
+        return x
+
+    @flow
+    def names():
+        plain()
+        templated(7)
+
+    bindings = headwater_session.bindings_for(names.source_dir)
+    calls = []
+    namer = bindings.task_run_name
+
+    def counting(**kwargs):
+        calls.append(kwargs["task"].name)
+        return namer(**kwargs)
+
+    bindings.task_run_name = counting
+    names()
+    assert calls == ["templated"]
+    headwater_session.store.flush()
+    assert sorted(r.name for r in headwater_session.store.read_task_runs()) == [
+        "named-7", f"plain-{plain.task_key}-0"]
