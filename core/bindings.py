@@ -60,6 +60,7 @@ class FlowBindings:
         bindings.session = None  # type: ignore[assignment]
         for hook_name in FLOW_SCOPED_HOOKS:
             setattr(bindings, hook_name[len("headwater_"):], None)
+        bindings.default_bound = frozenset()
         return bindings
 
     # Declared for readers and type checkers; set in __init__.
