@@ -20,9 +20,11 @@ from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call
 from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
 from .futures import Future
 from .ids import random_id
+from .policy import delay_for
 from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
 from .runs import FlowRun
 from .session import Session
+from .task_runners import InlineTaskRunner
 from .tracebacks import for_log, logged_in, without_headwater_frames
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ class FlowExecution(FlowRunContext):
         try:
             run.name = self._name()
         except Exception as exc:
-            run.name = _fallback_name()
+            run.name = _fallback_name(run.id)
             problem = problem or exc
         self.label = f"Flow run {run.name!r}"
         self.store.create_flow_run(run)
@@ -97,9 +99,7 @@ class FlowExecution(FlowRunContext):
         namer = self.bindings.flow_run_name
         name = namer(flow=self.flow, parameters=self.flow_run.parameters) if namer else None
         if name is None:
-            from headwater.plugins.run_naming import generate_slug
-
-            name = generate_slug()
+            return _fallback_name(self.flow_run.id)
         if not isinstance(name, str):
             raise RunNameError(f"flow run name for {self.flow.name!r} must be a string, got {name!r}")
         return name
@@ -117,10 +117,8 @@ class FlowExecution(FlowRunContext):
         make = self.bindings.make_task_runner
         try:
             runner = make(flow=self.flow, session=self.session) if make else None
-            if runner is None:
-                from headwater.plugins.sequential_runner import SequentialTaskRunner
-
-                runner = SequentialTaskRunner()
+            if runner is None:  # no runner plugin (all disabled): run submitted tasks inline
+                runner = InlineTaskRunner()
             self.task_runner = runner
             runner.start(self)
         except Exception as exc:
@@ -172,8 +170,6 @@ class FlowExecution(FlowRunContext):
     def _retry_or_settle(self, state: S.State) -> float | None:
         spec = self.flow.spec
         if self.retries_done < spec.retries:
-            from headwater.plugins.retries import delay_for
-
             delay = delay_for(spec.retry_delay_seconds, self.retries_done, None)
             self.retries_done += 1
             transition(self, self.flow_run, S.AwaitingRetry(
@@ -281,10 +277,9 @@ def _dt_from_ts(ts: float) -> Any:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
-def _fallback_name() -> str:
-    from headwater.plugins.run_naming import generate_slug
-
-    return generate_slug()
+def _fallback_name(run_id: str) -> str:
+    """The name of a flow run no naming plugin named (or whose namer failed)."""
+    return f"flow-run-{run_id.replace('-', '')[:8]}"
 
 
 def _result(state: S.State, return_state: bool) -> Any:

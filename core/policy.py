@@ -7,11 +7,26 @@ policy from ``headwater_make_state_policy`` or by wrapping the default one.
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .context import TaskRunContext
     from .states import State
+
+
+def delay_for(delays: float | list[float], retry_index: int, jitter: float | None) -> float:
+    """The delay in seconds before retry number ``retry_index`` (0-based): ``delays`` is
+    a number or a list (one per retry, the last repeats); ``jitter`` spreads it by up to
+    that fraction, never below zero. Task retries (the retries plugin) and flow
+    retries (the engine) both use it."""
+    if isinstance(delays, list):
+        base = float(delays[min(retry_index, len(delays) - 1)]) if delays else 0.0
+    else:
+        base = float(delays)
+    if jitter:
+        base = max(0.0, base + random.uniform(-jitter * base, jitter * base))
+    return base
 
 
 class StatePolicy:

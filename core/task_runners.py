@@ -27,7 +27,7 @@ from .futures import Work
 if TYPE_CHECKING:
     from .context import FlowRunContext
 
-__all__ = ["TaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
+__all__ = ["TaskRunner", "InlineTaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 
 
 class TaskRunner:
@@ -60,6 +60,18 @@ class TaskRunner:
 
     def __repr__(self) -> str:
         return f"{self.name}()"
+
+
+class InlineTaskRunner(TaskRunner):
+    """Runs each submitted task at once, in the submitting thread. Core's own runner:
+    the one a flow run uses when no plugin makes one (the runner plugins disabled)."""
+
+    @property
+    def name(self) -> str:
+        return "inline"
+
+    def submit(self, work: Work) -> None:
+        work.run()
 
 
 def __getattr__(name: str) -> Any:

@@ -9,24 +9,14 @@ retries remain and ``retry_condition_fn`` (if any) agrees; otherwise it stays ``
 from __future__ import annotations
 
 import datetime as dt
-import random
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
-from headwater.policy import StatePolicy
+from headwater.policy import StatePolicy, delay_for
 from headwater.errors import RunFailed
 from headwater.states import AwaitingRetry, Failed, State
 
-
-def delay_for(delays: float | list[float], retry_index: int, jitter: float | None) -> float:
-    """The delay before retry number ``retry_index`` (0-based)."""
-    if isinstance(delays, list):
-        base = float(delays[min(retry_index, len(delays) - 1)]) if delays else 0.0
-    else:
-        base = float(delays)
-    if jitter:
-        base = max(0.0, base + random.uniform(-jitter * base, jitter * base))
-    return base
+__all__ = ["RetryPolicy", "delay_for", "headwater_make_state_policy"]
 
 
 class RetryPolicy(StatePolicy):

@@ -45,3 +45,48 @@ def test_every_log_line_is_in_the_store_when_the_flow_call_returns(headwater_ses
     assert "step working" in messages
     assert "Finished in state Completed()" in messages
     assert f"Finished in state {state}" in messages
+
+
+def test_a_flow_runs_without_the_naming_retries_and_runner_plugins(tmp_path):
+    """With run_naming, retries and both runner plugins disabled, a flow (retried once,
+    submitting a task) still runs: named 'flow-run-<8 hex of its id>', its task runs
+    inline, and core imports none of those plugins."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from headwater import flow, task
+        from headwater.runtime import flow_run
+
+        attempts = []
+
+        @task
+        def double(x):
+            return 2 * x
+
+        @flow(retries=1, retry_delay_seconds=0)
+        def doubled():
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ValueError("first attempt fails")
+            return double.submit(21).result(), flow_run.name, flow_run.id
+
+        value, name, run_id = doubled()
+        assert value == 42, value
+        assert name == "flow-run-" + run_id.replace("-", "")[:8], (name, run_id)
+        loaded = sorted(m for m in sys.modules if m.startswith("headwater.plugins.")
+                        and m.rsplit(".", 1)[1] in ("run_naming", "retries", "sequential_runner",
+                                                     "concurrent_runner"))
+        assert not loaded, loaded
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env.update(HEADWATER_HOME=str(tmp_path / "home"), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1",
+               HEADWATER_DISABLE_PLUGINS="run_naming,retries,sequential_runner,concurrent_runner")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
