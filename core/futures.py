@@ -189,7 +189,7 @@ class Work:
     runs the attempt loop elsewhere (on other processes) starts from ``execution``.
     """
 
-    __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claim", "ready", "upstream")
+    __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claimed", "ready", "upstream")
 
     def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[], State] | None,
                  async_fn: Callable[[], Any] | None, upstream: list[Future]) -> None:
@@ -199,7 +199,7 @@ class Work:
         self._sync = sync_fn
         self._async = async_fn
         self.is_async = async_fn is not None
-        self._claim = threading.Lock()
+        self._claimed = False  # set under the future's lock: no lock of its own
         self.ready = False  # set when handed to the runner (upstream done)
         self.upstream = upstream
 
@@ -214,13 +214,19 @@ class Work:
         return self.execution.task_run
 
     def claim(self) -> bool:
-        """True exactly once: for the first caller, who then runs it."""
-        return self._claim.acquire(blocking=False)
+        """True exactly once while the future is unfinished: for the first caller, who
+        then runs it. (A finished future shares one lock with every finished future;
+        a claim then can only find the run ended, which run() turns into nothing.)"""
+        with self.future._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+        return True
 
     @property
     def claimed(self) -> bool:
         """A runner or a waiter has taken this work (it may be running or done)."""
-        return self._claim.locked()
+        return self._claimed
 
     def run(self) -> None:
         if not self.claim():
