@@ -220,3 +220,22 @@ def test_a_task_without_a_run_name_template_calls_no_namer(headwater_session):
     headwater_session.store.flush()
     assert sorted(r.name for r in headwater_session.store.read_task_runs()) == [
         "named-7", f"plain-{plain.task_key}-0"]
+
+
+def test_a_failed_cache_key_fails_the_run_naming_the_step(headwater_session):
+    """A cache_key_fn that raises fails the run before its body is called, and the
+    state's message says the cache key computation failed (not the execution)."""
+    called = []
+
+    def broken_key(context, parameters):
+        raise ValueError("no key today")
+
+    @task(cache_key_fn=broken_key)
+    def fetch():
+        called.append(1)
+
+    state = fetch(return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("Task run encountered an exception during cache key computation:")
+    assert "no key today" in state.message
+    assert called == []
