@@ -49,6 +49,7 @@ from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
 from .run_logging import flow_logger, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
+from .task_runners import InlineTaskRunner
 
 if TYPE_CHECKING:
     from .policy import StatePolicy
@@ -302,16 +303,6 @@ class _NoSession:
     settings = None
 
 
-class _InlineRunner:
-    """``submit()`` inside a task on a worker: the run is made there, in this thread."""
-
-    handles_dependencies = False
-    name = "inline"
-
-    def submit(self, work: Any) -> None:
-        work.run()
-
-
 class _DetachedContext(FlowRunContext):
     """A flow run context without a session: what a task run's attempt loop reads,
     recording into a :class:`_RecordingStore`."""
@@ -326,7 +317,8 @@ class _DetachedContext(FlowRunContext):
         super().__init__(None, flow_run, _NoSession(), FlowBindings.empty())  # type: ignore[arg-type]
         self.store = _RecordingStore(detached.task_run_id)
         self._result_store = _DeferredResults(detached.task_run_id)
-        self.task_runner = _InlineRunner()
+        # submit() inside a task on a worker: the run is made there, in this thread.
+        self.task_runner = InlineTaskRunner()
         self._main_task = task
         self._policy = policy
         self._prefix = detached.task_run_id[-8:]  # the varying end (ids may be time-ordered)
