@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any
+from typing import Any, Iterator
 
 import pluggy
 
@@ -128,17 +128,20 @@ class PluginManager(pluggy.PluginManager):
                     f"accept; use @hookimpl(wrapper=True) and return the result of the yield"
                 )
 
-    def _check_arguments(self, plugin: Any, where: str) -> None:
-        # pluggy's own message ("Argument(s) {'params'} are declared in the hookimpl but
-        # can not be found in the hookspec") names neither the file nor the fix.
+    def _implementations(self, plugin: Any) -> Iterator[tuple[str, str, Any]]:
+        """``(attribute, hook name, hook caller or None)`` for each hook function of a plugin."""
         for attr in dir(plugin):
             if not attr.startswith(PREFIX):
                 continue
             opts = self.parse_hookimpl_opts(plugin, attr)
-            if opts is None:
-                continue
-            hook_name = opts.get("specname") or attr
-            caller = getattr(self.hook, hook_name, None)
+            if opts is not None:
+                hook_name = opts.get("specname") or attr
+                yield attr, hook_name, getattr(self.hook, hook_name, None)
+
+    def _check_arguments(self, plugin: Any, where: str) -> None:
+        # pluggy's own message ("Argument(s) {'params'} are declared in the hookimpl but
+        # can not be found in the hookspec") names neither the file nor the fix.
+        for attr, hook_name, caller in self._implementations(plugin):
             if caller is None or caller.spec is None:
                 continue  # unknown hooks are reported by the unknown-name check
             takes = _required_args(getattr(plugin, attr))
@@ -155,14 +158,7 @@ class PluginManager(pluggy.PluginManager):
 
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         unknown = []
-        for attr in dir(plugin):
-            if not attr.startswith(PREFIX):
-                continue
-            opts = self.parse_hookimpl_opts(plugin, attr)
-            if opts is None:
-                continue
-            hook_name = opts.get("specname") or attr
-            caller = getattr(self.hook, hook_name, None)
+        for _attr, hook_name, caller in self._implementations(plugin):
             if caller is None or not caller.has_spec():
                 unknown.append(hook_name)
         return unknown

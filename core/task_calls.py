@@ -82,14 +82,18 @@ def not_ready(ex: TaskExecution, failed: Future) -> S.State:
     return last
 
 
-def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:
-    """``task.submit(...)``: hand the run to the flow's task runner; return its future."""
+def _flow_context_for(task: Task, method: str, advice: str) -> FlowRunContext:
+    """The active flow run's context; ``.submit``/``.map`` outside a flow is an error."""
     fctx = flow_run_ctx.get()
     if fctx is None or fctx.flow_run is None:
-        raise RuntimeError(
-            f"{task.name}.submit() was called outside a flow. Submitting needs a flow run's task "
-            f"runner: call it inside a @flow function, or call the task directly: {task.name}(...)"
-        )
+        raise RuntimeError(f"{task.name}.{method}() was called outside a flow. {advice}")
+    return fctx
+
+
+def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:
+    """``task.submit(...)``: hand the run to the flow's task runner; return its future."""
+    fctx = _flow_context_for(task, "submit", "Submitting needs a flow run's task runner: call it "
+                             f"inside a @flow function, or call the task directly: {task.name}(...)")
     parameters = task.binder.bind(args, kwargs)
     return _submit(task, fctx, parameters, wait_for)
 
@@ -227,12 +231,8 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     length. ``unmapped(x)``, other values and parameters left at their default are passed
     whole to every run. A future is mapped over its result, and every run depends on it.
     """
-    fctx = flow_run_ctx.get()
-    if fctx is None or fctx.flow_run is None:
-        raise RuntimeError(
-            f"{task.name}.map() was called outside a flow. Mapping submits to a flow run's task "
-            f"runner: call it inside a @flow function"
-        )
+    fctx = _flow_context_for(task, "map", "Mapping submits to a flow run's task runner: call it "
+                             "inside a @flow function")
     parameters = task.binder.bind(args, kwargs)
     # Only arguments the caller passed are mapped: a default that happens to be a list
     # is a constant. *args / **kwargs parameters are passed whole.
