@@ -486,7 +486,7 @@ class SQLiteRunStore(RunStore):
             runs[run.id] = run
             if state is not None:
                 first_ts.setdefault(run.id, state.ts)
-                details = json.dumps(state._details.to_dict()) if state._details is not None else None
+                details = _details_json(state._details) if state._details is not None else None
                 # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
                 state_rows.append((run.id, run.kind, state.type._value_, state.name, state.message,
                                    state.ts, details))
@@ -739,6 +739,15 @@ class SQLiteRunStore(RunStore):
             f"ORDER BY seq LIMIT ?", (*args, int(limit))).fetchall()
         keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
         return [dict(zip(keys, r)) for r in rows]
+
+
+def _details_json(details: StateDetails) -> str | None:
+    """The state details worth a column: cache and scheduling facts. The run ids every
+    final state carries are the row's own ``run_id`` (and its run's flow run), so they
+    are not written again; most states then need no JSON at all."""
+    if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
+        return None
+    return json.dumps(details.to_dict())
 
 
 def _flow_run_filter(flow_name: str | None, state: str | None,
