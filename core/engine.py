@@ -23,7 +23,7 @@ from .errors import ConfigurationError, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
 from .results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultNotPersisted
-from .run_logging import flow_logger, log_prints_var, task_extra, task_logger
+from .run_logging import flow_logger, log_line, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
 from .tracebacks import for_log
 
@@ -226,7 +226,7 @@ class TaskExecution(TaskRunContext):
         details.task_run_id = self.task_run.id
         details.flow_run_id = self.task_run.flow_run_id
         if task_logger.isEnabledFor(_INFO):
-            task_logger.info("Finished in state %s", state, extra=task_extra(self))
+            log_line(task_logger, _INFO, "Finished in state %s", (state,), task_extra(self))
         callbacks = _callbacks_for(self.task.spec, state)
         if callbacks:
             _run_callbacks(callbacks, self.task, self.task_run, state, task_logger, task_extra(self))
@@ -471,9 +471,8 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
     fctx.store.create_task_run(run)
     transition(ex.flow_context, run, S.Pending())
     if fctx.flow_run is not None and flow_logger.isEnabledFor(_INFO):
-        flow_logger.info("Created task run %r for task %r", run.name, task.name,
-                         extra={"run_label": fctx.label, "flow_run_id": fctx.flow_run.id,
-                                "task_run_id": run.id})
+        log_line(flow_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
+                 {"run_label": fctx.label, "flow_run_id": fctx.flow_run.id, "task_run_id": run.id})
     return ex
 
 

@@ -51,6 +51,19 @@ def task_extra(tctx: Any) -> dict[str, Any]:
             "task_run_id": tctx.task_run.id}
 
 
+def log_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...],
+             extra: dict[str, Any]) -> None:
+    """Log one of the engine's own per-run lines.
+
+    The same as ``logger.log(level, msg, *args, extra=extra)`` but without looking up the
+    calling frame, which the engine's lines never show: that lookup was a tenth of a
+    task run's cost at the default INFO level. Callers check ``isEnabledFor`` first.
+    """
+    record = logger.makeRecord(logger.name, level, "(headwater)", 0, msg, args, None,
+                               "(engine)", extra)
+    logger.handle(record)
+
+
 def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The logger of the active task run or flow run; outside a run, a plain logger.
 

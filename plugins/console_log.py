@@ -17,11 +17,19 @@ _handler: logging.Handler | None = None
 
 
 class RunFormatter(logging.Formatter):
+    _second = -1
+    _clock = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        ct = time.localtime(record.created)
-        stamp = time.strftime("%H:%M:%S", ct) + f".{int(record.msecs):03d}"
+        # Called under the handler's lock, so the one-second cache needs no lock of its own:
+        # strftime per line was a visible part of a task run's cost at INFO.
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
         where = getattr(record, "run_label", None) or record.name
-        line = f"{stamp} | {record.levelname:<7} | {where} - {record.getMessage()}"
+        # Kept on the record, as logging.Formatter does, so later handlers need not redo it.
+        record.message = message = record.getMessage()
+        line = f"{self._clock}.{int(record.msecs):03d} | {record.levelname:<7} | {where} - {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -46,6 +54,19 @@ class ConsoleHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr
+            stream.write(self.format(record) + "\n")
+            # stderr is line-buffered: the newline already wrote the line out, so the
+            # extra flush of StreamHandler.emit (a lock and a call per line) is skipped.
+            if not getattr(stream, "line_buffering", False):
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 # Sessions that configured the handler and are still open. The handler is

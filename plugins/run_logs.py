@@ -65,7 +65,9 @@ class RunLogHandler(logging.Handler):
                 # flow run (it carries the new task run's id only for context).
                 task_run_id = None
         # Format now: the arguments may change after the call returns.
-        message = record.getMessage() if record.args else str(record.msg)
+        message = data.get("message")  # set by a formatter that ran before us, if any
+        if message is None:
+            message = record.getMessage() if record.args else str(record.msg)
         if record.exc_info:
             # Cached on the record the way logging.Formatter does, for the handlers after us.
             if not record.exc_text:
