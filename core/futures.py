@@ -310,14 +310,21 @@ def collect_futures(value: Any, found: list[Future], depth: int = 0) -> None:
                 collect_futures(item, found, depth + 1)
 
 
-def resolve_futures(value: Any, depth: int = 0) -> Any:
-    """``value`` with every Future replaced by its result (all must be done and completed)."""
-    if isinstance(value, Future):
-        return value.result()
+def swap_nested(value: Any, kind: type, swap: Callable[[Any], Any], depth: int = 0) -> Any:
+    """``value`` with every instance of ``kind`` (also nested in lists, tuples, sets,
+    frozensets and dicts, the containers :func:`collect_futures` looks into) replaced by
+    ``swap(instance)``."""
+    if isinstance(value, kind):
+        return swap(value)
     if depth < 16:
         cls = type(value)
         if cls in (list, tuple, set, frozenset):
-            return cls(resolve_futures(v, depth + 1) for v in value)
+            return cls(swap_nested(v, kind, swap, depth + 1) for v in value)
         if cls is dict:
-            return {k: resolve_futures(v, depth + 1) for k, v in value.items()}
+            return {k: swap_nested(v, kind, swap, depth + 1) for k, v in value.items()}
     return value
+
+
+def resolve_futures(value: Any) -> Any:
+    """``value`` with every Future replaced by its result (all must be done and completed)."""
+    return swap_nested(value, Future, Future.result)

@@ -44,7 +44,7 @@ from .engine import (
 from .bindings import FlowBindings
 from .context import FlowRunContext, flow_run_ctx
 from .errors import ConfigurationError, HeadwaterError, StoreError
-from .futures import Future
+from .futures import Future, swap_nested
 from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
 from .run_logging import flow_logger, task_extra, task_logger
 from .runs import FlowRun, TaskRun
@@ -105,32 +105,15 @@ class UpstreamRef:
         return f"UpstreamRef({self.index})"
 
 
-def replace_futures(value: Any, swap: Callable[[Future], Any], depth: int = 0) -> Any:
+def replace_futures(value: Any, swap: Callable[[Future], Any]) -> Any:
     """``value`` with every Future (also nested in lists, tuples, sets, dicts) replaced by
-    ``swap(future)``; the same containers that :func:`headwater.futures.resolve_futures`
-    looks into."""
-    if isinstance(value, Future):
-        return swap(value)
-    if depth < 16:
-        cls = type(value)
-        if cls in (list, tuple, set, frozenset):
-            return cls(replace_futures(v, swap, depth + 1) for v in value)
-        if cls is dict:
-            return {k: replace_futures(v, swap, depth + 1) for k, v in value.items()}
-    return value
+    ``swap(future)``."""
+    return swap_nested(value, Future, swap)
 
 
-def fill_upstream(value: Any, results: list[Any], depth: int = 0) -> Any:
+def fill_upstream(value: Any, results: list[Any]) -> Any:
     """``value`` with every :class:`UpstreamRef` replaced by ``results[ref.index]``."""
-    if isinstance(value, UpstreamRef):
-        return results[value.index]
-    if depth < 16:
-        cls = type(value)
-        if cls in (list, tuple, set, frozenset):
-            return cls(fill_upstream(v, results, depth + 1) for v in value)
-        if cls is dict:
-            return {k: fill_upstream(v, results, depth + 1) for k, v in value.items()}
-    return value
+    return swap_nested(value, UpstreamRef, lambda ref: results[ref.index])
 
 
 # -- the package sent to the worker, and the one sent back ---------------------------------

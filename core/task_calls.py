@@ -128,6 +128,16 @@ def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[F
     return upstream
 
 
+def _not_to_run(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
+    """The state a submitted run ends in without running: the flow ended it already, or
+    an upstream run did not complete (``NotReady``). ``None``: run it."""
+    if _cancelled(ex):
+        return ex.task_run.state
+    if upstream:
+        return _wait_upstream(ex, upstream)
+    return None
+
+
 def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
@@ -136,13 +146,8 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     if task.is_async:
         async def run_async() -> S.State:
             try:
-                if _cancelled(ex):
-                    return ex.task_run.state
-                if upstream:
-                    not_ready = _wait_upstream(ex, upstream)
-                    if not_ready is not None:
-                        return not_ready
-                return await execute_async(ex)
+                early = _not_to_run(ex, upstream)
+                return early if early is not None else await execute_async(ex)
             except BaseException as exc:
                 state = _crash_state(ex, exc)
                 if isinstance(exc, Exception):
@@ -156,13 +161,8 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
             # In a worker thread an interrupt or an engine error must still end the run,
             # never leave it Running or its future unfinished.
             try:
-                if _cancelled(ex):
-                    return ex.task_run.state
-                if upstream:
-                    not_ready = _wait_upstream(ex, upstream)
-                    if not_ready is not None:
-                        return not_ready
-                return execute_sync(ex)
+                early = _not_to_run(ex, upstream)
+                return early if early is not None else execute_sync(ex)
             except BaseException as exc:
                 state = _crash_state(ex, exc)
                 if isinstance(exc, Exception):
