@@ -14,7 +14,6 @@ Also serves ``memory://`` with the in-memory store, for throwaway sessions.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -29,14 +28,14 @@ from urllib.parse import unquote, urlparse
 from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.runs import FlowRun, TaskRun
-from headwater.states import State, StateDetails, StateType
+from headwater.states import FINAL_TYPES, State, StateDetails, StateType
 from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore, RunStore,
                               active_flow_info, merge_flow_infos)
 
+from .sqlite_writer import OBJECT, BatchWriter, WriteQueue, insert_rows, task_header, task_state
+
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
-_BATCH_SECONDS = 0.05
-_MAX_PENDING = 20_000  # queued writes (about 5,000 task runs) before a writer waits
 _HOST = socket.gethostname()
 
 _SCHEMA = """
@@ -108,144 +107,29 @@ def process_alive(pid: int, token: str | None) -> bool:
     return True
 
 
-def _json(value: Any) -> str:
-    """Parameters as JSON: common types in their JSON form, anything else as its repr."""
-    try:
-        return _ENCODER.encode(value)  # json.dumps(value, default=...) builds an encoder per call
-    except (TypeError, ValueError):  # e.g. non-string dict keys mixed with odd values
-        if isinstance(value, dict):
-            return json.dumps({str(k): v for k, v in value.items()}, default=_readable)
-        return json.dumps(_readable(value))
-
-
-#: A parameter value whose JSON is longer than this is stored as a short summary, so a
-#: flow called with a million-item list keeps a run row of a few hundred bytes.
-MAX_PARAMETER_CHARS = 10_000
-
-
-def _parameters_json(parameters: Any) -> str:
-    """``_json(parameters)`` with each value longer than ``MAX_PARAMETER_CHARS`` as JSON
-    replaced by a summary such as ``"<list of 1000000 items, 6.9 MB as JSON: not stored>"``."""
-    text = _json(parameters)
-    # The usual small parameters: one encode, nothing more.
-    if len(text) <= MAX_PARAMETER_CHARS or not isinstance(parameters, dict):
-        return text
-    capped = {}
-    for key, value in parameters.items():
-        size = len(_json(value))
-        capped[str(key)] = value if size <= MAX_PARAMETER_CHARS else _parameter_summary(value, size)
-    return _json(capped)
-
-
-def _parameter_summary(value: Any, size: int) -> str:
-    """What a parameter value too large to store was: its type, length and JSON size."""
-    amount = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-    kind = type(value).__name__
-    if isinstance(value, str):
-        return f"<str of {len(value)} characters: not stored>"
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
-        unit = "keys" if isinstance(value, dict) else "items"
-        return f"<{kind} of {len(value)} {unit}, {amount} as JSON: not stored>"
-    return f"<{kind}, {amount} as JSON: not stored>"
-
-
-def _readable(value: Any) -> Any:
-    """A JSON stand-in for a value json cannot encode (called by ``json.dumps``)."""
-    import dataclasses
-    import datetime as _dt
-    import enum
-    import uuid
-
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (Path, uuid.UUID)):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value if isinstance(value.value, (str, int, float, bool)) else value.name
-    if isinstance(value, (set, frozenset)):
-        try:
-            return sorted(value)
-        except TypeError:
-            return list(value)
-    dump = getattr(value, "model_dump", None)  # pydantic models
-    if callable(dump):
-        try:
-            return dump(mode="json")
-        except Exception:
-            pass
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    text = repr(value)
-    return text if len(text) <= 2000 else text[:1997] + "..."
-
-
-_ENCODER = json.JSONEncoder(default=_readable)
-
-
-#: Rows per INSERT statement in the writer (fewer when SQLite allows fewer variables).
-_ROWS_PER_STATEMENT = 500
-
-
-def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], tail: str = "") -> None:
-    """``head VALUES (...), (...), ... tail``: hundreds of rows per statement.
-
-    ``executemany`` steps once per row, and the sqlite3 module gives up the GIL and takes
-    it back around every step; while the flow's threads run Python, each take-back can
-    wait, so the writer spent most of its time waiting, once per row (a thread running
-    Python alongside made executemany 2 to 20 times slower). Binding a few hundred rows
-    and stepping once waits once per statement, and is faster on its own too.
-    """
-    if not rows:
-        return
-    width = len(rows[0])
-    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
-    variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else 999
-    per = max(1, min(_ROWS_PER_STATEMENT, variables // width))
-    one = "(" + ",".join("?" * width) + ")"
-    whole = len(rows) - len(rows) % per
-    if whole:
-        # Always the same text, so the module's statement cache prepares it once.
-        sql = f"{head} VALUES {','.join([one] * per)}{tail}"
-        for start in range(0, whole, per):
-            conn.execute(sql, list(itertools.chain.from_iterable(rows[start:start + per])))
-    if whole < len(rows):
-        # The rest row by row: a statement per remainder size would fill the statement
-        # cache with up to 128 large prepared statements (tens of MB as batches vary).
-        conn.executemany(f"{head} VALUES {one}{tail}", rows[whole:])
-
-
 class SQLiteRunStore(RunStore):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._pid = os.getpid()
-        self._pid_start = process_start_token(self._pid)
         self._local = threading.local()
-        self._queue: list[tuple[Any, State | None]] = []
-        self._logs: list[tuple[Any, ...]] = []
-        self._qlock = threading.Lock()
-        self._wake = threading.Event()
-        self._flushed = threading.Condition()
-        self._enqueued = 0
-        self._written = 0
-        self._writer: threading.Thread | None = None
-        self._writer_error: BaseException | None = None
-        self._seq = 0
         self._closed = False
+        self._start_process()
         self._open()
         _stores.add(self)
+
+    def _start_process(self) -> None:
+        """This process's writer: its identity on the rows, its queue and thread."""
+        self._pid = os.getpid()
+        self._pid_start = process_start_token(self._pid)
+        self._rows = BatchWriter(_HOST, self._pid, self._pid_start)
+        self._queue = WriteQueue(str(self.path), self._write_batch, self._writer_exit)
+        self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
+        if self._closed:
+            self._queue.closed = True
 
     def _forget_parent(self) -> None:
         """In a forked child: the parent's writer thread, queue and locks are not ours
         (a lock may have been held at the fork); this process starts its own writer."""
-        self._pid = os.getpid()
-        self._pid_start = process_start_token(self._pid)
-        self._qlock = threading.Lock()
-        self._wake = threading.Event()
-        self._flushed = threading.Condition()
-        self._queue, self._logs = [], []
-        self._enqueued = self._written = 0
-        self._writer = None
-        self._writer_error = None
+        self._start_process()
 
     # -- connections ----------------------------------------------------------------
 
@@ -380,197 +264,56 @@ class SQLiteRunStore(RunStore):
         self._write_txn(write)
         return len(found)
 
-    # -- writes (queued) ---------------------------------------------------------------
-
-    def _enqueue(self, run: Any, state: State | None) -> None:
-        if self._writer is None:  # inline: a method call per write costs more than the test
-            self._ensure_writer()
-        with self._qlock:
-            if self._closed:
-                self._refuse(run)
-            self._queue.append((run, state))
-            self._enqueued += 1
-            if len(self._queue) > 5000:
-                self._wake.set()
-            behind = self._enqueued - self._written
-        if behind > _MAX_PENDING:
-            self._wait_for_writer()
-
-    def _wait_for_writer(self) -> None:
-        # Back-pressure: a flow that makes states faster than they are written waits
-        # here, so the queue (and the runs it keeps alive) stays bounded: memory does
-        # not grow with the number of task runs.
-        self._wake.set()
-        with self._flushed:
-            while (self._enqueued - self._written > _MAX_PENDING // 2 and self._writer is not None
-                   and self._writer.is_alive()):
-                self._wake.set()
-                self._flushed.wait(0.1)
+    # -- writes (queued: see sqlite_writer) ---------------------------------------------------
 
     def create_flow_run(self, run: FlowRun) -> None:
-        self._enqueue(run, None)
+        self._queue.put((OBJECT, run, None))
         info = active_flow_info(run)
         if info is not None:
-            self._enqueue(info, None)
+            self._queue.put((OBJECT, info, None))
 
     def create_task_run(self, run: TaskRun) -> None:
-        # Nothing to queue: the engine records the run's first state (Pending) right
-        # after, and the writer makes the row from whichever entry of a run comes first
-        # (also when a detached run's nested runs are replayed). One entry fewer per run.
-        pass
+        self._queue.put(task_header(run))
+        self._open_runs.add(run.id)
 
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
-        self._enqueue(run, state)
+        if run.kind == "task":
+            open_runs = self._open_runs
+            if run.id not in open_runs:  # recorded without create_task_run first
+                self.create_task_run(run)
+            self._queue.put(task_state(run, state))
+            if state.type in FINAL_TYPES:
+                open_runs.discard(run.id)  # the set holds unfinished runs only
+        else:
+            self._queue.put((OBJECT, run, state))
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        if self._writer is None:
-            self._ensure_writer()
-        rows = list(rows)
-        with self._qlock:
-            if self._closed:
-                self._refuse(None)
-            self._logs.extend(rows)
-            self._enqueued += len(rows)  # so flush() waits for log lines too
+        self._queue.put_logs(rows)
 
-    def _refuse(self, run: Any) -> None:
-        # Raised, not dropped: the writer has exited, so a write accepted now would never
-        # reach the file. Shutdown stays quiet: run_logs swallows store errors, and the
-        # session closes its store only after its flows returned.
-        what = f" ({run.kind} run {run.name!r})" if run is not None and hasattr(run, "name") else ""
-        raise StoreError(f"the run store {self.path} is closed; nothing more can be written "
-                         f"to it{what}: open a new Session")
-
-    def _ensure_writer(self) -> None:
-        """Start this process's writer thread unless it runs (a forked child forgets its
-        parent's in ``_forget_parent``, so no pid check is needed per write)."""
-        with self._qlock:
-            if self._closed or self._writer is not None:
-                return  # closed: the caller raises; no writer to start
-            self._writer = threading.Thread(target=self._write_loop, name="headwater-store-writer",
-                                            daemon=True)
-            self._writer.start()
-
-    def _write_loop(self) -> None:
-        while True:
-            self._wake.wait(_BATCH_SECONDS)
-            self._wake.clear()
-            with self._qlock:
-                batch, self._queue = self._queue, []
-                logs, self._logs = self._logs, []
-                closing = self._closed
-            if batch or logs:
-                try:
-                    self._write_batch(batch, logs)
-                except BaseException as exc:  # reported by flush(); the thread goes on
-                    self._writer_error = exc
-            with self._flushed:
-                self._written += len(batch) + len(logs)
-                self._flushed.notify_all()
-            if closing:
-                # close() set _closed under _qlock, so nothing was queued after this batch.
-                conn = getattr(self._local, "conn", None)
-                if conn is not None:
-                    self._local.conn = None
-                    conn.close()
-                return
-
-    def _write_batch(self, batch: list[tuple[Any, State | None]], logs: list[tuple[Any, ...]]) -> None:
-        runs: dict[str, Any] = {}
-        first_ts: dict[str, float] = {}
-        state_rows = []
-        infos: dict[str, FlowInfo] = {}
-        for run, state in batch:
-            if run.kind == "flow_info":
-                infos[run.name] = run
-                continue
-            runs[run.id] = run
-            if state is not None:
-                first_ts.setdefault(run.id, state.ts)
-                details = _details_json(state._details) if state._details is not None else None
-                # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
-                state_rows.append((run.id, run.kind, state.type._value_, state.name, state.message,
-                                   state.ts, details))
-        flow_rows, task_rows = [], []
-        now = time.time()
-        for run in runs.values():
-            st = run.state
-            # The writer is the slowest stage of a long flow: skip json.dumps for the usual
-            # empty tags and upstream.
-            common = (_parameters_json(run.parameters), json.dumps(sorted(run.tags)) if run.tags else "[]",
-                      st.type._value_ if st else None, st.name if st else None, st.message if st else None,
-                      run.start_ts, run.end_ts, run.run_count, _HOST, self._pid, self._pid_start)
-            if run.kind == "flow":
-                flow_rows.append((run.id, run.name, run.flow_name, run.flow_version,
-                                  run.parent_flow_run_id, run.parent_task_run_id, *common,
-                                  first_ts.get(run.id, now)))
-            else:
-                self._seq += 1
-                task_rows.append((run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
-                                  run.cache_key, run.result_location,
-                                  json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]",
-                                  *common, first_ts.get(run.id, now), self._seq))
+    def _write_batch(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
+        """In the writer thread: one batch, one transaction."""
+        write_rows = self._rows.rows(batch, marks)
 
         def write(conn: sqlite3.Connection) -> None:
-            if flow_rows:
-                conn.executemany(
-                    "INSERT INTO flow_runs (id, name, flow_name, flow_version, parent_flow_run_id, "
-                    "parent_task_run_id, parameters, tags, state_type, state_name, state_message, "
-                    "start_ts, end_ts, run_count, host, pid, pid_start, created) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                    "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
-                    "state_name=excluded.state_name, state_message=excluded.state_message, "
-                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count",
-                    flow_rows)
-            if task_rows:
-                _insert_rows(
-                    conn,
-                    "INSERT INTO task_runs (id, flow_run_id, name, task_name, task_key, cache_key, "
-                    "result_location, upstream, parameters, tags, state_type, state_name, state_message, "
-                    "start_ts, end_ts, run_count, host, pid, pid_start, created, seq)",
-                    task_rows,
-                    " ON CONFLICT(id) DO UPDATE SET "
-                    "name=excluded.name, cache_key=excluded.cache_key, "
-                    "result_location=excluded.result_location, parameters=excluded.parameters, "
-                    "state_type=excluded.state_type, state_name=excluded.state_name, "
-                    "state_message=excluded.state_message, start_ts=excluded.start_ts, "
-                    "end_ts=excluded.end_ts, run_count=excluded.run_count")
-            if state_rows:
-                _insert_rows(conn, "INSERT INTO states (run_id, run_kind, type, name, message, ts, details)",
-                             state_rows)
-            if infos:
-                conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
-                                 "VALUES (?,?,?,?,?)", [(i.name, i.description, i.version, json.dumps(i.tags),
-                                                         i.updated) for i in infos.values()])
-            if logs:
-                _insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)",
-                             logs)
+            write_rows(conn)
+            insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)", logs)
 
         self._write_txn(write)
 
+    def _writer_exit(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
     def flush(self) -> None:
-        if self._writer is None:
-            return
-        with self._qlock:
-            target = self._enqueued
-        self._wake.set()
-        with self._flushed:
-            while self._written < target and self._writer.is_alive():
-                self._wake.set()
-                self._flushed.wait(0.1)
-        error, self._writer_error = self._writer_error, None
-        if error is not None:
-            raise StoreError(f"writing to the run store {self.path} failed: {error}") from error
+        self._queue.flush()
 
     def close(self) -> None:
+        self._closed = True
         try:
-            self.flush()
+            self._queue.close()
         finally:
-            with self._qlock:
-                self._closed = True
-            self._wake.set()
-            writer = self._writer
-            if writer is not None and writer is not threading.current_thread():
-                writer.join(30)  # it writes what is left, closes its connection and ends
             conn = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()
@@ -739,15 +482,6 @@ class SQLiteRunStore(RunStore):
             f"ORDER BY seq LIMIT ?", (*args, int(limit))).fetchall()
         keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
         return [dict(zip(keys, r)) for r in rows]
-
-
-def _details_json(details: StateDetails) -> str | None:
-    """The state details worth a column: cache and scheduling facts. The run ids every
-    final state carries are the row's own ``run_id`` (and its run's flow run), so they
-    are not written again; most states then need no JSON at all."""
-    if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
-        return None
-    return json.dumps(details.to_dict())
 
 
 def _flow_run_filter(flow_name: str | None, state: str | None,

@@ -359,7 +359,7 @@ def test_a_write_after_close_is_refused_not_lost(tmp_path):
     store = SQLiteRunStore(tmp_path / "runs.db")
     before = _task_run(1)
     store.record_state(before, before.state)
-    writer = store._writer
+    writer = store._queue._writer
     store.close()
     assert writer is not None and writer not in threading.enumerate()
     after = _task_run(2)

@@ -1,0 +1,440 @@
+"""The SQLite run store's write queue and the thread that writes it.
+
+The thread that records a state turns it into a queue entry at once: a tuple of plain
+values (ids, text, numbers), not the run and state objects. So the queue keeps no run
+alive (the garbage collector stops tracking such tuples after one pass, and a long flow
+keeps no growing heap for it to walk), and the writer thread, which shares the GIL with
+the flow's threads, only has to bind values. Appending to the queue takes no lock.
+
+``flush()`` appends a marker and waits until the writer has committed everything queued
+before it. A flow more than ``MAX_PENDING`` entries ahead of the writer waits until it is
+within half of that, so memory does not grow with the number of task runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from headwater.errors import StoreError
+from headwater.states import StateDetails, StateType
+from headwater.stores import FlowInfo
+
+#: Queue entry kinds (the first item of every entry).
+TASK_HEADER, TASK_STATE, OBJECT, MARK = range(4)
+
+BATCH_SECONDS = 0.05
+MAX_PENDING = 20_000  # queued entries (about 5,000 task runs) before a recording thread waits
+_WAKE_AT = 5_000  # entries that wake the writer before its next tick
+
+#: Rows per INSERT statement (fewer when SQLite allows fewer variables).
+ROWS_PER_STATEMENT = 500
+
+#: A parameter value whose JSON is longer than this is stored as a short summary, so a
+#: flow called with a million-item list keeps a run row of a few hundred bytes.
+MAX_PARAMETER_CHARS = 10_000
+
+
+# -- values as JSON ---------------------------------------------------------------------------
+
+
+def readable(value: Any) -> Any:
+    """A JSON stand-in for a value json cannot encode (called by ``json.dumps``)."""
+    import dataclasses
+    import datetime as _dt
+    import enum
+    import uuid
+
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (Path, uuid.UUID)):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, (str, int, float, bool)) else value.name
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:
+            pass
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    text = repr(value)
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+_ENCODER = json.JSONEncoder(default=readable)
+
+
+def to_json(value: Any) -> str:
+    """Parameters as JSON: common types in their JSON form, anything else as its repr."""
+    try:
+        return _ENCODER.encode(value)  # json.dumps(value, default=...) builds an encoder per call
+    except (TypeError, ValueError):  # e.g. non-string dict keys mixed with odd values
+        if isinstance(value, dict):
+            return json.dumps({str(k): v for k, v in value.items()}, default=readable)
+        return json.dumps(readable(value))
+
+
+def parameters_json(parameters: Any) -> str:
+    """``to_json(parameters)`` with each value longer than ``MAX_PARAMETER_CHARS`` as JSON
+    replaced by a summary such as ``"<list of 1000000 items, 6.9 MB as JSON: not stored>"``."""
+    text = to_json(parameters)
+    # The usual small parameters: one encode, nothing more.
+    if len(text) <= MAX_PARAMETER_CHARS or not isinstance(parameters, dict):
+        return text
+    capped = {}
+    for key, value in parameters.items():
+        size = len(to_json(value))
+        capped[str(key)] = value if size <= MAX_PARAMETER_CHARS else parameter_summary(value, size)
+    return to_json(capped)
+
+
+def parameter_summary(value: Any, size: int) -> str:
+    """What a parameter value too large to store was: its type, length and JSON size."""
+    amount = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return f"<str of {len(value)} characters: not stored>"
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        unit = "keys" if isinstance(value, dict) else "items"
+        return f"<{kind} of {len(value)} {unit}, {amount} as JSON: not stored>"
+    return f"<{kind}, {amount} as JSON: not stored>"
+
+
+def tags_json(tags: Iterable[str]) -> str:
+    # The usual empty tags need no encoder.
+    return json.dumps(sorted(tags)) if tags else "[]"
+
+
+def details_json(details: StateDetails) -> str | None:
+    """The state details worth a column: cache and scheduling facts. The run ids every
+    final state carries are the row's own ``run_id`` (and its run's flow run), so they
+    are not written again; most states then need no JSON at all."""
+    if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
+        return None
+    return json.dumps(details.to_dict())
+
+
+# -- queue entries ----------------------------------------------------------------------------
+
+
+def task_header(run: Any) -> tuple[Any, ...]:
+    """What a task run's row holds from its creation on (kind TASK_HEADER)."""
+    return (TASK_HEADER, run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
+            parameters_json(run.parameters), tags_json(run.tags),
+            json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]")
+
+
+def task_state(run: Any, state: Any) -> tuple[Any, ...]:
+    """One state of a task run and the run's changing columns as they are now (TASK_STATE)."""
+    details = state._details
+    # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
+    type_ = state.type
+    # A run's parameters change once: futures passed in become their results just before
+    # it starts running, so a Running state of a run with upstream runs carries them.
+    parameters = parameters_json(run.parameters) if run.upstream_ids and type_ is StateType.RUNNING else None
+    return (TASK_STATE, run.id, "task", type_._value_, state.name, state.message, state.ts,
+            details_json(details) if details is not None else None,
+            run.cache_key, run.result_location, run.start_ts, run.end_ts, run.run_count, parameters)
+
+
+# -- writing rows -----------------------------------------------------------------------------
+
+
+def sql_literal(value: Any) -> str:
+    """A constant as SQL text (the writer's host, pid and pid start time)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]], one: str | None = None,
+                tail: str = "") -> None:
+    """``head VALUES one, one, ... tail``: hundreds of rows per statement.
+
+    ``executemany`` steps once per row, and the sqlite3 module gives up the GIL and takes
+    it back around every step; while the flow's threads run Python, each take-back can
+    wait, so the writer spent most of its time waiting, once per row. Binding a few
+    hundred rows and stepping once waits once per statement, and is faster on its own
+    too. ``one`` is the group for one row (default: one ``?`` per value).
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    if one is None:
+        one = "(" + ",".join("?" * width) + ")"
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else 999
+    per = max(1, min(ROWS_PER_STATEMENT, variables // width))
+    start = 0
+    while start < len(rows):
+        # Whole statements of ``per`` rows, then the rest in halving sizes: at most a
+        # dozen statement texts per table, so the module's statement cache stays small.
+        size = per
+        while size > len(rows) - start:
+            size //= 2
+        sql = f"{head} VALUES {','.join([one] * size)}{tail}"
+        conn.execute(sql, list(itertools.chain.from_iterable(rows[start:start + size])))
+        start += size
+
+
+_TASK_COLUMNS = ("INSERT INTO task_runs (id, flow_run_id, name, task_name, task_key, parameters, tags, "
+                 "upstream, cache_key, result_location, start_ts, end_ts, run_count, state_type, "
+                 "state_name, state_message, created, seq, host, pid, pid_start)")
+# Only what changes after creation: a row written again keeps its name and seq, and its
+# parameters unless futures among them were resolved.
+_TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.parameters, parameters), "
+                "cache_key=excluded.cache_key, "
+                "result_location=excluded.result_location, start_ts=excluded.start_ts, "
+                "end_ts=excluded.end_ts, run_count=excluded.run_count, state_type=excluded.state_type, "
+                "state_name=excluded.state_name, state_message=excluded.state_message")
+
+
+class BatchWriter:
+    """Turns a batch of queue entries into rows and writes them in one transaction."""
+
+    def __init__(self, host: str, pid: int, pid_start: str | None) -> None:
+        self.seq = 0  # the order task runs were first written, for listings
+        self.process = (host, pid, pid_start)
+        constants = ",".join(sql_literal(v) for v in self.process)
+        self._task_one = "(" + ",".join("?" * 18) + "," + constants + ")"
+
+    def rows(self, batch: list[tuple[Any, ...]], marks: list[Any]) -> Callable[[sqlite3.Connection], None]:
+        """The batch as a function writing its rows (called inside a transaction); the
+        flush markers met are appended to ``marks``."""
+        headers: dict[str, tuple[Any, ...]] = {}
+        latest: dict[str, tuple[Any, ...]] = {}
+        resolved: dict[str, str] = {}  # parameters with their futures' results
+        first_ts: dict[str, float] = {}
+        state_rows = []  # in queue order, flow and task runs alike
+        runs: dict[str, Any] = {}
+        infos: dict[str, FlowInfo] = {}
+        for entry in batch:
+            kind = entry[0]
+            if kind == TASK_STATE:
+                run_id = entry[1]
+                state_rows.append(entry[1:8])
+                latest[run_id] = entry
+                if entry[13] is not None:
+                    resolved[run_id] = entry[13]
+                if run_id not in first_ts:
+                    first_ts[run_id] = entry[6]
+            elif kind == TASK_HEADER:
+                headers[entry[1]] = entry
+            elif kind == MARK:
+                marks.append(entry[1])
+            elif kind == OBJECT:  # a flow run and its state, or a flow's description
+                _, run, state = entry
+                if isinstance(run, FlowInfo):
+                    infos[run.name] = run
+                    continue
+                runs[run.id] = run
+                if state is not None:
+                    if run.id not in first_ts:
+                        first_ts[run.id] = state.ts
+                    details = details_json(state._details) if state._details is not None else None
+                    state_rows.append((run.id, run.kind, state.type._value_, state.name, state.message,
+                                       state.ts, details))
+        now = time.time()
+        task_rows, created_only = [], []
+        for run_id, entry in latest.items():
+            header = headers.pop(run_id, None)
+            if header is None:  # created in an earlier batch: the row exists, only updated
+                header = (TASK_HEADER, run_id, None, "", "", "", None, "[]", "[]")
+            parameters = resolved.get(run_id, header[6])
+            self.seq += 1
+            task_rows.append((*header[1:6], parameters, *header[7:], *entry[8:13], entry[3], entry[4], entry[5],
+                              first_ts[run_id], self.seq))
+        for header in headers.values():  # created; its first state comes in the next batch
+            self.seq += 1
+            created_only.append((*header[1:], None, None, None, None, 0, None, None, None, now, self.seq))
+        flow_rows = [self._flow_row(run, first_ts.get(run.id, now)) for run in runs.values()]
+        info_rows = [(i.name, i.description, i.version, json.dumps(i.tags), i.updated) for i in infos.values()]
+        task_one = self._task_one
+
+        def write(conn: sqlite3.Connection) -> None:
+            if flow_rows:
+                conn.executemany(
+                    "INSERT INTO flow_runs (id, name, flow_name, flow_version, parent_flow_run_id, "
+                    "parent_task_run_id, parameters, tags, state_type, state_name, state_message, "
+                    "start_ts, end_ts, run_count, host, pid, pid_start, created) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
+                    "state_name=excluded.state_name, state_message=excluded.state_message, "
+                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count",
+                    flow_rows)
+            insert_rows(conn, _TASK_COLUMNS, created_only, task_one, " ON CONFLICT(id) DO NOTHING")
+            insert_rows(conn, _TASK_COLUMNS, task_rows, task_one, _TASK_UPDATE)
+            insert_rows(conn, "INSERT INTO states (run_id, run_kind, type, name, message, ts, details)",
+                        state_rows)
+            if info_rows:
+                conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
+                                 "VALUES (?,?,?,?,?)", info_rows)
+
+        return write
+
+    def _flow_row(self, run: Any, created: float) -> tuple[Any, ...]:
+        st = run.state
+        return (run.id, run.name, run.flow_name, run.flow_version, run.parent_flow_run_id,
+                run.parent_task_run_id, parameters_json(run.parameters), tags_json(run.tags),
+                st.type._value_ if st else None, st.name if st else None, st.message if st else None,
+                run.start_ts, run.end_ts, run.run_count, *self.process, created)
+
+
+# -- the queue and its thread -----------------------------------------------------------------
+
+
+def _drain(queue: collections.deque[Any]) -> list[Any]:
+    """Everything in ``queue`` now, oldest first (appends meanwhile stay for the next)."""
+    popleft = queue.popleft
+    return [popleft() for _ in range(len(queue))]
+
+
+class WriteQueue:
+    """One store's queue of writes in one process, and the thread that writes it.
+
+    ``write(entries, log_rows, marks)`` is called in the writer thread with each batch; it
+    appends the flush markers it meets to ``marks`` (they are set once it returns, also
+    when it raised: the error is reported by ``flush``). ``on_exit()`` runs in the
+    writer thread when it stops after ``close``.
+    """
+
+    def __init__(self, label: str, write: Callable[[list[Any], list[Any], list[Any]], None],
+                 on_exit: Callable[[], None]) -> None:
+        self.label = label
+        self._write = write
+        self._on_exit = on_exit
+        self._entries: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._logs: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.closed = False
+        self._finished = False  # the writer made its last pass: nothing more is written
+
+    # -- the recording threads' side (no lock taken) ---------------------------------------
+
+    def put(self, entry: tuple[Any, ...]) -> None:
+        if self._writer is None:
+            self._start()
+        if self.closed:
+            self._refuse(entry)
+        entries = self._entries
+        entries.append(entry)
+        if self._finished:  # closed while appending: the writer may have gone already
+            self._refuse(entry)
+        if len(entries) > _WAKE_AT:
+            if len(entries) > MAX_PENDING:
+                self._wait_for_writer()
+            elif not self._wake.is_set():
+                self._wake.set()
+
+    def put_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        if self._writer is None:
+            self._start()
+        if self.closed:
+            self._refuse(None)
+        self._logs.extend(rows)
+
+    def _wait_for_writer(self) -> None:
+        # Back-pressure: a flow that makes states faster than they are written waits
+        # here, so the queue stays bounded and memory does not grow with the run count.
+        with self._progress:
+            while len(self._entries) > MAX_PENDING // 2 and self._writer is not None and self._writer.is_alive():
+                self._wake.set()
+                self._progress.wait(0.1)
+
+    def _refuse(self, entry: tuple[Any, ...] | None) -> None:
+        # Raised, not dropped: the writer has exited, so a write accepted now would never
+        # reach the file. Shutdown stays quiet: run_logs swallows store errors, and the
+        # session closes its store only after its flows returned.
+        what = ""
+        if entry is not None and entry[0] in (TASK_HEADER, TASK_STATE):
+            what = f" (task run {entry[1]})"
+        elif entry is not None and entry[0] == OBJECT:
+            what = f" ({entry[1].kind} run {entry[1].name!r})" if hasattr(entry[1], "kind") else ""
+        raise StoreError(f"the run store {self.label} is closed; nothing more can be written "
+                         f"to it{what}: open a new Session")
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self.closed or self._writer is not None:
+                return  # closed: the caller refuses; no writer to start
+            writer = threading.Thread(target=self._loop, name="headwater-store-writer", daemon=True)
+            writer.start()
+            self._writer = writer
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        entries, logs = self._entries, self._logs
+        while True:
+            self._wake.wait(BATCH_SECONDS)
+            self._wake.clear()
+            closing = self.closed
+            self._write_now(_drain(entries), _drain(logs))
+            if closing:
+                # close() set ``closed`` before waking us: after this pass nothing is
+                # accepted, and whatever was appended meanwhile is written now.
+                self._finished = True
+                self._write_now(_drain(entries), _drain(logs))
+                self._on_exit()
+                return
+
+    def _write_now(self, batch: list[Any], lines: list[Any]) -> None:
+        if not batch and not lines:
+            return
+        marks: list[threading.Event] = []
+        try:
+            self._write(batch, lines, marks)
+        except BaseException as exc:  # reported by flush(); the thread goes on
+            self._error = exc
+            marks = [entry[1] for entry in batch if entry[0] == MARK]
+        finally:
+            for mark in marks:
+                mark.set()
+            with self._progress:
+                self._progress.notify_all()
+
+    # -- flush and close -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is committed; raise what writing it raised."""
+        writer = self._writer
+        if writer is None:
+            return
+        done = threading.Event()
+        self._entries.append((MARK, done))
+        self._wake.set()
+        while not done.wait(0.1):
+            if not writer.is_alive():
+                break
+        error, self._error = self._error, None
+        if error is not None:
+            raise StoreError(f"writing to the run store {self.label} failed: {error}") from error
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            self._wake.set()
+            writer = self._writer
+            if writer is not None and writer is not threading.current_thread():
+                writer.join(30)  # it writes what is left, closes its connection and ends
