@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .tasks import Task
 
 
+_RUN_LOCKS = 16
+
+
 class FlowRunContext:
     """Everything a flow run's tasks share, made once per flow run."""
 
@@ -39,6 +42,9 @@ class FlowRunContext:
         self._policies: dict[int, StatePolicy] = {}
         self._counters: dict[str, itertools.count] = {}
         self._lock = threading.Lock()
+        # A run's state changes under one of these (picked by its id): one lock for all
+        # runs had the flow's worker threads queueing on it, each wait a GIL hand-over.
+        self._run_locks = tuple(threading.Lock() for _ in range(_RUN_LOCKS))
         # Submitted futures not yet finished, and failures nobody looked at.
         self.pending: set[Future] = set()
         self.failures: list[Future] = []
@@ -98,12 +104,17 @@ class FlowRunContext:
             self.pending.add(future)
             self.submitted += 1
 
+    def run_lock(self, run_id: str) -> threading.Lock:
+        """The lock a run's state changes under (shared with a few other runs)."""
+        return self._run_locks[hash(run_id) % _RUN_LOCKS]
+
     def finished(self, future: Future) -> None:
+        # No lock: set.discard and list.append are single steps under the GIL, and every
+        # reader copies (list(self.pending)) in one step too.
+        self.pending.discard(future)
         state = future._state
-        with self._lock:
-            self.pending.discard(future)
-            if state is not None and not state.is_completed():
-                self.failures.append(future)
+        if state is not None and not state.is_completed():
+            self.failures.append(future)
 
     def unobserved_failures(self) -> list[Future]:
         return [f for f in self.failures if not f.observed]

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import states as S
-from .context import FlowRunContext, TaskRunContext, task_run_ctx
+from .context import _RUN_LOCKS, FlowRunContext, TaskRunContext, task_run_ctx
 from .errors import ConfigurationError, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
@@ -48,9 +48,9 @@ def _record(fctx: FlowRunContext, run: Any, previous: S.State | None, state: S.S
 
 
 def _transition_unless_final(fctx: FlowRunContext, run: Any, state: S.State) -> S.State:
-    # Check and set are one step under the flow run's lock: a crashing flow run ends its
+    # Check and set are one step under the run's lock: a crashing flow run ends its
     # unfinished task runs from another thread while workers may be moving them on.
-    with fctx._lock:
+    with fctx._run_locks[hash(run.id) % _RUN_LOCKS]:
         previous = run.state
         if previous is not None and previous.is_final():
             return previous

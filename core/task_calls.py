@@ -73,7 +73,7 @@ def not_ready(ex: TaskExecution, failed: Future) -> S.State:
     return the run's last state. Task runners that settle runs themselves use it too.
 
     A run the crashing flow run ended meanwhile keeps that final state (check and set
-    under the flow run's lock, as ``finish_run`` does)."""
+    under the run's lock, as ``finish_run`` does)."""
     state = S.NotReady(message=f"Upstream task run {failed.task_run_name!r} did not reach a "
                                f"'COMPLETED' state ({failed.state}).")
     last = finish_run(ex.flow_context, ex.task_run, state)

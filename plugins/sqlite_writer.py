@@ -134,7 +134,7 @@ def task_header(run: Any) -> tuple[Any, ...]:
     """What a task run's row holds from its creation on (kind TASK_HEADER)."""
     return (TASK_HEADER, run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
             parameters_json(run.parameters), tags_json(run.tags),
-            json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]")
+            json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]", time.time())
 
 
 def task_state(run: Any, state: Any) -> tuple[Any, ...]:
@@ -254,14 +254,15 @@ class BatchWriter:
         for run_id, entry in latest.items():
             header = headers.pop(run_id, None)
             if header is None:  # created in an earlier batch: the row exists, only updated
-                header = (TASK_HEADER, run_id, None, "", "", "", None, "[]", "[]")
+                header = (TASK_HEADER, run_id, None, "", "", "", None, "[]", "[]", first_ts[run_id])
             parameters = resolved.get(run_id, header[6])
             self.seq += 1
-            task_rows.append((*header[1:6], parameters, *header[7:], *entry[8:13], entry[3], entry[4], entry[5],
-                              first_ts[run_id], self.seq))
+            task_rows.append((*header[1:6], parameters, *header[7:9], *entry[8:13], entry[3], entry[4],
+                              entry[5], header[9], self.seq))
         for header in headers.values():  # created; its first state comes in the next batch
             self.seq += 1
-            created_only.append((*header[1:], None, None, None, None, 0, None, None, None, now, self.seq))
+            created_only.append((*header[1:9], None, None, None, None, 0, None, None, None, header[9],
+                                 self.seq))
         flow_rows = [self._flow_row(run, first_ts.get(run.id, now)) for run in runs.values()]
         info_rows = [(i.name, i.description, i.version, json.dumps(i.tags), i.updated) for i in infos.values()]
         task_one = self._task_one

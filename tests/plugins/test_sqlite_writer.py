@@ -1,0 +1,92 @@
+"""The SQLite store's write queue: runs whose rows are written over several batches keep
+their place, name and parameters; flush waits for what was queued before it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from headwater import states as S
+from headwater.plugins.sqlite_store import SQLiteRunStore
+from headwater.plugins.sqlite_writer import BatchWriter, WriteQueue, task_header, task_state
+from headwater.runs import TaskRun
+
+
+def _run(name: str, **parameters: object) -> TaskRun:
+    return TaskRun(f"id-{name}-{time.time_ns()}", "step", "abcd1234", name, parameters, flow_run_id="flow-1")
+
+
+def _write(store: SQLiteRunStore, writer: BatchWriter, batch: list) -> None:
+    store._write_txn(writer.rows(batch, []))
+
+
+def _record(run: TaskRun, state: S.State) -> tuple:
+    run.state = state
+    return task_state(run, state)
+
+
+def test_a_run_created_in_one_batch_and_run_in_a_later_one_keeps_its_place(tmp_path):
+    """A task run whose creation lands in one batch and whose states land in the next is
+    listed where it was created (before runs created after it), keeps its name and
+    parameters, and shows its latest state."""
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    writer = BatchWriter("host", 1, None)
+    first, second = _run("first", x=1), _run("second", x=2)
+    first_header = task_header(first)
+    time.sleep(0.002)
+    later = [task_header(second), _record(second, S.Pending()), _record(first, S.Pending()),
+             _record(first, S.Running())]
+    time.sleep(0.002)
+    _write(store, writer, [first_header])  # written after the second run was created
+    _write(store, writer, later)
+    runs = store.read_task_runs(flow_run_id="flow-1")
+    assert [r.name for r in runs] == ["first", "second"]
+    assert runs[0].parameters == {"x": 1} and runs[0].state.name == "Running"
+    assert [s.name for s in store.read_states(first.id)] == ["Pending", "Running"]
+    store.close()
+
+
+def test_parameters_resolved_from_futures_replace_the_ones_recorded_at_creation(tmp_path):
+    """A run created with an upstream future among its parameters is stored with the
+    future's result once it starts running, also when that happens in a later batch."""
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    writer = BatchWriter("host", 1, None)
+    run = _run("downstream", x="<Future upstream>")
+    run.upstream_ids = ("upstream-id",)
+    _write(store, writer, [task_header(run), _record(run, S.Pending())])
+    run.parameters = {"x": 2}
+    _write(store, writer, [_record(run, S.Running()), _record(run, S.Completed())])
+    stored = store.read_task_run(run.id)
+    assert stored.parameters == {"x": 2} and stored.upstream_ids == ("upstream-id",)
+    assert stored.state.name == "Completed" and stored.name == "downstream"
+    store.close()
+
+
+def test_flush_waits_for_everything_queued_before_it_from_every_thread():
+    """Entries appended by several threads before flush() are all written when it
+    returns, and the writer sees each thread's entries in the order it appended them."""
+    written: list = []
+
+    def write(batch, logs, marks):
+        for entry in batch:
+            if entry[0] == 3:  # a flush marker
+                marks.append(entry[1])
+            else:
+                written.append(entry)
+
+    queue = WriteQueue("test", write, lambda: None)
+
+    def produce(label: str) -> None:
+        for i in range(2000):
+            queue.put((0, label, i))
+
+    threads = [threading.Thread(target=produce, args=(label,)) for label in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.flush()
+    assert len(written) == 6000
+    for label in "abc":
+        assert [i for _, who, i in written if who == label] == list(range(2000))
+    queue.close()
