@@ -32,7 +32,8 @@ from headwater.states import FINAL_TYPES, State, StateDetails, StateType
 from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore, RunStore,
                               active_flow_info, merge_flow_infos)
 
-from .sqlite_writer import OBJECT, BatchWriter, WriteQueue, insert_rows, task_header, task_state
+from .sqlite_writer import (BatchWriter, WriteQueue, flow_entry, flow_info_entry, insert_rows, task_header,
+                            task_state)
 
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
@@ -267,10 +268,10 @@ class SQLiteRunStore(RunStore):
     # -- writes (queued: see sqlite_writer) ---------------------------------------------------
 
     def create_flow_run(self, run: FlowRun) -> None:
-        self._queue.put((OBJECT, run, None))
+        self._queue.put(flow_entry(run, None))
         info = active_flow_info(run)
         if info is not None:
-            self._queue.put((OBJECT, info, None))
+            self._queue.put(flow_info_entry(info))
 
     def create_task_run(self, run: TaskRun) -> None:
         self._queue.put(task_header(run))
@@ -285,7 +286,7 @@ class SQLiteRunStore(RunStore):
             if state.type in FINAL_TYPES:
                 open_runs.discard(run.id)  # the set holds unfinished runs only
         else:
-            self._queue.put((OBJECT, run, state))
+            self._queue.put(flow_entry(run, state))
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
         self._queue.put_logs(rows)

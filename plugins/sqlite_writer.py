@@ -27,7 +27,7 @@ from headwater.states import StateDetails, StateType
 from headwater.stores import FlowInfo
 
 #: Queue entry kinds (the first item of every entry).
-TASK_HEADER, TASK_STATE, OBJECT, MARK = range(4)
+TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO, MARK = range(5)
 
 BATCH_SECONDS = 0.05
 MAX_PENDING = 20_000  # queued entries (about 5,000 task runs) before a recording thread waits
@@ -150,6 +150,25 @@ def task_state(run: Any, state: Any) -> tuple[Any, ...]:
             run.cache_key, run.result_location, run.start_ts, run.end_ts, run.run_count, parameters)
 
 
+def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
+    """A flow run's row as it is now, and ``state`` (if any) for its history (FLOW)."""
+    st = run.state
+    row = (run.id, run.name, run.flow_name, run.flow_version, run.parent_flow_run_id, run.parent_task_run_id,
+           parameters_json(run.parameters), tags_json(run.tags),
+           st.type._value_ if st else None, st.name if st else None, st.message if st else None,
+           run.start_ts, run.end_ts, run.run_count)
+    state_row = None
+    if state is not None:
+        details = details_json(state._details) if state._details is not None else None
+        state_row = (run.id, "flow", state.type._value_, state.name, state.message, state.ts, details)
+    return (FLOW, row, state.ts if state is not None else time.time(), state_row)
+
+
+def flow_info_entry(info: FlowInfo) -> tuple[Any, ...]:
+    """What a flow says about itself (FLOW_INFO)."""
+    return (FLOW_INFO, info.name, info.description, info.version, json.dumps(info.tags), info.updated)
+
+
 # -- writing rows -----------------------------------------------------------------------------
 
 
@@ -221,8 +240,9 @@ class BatchWriter:
         resolved: dict[str, str] = {}  # parameters with their futures' results
         first_ts: dict[str, float] = {}
         state_rows = []  # in queue order, flow and task runs alike
-        runs: dict[str, Any] = {}
-        infos: dict[str, FlowInfo] = {}
+        flows: dict[str, tuple[Any, ...]] = {}
+        flow_created: dict[str, float] = {}
+        infos: dict[str, tuple[Any, ...]] = {}
         for entry in batch:
             kind = entry[0]
             if kind == TASK_STATE:
@@ -237,19 +257,15 @@ class BatchWriter:
                 headers[entry[1]] = entry
             elif kind == MARK:
                 marks.append(entry[1])
-            elif kind == OBJECT:  # a flow run and its state, or a flow's description
-                _, run, state = entry
-                if isinstance(run, FlowInfo):
-                    infos[run.name] = run
-                    continue
-                runs[run.id] = run
-                if state is not None:
-                    if run.id not in first_ts:
-                        first_ts[run.id] = state.ts
-                    details = details_json(state._details) if state._details is not None else None
-                    state_rows.append((run.id, run.kind, state.type._value_, state.name, state.message,
-                                       state.ts, details))
-        now = time.time()
+            elif kind == FLOW:
+                run_id = entry[1][0]
+                flows[run_id] = entry[1]
+                if run_id not in flow_created:
+                    flow_created[run_id] = entry[2]
+                if entry[3] is not None:
+                    state_rows.append(entry[3])
+            elif kind == FLOW_INFO:
+                infos[entry[1]] = entry[1:]
         task_rows, created_only = [], []
         for run_id, entry in latest.items():
             header = headers.pop(run_id, None)
@@ -263,8 +279,8 @@ class BatchWriter:
             self.seq += 1
             created_only.append((*header[1:9], None, None, None, None, 0, None, None, None, header[9],
                                  self.seq))
-        flow_rows = [self._flow_row(run, first_ts.get(run.id, now)) for run in runs.values()]
-        info_rows = [(i.name, i.description, i.version, json.dumps(i.tags), i.updated) for i in infos.values()]
+        flow_rows = [(*row, *self.process, flow_created[run_id]) for run_id, row in flows.items()]
+        info_rows = list(infos.values())
         task_one = self._task_one
 
         def write(conn: sqlite3.Connection) -> None:
@@ -287,13 +303,6 @@ class BatchWriter:
                                  "VALUES (?,?,?,?,?)", info_rows)
 
         return write
-
-    def _flow_row(self, run: Any, created: float) -> tuple[Any, ...]:
-        st = run.state
-        return (run.id, run.name, run.flow_name, run.flow_version, run.parent_flow_run_id,
-                run.parent_task_run_id, parameters_json(run.parameters), tags_json(run.tags),
-                st.type._value_ if st else None, st.name if st else None, st.message if st else None,
-                run.start_ts, run.end_ts, run.run_count, *self.process, created)
 
 
 # -- the queue and its thread -----------------------------------------------------------------
@@ -368,8 +377,8 @@ class WriteQueue:
         what = ""
         if entry is not None and entry[0] in (TASK_HEADER, TASK_STATE):
             what = f" (task run {entry[1]})"
-        elif entry is not None and entry[0] == OBJECT:
-            what = f" ({entry[1].kind} run {entry[1].name!r})" if hasattr(entry[1], "kind") else ""
+        elif entry is not None and entry[0] == FLOW:
+            what = f" (flow run {entry[1][1]!r})"
         raise StoreError(f"the run store {self.label} is closed; nothing more can be written "
                          f"to it{what}: open a new Session")
 

@@ -8,7 +8,7 @@ import time
 
 from headwater import states as S
 from headwater.plugins.sqlite_store import SQLiteRunStore
-from headwater.plugins.sqlite_writer import BatchWriter, WriteQueue, task_header, task_state
+from headwater.plugins.sqlite_writer import MARK, BatchWriter, WriteQueue, task_header, task_state
 from headwater.runs import TaskRun
 
 
@@ -69,7 +69,7 @@ def test_flush_waits_for_everything_queued_before_it_from_every_thread():
 
     def write(batch, logs, marks):
         for entry in batch:
-            if entry[0] == 3:  # a flush marker
+            if entry[0] == MARK:
                 marks.append(entry[1])
             else:
                 written.append(entry)
