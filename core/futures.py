@@ -191,8 +191,8 @@ class Work:
 
     __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claimed", "ready", "upstream")
 
-    def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[], State] | None,
-                 async_fn: Callable[[], Any] | None, upstream: list[Future]) -> None:
+    def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[Work], State] | None,
+                 async_fn: Callable[[Work], Any] | None, upstream: list[Future]) -> None:
         self.future = future
         #: The run from Pending to its final state: task, run, parameters, state policy.
         self.execution = execution
@@ -232,16 +232,17 @@ class Work:
         if not self.claim():
             return
         if self._sync is None:
-            state = _run_coroutine_function(self._async)  # an async task on a sync-only runner
+            # An async task on a sync-only runner.
+            state = _run_coroutine_function(lambda: self._async(self))  # type: ignore[misc]
         else:
-            state = self._sync()
+            state = self._sync(self)
         self.future.set_state(state)
 
     async def arun(self) -> None:
         if not self.claim():
             return
         assert self._async is not None
-        self.future.set_state(await self._async())
+        self.future.set_state(await self._async(self))
 
 
 def _run_coroutine_function(fn: Callable[[], Any]) -> Any:

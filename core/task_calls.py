@@ -142,37 +142,10 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
     future = Future(ex.task_run)
-    # Only the closure the task needs: one function object per submit, not two.
     if task.is_async:
-        async def run_async() -> S.State:
-            try:
-                early = _not_to_run(ex, upstream)
-                return early if early is not None else await execute_async(ex)
-            except BaseException as exc:
-                state = _crash_state(ex, exc)
-                if isinstance(exc, Exception):
-                    return state
-                future.set_state(state)  # cancelled by the event loop: end the run, then obey
-                raise
-
-        work = Work(future, ex, None, run_async, upstream)
+        work = Work(future, ex, None, _run_submitted_async, upstream)
     else:
-        def run_sync() -> S.State:
-            # In a worker thread an interrupt or an engine error must still end the run,
-            # never leave it Running or its future unfinished.
-            try:
-                early = _not_to_run(ex, upstream)
-                return early if early is not None else execute_sync(ex)
-            except BaseException as exc:
-                state = _crash_state(ex, exc)
-                if isinstance(exc, Exception):
-                    return state
-                # An interrupt in the thread that runs the flow (sequential runner, or a
-                # waiter running the work itself) must still stop the flow.
-                future.set_state(state)
-                raise
-
-        work = Work(future, ex, run_sync, None, upstream)
+        work = Work(future, ex, _run_submitted_sync, None, upstream)
     future.work = work
     fctx.track(future)
     future.add_done_callback(fctx.finished)
@@ -188,6 +161,38 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     else:
         _submit_when_done(runner, work, pending, ex)
     return future
+
+
+def _run_submitted_sync(work: Work) -> S.State:
+    """A submitted sync run, in whichever thread runs it; its final state."""
+    ex = work.execution
+    # In a worker thread an interrupt or an engine error must still end the run,
+    # never leave it Running or its future unfinished.
+    try:
+        early = _not_to_run(ex, work.upstream)
+        return early if early is not None else execute_sync(ex)
+    except BaseException as exc:
+        state = _crash_state(ex, exc)
+        if isinstance(exc, Exception):
+            return state
+        # An interrupt in the thread that runs the flow (sequential runner, or a
+        # waiter running the work itself) must still stop the flow.
+        work.future.set_state(state)
+        raise
+
+
+async def _run_submitted_async(work: Work) -> S.State:
+    """A submitted async run, on the event loop that runs it; its final state."""
+    ex = work.execution
+    try:
+        early = _not_to_run(ex, work.upstream)
+        return early if early is not None else await execute_async(ex)
+    except BaseException as exc:
+        state = _crash_state(ex, exc)
+        if isinstance(exc, Exception):
+            return state
+        work.future.set_state(state)  # cancelled by the event loop: end the run, then obey
+        raise
 
 
 def _cancelled(ex: TaskExecution) -> bool:

@@ -52,21 +52,15 @@ class Task(Generic[R]):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
-        from .task_calls import call_task
-
-        return call_task(self, args, kwargs, return_state, wait_for)
+        return (_calls or _load_calls()).call_task(self, args, kwargs, return_state, wait_for)
 
     def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run on the flow's task runner; returns a future (``.result()``, ``.wait()``)."""
-        from .task_calls import submit_task
-
-        return submit_task(self, args, kwargs, wait_for)
+        return (_calls or _load_calls()).submit_task(self, args, kwargs, wait_for)
 
     def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> list[Any]:
         """Submit one run per element; wrap constant arguments in ``unmapped(...)``."""
-        from .task_calls import map_task
-
-        return map_task(self, args, kwargs, wait_for)
+        return (_calls or _load_calls()).map_task(self, args, kwargs, wait_for)
 
     def with_options(self, **changes: Any) -> Task[R]:
         """A copy with some options changed, validated again."""
@@ -74,6 +68,19 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+#: ``headwater.task_calls``, imported on the first call of a task (not at ``import
+#: headwater``); kept here because an import statement per call cost a microsecond.
+_calls: Any = None
+
+
+def _load_calls() -> Any:
+    global _calls
+    from . import task_calls
+
+    _calls = task_calls
+    return task_calls
 
 
 @overload

@@ -32,8 +32,9 @@ from headwater.states import FINAL_TYPES, State, StateDetails, StateType
 from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore, RunStore,
                               active_flow_info, merge_flow_infos)
 
-from .sqlite_writer import (BatchWriter, WriteQueue, flow_entry, flow_info_entry, insert_rows, task_header,
-                            task_state)
+from .sqlite_writer import (BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
+                            task_header, task_state, write_transaction)
+from .sqlite_writer_process import PROCESS_AT, WriterProcess, start_writer_process
 
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
@@ -123,6 +124,11 @@ class SQLiteRunStore(RunStore):
         self._pid_start = process_start_token(self._pid)
         self._rows = BatchWriter(_HOST, self._pid, self._pid_start)
         self._queue = WriteQueue(str(self.path), self._write_batch, self._writer_exit)
+        parent = getattr(self, "_process", None)
+        if parent is not None:
+            parent.forget()  # a forked child: the parent's writer process is not ours
+        self._process: WriterProcess | None = None
+        self._may_spawn = True
         self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
         if self._closed:
             self._queue.closed = True
@@ -135,10 +141,7 @@ class SQLiteRunStore(RunStore):
     # -- connections ----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
+        return connect(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -205,34 +208,11 @@ class SQLiteRunStore(RunStore):
             conn.execute("ROLLBACK")
             raise
 
-    def _retry(self, fn: Any, seconds: float = 120.0) -> Any:
-        """Run ``fn``, retrying while another process holds the write lock."""
-        deadline = time.monotonic() + seconds
-        delay = 0.01
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                text = str(exc).lower()
-                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+    def _retry(self, fn: Any) -> Any:
+        return retry_busy(fn)
 
     def _write_txn(self, fn: Any) -> Any:
-        conn = self._conn()
-
-        def attempt() -> Any:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-
-        return self._retry(attempt)
+        return write_transaction(self._conn(), fn)
 
     # -- crash detection -------------------------------------------------------------
 
@@ -292,16 +272,31 @@ class SQLiteRunStore(RunStore):
         self._queue.put_logs(rows)
 
     def _write_batch(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
-        """In the writer thread: one batch, one transaction."""
-        write_rows = self._rows.rows(batch, marks)
+        """In the writer thread: one batch, one transaction; busy flows hand their batches
+        to a writer process (sqlite_writer_process) so writing them takes no GIL time."""
+        process = self._process
+        if process is None and self._may_spawn and len(batch) + len(logs) >= PROCESS_AT:
+            process = self._process = start_writer_process(self.path, self._rows)
+            self._may_spawn = process is not None
+        if process is not None:
+            if process.send(batch, logs, marks):
+                return
+            # The process is gone: what it did not confirm is written here, and so is
+            # everything after (its error, if it reported one, stays for flush()).
+            self._process = None
+            self._may_spawn = False
+            for old_batch, old_logs in process.unconfirmed():
+                self._write_here(old_batch, old_logs, [])
+            self._rows.seq = max(self._rows.seq, process.seq)
+        self._write_here(batch, logs, marks)
 
-        def write(conn: sqlite3.Connection) -> None:
-            write_rows(conn)
-            insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)", logs)
-
-        self._write_txn(write)
+    def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
+        self._write_txn(self._rows.transaction(batch, logs, marks))
 
     def _writer_exit(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None

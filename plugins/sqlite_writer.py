@@ -75,15 +75,30 @@ def readable(value: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(default=readable)
+# The C encoder behind JSONEncoder, made once: ``encode`` builds one per call, which cost
+# more than encoding a task's usual few parameters. No circular check (a loop ends in
+# RecursionError, and the checking encoder below then says so).
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_FAST = (_make_c_encoder(None, readable, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+                         False, False, True) if _make_c_encoder is not None else None)
 
 
 def to_json(value: Any) -> str:
     """Parameters as JSON: common types in their JSON form, anything else as its repr."""
+    if _FAST is not None and type(value) is dict:
+        try:
+            return "".join(_FAST(value, 0))
+        except (TypeError, ValueError, RecursionError):
+            pass  # the checking encoder and the fallbacks below
     try:
-        return _ENCODER.encode(value)  # json.dumps(value, default=...) builds an encoder per call
+        return _ENCODER.encode(value)
     except (TypeError, ValueError):  # e.g. non-string dict keys mixed with odd values
         if isinstance(value, dict):
-            return json.dumps({str(k): v for k, v in value.items()}, default=readable)
+            try:
+                return json.dumps({str(k): v for k, v in value.items()}, default=readable)
+            except (TypeError, ValueError):  # e.g. a value that contains itself
+                return json.dumps({str(k): v if isinstance(v, (str, int, float, bool, type(None))) else readable(v)
+                                   for k, v in value.items()})
         return json.dumps(readable(value))
 
 
@@ -167,6 +182,49 @@ def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
 def flow_info_entry(info: FlowInfo) -> tuple[Any, ...]:
     """What a flow says about itself (FLOW_INFO)."""
     return (FLOW_INFO, info.name, info.description, info.version, json.dumps(info.tags), info.updated)
+
+
+# -- connections and transactions ----------------------------------------------------------
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection as every part of the store uses it (autocommit, waits up to 30 s for
+    another process's write lock)."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def retry_busy(fn: Callable[[], Any], seconds: float = 120.0) -> Any:
+    """Run ``fn``, retrying with back-off while another process holds the write lock."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``fn(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
+
+    def attempt() -> Any:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+
+    return retry_busy(attempt)
 
 
 # -- writing rows -----------------------------------------------------------------------------
@@ -301,6 +359,17 @@ class BatchWriter:
             if info_rows:
                 conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
                                  "VALUES (?,?,?,?,?)", info_rows)
+
+        return write
+
+    def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+                    marks: list[Any]) -> Callable[[sqlite3.Connection], None]:
+        """The batch and its log lines as one function for ``write_transaction``."""
+        write_rows = self.rows(batch, marks)
+
+        def write(conn: sqlite3.Connection) -> None:
+            write_rows(conn)
+            insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)", logs)
 
         return write
 

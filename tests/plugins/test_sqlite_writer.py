@@ -90,3 +90,25 @@ def test_flush_waits_for_everything_queued_before_it_from_every_thread():
     for label in "abc":
         assert [i for _, who, i in written if who == label] == list(range(2000))
     queue.close()
+
+
+def test_a_parameter_that_contains_itself_is_stored_as_text(headwater_session):
+    """A task called with a list that contains itself runs, and its run row keeps the
+    other parameters as JSON and that one as its repr (no error from the store)."""
+    from headwater import flow, task
+
+    @task
+    def size(items: list, n: int) -> int:
+        return len(items) + n
+
+    loop: list = [1]
+    loop.append(loop)
+
+    @flow
+    def uses_loop() -> int:
+        return size(loop, 2)
+
+    assert uses_loop() == 4
+    headwater_session.store.flush()
+    (run,) = headwater_session.store.read_task_runs()
+    assert run.parameters == {"items": "[1, [...]]", "n": 2}

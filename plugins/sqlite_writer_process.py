@@ -1,0 +1,215 @@
+"""A writer process for busy flows: the run store's batches written outside the GIL.
+
+A flow's threads and the store's writer thread share one GIL, so in a flow making
+thousands of task runs a second the writer's work (binding values, SQLite's own work
+between the GIL hand-overs) slowed the flow down. Once a batch is large
+(``PROCESS_AT`` entries), the writer thread starts this module as a child process
+(``python -m headwater.plugins.sqlite_writer_process``) and from then on only pickles
+each batch (plain tuples) into its stdin. The child writes each batch in one
+transaction, as the thread would, and answers one line per batch.
+
+What does not change: every row names the flow process (host, pid, start time), so
+crash detection is the same; ``flush()`` returns only once the child has confirmed every
+batch queued before it; the child ignores Ctrl-C (the flow process decides what an
+interrupt means and records it) and ends when its stdin closes, also when the flow
+process was killed, after writing every batch it received whole. If the child cannot
+start or dies, the thread writes what the child did not confirm, and everything after,
+itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Entries in one batch that start the writer process: about a thousand task runs made
+#: within one writer tick (50 ms).
+PROCESS_AT = 3_000
+
+_LENGTH = 8  # bytes of the length before each pickled batch
+
+
+class WriterProcess:
+    """The flow process's end of one writer process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], seq: int) -> None:
+        self._proc = proc
+        self._stdin = proc.stdin
+        self._stdout_fd = proc.stdout.fileno() if proc.stdout is not None else -1
+        os.set_blocking(self._stdout_fd, False)
+        self._buffer = b""
+        self._next = 0
+        self._unconfirmed: dict[int, tuple[list[Any], list[Any]]] = {}
+        self.seq = seq  # the last task run order number the child gave out
+        self.error: str | None = None
+        self.alive = True
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, batch: list[Any], logs: list[Any], marks: list[Any]) -> bool:
+        """Hand one batch to the child; with flush markers in it, wait until it is written.
+        False: the child is gone (see ``unconfirmed``). A write error the child reports
+        is raised (the writer thread keeps it for ``flush``)."""
+        from .sqlite_writer import MARK
+
+        entries = [entry for entry in batch if entry[0] != MARK]
+        marks.extend(entry[1] for entry in batch if entry[0] == MARK)
+        number = self._next
+        self._next += 1
+        self._unconfirmed[number] = (entries, logs)
+        data = pickle.dumps((number, entries, logs), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            _write_all(self._stdin, len(data).to_bytes(_LENGTH, "little"))
+            _write_all(self._stdin, data)
+            self._stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.alive = False
+            return False
+        self._read_answers(wait_for=number if marks else None)
+        if not self.alive:
+            return False
+        self._raise_error()
+        return True
+
+    def unconfirmed(self) -> list[tuple[list[Any], list[Any]]]:
+        """Batches sent but not confirmed written, oldest first (after the child died)."""
+        return [self._unconfirmed[n] for n in sorted(self._unconfirmed)]
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"the store's writer process: {error}")
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def _read_answers(self, wait_for: int | None = None) -> None:
+        """Read every answer available now; with ``wait_for``, until that batch's."""
+        while True:
+            try:
+                chunk = os.read(self._stdout_fd, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":  # the child ended
+                self.alive = False
+                return
+            if chunk:
+                self._buffer += chunk
+                self._take_lines()
+            if wait_for is None or wait_for not in self._unconfirmed:
+                return
+            if chunk is None:
+                select.select([self._stdout_fd], [], [], 1.0)
+
+    def _take_lines(self) -> None:
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            number, status, rest = line.decode().split(" ", 2)
+            self._unconfirmed.pop(int(number), None)
+            if status == "ok":
+                self.seq = int(rest)
+            else:
+                self.error = json.loads(rest)
+
+    # -- ending ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the child's stdin; it writes what it has and ends. Wait for it."""
+        try:
+            self._stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._read_answers()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self.alive = False
+
+    def forget(self) -> None:
+        """In a forked child of the flow process: close our copies of the pipes (else the
+        writer process would never see its stdin end) without touching the process."""
+        for stream in (self._stdin, self._proc.stdout):
+            try:
+                os.close(stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+        self.alive = False
+
+
+def _write_all(stream: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        view = view[written:]
+
+
+def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
+    """Start a writer process for the store file ``path`` (rows named as ``rows`` names
+    them); None if it cannot be started (the thread then goes on writing itself)."""
+    host, pid, pid_start = rows.process
+    command = [sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(path), host, str(pid),
+               pid_start or "", str(rows.seq)]
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                close_fds=True)
+    except OSError:
+        return None
+    return WriterProcess(proc, rows.seq)
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = stream.read(left)
+        if not part:
+            return b""  # the flow process closed our stdin (or ended) mid-batch: nothing half-written
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the whole process group; the flow process handles it and still
+    # sends what it records about the interrupt, so this process must not stop first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .sqlite_writer import BatchWriter, connect, write_transaction
+
+    path, host, pid, pid_start, seq = argv
+    rows = BatchWriter(host, int(pid), pid_start or None)
+    rows.seq = int(seq)
+    conn = connect(path)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = _read_exactly(stdin, _LENGTH)
+        if not head:
+            break
+        data = _read_exactly(stdin, int.from_bytes(head, "little"))
+        if not data:
+            break
+        number, batch, logs = pickle.loads(data)  # noqa: S301 - from our own parent, through a pipe
+        try:
+            write_transaction(conn, rows.transaction(batch, logs, []))
+            answer = f"{number} ok {rows.seq}\n"
+        except Exception as exc:
+            answer = f"{number} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"
+        stdout.write(answer.encode())
+        stdout.flush()
+    conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
