@@ -278,16 +278,22 @@ class SQLiteRunStore(RunStore):
         if process is None and self._may_spawn and len(batch) + len(logs) >= PROCESS_AT:
             process = self._process = start_writer_process(self.path, self._rows)
             self._may_spawn = process is not None
-        if process is not None:
+        if process is not None and process.is_ready():
             if process.send(batch, logs, marks):
                 return
-            # The process is gone: what it did not confirm is written here, and so is
-            # everything after (its error, if it reported one, stays for flush()).
+            # The process is gone: what it did not confirm (this batch too) is written
+            # here, and so is everything after.
             self._process = None
             self._may_spawn = False
+            self._rows.seq = max(self._rows.seq, process.seq)
+            process.close()
             for old_batch, old_logs in process.unconfirmed():
                 self._write_here(old_batch, old_logs, [])
-            self._rows.seq = max(self._rows.seq, process.seq)
+            return
+        if process is not None and not process.alive:  # it never started
+            self._process = None
+            self._may_spawn = False
+            process.close()
         self._write_here(batch, logs, marks)
 
     def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:

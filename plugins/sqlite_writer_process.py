@@ -4,8 +4,8 @@ A flow's threads and the store's writer thread share one GIL, so in a flow makin
 thousands of task runs a second the writer's work (binding values, SQLite's own work
 between the GIL hand-overs) slowed the flow down. Once a batch is large
 (``PROCESS_AT`` entries), the writer thread starts this module as a child process
-(``python -m headwater.plugins.sqlite_writer_process``) and from then on only pickles
-each batch (plain tuples) into its stdin. The child writes each batch in one
+(``python -m headwater.plugins.sqlite_writer_process``) and, once the child says it is
+ready, only pickles each batch (plain tuples) into its stdin. The child writes each batch in one
 transaction, as the thread would, and answers one line per batch.
 
 What does not change: every row names the flow process (host, pid, start time), so
@@ -39,7 +39,7 @@ _LENGTH = 8  # bytes of the length before each pickled batch
 class WriterProcess:
     """The flow process's end of one writer process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], seq: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], rows: Any) -> None:
         self._proc = proc
         self._stdin = proc.stdin
         self._stdout_fd = proc.stdout.fileno() if proc.stdout is not None else -1
@@ -47,9 +47,18 @@ class WriterProcess:
         self._buffer = b""
         self._next = 0
         self._unconfirmed: dict[int, tuple[list[Any], list[Any]]] = {}
-        self.seq = seq  # the last task run order number the child gave out
+        self._rows = rows  # the thread's BatchWriter: it may write batches before the child's
+        self.seq = rows.seq  # the last task run order number the child gave out
         self.error: str | None = None
         self.alive = True
+        self.ready = False  # the child has started and opened the store
+
+    def is_ready(self) -> bool:
+        """True once the child says it is ready; until then (about 50 ms) the thread
+        goes on writing itself, so the flow never waits for the child to start."""
+        if not self.ready and self.alive:
+            self._read_answers()
+        return self.ready
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -64,7 +73,7 @@ class WriterProcess:
         number = self._next
         self._next += 1
         self._unconfirmed[number] = (entries, logs)
-        data = pickle.dumps((number, entries, logs), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((number, self._rows.seq, entries, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             _write_all(self._stdin, len(data).to_bytes(_LENGTH, "little"))
             _write_all(self._stdin, data)
@@ -110,6 +119,9 @@ class WriterProcess:
     def _take_lines(self) -> None:
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
+            if line == b"ready":
+                self.ready = True
+                continue
             number, status, rest = line.decode().split(" ", 2)
             self._unconfirmed.pop(int(number), None)
             if status == "ok":
@@ -158,13 +170,13 @@ def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
     them); None if it cannot be started (the thread then goes on writing itself)."""
     host, pid, pid_start = rows.process
     command = [sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(path), host, str(pid),
-               pid_start or "", str(rows.seq)]
+               pid_start or ""]
     try:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
                                 close_fds=True)
     except OSError:
         return None
-    return WriterProcess(proc, rows.seq)
+    return WriterProcess(proc, rows)
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -187,11 +199,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .sqlite_writer import BatchWriter, connect, write_transaction
 
-    path, host, pid, pid_start, seq = argv
+    path, host, pid, pid_start = argv
     rows = BatchWriter(host, int(pid), pid_start or None)
-    rows.seq = int(seq)
     conn = connect(path)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(b"ready\n")
+    stdout.flush()
     while True:
         head = _read_exactly(stdin, _LENGTH)
         if not head:
@@ -199,7 +212,8 @@ def main(argv: list[str]) -> int:
         data = _read_exactly(stdin, int.from_bytes(head, "little"))
         if not data:
             break
-        number, batch, logs = pickle.loads(data)  # noqa: S301 - from our own parent, through a pipe
+        number, seq, batch, logs = pickle.loads(data)  # noqa: S301 - from our own parent, through a pipe
+        rows.seq = max(rows.seq, seq)  # the thread may have written batches before this one
         try:
             write_transaction(conn, rows.transaction(batch, logs, []))
             answer = f"{number} ok {rows.seq}\n"
