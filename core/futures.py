@@ -36,18 +36,21 @@ class Future:
     """The eventual final state of one submitted task run."""
 
     __slots__ = ("task_run_id", "task_run_name", "_run", "_state", "_event", "_callbacks",
-                 "_lock", "observed", "work")
+                 "_lock", "observed", "work", "_owner")
 
-    def __init__(self, run: TaskRun) -> None:
+    def __init__(self, run: TaskRun, owner: Any = None) -> None:
         self.task_run_id = run.id
         self.task_run_name = run.name
         self._run: TaskRun | None = run  # dropped when done: memory stays per result
         self._state: State | None = None
         self._event = _Signal()
-        self._callbacks: list[Callable[[Future], None]] = []
+        self._callbacks: list[Callable[[Future], None]] | None = None  # made on first use
         self._lock = threading.Lock()
         self.observed = False
         self.work: Work | None = None
+        # The flow run that tracks this future: told first when it finishes (a method
+        # call instead of a callback list per submitted run).
+        self._owner = owner
 
     def done(self) -> bool:
         return self._state is not None
@@ -109,7 +112,10 @@ class Future:
     def add_done_callback(self, fn: Callable[[Future], None]) -> None:
         with self._lock:
             if self._state is None:
-                self._callbacks.append(fn)
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
         fn(self)
 
@@ -124,12 +130,19 @@ class Future:
             self.work = None
             callbacks, self._callbacks = self._callbacks, _NO_CALLBACKS
             event, self._event = self._event, _DONE
+        owner = self._owner
+        if owner is not None:
+            # Before waking waiters: the flow run waiting for its futures then finds
+            # this one gone from its pending set at once.
+            self._owner = None
+            owner.finished(self)
         event.set()
         # A finished future keeps its state only: the run, its work and its own event
         # are dropped, so ten thousand finished futures cost little more than results.
         self._lock = _DONE_LOCK
-        for fn in callbacks:
-            fn(self)
+        if callbacks:
+            for fn in callbacks:
+                fn(self)
 
     def __repr__(self) -> str:
         status = str(self._state) if self._state is not None else "pending"

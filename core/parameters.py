@@ -28,8 +28,12 @@ class Binder:
         self.positional = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
         self.var_positional = next((p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
         self.var_keyword = next((p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+        # Every parameter passed by position (the usual task call): a zip is the binding.
+        self._all_by_position = len(self.names) if self.simple and self.positional == self.names else -1
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs and len(args) == self._all_by_position:
+            return dict(zip(self.names, args))
         if self.simple and len(args) <= len(self.positional):
             bound = dict(zip(self.positional, args))
             for key, value in kwargs.items():

@@ -141,14 +141,13 @@ def _not_to_run(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
 def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
-    future = Future(ex.task_run)
+    future = Future(ex.task_run, fctx)
     if task.is_async:
         work = Work(future, ex, None, _run_submitted_async, upstream)
     else:
         work = Work(future, ex, _run_submitted_sync, None, upstream)
     future.work = work
-    fctx.track(future)
-    future.add_done_callback(fctx.finished)
+    fctx.track(future)  # told when the future finishes: it is the future's owner
     runner = fctx.task_runner
     pending = [f for f in upstream if not f.done()]
     if not pending or runner.handles_dependencies:

@@ -32,9 +32,9 @@ from headwater.states import FINAL_TYPES, State, StateDetails, StateType
 from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore, RunStore,
                               active_flow_info, merge_flow_infos)
 
-from .sqlite_writer import (BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
+from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
-from .sqlite_writer_process import PROCESS_AT, WriterProcess, start_writer_process
+from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, start_writer_process
 
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
@@ -280,7 +280,11 @@ class SQLiteRunStore(RunStore):
             self._may_spawn = process is not None
         if process is not None and process.is_ready():
             if process.send(batch, logs, marks):
+                # Smaller batches: the child writes while the flow runs, and the last
+                # batch, which the flow's final flush waits for, stays short.
+                self._queue.tick = PROCESS_TICK
                 return
+            self._queue.tick = BATCH_SECONDS
             # The process is gone: what it did not confirm (this batch too) is written
             # here, and so is everything after.
             self._process = None

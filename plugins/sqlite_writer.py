@@ -404,6 +404,7 @@ class WriteQueue:
         self._start_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.tick = BATCH_SECONDS  # seconds between batches when nothing wakes the writer
         self.closed = False
         self._finished = False  # the writer made its last pass: nothing more is written
 
@@ -464,7 +465,7 @@ class WriteQueue:
     def _loop(self) -> None:
         entries, logs = self._entries, self._logs
         while True:
-            self._wake.wait(BATCH_SECONDS)
+            self._wake.wait(self.tick)
             self._wake.clear()
             closing = self.closed
             self._write_now(_drain(entries), _drain(logs))

@@ -33,6 +33,9 @@ from typing import Any
 #: within one writer tick (50 ms).
 PROCESS_AT = 3_000
 
+#: Seconds between batches while the child writes them.
+PROCESS_TICK = 0.01
+
 _LENGTH = 8  # bytes of the length before each pickled batch
 
 
