@@ -3,12 +3,19 @@
 
 Per-task cost = wall time of the whole submit-then-collect (for headwater: the whole flow
 call, including the flush of the run store) / N. Fresh process per repetition.
+
+Two figures per process. The *first* N-task flow of a process also pays for what a busy
+flow starts once per session: the run store's writer process (about 50 ms to start,
+during which the store's thread writes) and the worker threads' first use; the bare pool's
+first round is timed against it. The budgeted figure is the *next* round of each, the
+cost a long-lived program pays per task.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from harness import Row, emit, main, median, run_child
 
@@ -40,15 +47,16 @@ def child(args: list[str]) -> None:
             futures = [ex.submit(plain, i) for i in range(n)]
             return sum(f.result() for f in futures)
 
+    def timed(fn: Any) -> float:
+        start = time.perf_counter()
+        fn(n)
+        return time.perf_counter() - start
+
     fan(2)
     pool(2)
-    start = time.perf_counter()
-    pool(n)
-    bare = time.perf_counter() - start
-    start = time.perf_counter()
-    fan(n)
-    hw = time.perf_counter() - start
-    emit({"hw": hw, "bare": bare})
+    first_bare, first_hw = timed(pool), timed(fan)
+    bare, hw = timed(pool), timed(fan)
+    emit({"hw": hw, "bare": bare, "first_hw": first_hw, "first_bare": first_bare})
 
 
 def measure(args):
@@ -56,12 +64,14 @@ def measure(args):
     for label, env, budgeted in [("WARNING log", {"HEADWATER_LOGGING_LEVEL": "WARNING"}, True),
                                  ("INFO log (default)", {}, False)]:
         results = [run_child(__file__, [str(N), str(WORKERS)], **env) for _ in range(args.repeat)]
-        ratios = [r["hw"] / r["bare"] for r in results]
-        hw = median(r["hw"] / N * 1e6 for r in results)
-        bare = median(r["bare"] / N * 1e6 for r in results)
-        rows.append(Row(f"per task, {label}", hw, "us", bare, f"ThreadPoolExecutor({WORKERS})",
-                        "<= 2x" if budgeted else "", (median(ratios) <= 2) if budgeted else None, ratios,
-                        note=f"median of per-process ratios {median(ratios):.2f}x" if budgeted else ""))
+        for prefix, metric in (("", f"per task, {label}"), ("first_", f"first flow in a process, {label}")):
+            ratios = [r[prefix + "hw"] / r[prefix + "bare"] for r in results]
+            hw = median(r[prefix + "hw"] / N * 1e6 for r in results)
+            bare = median(r[prefix + "bare"] / N * 1e6 for r in results)
+            checked = budgeted and not prefix
+            rows.append(Row(metric, hw, "us", bare, f"ThreadPoolExecutor({WORKERS})",
+                            "<= 2x" if checked else "", (median(ratios) <= 2) if checked else None, ratios,
+                            note=f"median of per-process ratios {median(ratios):.2f}x" if checked else ""))
     return rows, {"N": N, "workers": WORKERS}
 
 
