@@ -34,7 +34,7 @@ from headwater.stores import (CacheEntry, FlowInfo, FlowSummary, MemoryRunStore,
 
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
-from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, start_writer_process
+from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
 
 SCHEMA_VERSION = 1
 _UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
@@ -276,7 +276,8 @@ class SQLiteRunStore(RunStore):
         to a writer process (sqlite_writer_process) so writing them takes no GIL time."""
         process = self._process
         if process is None and self._may_spawn and len(batch) + len(logs) >= PROCESS_AT:
-            process = self._process = start_writer_process(self.path, self._rows)
+            with spawning:  # no fork between starting the child and owning its pipes
+                process = self._process = start_writer_process(self.path, self._rows)
             self._may_spawn = process is not None
         if process is not None and process.is_ready():
             if process.send(batch, logs, marks):
@@ -289,10 +290,8 @@ class SQLiteRunStore(RunStore):
             # here, and so is everything after.
             self._process = None
             self._may_spawn = False
-            self._rows.seq = max(self._rows.seq, process.seq)
-            process.close()
-            for old_batch, old_logs in process.unconfirmed():
-                self._write_here(old_batch, old_logs, [])
+            self._queue.tick = BATCH_SECONDS
+            self._take_back(process)
             return
         if process is not None and not process.alive:  # it never started
             self._process = None
@@ -303,10 +302,22 @@ class SQLiteRunStore(RunStore):
     def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
         self._write_txn(self._rows.transaction(batch, logs, marks))
 
+    def _take_back(self, process: WriterProcess) -> None:
+        """End ``process`` and write here what it did not confirm; raise what it reported."""
+        process.close()
+        self._rows.seq = max(self._rows.seq, process.seq)
+        for old_batch, old_logs in process.unconfirmed():
+            self._write_here(old_batch, old_logs, [])
+        if process.error is not None:
+            raise StoreError(f"the store's writer process could not write a batch: {process.error}")
+
     def _writer_exit(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.close()
+            try:
+                self._take_back(process)
+            except Exception:  # noqa: S110 - flush() before close() reported errors already
+                pass
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None

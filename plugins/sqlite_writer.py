@@ -278,7 +278,10 @@ _TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.par
                 "cache_key=excluded.cache_key, "
                 "result_location=excluded.result_location, start_ts=excluded.start_ts, "
                 "end_ts=excluded.end_ts, run_count=excluded.run_count, state_type=excluded.state_type, "
-                "state_name=excluded.state_name, state_message=excluded.state_message")
+                "state_name=excluded.state_name, state_message=excluded.state_message "
+                # A run another process marked Crashed (its flow process died) stays so,
+                # also when the writer process writes what the dead process sent it.
+                "WHERE task_runs.state_type IS NOT 'CRASHED'")
 
 
 class BatchWriter:
@@ -431,6 +434,8 @@ class WriteQueue:
         if self.closed:
             self._refuse(None)
         self._logs.extend(rows)
+        if self._finished:
+            self._refuse(None)
 
     def _wait_for_writer(self) -> None:
         # Back-pressure: a flow that makes states faster than they are written waits

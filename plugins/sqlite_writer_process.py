@@ -26,6 +26,8 @@ import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,18 @@ PROCESS_AT = 3_000
 #: Seconds between batches while the child writes them.
 PROCESS_TICK = 0.01
 
+#: Seconds without any answer from a child that has batches to confirm before it is
+#: taken for stuck: it is killed and the thread writes what it did not confirm. (The
+#: child itself waits up to two minutes for another process's write lock.)
+ANSWER_TIMEOUT = 300.0
+
 _LENGTH = 8  # bytes of the length before each pickled batch
+
+# Held while a writer process is started and handed to its store, and across os.fork():
+# a process forked in between would keep the child's stdin open without knowing it.
+spawning = threading.Lock()
+# Writer processes of a parent, seen from a forked child: kept, never finalized here.
+_forgotten: list[Any] = []
 
 
 class WriterProcess:
@@ -45,6 +58,7 @@ class WriterProcess:
     def __init__(self, proc: subprocess.Popen[bytes], rows: Any) -> None:
         self._proc = proc
         self._stdin = proc.stdin
+        self._stdout = proc.stdout
         self._stdout_fd = proc.stdout.fileno() if proc.stdout is not None else -1
         os.set_blocking(self._stdout_fd, False)
         self._buffer = b""
@@ -72,7 +86,8 @@ class WriterProcess:
         from .sqlite_writer import MARK
 
         entries = [entry for entry in batch if entry[0] != MARK]
-        marks.extend(entry[1] for entry in batch if entry[0] == MARK)
+        if len(entries) < len(batch):
+            marks.extend(entry[1] for entry in batch if entry[0] == MARK)
         number = self._next
         self._next += 1
         self._unconfirmed[number] = (entries, logs)
@@ -80,8 +95,7 @@ class WriterProcess:
         try:
             _write_all(self._stdin, len(data).to_bytes(_LENGTH, "little"))
             _write_all(self._stdin, data)
-            self._stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
+        except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here)
             self.alive = False
             return False
         self._read_answers(wait_for=number if marks else None)
@@ -101,23 +115,39 @@ class WriterProcess:
 
     # -- answers ------------------------------------------------------------------------------
 
-    def _read_answers(self, wait_for: int | None = None) -> None:
-        """Read every answer available now; with ``wait_for``, until that batch's."""
+    def _read_answers(self, wait_for: int | None = None, until_end: bool = False) -> None:
+        """Read every answer available now; with ``wait_for``, until that batch's is in;
+        with ``until_end``, until the child closes its end. A child silent for
+        ``ANSWER_TIMEOUT`` while it owes answers is killed (then ``alive`` is False)."""
+        poller = None
+        last = time.monotonic()
         while True:
             try:
                 chunk = os.read(self._stdout_fd, 65536)
             except BlockingIOError:
                 chunk = None
+            except OSError:
+                chunk = b""
             if chunk == b"":  # the child ended
                 self.alive = False
                 return
             if chunk:
+                last = time.monotonic()
                 self._buffer += chunk
                 self._take_lines()
-            if wait_for is None or wait_for not in self._unconfirmed:
+            waiting = until_end or (wait_for is not None and wait_for in self._unconfirmed)
+            if not waiting:
                 return
             if chunk is None:
-                select.select([self._stdout_fd], [], [], 1.0)
+                if time.monotonic() - last > ANSWER_TIMEOUT:
+                    self._proc.kill()
+                    self._proc.wait()
+                    self.alive = False
+                    return
+                if poller is None:
+                    poller = select.poll()  # not select(): it fails for descriptors above 1023
+                    poller.register(self._stdout_fd, select.POLLIN)
+                poller.poll(1000)
 
     def _take_lines(self) -> None:
         *lines, self._buffer = self._buffer.split(b"\n")
@@ -125,39 +155,47 @@ class WriterProcess:
             if line == b"ready":
                 self.ready = True
                 continue
-            number, status, rest = line.decode().split(" ", 2)
-            self._unconfirmed.pop(int(number), None)
+            try:  # anything else the child printed (a sitecustomize, say) is not ours
+                number, status, rest = line.decode().split(" ", 2)
+                number_ = int(number)
+                value = int(rest) if status == "ok" else json.loads(rest)
+            except ValueError:
+                continue
+            self._unconfirmed.pop(number_, None)
             if status == "ok":
-                self.seq = int(rest)
+                self.seq = value
             else:
-                self.error = json.loads(rest)
+                self.error = value
 
     # -- ending ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the child's stdin; it writes what it has and ends. Wait for it."""
+        """Close the child's stdin and read its answers until it ends (it writes what
+        it has first). What it did not confirm stays in ``unconfirmed()``, and an error
+        it reported in ``error``."""
         try:
             self._stdin.close()
         except OSError:
             pass
+        if self.alive:
+            self._read_answers(until_end=True)
         try:
-            self._proc.wait(60)
+            self._proc.wait(10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        self._read_answers()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        self._stdout.close()
         self.alive = False
 
     def forget(self) -> None:
         """In a forked child of the flow process: close our copies of the pipes (else the
         writer process would never see its stdin end) without touching the process."""
-        for stream in (self._stdin, self._proc.stdout):
+        for stream in (self._stdin, self._stdout):
             try:
-                os.close(stream.fileno())
-            except (OSError, ValueError, AttributeError):
+                stream.close()
+            except OSError:
                 pass
+        _forgotten.append(self._proc)  # its finalizer would wait for a process not ours
         self.alive = False
 
 
@@ -170,14 +208,24 @@ def _write_all(stream: Any, data: bytes) -> None:
 
 def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
     """Start a writer process for the store file ``path`` (rows named as ``rows`` names
-    them); None if it cannot be started (the thread then goes on writing itself)."""
+    them); None where none can be started (the thread then goes on writing itself):
+    not on Windows, not in a frozen application (whose executable is the application),
+    not without a known interpreter."""
+    if os.name != "posix" or getattr(sys, "frozen", False) or not sys.executable:
+        return None
     host, pid, pid_start = rows.process
     command = [sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(path), host, str(pid),
                pid_start or ""]
+    if hasattr(signal, "pthread_sigmask"):
+        # In the writer thread: a child that died must show as EPIPE on write, not as a
+        # SIGPIPE that kills a flow process which restored the default handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     try:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                close_fds=True)
-    except OSError:
+        # Its own session: Ctrl-C in the terminal goes to the flow process only, which
+        # decides what it means and still sends what it records about it.
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, bufsize=0, close_fds=True, start_new_session=True)
+    except Exception:  # noqa: BLE001 - any reason at all: the thread writes instead
         return None
     return WriterProcess(proc, rows)
 
@@ -197,8 +245,8 @@ def _read_exactly(stream: Any, size: int) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    # Ctrl-C reaches the whole process group; the flow process handles it and still
-    # sends what it records about the interrupt, so this process must not stop first.
+    # Started in its own session, so a terminal's Ctrl-C does not reach it; ignored all
+    # the same (a kill -INT of the group): the flow process decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .sqlite_writer import BatchWriter, connect, write_transaction
 
@@ -206,8 +254,7 @@ def main(argv: list[str]) -> int:
     rows = BatchWriter(host, int(pid), pid_start or None)
     conn = connect(path)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    stdout.write(b"ready\n")
-    stdout.flush()
+    answering = _answer(stdout, b"ready\n")
     while True:
         head = _read_exactly(stdin, _LENGTH)
         if not head:
@@ -222,10 +269,33 @@ def main(argv: list[str]) -> int:
             answer = f"{number} ok {rows.seq}\n"
         except Exception as exc:
             answer = f"{number} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"
-        stdout.write(answer.encode())
-        stdout.flush()
+        if answering:
+            answering = _answer(stdout, answer.encode())
     conn.close()
     return 0
+
+
+def _answer(stdout: Any, line: bytes) -> bool:
+    """Answer the flow process; False once it no longer reads (it ended): the batches
+    still in the pipe are written all the same."""
+    try:
+        stdout.write(line)
+        stdout.flush()
+        return True
+    except OSError:
+        return False
+
+
+def _before_fork() -> None:
+    spawning.acquire()
+
+
+def _after_fork() -> None:
+    spawning.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 if __name__ == "__main__":

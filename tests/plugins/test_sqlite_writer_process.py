@@ -181,3 +181,147 @@ def _is_zombie(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_the_writer_process_writes_every_batch_it_received_when_nobody_reads_its_answers(tmp_path):
+    """A flow process that ended without reading the answers (killed, os._exit): the
+    child still writes every batch already in its pipe, and exits cleanly."""
+    import pickle
+
+    from headwater.plugins.sqlite_writer import task_header
+
+    db = tmp_path / "runs.db"
+    SQLiteRunStore(db).close()
+    proc = subprocess.Popen([sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(db), "host",
+                             "1", ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.stdout.close()  # nobody reads the answers any more
+    for number in range(5):
+        runs = [_plain_run(f"run-{number}-{i}") for i in range(3)]
+        data = pickle.dumps((number, 0, [task_header(r) for r in runs], []))
+        proc.stdin.write(len(data).to_bytes(8, "little") + data)
+    proc.stdin.close()
+    assert proc.wait(20) == 0
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
+    store = SQLiteRunStore(db)
+    assert len(store.read_task_runs()) == 15
+    store.close()
+
+
+def _plain_run(name: str) -> object:
+    from headwater.runs import TaskRun
+
+    return TaskRun(f"id-{name}", "step", "abcd1234", name, {"x": 1}, flow_run_id="flow-1")
+
+
+SIGPIPE_DEFAULT = textwrap.dedent('''
+    import signal, sys, time
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as command line tools often do
+    import headwater.plugins.sqlite_store as sqlite_store
+    sqlite_store.PROCESS_AT = 5
+    from headwater import flow, get_store, task
+
+    @task
+    def step(i):
+        return i
+
+    @flow
+    def many(n):
+        return sum(step(i) for i in range(n))
+
+    many(10)
+    store = get_store()
+    store.flush()
+    while not store._process.is_ready():
+        time.sleep(0.01)
+    store._process._proc.kill()
+    store._process._proc.wait()
+    many(50)
+    store.flush()
+    print("survived", len(store.read_task_runs()), flush=True)
+''')
+
+
+def test_a_dead_writer_process_does_not_kill_a_flow_process_that_restored_sigpipe(tmp_path, headwater_home):
+    """Tools that restore the default SIGPIPE handler (to end quietly under `| head`)
+    survive their writer process dying: the thread writes instead, nothing is lost."""
+    script = tmp_path / "sigpipe.py"
+    script.write_text(SIGPIPE_DEFAULT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env.update(HEADWATER_HOME=str(headwater_home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["survived", "60"]
+
+
+def test_many_open_files_do_not_break_the_writer_process(headwater_session, low_threshold, tmp_path):
+    """A flow process with more than 1024 open descriptors (the limit of select())
+    still gets its batches confirmed: flows return without store errors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip("cannot open more than 1024 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300) if hard == resource.RLIM_INFINITY
+                                                else min(hard, max(soft, 1300)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        store = headwater_session.store
+        _ready_process(store)
+        assert store._process._stdout_fd > 1023
+        doubles(100)
+        store.flush()
+        _histories_whole(store, 2)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("executable", [None, ""])
+def test_without_a_known_interpreter_the_thread_writes(headwater_session, low_threshold, monkeypatch, executable):
+    """Embedded interpreters can have no sys.executable: no writer process is tried,
+    and every batch is written by the thread."""
+    monkeypatch.setattr(writer_process.sys, "executable", executable)
+    store = headwater_session.store
+    doubles(5)
+    doubles(200)
+    store.flush()
+    assert store._process is None
+    _histories_whole(store, 2)
+
+
+def test_the_writer_process_is_out_of_reach_of_the_terminals_ctrl_c(headwater_session, low_threshold):
+    """The child runs in a session of its own, so Ctrl-C in the terminal (sent to the
+    flow's process group) reaches only the flow process, even while the child starts."""
+    store = headwater_session.store
+    process = _ready_process(store)
+    assert os.getsid(process._proc.pid) != os.getsid(0)
+    assert os.getpgid(process._proc.pid) != os.getpgid(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_lets_go_of_the_parents_writer_process(headwater_session, low_threshold):
+    """A process forked from a flow process whose writer process runs closes its copies
+    of the pipes: the parent's close() then ends the writer process at once."""
+    store = headwater_session.store
+    process = _ready_process(store)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        signal.alarm(20)
+        try:
+            doubles(20)  # the child's own writer (thread: a fresh queue)
+            store.close()
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        doubles(20)
+        start = time.monotonic()
+        store.close()
+        assert process._proc.poll() == 0 and time.monotonic() - start < 5
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
