@@ -306,7 +306,7 @@ class SQLiteRunStore(RunStore):
         """End ``process`` and write here what it did not confirm; raise what it reported."""
         process.close()
         self._rows.seq = max(self._rows.seq, process.seq)
-        for old_batch, old_logs in process.unconfirmed():
+        for old_batch, old_logs in process.unconfirmed(self._conn()):
             self._write_here(old_batch, old_logs, [])
         if process.error is not None:
             raise StoreError(f"the store's writer process could not write a batch: {process.error}")

@@ -52,6 +52,17 @@ spawning = threading.Lock()
 _forgotten: list[Any] = []
 
 
+#: Which batches a writer process committed, so none is written twice when it dies
+#: between committing one and saying so. Created by the writer process when missing.
+BATCHES_TABLE = ("CREATE TABLE IF NOT EXISTS writer_batches (writer TEXT NOT NULL, number INTEGER NOT NULL, "
+                 "PRIMARY KEY (writer, number)) WITHOUT ROWID")
+
+
+def writer_id(host: str, flow_pid: int, writer_pid: int) -> str:
+    """How a writer process names itself in ``writer_batches``."""
+    return f"{host}:{flow_pid}:{writer_pid}"
+
+
 class WriterProcess:
     """The flow process's end of one writer process."""
 
@@ -104,9 +115,24 @@ class WriterProcess:
         self._raise_error()
         return True
 
-    def unconfirmed(self) -> list[tuple[list[Any], list[Any]]]:
-        """Batches sent but not confirmed written, oldest first (after the child died)."""
-        return [self._unconfirmed[n] for n in sorted(self._unconfirmed)]
+    def unconfirmed(self, conn: Any = None) -> list[tuple[list[Any], list[Any]]]:
+        """Batches sent but not confirmed written, oldest first (after the child died).
+        With ``conn``, those the child committed before it died are left out."""
+        numbers = sorted(self._unconfirmed)
+        if conn is not None and numbers:
+            host, pid, _ = self._rows.process
+            writer = writer_id(host, pid, self._proc.pid)
+            try:
+                done = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
+                                                    (writer,))}
+            except Exception:  # noqa: BLE001 - no table: it never wrote one
+                done = set()
+            try:
+                conn.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,))
+            except Exception:  # noqa: S110 - a few stale rows, never read again
+                pass
+            numbers = [n for n in numbers if n not in done]
+        return [self._unconfirmed[n] for n in numbers]
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -248,11 +274,13 @@ def main(argv: list[str]) -> int:
     # Started in its own session, so a terminal's Ctrl-C does not reach it; ignored all
     # the same (a kill -INT of the group): the flow process decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .sqlite_writer import BatchWriter, connect, write_transaction
+    from .sqlite_writer import BatchWriter, connect, retry_busy, write_transaction
 
     path, host, pid, pid_start = argv
     rows = BatchWriter(host, int(pid), pid_start or None)
     conn = connect(path)
+    writer = writer_id(host, int(pid), os.getpid())
+    retry_busy(lambda: conn.execute(BATCHES_TABLE))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     answering = _answer(stdout, b"ready\n")
     while True:
@@ -264,13 +292,26 @@ def main(argv: list[str]) -> int:
             break
         number, seq, batch, logs = pickle.loads(data)  # noqa: S301 - from our own parent, through a pipe
         rows.seq = max(rows.seq, seq)  # the thread may have written batches before this one
+        write_rows = rows.transaction(batch, logs, [])
+
+        def write(conn: Any) -> None:
+            write_rows(conn)
+            # In the same transaction: if we die before answering, the flow process
+            # sees the batch was written and does not write it twice.
+            conn.execute("INSERT OR REPLACE INTO writer_batches (writer, number) VALUES (?, ?)",
+                         (writer, number))
+
         try:
-            write_transaction(conn, rows.transaction(batch, logs, []))
+            write_transaction(conn, write)
             answer = f"{number} ok {rows.seq}\n"
         except Exception as exc:
             answer = f"{number} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"
         if answering:
             answering = _answer(stdout, answer.encode())
+    try:  # a clean end: no batch of ours is in doubt
+        write_transaction(conn, lambda c: c.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
+    except Exception:  # noqa: S110 - left for the flow process's next take-back, harmless
+        pass
     conn.close()
     return 0
 

@@ -325,3 +325,23 @@ def test_a_forked_child_lets_go_of_the_parents_writer_process(headwater_session,
     finally:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_batch_the_dead_writer_process_committed_is_not_written_twice(headwater_session, low_threshold):
+    """The writer process dies after committing a batch but before saying so: taking its
+    work back, the thread skips that batch (no state recorded twice)."""
+    from headwater.plugins.sqlite_writer import task_header
+
+    store = headwater_session.store
+    process = _ready_process(store)
+    doubles(30)
+    store.flush()
+    committed = process._next - 1  # confirmed; now pretend its answer was lost
+    process._unconfirmed[committed] = ([task_header(_plain_run("written-twice"))], [])
+    process._proc.kill()
+    process._proc.wait()
+    doubles(10)
+    store.flush()
+    assert store._process is None
+    assert "written-twice" not in {r.name for r in store.read_task_runs()}
+    _histories_whole(store, 3)
