@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-N = 2_000
+N = size(2_000)
 
 
 def child(args: list[str]) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import time
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-N = 2_000
+N = size(2_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 

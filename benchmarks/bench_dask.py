@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-N = 1_000
+N = size(1_000)
 WORKERS = 2
 ROUNDS = 2  # per child process; the median is kept
 

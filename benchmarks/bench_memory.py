@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import resource
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-SMALL, LARGE = 10_000, 100_000
+SMALL, LARGE = size(10_000), size(100_000)
 
 
 def child(args: list[str]) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-N = 500
+N = size(500)
 R = 3
 
 

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import PYTHON, Row, child_env, emit, main, median
+from harness import PYTHON, Row, child_env, emit, main, median, size
 
-RUNS = 5_000   # task runs per process: 15,000 state rows
+RUNS = size(5_000)  # task runs per process: 15,000 state rows
 PROCS = 4
 BATCH = 5_000  # rows per transaction for the bare baseline (the store batches too)
 

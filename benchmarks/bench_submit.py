@@ -17,9 +17,9 @@ import os
 import time
 from typing import Any
 
-from harness import Row, emit, main, median, run_child
+from harness import Row, emit, main, median, run_child, size
 
-N = 10_000
+N = size(10_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)  # both pools' default size
 
 

@@ -25,8 +25,16 @@ from typing import Any, Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", HERE / "results"))
 PYTHON = sys.executable
+#: ``BENCH_SMOKE=1``: every size a hundredth (at least 10), to check that the scripts
+#: run (tests/benchmarks), not to measure anything.
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+
+
+def size(n: int) -> int:
+    """A case's size, shrunk in smoke runs."""
+    return max(10, n // 100) if SMOKE else n
 
 
 @dataclass
@@ -212,7 +220,7 @@ def report(case: str, rows: list[Row], facts: dict[str, Any], params: dict[str, 
     """Print the case's table and write ``benchmarks/results/<case>.json``."""
     print(format_table(case, rows))
     print(f"({case}: {params}; {seconds:.1f} s)")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"case": case, "machine": facts, "params": params, "seconds": round(seconds, 2),
                "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]}
     (RESULTS / f"{case}.json").write_text(json.dumps(payload, indent=2))
