@@ -130,6 +130,7 @@ class SQLiteRunStore(RunStore):
         self._process: WriterProcess | None = None
         self._may_spawn = True
         self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
+        self._created: dict[str, tuple[Any, ...]] = {}  # headers waiting for their run's first state
         if self._closed:
             self._queue.closed = True
 
@@ -254,17 +255,22 @@ class SQLiteRunStore(RunStore):
             self._queue.put(flow_info_entry(info))
 
     def create_task_run(self, run: TaskRun) -> None:
-        self._queue.put(task_header(run))
+        # Held until the run's first state (the engine records Pending right after),
+        # then queued with it: one queue entry fewer per task run.
+        self._created[run.id] = task_header(run)
         self._open_runs.add(run.id)
 
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
         if run.kind == "task":
+            run_id = run.id
             open_runs = self._open_runs
-            if run.id not in open_runs:  # recorded without create_task_run first
+            if run_id not in open_runs:  # recorded without create_task_run first
                 self.create_task_run(run)
-            self._queue.put(task_state(run, state))
+            header = self._created.pop(run_id, None)
+            entry = task_state(run, state)
+            self._queue.put(entry if header is None else header + entry)
             if state.type in FINAL_TYPES:
-                open_runs.discard(run.id)  # the set holds unfinished runs only
+                open_runs.discard(run_id)  # the set holds unfinished runs only
         else:
             self._queue.put(flow_entry(run, state))
 
@@ -324,6 +330,10 @@ class SQLiteRunStore(RunStore):
             conn.close()
 
     def flush(self) -> None:
+        for run_id in list(self._created):  # runs created but given no state: rows all the same
+            header = self._created.pop(run_id, None)
+            if header is not None:
+                self._queue.put(header)
         self._queue.flush()
 
     def close(self) -> None:

@@ -145,6 +145,11 @@ def details_json(details: StateDetails) -> str | None:
 # -- queue entries ----------------------------------------------------------------------------
 
 
+#: Items in a TASK_HEADER entry; a longer one carries the run's first state after them
+#: (a TASK_STATE entry), so most runs cost three queue entries, not four.
+HEADER_LEN = 10
+
+
 def task_header(run: Any) -> tuple[Any, ...]:
     """What a task run's row holds from its creation on (kind TASK_HEADER)."""
     return (TASK_HEADER, run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
@@ -306,6 +311,12 @@ class BatchWriter:
         infos: dict[str, tuple[Any, ...]] = {}
         for entry in batch:
             kind = entry[0]
+            if kind == TASK_HEADER:
+                headers[entry[1]] = entry
+                if len(entry) == HEADER_LEN:
+                    continue
+                entry = entry[HEADER_LEN:]  # the run's first state, queued with it
+                kind = TASK_STATE
             if kind == TASK_STATE:
                 run_id = entry[1]
                 state_rows.append(entry[1:8])
@@ -314,8 +325,6 @@ class BatchWriter:
                     resolved[run_id] = entry[13]
                 if run_id not in first_ts:
                     first_ts[run_id] = entry[6]
-            elif kind == TASK_HEADER:
-                headers[entry[1]] = entry
             elif kind == MARK:
                 marks.append(entry[1])
             elif kind == FLOW:

@@ -112,3 +112,15 @@ def test_a_parameter_that_contains_itself_is_stored_as_text(headwater_session):
     headwater_session.store.flush()
     (run,) = headwater_session.store.read_task_runs()
     assert run.parameters == {"items": "[1, [...]]", "n": 2}
+
+
+def test_a_task_run_created_without_any_state_is_written_by_flush(tmp_path):
+    """The store queues a task run's row with its first state; a run created but never
+    given a state still gets its row when the store is flushed."""
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    run = _run("lonely", x=1)
+    store.create_task_run(run)
+    store.flush()
+    (stored,) = store.read_task_runs()
+    assert stored.name == "lonely" and stored.parameters == {"x": 1} and stored.state is None
+    store.close()
