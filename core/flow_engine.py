@@ -219,7 +219,7 @@ class FlowExecution(FlowRunContext):
             if not pending:
                 return
             for future in pending:
-                future._event.wait()
+                future._wait_quietly()
 
     def crash(self, exc: BaseException) -> None:
         """End the run Crashed; end its unfinished task runs too, so none stays Running."""

@@ -43,7 +43,9 @@ class Future:
         self.task_run_name = run.name
         self._run: TaskRun | None = run  # dropped when done: memory stays per result
         self._state: State | None = None
-        self._event = _Signal()
+        # Made by the first waiter that finds the run unfinished: most results are read
+        # after their run ended, and a lock per submitted run made submit slower.
+        self._event: _Signal | None = None
         self._callbacks: list[Callable[[Future], None]] | None = None  # made on first use
         self._lock = threading.Lock()
         self.observed = False
@@ -84,9 +86,25 @@ class Future:
                         context = contextvars.copy_context()
                         threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
                                          name="headwater-wait-helper").start()
-            if not self._event.wait(timeout):
+            if not self._signal().wait(timeout):
                 return None
         return self.state
+
+    def _signal(self) -> _Signal:
+        """What a waiter blocks on: set when the future finishes (made on first use)."""
+        event = self._event
+        if event is None:
+            with self._lock:
+                if self._event is None:
+                    self._event = _Signal()
+                event = self._event  # _DONE if it finished meanwhile
+        return event
+
+    def _wait_quietly(self) -> None:
+        """Block until done without marking the outcome observed (the flow run's own
+        wait for its futures: an unobserved failure must still fail the flow run)."""
+        if self._state is None:
+            self._signal().wait()
 
     def _run_here(self, depth: int = 0) -> None:
         """Run this future's work (and first its unstarted upstream work) in this thread,
@@ -136,7 +154,8 @@ class Future:
             # this one gone from its pending set at once.
             self._owner = None
             owner.finished(self)
-        event.set()
+        if event is not None:
+            event.set()
         # A finished future keeps its state only: the run, its work and its own event
         # are dropped, so ten thousand finished futures cost little more than results.
         self._lock = _DONE_LOCK
