@@ -222,9 +222,8 @@ class TaskExecution(TaskRunContext):
                                 type(value).__name__, exc, extra=task_extra(self))
 
     def finish_logs(self, state: S.State) -> None:
-        details = state.state_details  # the final state tells which run it ended
-        details.task_run_id = self.task_run.id
-        details.flow_run_id = self.task_run.flow_run_id
+        run = self.task_run
+        state._ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
         if task_logger.isEnabledFor(_INFO):
             log_line(task_logger, _INFO, "Finished in state %s", (state,), task_extra(self))
         callbacks = _callbacks_for(self.task.spec, state)

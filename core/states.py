@@ -106,7 +106,7 @@ class StateDetails:
 class State:
     """One state of a run. ``data`` holds the result, or the exception of a failure."""
 
-    __slots__ = ("type", "name", "message", "ts", "_details", "data")
+    __slots__ = ("type", "name", "message", "ts", "_details", "data", "_run_ids")
 
     def __init__(
         self,
@@ -123,6 +123,11 @@ class State:
         self.data = data
         self._details = state_details
         self.ts = time.time() if ts is None else ts
+        # (flow_run_id, task_run_id) of the run a final state ended, kept as a plain
+        # tuple until someone reads ``state_details``: most final states are never
+        # asked, and a details object per task run was one more object for the
+        # garbage collector to walk for every future a flow holds.
+        self._run_ids: tuple[str | None, str | None] | None = None
 
     @property
     def timestamp(self) -> _dt.datetime:
@@ -132,8 +137,17 @@ class State:
     def state_details(self) -> StateDetails:
         # Created on first use: most states never need details.
         if self._details is None:
-            self._details = StateDetails()
+            ids = self._run_ids
+            self._details = StateDetails(*ids) if ids is not None else StateDetails()
         return self._details
+
+    def _ended_run(self, flow_run_id: str | None, task_run_id: str | None) -> None:
+        """Note which run this final state ended (engine only)."""
+        details = self._details
+        if details is None:
+            self._run_ids = (flow_run_id, task_run_id)
+        else:
+            details.flow_run_id, details.task_run_id = flow_run_id, task_run_id
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """The run's return value; for a failed or crashed state, raise its exception.
