@@ -109,12 +109,14 @@ class FlowRunContext:
         return self._run_locks[hash(run_id) % _RUN_LOCKS]
 
     def finished(self, future: Future) -> None:
-        # No lock: set.discard and list.append are single steps under the GIL, and every
-        # reader copies (list(self.pending)) in one step too.
-        self.pending.discard(future)
+        # No lock: list.append and set.discard are single steps under the GIL, and every
+        # reader copies (list(self.pending)) in one step too. A failure is counted before
+        # the future leaves ``pending``: the flow run, once it sees nothing pending,
+        # must find every failure.
         state = future._state
         if state is not None and not state.is_completed():
             self.failures.append(future)
+        self.pending.discard(future)
 
     def unobserved_failures(self) -> list[Future]:
         return [f for f in self.failures if not f.observed]

@@ -101,10 +101,11 @@ class Future:
         return event
 
     def _wait_quietly(self) -> None:
-        """Block until done without marking the outcome observed (the flow run's own
-        wait for its futures: an unobserved failure must still fail the flow run)."""
-        if self._state is None:
-            self._signal().wait()
+        """Block until done and told to the flow run that tracks it, without marking
+        the outcome observed (the flow run's own wait: an unobserved failure must still
+        fail it). Waits on the signal, set only after the flow run was told, so the
+        flow run does not spin in between."""
+        self._signal().wait()
 
     def _run_here(self, depth: int = 0) -> None:
         """Run this future's work (and first its unstarted upstream work) in this thread,
@@ -147,13 +148,14 @@ class Future:
             self._run = None
             self.work = None
             callbacks, self._callbacks = self._callbacks, _NO_CALLBACKS
-            event, self._event = self._event, _DONE
         owner = self._owner
         if owner is not None:
             # Before waking waiters: the flow run waiting for its futures then finds
-            # this one gone from its pending set at once.
+            # this one gone from its pending set (and its failure counted) at once.
             self._owner = None
             owner.finished(self)
+        with self._lock:  # a signal made meanwhile (_signal) is taken and set here
+            event, self._event = self._event, _DONE
         if event is not None:
             event.set()
         # A finished future keeps its state only: the run, its work and its own event

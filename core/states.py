@@ -136,17 +136,21 @@ class State:
     @property
     def state_details(self) -> StateDetails:
         # Created on first use: most states never need details.
-        if self._details is None:
-            ids = self._run_ids
-            self._details = StateDetails(*ids) if ids is not None else StateDetails()
-        return self._details
+        details = self._details
+        if details is None:
+            details = self._details = StateDetails()
+        # After the details exist (``_ended_run`` may run in another thread meanwhile);
+        # getattr: a State pickled by an older headwater has no ``_run_ids``.
+        ids = getattr(self, "_run_ids", None)
+        if ids is not None and details.task_run_id is None and details.flow_run_id is None:
+            details.flow_run_id, details.task_run_id = ids
+        return details
 
     def _ended_run(self, flow_run_id: str | None, task_run_id: str | None) -> None:
         """Note which run this final state ended (engine only)."""
+        self._run_ids = (flow_run_id, task_run_id)
         details = self._details
-        if details is None:
-            self._run_ids = (flow_run_id, task_run_id)
-        else:
+        if details is not None:
             details.flow_run_id, details.task_run_id = flow_run_id, task_run_id
 
     def result(self, raise_on_failure: bool = True) -> Any:

@@ -331,9 +331,13 @@ class SQLiteRunStore(RunStore):
 
     def flush(self) -> None:
         for run_id in list(self._created):  # runs created but given no state: rows all the same
-            header = self._created.pop(run_id, None)
+            header = self._created.get(run_id)
             if header is not None:
+                # Queued before it is taken: a first state recorded meanwhile by another
+                # thread then finds it still held, or follows it in the queue. (Queued
+                # twice is harmless: the same row.)
                 self._queue.put(header)
+                self._created.pop(run_id, None)
         self._queue.flush()
 
     def close(self) -> None:

@@ -195,3 +195,62 @@ def test_done_callbacks_run_once_the_future_is_done():
 
     f()
     assert sorted(calls) == [("early", 10), ("late", 10)]
+
+
+def _pause_at_last_line(code, seconds, when=lambda frame: True):
+    """Slow down (never change) one thread: sleep before the last line of ``code`` runs.
+    A white-box way to hit a narrow window between two threads deterministically."""
+    import dis
+    import threading
+    import time
+
+    last = max(line for _, line in dis.findlinestarts(code) if line is not None)
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == last and when(frame):
+                time.sleep(seconds)
+            return local
+
+        return local
+
+    threading.settrace(tracer)
+    return lambda: threading.settrace(None)
+
+
+def test_a_failure_finishing_while_the_flow_waits_is_counted(headwater_session):
+    """A task that fails while the flow run is waiting for its futures fails the flow
+    run, even when the worker is slow between telling the flow run it finished and
+    counting the failure (the flow must not see 'nothing pending' in between)."""
+    import time
+
+    from headwater.context import FlowRunContext
+    from headwater.task_runners import ConcurrentTaskRunner
+
+    @task
+    def boom() -> None:
+        time.sleep(0.05)
+        raise ValueError("boom")
+
+    @task
+    def slow() -> int:
+        time.sleep(0.2)
+        return 1
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=2))
+    def unobserved() -> int:
+        slow.submit()
+        boom.submit()
+        return 1
+
+    undo = _pause_at_last_line(FlowRunContext.finished.__code__, 0.4,
+                               lambda frame: not frame.f_locals["future"]._state.is_completed())
+    try:
+        states = [unobserved(return_state=True) for _ in range(3)]
+    finally:
+        undo()
+    assert [s.name for s in states] == ["Failed"] * 3
+    assert all(s.message == "1/2 states failed." for s in states)

@@ -185,3 +185,26 @@ def test_final_states_carry_the_ids_of_their_runs():
     assert flow_state.state_details.flow_run_id == run.id
     assert task_state.state_details.flow_run_id == run.id
     assert task_state.state_details.task_run_id == store.read_task_runs(flow_run_id=run.id)[0].id
+
+
+def test_state_details_of_a_state_pickled_before_run_ids_were_kept():
+    """A State unpickled from an older headwater (no ``_run_ids`` slot value) still
+    gives its details, instead of raising AttributeError."""
+    from headwater import states as S
+
+    state = S.Completed(data=1)
+    del state._run_ids
+    assert state.state_details.task_run_id is None
+
+
+def test_run_ids_reach_details_made_before_or_after_the_run_ended():
+    """Which run a final state ended is in its details whether someone read the details
+    before the engine noted the run (details made first) or after."""
+    from headwater import states as S
+
+    early, late = S.Completed(), S.Completed()
+    early.state_details  # made before the run is noted
+    early._ended_run("flow-1", "task-1")
+    late._ended_run("flow-1", "task-1")
+    for state in (early, late):
+        assert (state.state_details.flow_run_id, state.state_details.task_run_id) == ("flow-1", "task-1")

@@ -124,3 +124,47 @@ def test_a_task_run_created_without_any_state_is_written_by_flush(tmp_path):
     (stored,) = store.read_task_runs()
     assert stored.name == "lonely" and stored.parameters == {"x": 1} and stored.state is None
     store.close()
+
+
+def test_a_flush_racing_a_runs_first_state_keeps_the_runs_row_whole(tmp_path):
+    """flush() writing out a run created without a state yet, while another thread
+    records that run's first state: the row keeps the run's name, flow run and
+    parameters (the state never lands before the run's header)."""
+    import inspect
+
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    code = SQLiteRunStore.flush.__code__
+    lines, first = inspect.getsourcelines(SQLiteRunStore.flush)
+    # Pause the flushing thread right after it has read a held header.
+    pause_line = first + next(i for i, text in enumerate(lines) if "if header is not None" in text)
+    holding = threading.Event()
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == pause_line:
+                holding.set()
+                time.sleep(0.3)
+            return local
+
+        return local
+
+    run = _run("raced", x=7)
+    store.create_task_run(run)
+    threading.settrace(tracer)
+    try:
+        flusher = threading.Thread(target=store.flush)
+        flusher.start()
+        assert holding.wait(10)
+    finally:
+        threading.settrace(None)
+    store.record_state(run, S.Pending())
+    time.sleep(0.12)  # the writer's next tick
+    flusher.join()
+    store.flush()
+    (stored,) = store.read_task_runs()
+    assert (stored.name, stored.flow_run_id, stored.parameters) == ("raced", "flow-1", {"x": 7})
+    assert stored.state.name == "Pending"
+    store.close()
