@@ -44,6 +44,7 @@ PROCESS_TICK = 0.01
 ANSWER_TIMEOUT = 300.0
 
 _LENGTH = 8  # bytes of the length before each pickled batch
+_READ_EVERY = 16  # batches between reads of the child's answers when nobody waits
 
 # Held while a writer process is started and handed to its store, and across os.fork():
 # a process forked in between would keep the child's stdin open without knowing it.
@@ -104,12 +105,15 @@ class WriterProcess:
         self._unconfirmed[number] = (entries, logs)
         data = pickle.dumps((number, self._rows.seq, entries, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            _write_all(self._stdin, len(data).to_bytes(_LENGTH, "little"))
-            _write_all(self._stdin, data)
+            _send(self._stdin, len(data).to_bytes(_LENGTH, "little"), data)
         except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here)
             self.alive = False
             return False
-        self._read_answers(wait_for=number if marks else None)
+        # Each system call gives up the GIL, and taking it back from a busy flow can
+        # take a switch interval (5 ms): answers are read when a flush waits for one,
+        # else every few batches (they are a few bytes; the pipe holds thousands).
+        if marks or number % _READ_EVERY == 0:
+            self._read_answers(wait_for=number if marks else None)
         if not self.alive:
             return False
         self._raise_error()
@@ -225,11 +229,15 @@ class WriterProcess:
         self.alive = False
 
 
-def _write_all(stream: Any, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = stream.write(view)
-        view = view[written:]
+def _send(stream: Any, head: bytes, data: bytes) -> None:
+    """``head`` then ``data`` into the pipe, in one system call when it takes them whole
+    (one GIL hand-over instead of two)."""
+    writev = getattr(os, "writev", None)
+    done = writev(stream.fileno(), [head, data]) if writev is not None else 0
+    if done < len(head) + len(data):  # no writev, or cut short: the rest in pieces
+        view = memoryview(head + data)[done:]
+        while view:
+            view = view[stream.write(view):]
 
 
 def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
