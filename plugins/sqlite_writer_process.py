@@ -44,7 +44,6 @@ PROCESS_TICK = 0.01
 ANSWER_TIMEOUT = 300.0
 
 _LENGTH = 8  # bytes of the length before each pickled batch
-_READ_EVERY = 16  # batches between reads of the child's answers when nobody waits
 
 # Held while a writer process is started and handed to its store, and across os.fork():
 # a process forked in between would keep the child's stdin open without knowing it.
@@ -109,11 +108,10 @@ class WriterProcess:
         except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here)
             self.alive = False
             return False
-        # Each system call gives up the GIL, and taking it back from a busy flow can
-        # take a switch interval (5 ms): answers are read when a flush waits for one,
-        # else every few batches (they are a few bytes; the pipe holds thousands).
-        if marks or number % _READ_EVERY == 0:
-            self._read_answers(wait_for=number if marks else None)
+        # Answers are read after every batch (without waiting unless a flush does): a
+        # confirmed batch's entries are let go at once, so memory stays bounded by the
+        # store's queue, not by how often we look.
+        self._read_answers(wait_for=number if marks else None)
         if not self.alive:
             return False
         self._raise_error()

@@ -345,3 +345,27 @@ def test_a_batch_the_dead_writer_process_committed_is_not_written_twice(headwate
     assert store._process is None
     assert "written-twice" not in {r.name for r in store.read_task_runs()}
     _histories_whole(store, 3)
+
+
+def test_batches_the_writer_process_confirmed_are_let_go_during_a_flow(headwater_session, low_threshold):
+    """While a busy flow runs, the flow process keeps only the few batches the writer
+    process has not confirmed yet (memory stays bounded by the queue, not the flow)."""
+    from headwater import get_store
+
+    store = headwater_session.store
+    _ready_process(store)
+    held: list[int] = []
+
+    @task
+    def watch(i: int) -> int:
+        if i % 200 == 199:
+            time.sleep(0.03)  # a few writer ticks
+            held.append(len(get_store()._process._unconfirmed))
+        return i
+
+    @flow
+    def busy() -> int:
+        return sum(watch(i) for i in range(3000))
+
+    assert busy() == sum(range(3000))
+    assert held and max(held) <= 4, held
