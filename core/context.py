@@ -104,10 +104,6 @@ class FlowRunContext:
             self.pending.add(future)
             self.submitted += 1
 
-    def run_lock(self, run_id: str) -> threading.Lock:
-        """The lock a run's state changes under (shared with a few other runs)."""
-        return self._run_locks[hash(run_id) % _RUN_LOCKS]
-
     def finished(self, future: Future) -> None:
         # No lock: list.append and set.discard are single steps under the GIL, and every
         # reader copies (list(self.pending)) in one step too. A failure is counted before

@@ -111,7 +111,9 @@ def process_alive(pid: int, token: str | None) -> bool:
 
 class SQLiteRunStore(RunStore):
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        # Absolute once: connections opened later (the writer thread's, the writer
+        # process's) must reach this file even if the program changes directory.
+        self.path = Path(path).absolute()
         self._local = threading.local()
         self._closed = False
         self._start_process()

@@ -369,3 +369,24 @@ def test_batches_the_writer_process_confirmed_are_let_go_during_a_flow(headwater
 
     assert busy() == sum(range(3000))
     assert held and max(held) <= 4, held
+
+
+def test_a_relative_store_path_survives_a_change_of_directory(tmp_path, monkeypatch, low_threshold):
+    """HEADWATER_DATABASE_URL with a relative path, then os.chdir before a busy flow:
+    the writer process (started after the chdir) writes to the store that was opened,
+    not to a new file in the new directory."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    monkeypatch.setenv("HEADWATER_DATABASE_URL", "sqlite:///runs.db")
+    monkeypatch.setenv("HEADWATER_HOME", str(tmp_path / "home"))
+    with Session() as session:
+        store = session.store  # opened here, in the first directory
+        monkeypatch.chdir(second)
+        process = _ready_process(store)
+        doubles(300)
+        store.flush()
+        assert process._next > 0
+        _histories_whole(store, 2)
+    assert (first / "runs.db").exists() and not (second / "runs.db").exists()
