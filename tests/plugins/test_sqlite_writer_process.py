@@ -59,6 +59,13 @@ def _histories_whole(store: SQLiteRunStore, n_flows: int) -> None:
             assert [s.name for s in store.read_states(task_run.id)] == ["Pending", "Running", "Completed"]
 
 
+def _script_env(home: Path) -> dict[str, str]:
+    """The environment of a script run as its own flow process, with its own home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
+    return env
+
+
 @pytest.fixture
 def low_threshold(monkeypatch):
     """Every batch of 5 entries or more goes to the writer process."""
@@ -157,8 +164,7 @@ def test_a_killed_flow_process_ends_its_writer_process_and_its_runs_crash(tmp_pa
     the finished ones Completed."""
     script = tmp_path / "busy.py"
     script.write_text(BUSY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(headwater_home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
+    env = _script_env(headwater_home)
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         child = int(proc.stdout.readline())
@@ -248,8 +254,7 @@ def test_a_dead_writer_process_does_not_kill_a_flow_process_that_restored_sigpip
     survive their writer process dying: the thread writes instead, nothing is lost."""
     script = tmp_path / "sigpipe.py"
     script.write_text(SIGPIPE_DEFAULT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(headwater_home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
+    env = _script_env(headwater_home)
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["survived", "60"]
