@@ -305,17 +305,18 @@ class SQLiteRunStore(RunStore):
             self._process = None
             self._may_spawn = False
             process.close()
-        self._write_here(batch, logs, marks)
+        self._write_here(batch, logs)
 
-    def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
-        self._write_txn(self._rows.transaction(batch, logs, marks))
+    def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]]) -> None:
+        if batch or logs:  # (a flush with nothing queued: nothing to write here)
+            self._write_txn(self._rows.transaction(batch, logs))
 
     def _take_back(self, process: WriterProcess) -> None:
         """End ``process`` and write here what it did not confirm; raise what it reported."""
         process.close()
         self._rows.seq = max(self._rows.seq, process.seq)
         for old_batch, old_logs in process.unconfirmed(self._conn()):
-            self._write_here(old_batch, old_logs, [])
+            self._write_here(old_batch, old_logs)
         if process.error is not None:
             raise StoreError(f"the store's writer process could not write a batch: {process.error}")
 

@@ -6,8 +6,8 @@ alive (the garbage collector stops tracking such tuples after one pass, and a lo
 keeps no growing heap for it to walk), and the writer thread, which shares the GIL with
 the flow's threads, only has to bind values. Appending to the queue takes no lock.
 
-``flush()`` appends a marker and waits until the writer has committed everything queued
-before it. A flow more than ``MAX_PENDING`` entries ahead of the writer waits until it is
+``flush()`` queues a marker (in a queue of its own, read before the entries) and waits
+until the writer has committed everything queued before it. A flow more than ``MAX_PENDING`` entries ahead of the writer waits until it is
 within half of that, so memory does not grow with the number of task runs.
 """
 
@@ -29,7 +29,7 @@ from headwater.stores import FlowInfo
 from .sqlite_values import details_json, parameters_json, tags_json
 
 #: Queue entry kinds (the first item of every entry).
-TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO, MARK = range(5)
+TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO = range(4)
 
 BATCH_SECONDS = 0.05
 MAX_PENDING = 20_000  # queued entries (about 5,000 task runs) before a recording thread waits
@@ -194,9 +194,8 @@ class BatchWriter:
         constants = ",".join(sql_literal(v) for v in self.process)
         self._task_one = "(" + ",".join("?" * 18) + "," + constants + ")"
 
-    def rows(self, batch: list[tuple[Any, ...]], marks: list[Any]) -> Callable[[sqlite3.Connection], None]:
-        """The batch as a function writing its rows (called inside a transaction); the
-        flush markers met are appended to ``marks``."""
+    def rows(self, batch: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
+        """The batch as a function writing its rows (called inside a transaction)."""
         headers: dict[str, tuple[Any, ...]] = {}
         latest: dict[str, tuple[Any, ...]] = {}
         resolved: dict[str, str] = {}  # parameters with their futures' results
@@ -221,8 +220,6 @@ class BatchWriter:
                     resolved[run_id] = entry[13]
                 if run_id not in first_ts:
                     first_ts[run_id] = entry[6]
-            elif kind == MARK:
-                marks.append(entry[1])
             elif kind == FLOW:
                 run_id = entry[1][0]
                 flows[run_id] = entry[1]
@@ -270,10 +267,10 @@ class BatchWriter:
 
         return write
 
-    def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
-                    marks: list[Any]) -> Callable[[sqlite3.Connection], None]:
+    def transaction(self, batch: list[tuple[Any, ...]],
+                    logs: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
         """The batch and its log lines as one function for ``write_transaction``."""
-        write_rows = self.rows(batch, marks)
+        write_rows = self.rows(batch)
 
         def write(conn: sqlite3.Connection) -> None:
             write_rows(conn)
@@ -294,9 +291,11 @@ def _drain(queue: collections.deque[Any]) -> list[Any]:
 class WriteQueue:
     """One store's queue of writes in one process, and the thread that writes it.
 
-    ``write(entries, log_rows, marks)`` is called in the writer thread with each batch; it
-    appends the flush markers it meets to ``marks`` (they are set once it returns, also
-    when it raised: the error is reported by ``flush``). ``on_exit()`` runs in the
+    ``write(entries, log_rows, marks)`` is called in the writer thread with each batch
+    and the flush markers queued after it (each an ``Event``, set once it returns, also
+    when it raised: the error is reported by ``flush``; a writer that only hands the
+    batch on must make sure it is committed before returning when ``marks`` is not
+    empty). ``on_exit()`` runs in the
     writer thread when it stops after ``close``.
     """
 
@@ -307,6 +306,7 @@ class WriteQueue:
         self._on_exit = on_exit
         self._entries: collections.deque[tuple[Any, ...]] = collections.deque()
         self._logs: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._marks: collections.deque[threading.Event] = collections.deque()
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
@@ -373,29 +373,29 @@ class WriteQueue:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
-        entries, logs = self._entries, self._logs
         while True:
             self._wake.wait(self.tick)
             self._wake.clear()
             closing = self.closed
-            self._write_now(_drain(entries), _drain(logs))
+            self._write_now()
             if closing:
                 # close() set ``closed`` before waking us: after this pass nothing is
                 # accepted, and whatever was appended meanwhile is written now.
                 self._finished = True
-                self._write_now(_drain(entries), _drain(logs))
+                self._write_now()
                 self._on_exit()
                 return
 
-    def _write_now(self, batch: list[Any], lines: list[Any]) -> None:
-        if not batch and not lines:
+    def _write_now(self) -> None:
+        # Markers first: everything queued before a marker is then in this batch.
+        marks = _drain(self._marks)
+        batch, lines = _drain(self._entries), _drain(self._logs)
+        if not batch and not lines and not marks:
             return
-        marks: list[threading.Event] = []
         try:
             self._write(batch, lines, marks)
         except BaseException as exc:  # reported by flush(); the thread goes on
             self._error = exc
-            marks = [entry[1] for entry in batch if entry[0] == MARK]
         finally:
             for mark in marks:
                 mark.set()
@@ -410,7 +410,7 @@ class WriteQueue:
         if writer is None:
             return
         done = threading.Event()
-        self._entries.append((MARK, done))
+        self._marks.append(done)
         self._wake.set()
         while not done.wait(0.1):
             if not writer.is_alive():

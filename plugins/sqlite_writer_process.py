@@ -6,7 +6,11 @@ between the GIL hand-overs) slowed the flow down. Once a batch is large
 (``PROCESS_AT`` entries), the writer thread starts this module as a child process
 (``python -m headwater.plugins.sqlite_writer_process``) and, once the child says it is
 ready, only pickles each batch (plain tuples) into its stdin. The child writes each batch in one
-transaction, as the thread would, and answers one line per batch.
+transaction, as the thread would, and answers one line per batch. Batches that piled up
+in the pipe while it wrote are written together, in one transaction (cheaper per row,
+so a child that fell behind catches up). It copies the write-ahead log into the
+database (a checkpoint) after answering, when no batch is waiting, so no answer waits
+for one.
 
 What does not change: every row names the flow process (host, pid, start time), so
 crash detection is the same; ``flush()`` returns only once the child has confirmed every
@@ -44,6 +48,19 @@ PROCESS_TICK = 0.01
 ANSWER_TIMEOUT = 300.0
 
 _LENGTH = 8  # bytes of the length before each pickled batch
+PIPE_BYTES = 1 << 20  # the child's stdin pipe, where the system allows (see _widen)
+
+#: Entries written since the last checkpoint after which the child checkpoints even
+#: while batches keep coming (about 10,000 task runs; a few MB of write-ahead log).
+CHECKPOINT_EVERY = 30_000
+
+#: Entries beyond which the child stops adding batches already waiting in the pipe to
+#: the transaction it is about to write (see ``_receive``).
+MERGE_AT = 20_000
+
+#: Milliseconds without a new batch after which the child takes the flow for idle and
+#: checkpoints (batches come every PROCESS_TICK while a flow is busy).
+IDLE_MS = 30
 
 # Held while a writer process is started and handed to its store, and across os.fork():
 # a process forked in between would keep the child's stdin open without knowing it.
@@ -91,18 +108,14 @@ class WriterProcess:
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, batch: list[Any], logs: list[Any], marks: list[Any]) -> bool:
-        """Hand one batch to the child; with flush markers in it, wait until it is written.
+        """Hand one batch to the child; with flush markers waiting on it (``marks``), wait
+        until the child has written it (and so everything sent before it).
         False: the child is gone (see ``unconfirmed``). A write error the child reports
         is raised (the writer thread keeps it for ``flush``)."""
-        from .sqlite_writer import MARK
-
-        entries = [entry for entry in batch if entry[0] != MARK]
-        if len(entries) < len(batch):
-            marks.extend(entry[1] for entry in batch if entry[0] == MARK)
         number = self._next
         self._next += 1
-        self._unconfirmed[number] = (entries, logs)
-        data = pickle.dumps((number, self._rows.seq, entries, logs), protocol=pickle.HIGHEST_PROTOCOL)
+        self._unconfirmed[number] = (batch, logs)
+        data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             _send(self._stdin, len(data).to_bytes(_LENGTH, "little"), data)
         except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here)
@@ -259,7 +272,21 @@ def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
                                 stderr=subprocess.DEVNULL, bufsize=0, close_fds=True, start_new_session=True)
     except Exception:  # noqa: BLE001 - any reason at all: the thread writes instead
         return None
+    _widen(proc.stdin)
     return WriterProcess(proc, rows)
+
+
+def _widen(stream: Any) -> None:
+    """Let the child's stdin hold 1 MB (Linux; 64 KB is the default): a batch then goes
+    into the pipe at once while the child still writes the one before, instead of holding
+    the writer thread until the child reads it, and the child finds the batches that
+    piled up waiting together (see ``_receive``)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except Exception:  # noqa: S110 - not Linux, or above the system's limit: the default pipe works
+        pass
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -285,41 +312,90 @@ def main(argv: list[str]) -> int:
     path, host, pid, pid_start = argv
     rows = BatchWriter(host, int(pid), pid_start or None)
     conn = connect(path)
+    # SQLite copies the write-ahead log into the database (a checkpoint, with an fsync)
+    # inside the commit that fills it, so some batch's answer, maybe the one a flow's
+    # final flush waits for, would wait for it too. The child checkpoints after answering,
+    # when no batch is waiting (or every CHECKPOINT_EVERY entries). Other connections
+    # keep SQLite's default, so the log still cannot grow without bound.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     writer = writer_id(host, int(pid), os.getpid())
     retry_busy(lambda: conn.execute(BATCHES_TABLE))
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Unbuffered: whether a batch is waiting is then a question for the pipe alone.
+    stdin, stdout = sys.stdin.buffer.raw, sys.stdout.buffer
+    waiting = select.poll()
+    waiting.register(stdin.fileno(), select.POLLIN)
+    unchecked = 0  # entries written since the last checkpoint
     answering = _answer(stdout, b"ready\n")
     while True:
-        head = _read_exactly(stdin, _LENGTH)
-        if not head:
+        received = _receive(stdin, waiting)
+        if not received:
             break
-        data = _read_exactly(stdin, int.from_bytes(head, "little"))
-        if not data:
-            break
-        number, seq, batch, logs = pickle.loads(data)  # noqa: S301 - from our own parent, through a pipe
-        rows.seq = max(rows.seq, seq)  # the thread may have written batches before this one
-        write_rows = rows.transaction(batch, logs, [])
-
-        def write(conn: Any) -> None:
-            write_rows(conn)
-            # In the same transaction: if we die before answering, the flow process
-            # sees the batch was written and does not write it twice.
-            conn.execute("INSERT OR REPLACE INTO writer_batches (writer, number) VALUES (?, ?)",
-                         (writer, number))
-
-        try:
-            write_transaction(conn, write)
-            answer = f"{number} ok {rows.seq}\n"
-        except Exception as exc:
-            answer = f"{number} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"
+        answers = _write_group(conn, rows, writer, received)
         if answering:
-            answering = _answer(stdout, answer.encode())
+            answering = _answer(stdout, "".join(answers).encode())
+        unchecked += sum(len(batch) + len(logs) for _, _, batch, logs in received)
+        if unchecked >= CHECKPOINT_EVERY or (unchecked and not waiting.poll(IDLE_MS)):
+            _checkpoint(conn)
+            unchecked = 0
     try:  # a clean end: no batch of ours is in doubt
         write_transaction(conn, lambda c: c.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
     except Exception:  # noqa: S110 - left for the flow process's next take-back, harmless
         pass
     conn.close()
     return 0
+
+
+def _receive(stdin: Any, waiting: Any) -> list[tuple[Any, ...]]:
+    """The next batch (waiting for it), and every whole batch already in the pipe after
+    it, up to MERGE_AT entries; empty once the flow process closed our stdin."""
+    received: list[tuple[Any, ...]] = []
+    entries = 0
+    while not received or (entries < MERGE_AT and waiting.poll(0)):
+        head = _read_exactly(stdin, _LENGTH)
+        data = _read_exactly(stdin, int.from_bytes(head, "little")) if head else b""
+        if not data:
+            break  # our stdin ended: what was received whole is still written
+        received.append(pickle.loads(data))  # noqa: S301 - from our own parent, through a pipe
+        entries += len(received[-1][2]) + len(received[-1][3])
+    return received
+
+
+def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]) -> list[str]:
+    """Write batches received together in one transaction, and answer each: a flow that
+    outpaced us is caught up with fewer, larger transactions (cheaper per row, and a
+    run whose states were split between batches is written once). If that fails, each
+    batch is tried on its own, so one bad batch fails alone."""
+    from .sqlite_writer import write_transaction
+
+    rows.seq = max([rows.seq] + [seq for _, seq, _, _ in group])  # the thread may have written some first
+    numbers = [number for number, _, _, _ in group]
+    batch = [entry for _, _, entries, _ in group for entry in entries]
+    logs = [line for _, _, _, lines in group for line in lines]
+    seq_before = rows.seq
+    write_rows = rows.transaction(batch, logs)
+
+    def write(conn: Any) -> None:
+        write_rows(conn)
+        # In the same transaction: if we die before answering, the flow process sees
+        # these batches were written and does not write them twice.
+        conn.executemany("INSERT OR REPLACE INTO writer_batches (writer, number) VALUES (?, ?)",
+                         [(writer, number) for number in numbers])
+
+    try:
+        write_transaction(conn, write)
+    except Exception as exc:
+        rows.seq = seq_before
+        if len(group) > 1:
+            return [answer for one in group for answer in _write_group(conn, rows, writer, [one])]
+        return [f"{numbers[0]} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"]
+    return [f"{number} ok {rows.seq}\n" for number in numbers]
+
+
+def _checkpoint(conn: Any) -> None:
+    try:  # PASSIVE: never waits for readers; what it cannot copy now, a later one does
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except Exception:  # noqa: S110 - the store is busy: the next checkpoint catches up
+        pass
 
 
 def _answer(stdout: Any, line: bytes) -> bool:

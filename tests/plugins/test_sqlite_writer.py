@@ -8,7 +8,7 @@ import time
 
 from headwater import states as S
 from headwater.plugins.sqlite_store import SQLiteRunStore
-from headwater.plugins.sqlite_writer import MARK, BatchWriter, WriteQueue, task_header, task_state
+from headwater.plugins.sqlite_writer import BatchWriter, WriteQueue, task_header, task_state
 from headwater.runs import TaskRun
 
 
@@ -17,7 +17,7 @@ def _run(name: str, **parameters: object) -> TaskRun:
 
 
 def _write(store: SQLiteRunStore, writer: BatchWriter, batch: list) -> None:
-    store._write_txn(writer.rows(batch, []))
+    store._write_txn(writer.rows(batch))
 
 
 def _record(run: TaskRun, state: S.State) -> tuple:
@@ -68,11 +68,7 @@ def test_flush_waits_for_everything_queued_before_it_from_every_thread():
     written: list = []
 
     def write(batch, logs, marks):
-        for entry in batch:
-            if entry[0] == MARK:
-                marks.append(entry[1])
-            else:
-                written.append(entry)
+        written.extend(batch)
 
     queue = WriteQueue("test", write, lambda: None)
 

@@ -395,3 +395,86 @@ def test_a_relative_store_path_survives_a_change_of_directory(tmp_path, monkeypa
         assert process._next > 0
         _histories_whole(store, 2)
     assert (first / "runs.db").exists() and not (second / "runs.db").exists()
+
+
+def _start_child(db: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(db), "host",
+                             "1", ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+def _framed(number: int, entries: list) -> bytes:
+    import pickle
+
+    data = pickle.dumps((number, 0, entries, []))
+    return len(data).to_bytes(8, "little") + data
+
+
+def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone(tmp_path):
+    """Batches that piled up in the pipe are written in one transaction (one answer
+    each, all with the same order number), and if one of them cannot be written, the
+    others still are: only that one is answered with an error."""
+    from headwater.plugins.sqlite_writer import TASK_STATE, task_header
+
+    db = tmp_path / "runs.db"
+    SQLiteRunStore(db).close()
+    proc = _start_child(db)
+    good = [[task_header(_plain_run(f"good-{n}-{i}")) for i in range(3)] for n in range(3)]
+    proc.stdin.write(b"".join(_framed(n, entries) for n, entries in enumerate(good)))
+    proc.stdin.flush()
+    together = [proc.stdout.readline().split() for _ in range(3)]
+    assert [(n, status) for n, status, _ in together] == [(b"0", b"ok"), (b"1", b"ok"), (b"2", b"ok")]
+    assert len({seq for _, _, seq in together}) == 1  # one transaction
+    # A state without a type breaks the states table's NOT NULL: that batch fails alone.
+    broken = (TASK_STATE, "id-broken", "task", None, "Broken", None, time.time(), None, None, None, None,
+              None, 0, None)
+    batches = [[task_header(_plain_run("before"))], [task_header(_plain_run("broken")), broken],
+               [task_header(_plain_run("after"))]]
+    proc.stdin.write(b"".join(_framed(n, entries) for n, entries in enumerate(batches, start=3)))
+    proc.stdin.close()
+    answers = proc.stdout.read().decode().splitlines()
+    assert proc.wait(20) == 0
+    proc.stdout.close()
+    proc.stderr.close()
+    assert [a.split()[:2] for a in answers] == [["3", "ok"], ["4", "error"], ["5", "ok"]]
+    assert "NOT NULL" in answers[1]
+    store = SQLiteRunStore(db)
+    names = {r.name for r in store.read_task_runs()}
+    store.close()
+    assert {"before", "after"} <= names and "broken" not in names
+    assert len(names) == 11
+
+
+def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path):
+    """After a batch, once no other batch comes, the child copies the write-ahead log into
+    the database file itself: a copy of the database file alone (no -wal) holds the rows."""
+    import shutil
+    import sqlite3
+
+    from headwater.plugins.sqlite_writer import task_header
+
+    db = tmp_path / "runs.db"
+    SQLiteRunStore(db).close()
+    proc = _start_child(db)
+    proc.stdin.write(_framed(0, [task_header(_plain_run(f"run-{i}")) for i in range(20)]))
+    proc.stdin.flush()
+    assert proc.stdout.readline().split()[:2] == [b"0", b"ok"]
+    copy = tmp_path / "copy" / "runs.db"
+    copy.parent.mkdir()
+
+    def checkpointed() -> bool:
+        shutil.copyfile(db, copy)  # the database file alone, as if the log were lost
+        conn = sqlite3.connect(copy)
+        try:
+            return conn.execute("SELECT count(*) FROM task_runs").fetchone()[0] == 20
+        finally:
+            conn.close()
+
+    try:
+        _until(checkpointed, seconds=10)
+    finally:
+        proc.stdin.close()
+        proc.wait(20)
+        proc.stdout.close()
+        proc.stderr.close()
