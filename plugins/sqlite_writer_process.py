@@ -56,7 +56,7 @@ CHECKPOINT_EVERY = 30_000
 
 #: Entries beyond which the child stops adding batches already waiting in the pipe to
 #: the transaction it is about to write (see ``_receive``).
-MERGE_AT = 20_000
+MERGE_AT = 6_000
 
 #: Milliseconds without a new batch after which the child takes the flow for idle and
 #: checkpoints (batches come every PROCESS_TICK while a flow is busy).
