@@ -1,0 +1,162 @@
+"""The SQLite run store's reads: runs, their state histories and log lines as the
+``RunStore`` read API returns them. Every read goes through ``self._conn()``, the
+calling thread's connection, so readers never wait for the writer (WAL mode)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from headwater.runs import FlowRun, TaskRun
+from headwater.states import State, StateDetails, StateType
+from headwater.stores import FlowInfo, FlowSummary, merge_flow_infos
+
+
+class SQLiteReads:
+    """The read half of ``SQLiteRunStore`` (a mixin: ``_conn()`` is the store's)."""
+
+    def _conn(self) -> sqlite3.Connection:  # pragma: no cover - the store's
+        raise NotImplementedError
+
+    _FLOW_COLS = ("id, name, flow_name, flow_version, parent_flow_run_id, parent_task_run_id, "
+                  "parameters, tags, state_type, state_name, state_message, start_ts, end_ts, "
+                  "run_count, created")
+    _TASK_COLS = ("id, flow_run_id, name, task_name, task_key, parameters, tags, cache_key, "
+                  "result_location, upstream, state_type, state_name, state_message, start_ts, "
+                  "end_ts, run_count, created")
+
+    @staticmethod
+    def _state(type_: str | None, name: str | None, message: str | None, ts: float | None) -> State | None:
+        if type_ is None:
+            return None
+        return State(StateType(type_), name, message, ts=ts)
+
+    def _flow(self, row: tuple[Any, ...]) -> FlowRun:
+        (rid, name, flow_name, version, parent, parent_task, params, tags, st, sn, sm, start, end,
+         count, created) = row
+        run = FlowRun(rid, flow_name, name, json.loads(params or "{}"), frozenset(json.loads(tags or "[]")),
+                      version, parent, parent_task)
+        run.state = self._state(st, sn, sm, end or created)
+        run.start_ts, run.end_ts, run.run_count = start, end, count or 0
+        return run
+
+    def _task(self, row: tuple[Any, ...]) -> TaskRun:
+        (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
+         start, end, count, created) = row
+        run = TaskRun(rid, task_name, key or "", name, json.loads(params or "{}"),
+                      frozenset(json.loads(tags or "[]")), frid)
+        run.cache_key, run.result_location = cache_key, location
+        run.upstream_ids = tuple(json.loads(upstream or "[]"))
+        run.state = self._state(st, sn, sm, end or created)
+        run.start_ts, run.end_ts, run.run_count = start, end, count or 0
+        return run
+
+    def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
+                       state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
+        clause, args = _flow_run_filter(flow_name, state, parent_flow_run_id)
+        rows = self._conn().execute(
+            f"SELECT {self._FLOW_COLS} FROM flow_runs {clause} ORDER BY created DESC LIMIT ? OFFSET ?",
+            (*args, int(limit), int(offset))).fetchall()
+        return [self._flow(r) for r in rows]
+
+    def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
+        clause, args = _flow_run_filter(flow_name, state, None)
+        return self._conn().execute(f"SELECT count(*) FROM flow_runs {clause}", args).fetchone()[0]
+
+    def read_flows(self) -> list[FlowSummary]:
+        conn = self._conn()
+        last = conn.execute(
+            f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE rowid IN (SELECT rowid FROM "
+            f"(SELECT rowid, row_number() OVER (PARTITION BY flow_name ORDER BY created DESC) AS n "
+            f"FROM flow_runs) WHERE n = 1) ORDER BY created DESC").fetchall()
+        out = {r[2]: FlowSummary(r[2], version=r[3], last_run=self._flow(r)) for r in last}
+        for name, state_type, count in conn.execute(
+                "SELECT flow_name, state_type, count(*) FROM flow_runs GROUP BY flow_name, state_type"):
+            if name in out:
+                out[name].state_counts[state_type or "NONE"] = count
+                out[name].run_count += count
+        infos = [FlowInfo(n, d, v, json.loads(t or "[]"), u) for n, d, v, t, u in conn.execute(
+            "SELECT name, description, version, tags, updated FROM flows ORDER BY updated DESC")]
+        return merge_flow_infos(out, infos)
+
+    def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
+        rows = self._conn().execute(
+            "SELECT run_id, type, name, message, ts, details FROM states WHERE run_id IN "
+            "(SELECT id FROM task_runs WHERE flow_run_id = ?) ORDER BY seq", (flow_run_id,)).fetchall()
+        out: dict[str, list[State]] = {}
+        for run_id, *state in rows:
+            out.setdefault(run_id, []).append(_history_state(*state))
+        return out
+
+    def read_flow_run(self, id_or_name: str) -> FlowRun | None:
+        conn = self._conn()
+        row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id = ?", (id_or_name,)).fetchone()
+        if row is None:
+            row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE name = ? "
+                               f"ORDER BY created DESC LIMIT 1", (id_or_name,)).fetchone()
+        if row is None and len(id_or_name) >= 6:
+            row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id LIKE ? "
+                               f"ORDER BY created DESC LIMIT 1", (id_or_name.replace("%", "") + "%",)).fetchone()
+        return self._flow(row) if row else None
+
+    def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
+        sql = f"SELECT {self._TASK_COLS} FROM task_runs"
+        args: list[Any] = []
+        if flow_run_id is not None:
+            sql += " WHERE flow_run_id = ?"
+            args.append(flow_run_id)
+        sql += " ORDER BY created, seq"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._task(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def read_task_run(self, task_run_id: str) -> TaskRun | None:
+        row = self._conn().execute(f"SELECT {self._TASK_COLS} FROM task_runs WHERE id = ?",
+                                   (task_run_id,)).fetchone()
+        return self._task(row) if row else None
+
+    def read_states(self, run_id: str) -> list[State]:
+        rows = self._conn().execute(
+            "SELECT type, name, message, ts, details FROM states WHERE run_id = ? ORDER BY seq",
+            (run_id,)).fetchall()
+        return [_history_state(*state) for state in rows]
+
+    def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        where, args = [], []
+        if flow_run_id is not None:
+            where.append("flow_run_id = ?")
+            args.append(flow_run_id)
+        if task_run_id is not None:
+            where.append("task_run_id = ?")
+            args.append(task_run_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._conn().execute(
+            f"SELECT flow_run_id, task_run_id, ts, level, logger, message FROM logs {clause} "
+            f"ORDER BY seq LIMIT ?", (*args, int(limit))).fetchall()
+        keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
+        return [dict(zip(keys, r)) for r in rows]
+
+
+def _history_state(type_: str, name: str, message: str | None, ts: float, details: str | None) -> State:
+    """A row of the ``states`` table as a State."""
+    return State(StateType(type_), name, message, None,
+                 StateDetails.from_dict(json.loads(details)) if details else None, ts=ts)
+
+
+def _flow_run_filter(flow_name: str | None, state: str | None,
+                     parent_flow_run_id: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause and its arguments for the flow run listing filters."""
+    where, args = [], []
+    if flow_name is not None:
+        where.append("flow_name = ?")
+        args.append(flow_name)
+    if state is not None:  # a state type (COMPLETED) or a state name (Cached)
+        where.append("(state_type = ? OR lower(state_name) = lower(?))")
+        args += [state.upper(), state]
+    if parent_flow_run_id is not None:
+        where.append("parent_flow_run_id = ?")
+        args.append(parent_flow_run_id)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
