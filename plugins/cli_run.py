@@ -1,0 +1,120 @@
+"""``headwater run FILE:FLOW -p key=value``: load a file, find the flow, turn the ``-p``
+texts into its parameters, run it, print its final state (exit status 1 unless it
+completed). Wired up by ``cli_commands``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    target = args.target
+    if ":" not in target:
+        print(f"headwater: error: expected FILE:FLOW, e.g. examples/hello.py:hello_flow, got {target!r}",
+              file=sys.stderr)
+        return 2
+    file_name, flow_name = target.rsplit(":", 1)
+    path = Path(file_name)
+    if not path.is_file():
+        print(f"headwater: error: no such file {file_name!r}", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    flow_obj = getattr(module, flow_name, None)
+    from headwater.flows import Flow
+
+    if not isinstance(flow_obj, Flow):
+        flows = [n for n, v in vars(module).items() if isinstance(v, Flow)]
+        print(f"headwater: error: {flow_name!r} in {file_name} is not a flow; flows there: "
+              f"{', '.join(flows) or 'none'}", file=sys.stderr)
+        return 2
+    params, problem = _cli_parameters(flow_obj, args.param or [])
+    if problem is not None:
+        print(f"headwater: error: {problem}", file=sys.stderr)
+        return 2
+    state = flow_obj(**params, return_state=True)
+    print(repr(state))
+    return 0 if state.is_completed() else 1
+
+
+def _cli_parameters(flow_obj: Any, items: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Turn ``-p key=value`` items into flow parameters; ``(params, None)`` or ``({}, error)``.
+
+    The text is handed over as typed wherever the flow's own validation can coerce it, so
+    that ``-p version=1.10`` stays ``"1.10"`` for a ``str`` parameter and a bad value is
+    reported as the user typed it. See ``_cli_value`` for the rules.
+    """
+    from headwater.parameters import _resolved_hints
+
+    binder = flow_obj.binder
+    names = [n for n in binder.names if n not in (binder.var_positional, binder.var_keyword)]
+    hints = _resolved_hints(flow_obj.fn)
+    validated = bool(flow_obj.spec.validate_parameters)
+    params: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            return {}, f"-p takes key=value, got {item!r}"
+        key, raw = item.split("=", 1)
+        if key in given:
+            return {}, (f"parameter {key!r} given twice (-p {key}={given[key]} and -p {item}); "
+                        f"give each parameter once")
+        if key not in names and binder.var_keyword is None:
+            return {}, (f"flow {flow_obj.name!r} has no parameter {key!r}; its parameters: "
+                        f"{', '.join(names) or 'none'}")
+        given[key] = raw
+        params[key] = _cli_value(raw, hints.get(key), validated)
+    return params, None
+
+
+def _is_text_annotation(annotation: Any) -> bool:
+    """``str``, ``Optional[str]``, ``Literal["a", "b"]`` (also inside ``Annotated``)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_text_annotation(typing.get_args(annotation)[0])
+    if annotation is str:
+        return True
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if args and (origin is typing.Union or type(annotation).__name__ == "UnionType"):
+        rest = [a for a in args if a is not type(None)]
+        return len(rest) == 1 and _is_text_annotation(rest[0])
+    return False
+
+
+def _cli_value(raw: str, annotation: Any, validated: bool) -> Any:
+    """One ``-p`` value.
+
+    - annotated ``str`` (or ``Optional[str]``, a ``Literal`` of strings): the text as typed;
+    - any other annotation (checked by the flow's parameter validation): a JSON list,
+      object or ``null`` is decoded, anything else is passed as typed and the validation
+      coerces it (``"3"`` to an int, ``"1.10"`` to a float, ``"true"`` to a bool, dates);
+    - unannotated (or validation turned off): JSON lists, objects, strings, ``true``,
+      ``false``, ``null`` and numbers that read back exactly as typed (``3``, ``0.5``) are
+      decoded; other text, ``1.10`` and ``1e3`` included, stays text.
+    """
+    import typing
+
+    if annotation is not None and _is_text_annotation(annotation):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if annotation is not None and annotation is not typing.Any and validated:
+        return value if value is None or isinstance(value, (list, dict)) else raw
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and json.dumps(value) != raw.strip():
+        return raw  # 1.10 would silently become 1.1: keep what was typed
+    return value
