@@ -9,8 +9,8 @@ ready, only pickles each batch (plain tuples) into its stdin. The child writes e
 transaction, as the thread would, and answers one line per batch. Batches that piled up
 in the pipe while it wrote are written together, in one transaction (cheaper per row,
 so a child that fell behind catches up). It copies the write-ahead log into the
-database (a checkpoint) after answering, when no batch is waiting, so no answer waits
-for one.
+database (a checkpoint) after answering, once the flow is idle, so an answer rarely
+waits for one.
 
 What does not change: every row names the flow process (host, pid, start time), so
 crash detection is the same; ``flush()`` returns only once the child has confirmed every
@@ -28,6 +28,7 @@ import os
 import pickle
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -50,9 +51,13 @@ ANSWER_TIMEOUT = 300.0
 _LENGTH = 8  # bytes of the length before each pickled batch
 PIPE_BYTES = 1 << 20  # the child's stdin pipe, where the system allows (see _widen)
 
-#: Entries written since the last checkpoint after which the child checkpoints even
-#: while batches keep coming (about 10,000 task runs; a few MB of write-ahead log).
-CHECKPOINT_EVERY = 30_000
+#: Pages (4 KB) of write-ahead log at which SQLite checkpoints inside a commit of the
+#: child (its default is 1,000): the child's own checkpoint, when the flow is idle,
+#: usually comes first.
+AUTOCHECKPOINT_PAGES = 4_000
+
+#: Bytes the write-ahead log file is cut back to after a checkpoint.
+JOURNAL_LIMIT = 16 << 20
 
 #: Entries beyond which the child stops adding batches already waiting in the pipe to
 #: the transaction it is about to write (see ``_receive``).
@@ -75,20 +80,26 @@ BATCHES_TABLE = ("CREATE TABLE IF NOT EXISTS writer_batches (writer TEXT NOT NUL
                  "PRIMARY KEY (writer, number)) WITHOUT ROWID")
 
 
-def writer_id(host: str, flow_pid: int, writer_pid: int) -> str:
-    """How a writer process names itself in ``writer_batches``."""
-    return f"{host}:{flow_pid}:{writer_pid}"
+def writer_id(host: str, flow_pid: int, writer_pid: int, token: str = "") -> str:
+    """How a writer process names itself in ``writer_batches``: with a token its flow
+    process made up for it, so a later child that gets the same pid is a new name."""
+    return f"{host}:{flow_pid}:{writer_pid}:{token}"
 
 
 class WriterProcess:
     """The flow process's end of one writer process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], rows: Any) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], rows: Any, token: str = "") -> None:
         self._proc = proc
+        self._token = token
         self._stdin = proc.stdin
         self._stdout = proc.stdout
+        self._stdin_fd = proc.stdin.fileno() if proc.stdin is not None else -1
         self._stdout_fd = proc.stdout.fileno() if proc.stdout is not None else -1
+        # Both ends non-blocking: while the stdin pipe is full we read answers (see _write).
+        os.set_blocking(self._stdin_fd, False)
         os.set_blocking(self._stdout_fd, False)
+        self._heard = time.monotonic()  # the last time the child answered
         self._buffer = b""
         self._next = 0
         self._unconfirmed: dict[int, tuple[list[Any], list[Any]]] = {}
@@ -117,8 +128,8 @@ class WriterProcess:
         self._unconfirmed[number] = (batch, logs)
         data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            _send(self._stdin, len(data).to_bytes(_LENGTH, "little"), data)
-        except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here)
+            self._write(len(data).to_bytes(_LENGTH, "little"), data)
+        except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here) or stuck
             self.alive = False
             return False
         # Answers are read after every batch (without waiting unless a flush does): a
@@ -134,17 +145,19 @@ class WriterProcess:
         """Batches sent but not confirmed written, oldest first (after the child died).
         With ``conn``, those the child committed before it died are left out."""
         numbers = sorted(self._unconfirmed)
-        if conn is not None and numbers:
+        if conn is not None:
             host, pid, _ = self._rows.process
-            writer = writer_id(host, pid, self._proc.pid)
-            try:
-                done = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
-                                                    (writer,))}
-            except Exception:  # noqa: BLE001 - no table: it never wrote one
-                done = set()
-            try:
+            writer = writer_id(host, pid, self._proc.pid, self._token)
+            done: set[int] = set()
+            if numbers:
+                try:
+                    done = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
+                                                        (writer,))}
+                except Exception:  # noqa: BLE001 - no table: it never wrote one
+                    pass
+            try:  # also when all were confirmed: a child killed after answering leaves rows
                 conn.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,))
-            except Exception:  # noqa: S110 - a few stale rows, never read again
+            except Exception:  # noqa: S110 - a few stale rows under a name never used again
                 pass
             numbers = [n for n in numbers if n not in done]
         return [self._unconfirmed[n] for n in numbers]
@@ -153,6 +166,39 @@ class WriterProcess:
         if self.error is not None:
             error, self.error = self.error, None
             raise RuntimeError(f"the store's writer process: {error}")
+
+    def _write(self, head: bytes, data: bytes) -> None:
+        """``head`` then ``data`` into the child's stdin (in one system call when the pipe
+        takes them whole: one GIL hand-over instead of two). While the pipe is full, the
+        child's answers are read: a child that fell behind may itself be waiting for us
+        to read its answers before it reads more. Raises ``OSError`` once the child is
+        gone, or has neither read nor answered for ``ANSWER_TIMEOUT`` (it is killed)."""
+        done = _write_some(self._stdin_fd, [head, data])
+        if done == len(head) + len(data):
+            return
+        view = memoryview(head + data)[done:]
+        poller = select.poll()  # not select(): it fails for descriptors above 1023
+        poller.register(self._stdin_fd, select.POLLOUT)
+        poller.register(self._stdout_fd, select.POLLIN)
+        moved = time.monotonic()
+        while view:
+            written = _write_some(self._stdin_fd, [view])
+            if written:
+                view = view[written:]
+                moved = time.monotonic()
+                continue
+            self._read_answers()
+            if not self.alive:
+                raise BrokenPipeError("the store's writer process ended")
+            if time.monotonic() - max(moved, self._heard) > ANSWER_TIMEOUT:
+                self._kill()
+                raise BrokenPipeError("the store's writer process stopped reading")
+            poller.poll(1000)
+
+    def _kill(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self.alive = False
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -173,7 +219,7 @@ class WriterProcess:
                 self.alive = False
                 return
             if chunk:
-                last = time.monotonic()
+                last = self._heard = time.monotonic()
                 self._buffer += chunk
                 self._take_lines()
             waiting = until_end or (wait_for is not None and wait_for in self._unconfirmed)
@@ -181,9 +227,7 @@ class WriterProcess:
                 return
             if chunk is None:
                 if time.monotonic() - last > ANSWER_TIMEOUT:
-                    self._proc.kill()
-                    self._proc.wait()
-                    self.alive = False
+                    self._kill()
                     return
                 if poller is None:
                     poller = select.poll()  # not select(): it fails for descriptors above 1023
@@ -240,15 +284,14 @@ class WriterProcess:
         self.alive = False
 
 
-def _send(stream: Any, head: bytes, data: bytes) -> None:
-    """``head`` then ``data`` into the pipe, in one system call when it takes them whole
-    (one GIL hand-over instead of two)."""
-    writev = getattr(os, "writev", None)
-    done = writev(stream.fileno(), [head, data]) if writev is not None else 0
-    if done < len(head) + len(data):  # no writev, or cut short: the rest in pieces
-        view = memoryview(head + data)[done:]
-        while view:
-            view = view[stream.write(view):]
+def _write_some(fd: int, parts: list[bytes]) -> int:
+    """As much of ``parts`` as the pipe takes now, in one system call where possible."""
+    try:
+        if hasattr(os, "writev"):
+            return os.writev(fd, parts)
+        return os.write(fd, parts[0])
+    except BlockingIOError:
+        return 0
 
 
 def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
@@ -259,8 +302,9 @@ def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
     if os.name != "posix" or getattr(sys, "frozen", False) or not sys.executable:
         return None
     host, pid, pid_start = rows.process
+    token = os.urandom(4).hex()
     command = [sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(path), host, str(pid),
-               pid_start or ""]
+               pid_start or "", token]
     if hasattr(signal, "pthread_sigmask"):
         # In the writer thread: a child that died must show as EPIPE on write, not as a
         # SIGPIPE that kills a flow process which restored the default handler.
@@ -273,14 +317,13 @@ def start_writer_process(path: Path, rows: Any) -> WriterProcess | None:
     except Exception:  # noqa: BLE001 - any reason at all: the thread writes instead
         return None
     _widen(proc.stdin)
-    return WriterProcess(proc, rows)
+    return WriterProcess(proc, rows, token)
 
 
 def _widen(stream: Any) -> None:
     """Let the child's stdin hold 1 MB (Linux; 64 KB is the default): a batch then goes
-    into the pipe at once while the child still writes the one before, instead of holding
-    the writer thread until the child reads it, and the child finds the batches that
-    piled up waiting together (see ``_receive``)."""
+    into the pipe at once while the child still writes the one before, and the child
+    finds the batches that piled up waiting together (see ``_receive``)."""
     try:
         import fcntl
 
@@ -309,22 +352,26 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .sqlite_writer import BatchWriter, connect, retry_busy, write_transaction
 
-    path, host, pid, pid_start = argv
+    path, host, pid, pid_start = argv[:4]
+    token = argv[4] if len(argv) > 4 else ""
     rows = BatchWriter(host, int(pid), pid_start or None)
     conn = connect(path)
     # SQLite copies the write-ahead log into the database (a checkpoint, with an fsync)
     # inside the commit that fills it, so some batch's answer, maybe the one a flow's
-    # final flush waits for, would wait for it too. The child checkpoints after answering,
-    # when no batch is waiting (or every CHECKPOINT_EVERY entries). Other connections
-    # keep SQLite's default, so the log still cannot grow without bound.
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    writer = writer_id(host, int(pid), os.getpid())
+    # final flush waits for, waits for it too. The child checkpoints after answering,
+    # once no batch came for IDLE_MS; SQLite's own checkpoint stays on, at a larger
+    # size (AUTOCHECKPOINT_PAGES), so a flow that is never idle, or several processes
+    # writing the file at once, still keep the log bounded, and the log file is cut
+    # back after a checkpoint (JOURNAL_LIMIT).
+    conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_LIMIT}")
+    writer = writer_id(host, int(pid), os.getpid(), token)
     retry_busy(lambda: conn.execute(BATCHES_TABLE))
     # Unbuffered: whether a batch is waiting is then a question for the pipe alone.
     stdin, stdout = sys.stdin.buffer.raw, sys.stdout.buffer
     waiting = select.poll()
     waiting.register(stdin.fileno(), select.POLLIN)
-    unchecked = 0  # entries written since the last checkpoint
+    unchecked = 0  # batches written since the last checkpoint
     answering = _answer(stdout, b"ready\n")
     while True:
         received = _receive(stdin, waiting)
@@ -333,8 +380,8 @@ def main(argv: list[str]) -> int:
         answers = _write_group(conn, rows, writer, received)
         if answering:
             answering = _answer(stdout, "".join(answers).encode())
-        unchecked += sum(len(batch) + len(logs) for _, _, batch, logs in received)
-        if unchecked >= CHECKPOINT_EVERY or (unchecked and not waiting.poll(IDLE_MS)):
+        unchecked += len(received)
+        if unchecked and not waiting.poll(IDLE_MS):
             _checkpoint(conn)
             unchecked = 0
     try:  # a clean end: no batch of ours is in doubt
@@ -363,8 +410,9 @@ def _receive(stdin: Any, waiting: Any) -> list[tuple[Any, ...]]:
 def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]) -> list[str]:
     """Write batches received together in one transaction, and answer each: a flow that
     outpaced us is caught up with fewer, larger transactions (cheaper per row, and a
-    run whose states were split between batches is written once). If that fails, each
-    batch is tried on its own, so one bad batch fails alone."""
+    run whose states were split between batches is written once). If the batches
+    themselves cannot be written, each is tried on its own, so one bad batch fails
+    alone."""
     from .sqlite_writer import write_transaction
 
     rows.seq = max([rows.seq] + [seq for _, seq, _, _ in group])  # the thread may have written some first
@@ -372,7 +420,7 @@ def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]
     batch = [entry for _, _, entries, _ in group for entry in entries]
     logs = [line for _, _, _, lines in group for line in lines]
     seq_before = rows.seq
-    write_rows = rows.transaction(batch, logs)
+    write_rows: Any = None
 
     def write(conn: Any) -> None:
         write_rows(conn)
@@ -382,12 +430,16 @@ def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]
                          [(writer, number) for number in numbers])
 
     try:
+        write_rows = rows.transaction(batch, logs)
         write_transaction(conn, write)
     except Exception as exc:
         rows.seq = seq_before
-        if len(group) > 1:
+        # A store locked past every retry, a full disk: each batch alone would fail the
+        # same way, minutes later; every batch is answered with the error now.
+        if len(group) > 1 and not isinstance(exc, sqlite3.OperationalError):
             return [answer for one in group for answer in _write_group(conn, rows, writer, [one])]
-        return [f"{numbers[0]} error {json.dumps(f'{type(exc).__name__}: {exc}')}\n"]
+        error = json.dumps(f"{type(exc).__name__}: {exc}")
+        return [f"{number} error {error}\n" for number in numbers]
     return [f"{number} ok {rows.seq}\n" for number in numbers]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -397,11 +398,27 @@ def test_a_relative_store_path_survives_a_change_of_directory(tmp_path, monkeypa
     assert (first / "runs.db").exists() and not (second / "runs.db").exists()
 
 
-def _start_child(db: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(db), "host",
-                             "1", ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout.readline() == b"ready\n"
-    return proc
+@pytest.fixture
+def start_child():
+    """Start writer processes by hand (host "host", flow pid 1); each is ended after the
+    test, also when an assertion failed first."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(db: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "headwater.plugins.sqlite_writer_process", str(db),
+                                 "host", "1", "", "token"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(proc)
+        assert proc.stdout.readline() == b"ready\n"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
 
 
 def _framed(number: int, entries: list) -> bytes:
@@ -411,7 +428,7 @@ def _framed(number: int, entries: list) -> bytes:
     return len(data).to_bytes(8, "little") + data
 
 
-def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone(tmp_path):
+def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone(tmp_path, start_child):
     """Batches that piled up in the pipe are written in one transaction (one answer
     each, all with the same order number), and if one of them cannot be written, the
     others still are: only that one is answered with an error."""
@@ -419,13 +436,20 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
-    proc = _start_child(db)
+    proc = start_child(db)
     good = [[task_header(_plain_run(f"good-{n}-{i}")) for i in range(3)] for n in range(3)]
     proc.stdin.write(b"".join(_framed(n, entries) for n, entries in enumerate(good)))
     proc.stdin.flush()
     together = [proc.stdout.readline().split() for _ in range(3)]
     assert [(n, status) for n, status, _ in together] == [(b"0", b"ok"), (b"1", b"ok"), (b"2", b"ok")]
     assert len({seq for _, _, seq in together}) == 1  # one transaction
+    # Every batch of the group is on record as written (a flow process taking its work
+    # back after the child died would otherwise write some of them twice).
+    conn = sqlite3.connect(db)
+    recorded = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
+                                           (writer_process.writer_id("host", 1, proc.pid, "token"),))}
+    conn.close()
+    assert recorded == {0, 1, 2}
     # A state without a type breaks the states table's NOT NULL: that batch fails alone.
     broken = (TASK_STATE, "id-broken", "task", None, "Broken", None, time.time(), None, None, None, None,
               None, 0, None)
@@ -435,8 +459,6 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
     proc.stdin.close()
     answers = proc.stdout.read().decode().splitlines()
     assert proc.wait(20) == 0
-    proc.stdout.close()
-    proc.stderr.close()
     assert [a.split()[:2] for a in answers] == [["3", "ok"], ["4", "error"], ["5", "ok"]]
     assert "NOT NULL" in answers[1]
     store = SQLiteRunStore(db)
@@ -446,17 +468,16 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
     assert len(names) == 11
 
 
-def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path):
+def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path, start_child):
     """After a batch, once no other batch comes, the child copies the write-ahead log into
     the database file itself: a copy of the database file alone (no -wal) holds the rows."""
     import shutil
-    import sqlite3
 
     from headwater.plugins.sqlite_writer import task_header
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
-    proc = _start_child(db)
+    proc = start_child(db)
     proc.stdin.write(_framed(0, [task_header(_plain_run(f"run-{i}")) for i in range(20)]))
     proc.stdin.flush()
     assert proc.stdout.readline().split()[:2] == [b"0", b"ok"]
@@ -468,13 +489,94 @@ def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path):
         conn = sqlite3.connect(copy)
         try:
             return conn.execute("SELECT count(*) FROM task_runs").fetchone()[0] == 20
+        except sqlite3.DatabaseError:  # copied while the checkpoint wrote it: look again
+            return False
         finally:
             conn.close()
 
+    _until(checkpointed, seconds=10)
+
+
+def test_a_writer_process_that_fell_behind_does_not_deadlock_its_flow_process(tmp_path):
+    """Another process holds the store's write lock while a flow sends thousands of
+    small batches, then a large one: the child's stdin fills up and it owes more answers
+    than its stdout holds. Once the lock is gone, every batch is written and confirmed:
+    the flow process reads answers while it waits to send, so neither side waits for
+    the other forever."""
+    import threading
+
+    from headwater.plugins.sqlite_writer import BatchWriter, task_header
+
+    db = tmp_path / "runs.db"
+    SQLiteRunStore(db).close()
+    process = writer_process.start_writer_process(db, BatchWriter("host", os.getpid(), None))
+    assert process is not None
+    _until(process.is_ready)
+    small = [[task_header(_plain_run(f"small-{i}"))] for i in range(7000)]
+    large = [task_header(_plain_run(f"large-{i}-{'x' * 100}")) for i in range(20000)]  # > 1 MB
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    sent: list[bool] = []
+
+    def flow_writer() -> None:  # as the store's writer thread would
+        for batch in small:
+            sent.append(process.send(batch, [], []))
+        sent.append(process.send(large, [], []))
+        sent.append(process.send([], [], [threading.Event()]))  # a flush: waits for every answer
+
+    thread = threading.Thread(target=flow_writer, daemon=True)
+    thread.start()
+    time.sleep(2)  # the child waits for the lock; the pipes fill up
+    lock.execute("ROLLBACK")
+    lock.close()
+    thread.join(30)
     try:
-        _until(checkpointed, seconds=10)
+        assert not thread.is_alive(), "the flow process and its writer process wait for each other"
+        assert sent == [True] * (len(small) + 2) and not process._unconfirmed
     finally:
-        proc.stdin.close()
-        proc.wait(20)
-        proc.stdout.close()
-        proc.stderr.close()
+        process.close()
+    store = SQLiteRunStore(db)
+    assert len(store.read_task_runs()) == len(small) + len(large)
+    store.close()
+
+
+def test_a_dead_writer_process_leaves_no_batch_records_behind(headwater_session, low_threshold):
+    """A writer process killed after every batch of it was confirmed: taking its work
+    back also deletes its records of written batches (a later child is never taken for
+    it: its name carries a token of its own)."""
+    store = headwater_session.store
+    process = _ready_process(store)
+    doubles(50)
+    store.flush()
+    name = writer_process.writer_id(store._rows.process[0], os.getpid(), process._proc.pid, process._token)
+    count = "SELECT count(*) FROM writer_batches WHERE writer = ?"
+    assert store._conn().execute(count, (name,)).fetchone()[0] > 0
+    process._proc.kill()
+    process._proc.wait()
+    doubles(10)
+    store.flush()
+    assert store._process is None
+    assert store._conn().execute(count, (name,)).fetchone()[0] == 0
+    _histories_whole(store, 3)
+
+
+def test_the_write_ahead_log_stays_bounded_while_a_flow_never_pauses(tmp_path, start_child):
+    """Small batches, one after another, never leaving the child idle: SQLite's own
+    checkpoint still runs in the child, so the log file stays at a bounded size instead
+    of growing with everything written."""
+    from headwater.plugins.sqlite_writer import task_header
+
+    db = tmp_path / "runs.db"
+    SQLiteRunStore(db).close()
+    proc = start_child(db)
+    wal = Path(f"{db}-wal")
+    largest = 0
+    for number in range(1500):
+        runs = [_plain_run(f"run-{number}-{i}-{'x' * 200}") for i in range(10)]
+        proc.stdin.write(_framed(number, [task_header(r) for r in runs]))
+        proc.stdin.flush()
+        assert proc.stdout.readline().split()[:2] == [str(number).encode(), b"ok"]
+        largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    # About 16 MB here (58 MB when only the idle checkpoint ran, and growing).
+    limit = writer_process.AUTOCHECKPOINT_PAGES * 4096 + writer_process.JOURNAL_LIMIT
+    assert largest < limit, f"write-ahead log reached {largest / 1e6:.0f} MB"
