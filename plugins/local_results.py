@@ -2,7 +2,8 @@
 
 File names are a SHA-256 of the result key, so no key (``../../x`` included) can name a
 path outside the directory. Each file is written to a temporary name and renamed into
-place, so a reader never sees half a result. The directory is created private (0700).
+place, so a reader never sees half a result; temporary files a killed process left
+behind are deleted after an hour. The directory is created private (0700).
 Results are trusted local pickles: never point this at files from someone else.
 """
 
@@ -28,6 +29,12 @@ from headwater.results import (
 
 _LOCATION = re.compile(r"[0-9a-f]{64}")
 _MAGIC = b"HWR1"  # header: magic, serializer name length, serializer name, then the bytes
+_TEMP = re.compile(r"\.[0-9a-f]{16}-.+\.tmp")  # a write in progress, or one its process never finished
+
+#: Seconds after which a temporary file is taken for left over by a killed process.
+STALE_TEMP_SECONDS = 3600.0
+
+_swept: set[str] = set()  # directories swept by this process
 
 
 class LocalResultStore(ResultStore):
@@ -49,6 +56,9 @@ class LocalResultStore(ResultStore):
                 f"{exc.strerror or exc}"
             ) from None
         self._ready = True
+        if str(self.path) not in _swept:
+            _swept.add(str(self.path))
+            sweep_stale_temp_files(self.path)
 
     def location_for(self, key: str) -> str:
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
@@ -113,6 +123,31 @@ class LocalResultStore(ResultStore):
             os.unlink(self._file(location))
         except (OSError, ResultMissing):
             pass
+
+
+def sweep_stale_temp_files(directory: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temporary files of result writes that never finished (their process
+    was killed between writing and renaming) and are older than ``older_than`` seconds,
+    so a write still in progress in another process is left alone; return how many.
+    Done once per directory and process, the first time a result is written there."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if _TEMP.fullmatch(entry.name) is None:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to delete: left alone
+            continue
+    return removed
 
 
 @hookimpl

@@ -102,6 +102,27 @@ def test_a_successful_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert len(list((tmp_path / "results").iterdir())) == 1
 
 
+def test_temporary_files_a_killed_process_left_are_swept_once_stale(tmp_path: Path) -> None:
+    """Temporary files of writes that never finished (the process was killed between
+    writing and renaming) are deleted when a process first writes a result there, once
+    they are over an hour old; a write in progress (a fresh temporary file), results and
+    files that are not ours stay."""
+    import time
+
+    results = tmp_path / "results"
+    results.mkdir(mode=0o700)
+    stale = results / ".0123456789abcdef-a1b2c3.tmp"
+    fresh = results / ".fedcba9876543210-d4e5f6.tmp"
+    other = results / "notes.tmp"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"half a result")
+    two_hours_ago = time.time() - 7200
+    for path in (stale, other):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    location, _ = make_store(results).write("k", 1)
+    assert {p.name for p in results.iterdir()} == {location, fresh.name, other.name}
+
+
 def test_a_corrupted_file_is_reported_missing(tmp_path: Path) -> None:
     """A file that is not a headwater result, or a truncated one, raises ResultMissing."""
     store = make_store(tmp_path / "results")
