@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import states as S
-from .context import FlowRunContext, flow_run_ctx
+from .context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, finish_run,
                      standalone_context)
-from .futures import Future, Work, _in_event_loop, collect_futures, resolve_futures, unmapped, when_all_done
+from .futures import (Future, Work, _in_event_loop, _run_coroutine_function, collect_futures, resolve_futures,
+                      unmapped, when_all_done)
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -47,12 +48,24 @@ async def _async_result(ex: TaskExecution, return_state: bool) -> Any:
 
 
 def _call_async_task(ex: TaskExecution, return_state: bool) -> Any:
-    """An async task called: awaitable inside an event loop, else run to completion."""
-    if _in_event_loop():
+    """An async task called: awaitable when its caller is async, else run to completion
+    here (in a thread of its own if this thread's event loop is blocked by a sync body,
+    as in a sync flow called from a notebook cell)."""
+    if _caller_is_async():
         return _async_result(ex, return_state)
-    import anyio
+    return _run_coroutine_function(lambda: _async_result(ex, return_state))
 
-    return anyio.run(_async_result, ex, return_state)
+
+def _caller_is_async() -> bool:
+    """Whether the body making the call can await: the task or flow run whose body runs
+    here; outside any flow, whether an event loop runs in this thread."""
+    caller = task_run_ctx.get()
+    if caller is not None:
+        return caller.task.is_async
+    fctx = flow_run_ctx.get()
+    if fctx is not None and fctx.flow is not None:
+        return fctx.flow.is_async
+    return _in_event_loop()
 
 
 def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:

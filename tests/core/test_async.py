@@ -70,6 +70,62 @@ def test_an_async_task_called_in_a_sync_flow_runs_to_completion():
     assert sync_flow() == "done"
 
 
+def test_an_async_task_in_a_sync_flow_runs_to_completion_while_an_event_loop_runs(headwater_session):
+    """A sync flow called where an event loop runs in the thread (a notebook cell, an
+    async web handler) gets its async task's value, not a coroutine, and the run is
+    recorded Completed."""
+
+    @task
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    @flow
+    def sync_flow():
+        return double(21)
+
+    async def notebook_cell():
+        return sync_flow()
+
+    assert asyncio.run(notebook_cell()) == 42
+    (run,) = headwater_session.store.read_task_runs()
+    assert run.task_name == "double" and run.state.is_completed()
+
+
+def test_a_sync_task_in_an_async_flow_gets_its_async_tasks_values():
+    """A sync task body cannot await: the async task it calls runs to completion, also
+    when the async flow around it runs on the event loop of the same thread."""
+
+    @task
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    @task
+    def total(n):
+        return sum(double(i) for i in range(n))
+
+    @flow
+    async def async_flow():
+        return total(4)
+
+    assert asyncio.run(async_flow()) == 12
+
+
+def test_an_async_task_called_outside_a_flow_in_an_event_loop_is_awaitable():
+    """Outside any flow, where an event loop runs, an async task call is awaited."""
+
+    @task
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def main():
+        return await double(5)
+
+    assert asyncio.run(main()) == 10
+
+
 def test_an_async_flow_failure_raises_the_original_exception():
     """An exception in an async flow reaches the awaiting caller."""
 
