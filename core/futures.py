@@ -9,6 +9,7 @@ flow run.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -47,7 +48,10 @@ class Future:
         # after their run ended, and a lock per submitted run made submit slower.
         self._event: _Signal | None = None
         self._callbacks: list[Callable[[Future], None]] | None = None  # made on first use
-        self._lock = threading.Lock()
+        # One of a few shared locks, not a lock per future: held only for a few steps and
+        # never two at a time, and one object fewer per submitted run for the garbage
+        # collector to walk while the run is in flight.
+        self._lock = _LOCKS[next(_lock_turns) % len(_LOCKS)]
         self.observed = False
         self.work: Work | None = None
         # The flow run that tracks this future: told first when it finishes (a method
@@ -212,6 +216,8 @@ class _Signal:
 _DONE = _Signal()
 _DONE.set()
 _DONE_LOCK = threading.Lock()
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+_lock_turns = itertools.count()
 _NO_CALLBACKS: list[Callable[[Future], None]] = []  # never appended to: guarded by _state
 
 

@@ -111,6 +111,11 @@ def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_
     return _submit(task, fctx, parameters, wait_for)
 
 
+#: The upstream of most runs: shared, and a tuple so nothing can add to it (an empty
+#: list kept per run in flight was one more object for the garbage collector to walk).
+_NO_UPSTREAM: Any = ()
+
+
 def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[Future]:
     """The futures a run depends on: those in its arguments (also nested in lists, tuples,
     sets and dicts) and those in ``wait_for`` (a future or an iterable of futures)."""
@@ -138,7 +143,7 @@ def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[F
             upstream.append(item)
     if len(upstream) > 1:
         upstream = list(dict.fromkeys(upstream))  # one dependency per future, in order
-    return upstream
+    return upstream or _NO_UPSTREAM
 
 
 def _not_to_run(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
@@ -162,7 +167,7 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
     future.work = work
     fctx.track(future)  # told when the future finishes: it is the future's owner
     runner = fctx.task_runner
-    pending = [f for f in upstream if not f.done()]
+    pending = [f for f in upstream if not f.done()] if upstream else upstream
     if not pending or runner.handles_dependencies:
         work.ready = True
         try:
