@@ -229,7 +229,8 @@ class Work:
     runs the attempt loop elsewhere (on other processes) starts from ``execution``.
     """
 
-    __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claimed", "ready", "upstream")
+    __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claimed", "ready", "upstream",
+                 "context")
 
     def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[Work], State] | None,
                  async_fn: Callable[[Work], Any] | None, upstream: list[Future]) -> None:
@@ -242,6 +243,9 @@ class Work:
         self._claimed = False  # set under the future's lock: no lock of its own
         self.ready = False  # set when handed to the runner (upstream done)
         self.upstream = upstream
+        #: Free for the runner: the context variables to run it with, when it runs the
+        #: work in another thread (``contextvars.copy_context()`` at submit).
+        self.context: contextvars.Context | None = None
 
     @property
     def task(self) -> Any:

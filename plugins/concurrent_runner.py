@@ -63,7 +63,8 @@ class ConcurrentTaskRunner(TaskRunner):
                 # Never blocks: the loop may be busy (an async task waiting on a future).
                 loop.call_soon_threadsafe(self._spawn, context, work)
             return
-        self._queue.put((context, work))
+        work.context = context  # on the work: no (context, work) pair per submitted run
+        self._queue.put(work)
         with self._lock:
             if self._idle > 0:
                 self._idle -= 1
@@ -78,15 +79,15 @@ class ConcurrentTaskRunner(TaskRunner):
     def _worker(self) -> None:
         get = self._queue.get
         while True:
-            item = get()
-            if item is None:
+            work = get()
+            if work is None:
                 return
-            context, work = item
+            context, work.context = work.context, None
             try:
                 context.run(work.run)
             except BaseException:  # noqa: S110 - already recorded as the run's Crashed state
                 pass  # a task's SystemExit must not shrink the pool
-            item = work = None  # keep no finished run alive while idle
+            work = context = None  # keep no finished run alive while idle
             with self._lock:
                 self._idle += 1
 
