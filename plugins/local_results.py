@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,6 @@ def sweep_stale_temp_files(directory: Path, older_than: float = STALE_TEMP_SECON
     was killed between writing and renaming) and are older than ``older_than`` seconds,
     so a write still in progress in another process is left alone; return how many.
     Done once per directory and process, the first time a result is written there."""
-    import time
-
     removed = 0
     cutoff = time.time() - older_than
     try:

@@ -10,7 +10,8 @@
 * A file that is not a SQLite database is reported and never overwritten.
 
 The read API is ``sqlite_reads``; the write queue and batch writer ``sqlite_writer``;
-the writer process for busy flows ``sqlite_writer_process``. Also serves ``memory://`` with the in-memory store, for throwaway sessions.
+the writer process for busy flows ``sqlite_writer_process``. Also serves ``memory://``
+with the in-memory store, for throwaway sessions.
 """
 
 from __future__ import annotations
