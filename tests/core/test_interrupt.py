@@ -15,6 +15,8 @@ from headwater.states import StateType
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, threading, time
+    # Started in the background or under nohup, SIGINT is ignored: Ctrl-C is wanted here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from headwater import flow, task
     from headwater.task_runners import ConcurrentTaskRunner, SequentialTaskRunner
 

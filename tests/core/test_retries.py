@@ -255,6 +255,8 @@ def test_an_interrupt_while_awaiting_a_retry_ends_the_run_crashed(headwater_sess
     def interrupted_while_waiting():
         fails_then_waits()
 
+    # Started in the background or under nohup, SIGINT is ignored: Ctrl-C is wanted here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -262,6 +264,7 @@ def test_an_interrupt_while_awaiting_a_retry_ends_the_run_crashed(headwater_sess
             interrupted_while_waiting()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     store = headwater_session.store
     store.flush()
     (run,) = store.read_flow_runs(flow_name="interrupted-while-waiting")
