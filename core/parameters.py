@@ -139,7 +139,7 @@ class ParameterValidator:
 def _optional_if_none(annotation: Any, default: Any) -> Any:
     """``x: int = None`` means ``Optional[int]``, as Prefect users (and PEP 484 before 2018)
     write it: a None default makes the annotation accept None, so the default itself
-    validates. An annotation that already accepts None is left as it is."""
+    validates (``Optional`` of an annotation that accepts None already is the same one)."""
     if default is not None:
         return annotation
     from typing import Optional

@@ -93,10 +93,10 @@ def _is_user_file(file_name: str) -> bool:
     import os
     import sysconfig
 
-    if file_name.startswith("<"):
-        return False
     import headwater
 
+    if file_name.startswith("<"):
+        return False
     path = os.path.abspath(file_name)
     paths = sysconfig.get_paths()
     # headwater and headwater.plugins: separate folders in a source checkout.
