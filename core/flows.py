@@ -8,7 +8,7 @@ import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
 from .parameters import Binder, ParameterValidator
-from .specs import FlowSpec, build_spec
+from .specs import FlowSpec, build_spec, check_decorated
 
 R = TypeVar("R")
 
@@ -19,8 +19,7 @@ class Flow(Generic[R]):
     """A decorated function. Calling it runs it as a flow run."""
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
-        if not callable(fn):
-            raise TypeError(f"@flow decorates a function, got {fn!r}")
+        check_decorated(fn, "@flow")
         from .flow_engine import source_dir_of
 
         self.fn = fn

@@ -110,7 +110,7 @@ class ParameterValidator:
                 continue
             if param.name in hints:
                 default = ... if param.default is _EMPTY else param.default
-                fields[param.name] = (hints[param.name], default)
+                fields[param.name] = (_optional_if_none(hints[param.name], default), default)
         self.names = set(fields)
         self.model = (create_model(f"{fn.__name__}_parameters",
                                    __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
@@ -136,11 +136,25 @@ class ParameterValidator:
         return out
 
 
+def _optional_if_none(annotation: Any, default: Any) -> Any:
+    """``x: int = None`` means ``Optional[int]``, as Prefect users (and PEP 484 before 2018)
+    write it: a None default makes the annotation accept None, so the default itself
+    validates (``Optional`` of an annotation that accepts None already is the same one)."""
+    if default is not None:
+        return annotation
+    from typing import Optional
+
+    try:
+        return Optional[annotation]
+    except TypeError:  # not a type (an odd annotation): leave it to pydantic as written
+        return annotation
+
+
 def _resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     import typing
 
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints
     except Exception:
         # An unresolvable forward reference (e.g. a class local to a function, under
         # ``from __future__ import annotations``): resolve the others one by one and

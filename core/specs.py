@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import inspect
+import math
 import warnings
 from typing import Any, Callable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigurationError
 
 Callback = Callable[..., Any]
+
+#: The longest retry delay or timeout, in seconds (one year). Longer values are mistakes
+#: (milliseconds for seconds) that would only fail after the body ran: a thread wait
+#: overflows past ``threading.TIMEOUT_MAX`` (about 292 years) and a scheduled time past
+#: the year 9999.
+MAX_SECONDS = 365 * 24 * 3600.0
+#: The longest ``cache_expiration``: its end must be a date the run store can record.
+MAX_CACHE_EXPIRATION = _dt.timedelta(days=100 * 365)
 
 
 class _Spec(BaseModel):
@@ -27,7 +37,7 @@ class _Spec(BaseModel):
     description: Optional[str] = None
     retries: int = Field(0, ge=0)
     retry_delay_seconds: Union[float, list[float]] = 0
-    timeout_seconds: Optional[float] = Field(None, gt=0)
+    timeout_seconds: Optional[float] = None
     persist_result: Optional[bool] = None
     log_prints: Optional[bool] = None
     on_completion: list[Callback] = []
@@ -51,10 +61,20 @@ class _Spec(BaseModel):
 
     @field_validator("retry_delay_seconds")
     @classmethod
-    def _delays_not_negative(cls, value: Any) -> Any:
+    def _delays_in_range(cls, value: Any) -> Any:
         delays = value if isinstance(value, list) else [value]
-        if any(d < 0 for d in delays):
-            raise ValueError("delays must be >= 0")
+        # nan compares False with everything: test for the good range, not the bad one.
+        if not delays or not all(0 <= d <= MAX_SECONDS for d in delays):
+            raise ValueError("out of range")  # reported with _EXPECTED's text
+        return value
+
+    @field_validator("timeout_seconds")
+    @classmethod
+    def _timeout_in_range(cls, value: Optional[float]) -> Optional[float]:
+        if value == math.inf:
+            return None  # an infinite timeout is no timeout (docs/concepts.md, "Timeouts")
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise ValueError("out of range")
         return value
 
     @field_validator("on_completion", "on_failure", "on_crashed", mode="before")
@@ -69,39 +89,85 @@ class _Spec(BaseModel):
         return value
 
 
+def _name_template_not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("blank")  # a run needs a name; None gives a generated one
+    return value
+
+
 class FlowSpec(_Spec):
     version: Optional[str] = None
     flow_run_name: Union[str, Callback, None] = None
     task_runner: Any = None
     validate_parameters: bool = True
 
+    _flow_run_name_not_blank = field_validator("flow_run_name")(_name_template_not_blank)
+
 
 class TaskSpec(_Spec):
     task_run_name: Union[str, Callback, None] = None
-    retry_jitter_factor: Optional[float] = Field(None, ge=0)
+    retry_jitter_factor: Optional[float] = None
     retry_condition_fn: Optional[Callback] = None
     cache_key_fn: Union[Callback, str, None] = None  # a function, or a registered name
     cache_expiration: Optional[_dt.timedelta] = None
     refresh_cache: bool = False
     result_serializer: Optional[str] = None
 
+    _task_run_name_not_blank = field_validator("task_run_name")(_name_template_not_blank)
+
     @field_validator("cache_expiration", mode="before")
     @classmethod
-    def _expiration_is_timedelta(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, _dt.timedelta):
-            raise ValueError("cache_expiration must be a datetime.timedelta")
+    def _expiration_in_range(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, _dt.timedelta)
+                                  or not _dt.timedelta(0) < value <= MAX_CACHE_EXPIRATION):
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("retry_jitter_factor")
+    @classmethod
+    def _jitter_in_range(cls, value: Optional[float], info: ValidationInfo) -> Optional[float]:
+        if value is None:
+            return value
+        # retry_delay_seconds is declared first, so it is validated already (absent if bad).
+        delays = info.data.get("retry_delay_seconds", 0)
+        longest = max(delays) if isinstance(delays, list) else delays
+        if not 0 <= value < math.inf or longest * (1 + value) > MAX_SECONDS:
+            raise ValueError("out of range")
         return value
 
 
-#: What an option accepts, for options whose pydantic message would be unclear (unions).
+#: What an option accepts, for options whose pydantic message would be unclear (unions,
+#: ranges where nan or inf would read oddly).
 _EXPECTED = {
-    "retry_delay_seconds": "a number of seconds >= 0, or a list of them (one per retry)",
-    "flow_run_name": "a format string such as '{name}-run' or a callable returning a string",
-    "task_run_name": "a format string such as '{name}-run' or a callable returning a string",
+    "retry_delay_seconds": "a number of seconds from 0 to 31536000 (one year), or a non-empty "
+                           "list of them (one per retry, the last repeats)",
+    "timeout_seconds": "a number of seconds above 0 and at most 31536000 (one year), "
+                       "or None (or math.inf) for no timeout",
+    "retries": "a whole number >= 0",
+    "retry_jitter_factor": "a finite number >= 0 that keeps the longest retry delay times "
+                           "(1 + retry_jitter_factor) within 31536000 seconds (one year)",
+    "cache_expiration": "a datetime.timedelta above 0 and at most 100 years, "
+                        "or None for entries that never expire",
+    "flow_run_name": "a non-empty format string such as '{name}-run' or a callable returning a string",
+    "task_run_name": "a non-empty format string such as '{name}-run' or a callable returning a string",
     "on_completion": "a callable or a list of callables",
     "on_failure": "a callable or a list of callables",
     "on_crashed": "a callable or a list of callables",
 }
+
+
+def check_decorated(fn: Any, decorator: str) -> None:
+    """Refuse anything but a function for ``@flow`` / ``@task``, with one clear line.
+
+    A class is callable, so without this check it would be accepted and every call would
+    record a run that merely builds an instance.
+    """
+    if inspect.isclass(fn):
+        raise TypeError(f"{decorator} decorates a function, got the class {fn.__qualname__!r}; "
+                        f"decorate a function or a method instead")
+    if not callable(fn) or not isinstance(getattr(fn, "__name__", None), str):
+        raise TypeError(f"{decorator} decorates a function, got {fn!r}; "
+                        f"decorate a function defined with def (or a lambda)")
 
 
 def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:

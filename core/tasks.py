@@ -10,7 +10,7 @@ import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
 from .parameters import Binder
-from .specs import TaskSpec, build_spec
+from .specs import TaskSpec, build_spec, check_decorated
 
 R = TypeVar("R")
 
@@ -21,8 +21,7 @@ class Task(Generic[R]):
     """A decorated function. Call it, ``submit`` it, or ``map`` it inside a flow."""
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
-        if not callable(fn):
-            raise TypeError(f"@task decorates a function, got {fn!r}")
+        check_decorated(fn, "@task")
         from .engine import task_key
         from .flow_engine import source_dir_of
 

@@ -461,6 +461,7 @@ def headwater_add_commands(cli: Any) -> None:
                "  Unannotated parameters get JSON values (3, true, null, [1], {\"a\": 1},\n"
                "  \"text\") decoded, except numbers that would not read back as typed\n"
                "  (1.10, 1e3), which stay text like any other value.\n"
+               "  Except for str parameters, a value starting with [ or { must be JSON.\n"
                "  Each parameter may be given once; unknown names are an error.")
     run.add_argument("target", help="path/to/file.py:flow_function")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",

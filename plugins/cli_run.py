@@ -28,7 +28,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their meaning
+        print(f"headwater: error: {load_error(file_name, exc)}", file=sys.stderr)
+        return 1
     flow_obj = getattr(module, flow_name, None)
     from headwater.flows import Flow
 
@@ -44,6 +48,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = flow_obj(**params, return_state=True)
     print(repr(state))
     return 0 if state.is_completed() else 1
+
+
+def load_error(file_name: str, exc: BaseException) -> str:
+    """One line for a file that could not be imported: the error and where it was raised,
+    through the user's own frames only (not importlib's, the standard library's, installed
+    packages' or headwater's), e.g. ``cannot load etl.py: ZeroDivisionError: division by
+    zero (at etl.py:3 > helpers.py:8 in load)``."""
+    import traceback
+
+    places = [f"{_shown_path(f.filename)}:{f.lineno}" + ("" if f.name == "<module>" else f" in {f.name}")
+              for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename)]
+    if isinstance(exc, SyntaxError):
+        # Raised by the compiler, not by a frame: the place is on the exception itself.
+        message = exc.msg
+        if exc.filename and exc.lineno:
+            places.append(f"{_shown_path(exc.filename)}:{exc.lineno}")
+    else:
+        message = str(exc)
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    where = f" (at {' > '.join(places)})" if places else ""
+    return f"cannot load {file_name}: {_one_line(text)}{where}"
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines)
+
+
+def _shown_path(file_name: str) -> str:
+    """A path relative to the current directory when it is below it, else as given."""
+    import os
+
+    try:
+        relative = os.path.relpath(file_name)
+    except ValueError:  # another drive (Windows)
+        return file_name
+    return file_name if relative.startswith(os.pardir) else relative
+
+
+def _is_user_file(file_name: str) -> bool:
+    """Whether a frame's file is the user's: not frozen (importlib), not in the standard
+    library or an installed package, not headwater's own."""
+    import os
+    import sysconfig
+
+    import headwater
+
+    if file_name.startswith("<"):
+        return False
+    path = os.path.abspath(file_name)
+    paths = sysconfig.get_paths()
+    # headwater and headwater.plugins: separate folders in a source checkout.
+    roots = {os.path.dirname(headwater.__file__), os.path.dirname(__file__)}
+    roots.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+    return not any(path.startswith(os.path.abspath(root) + os.sep) for root in roots)
 
 
 def _cli_parameters(flow_obj: Any, items: list[str]) -> tuple[dict[str, Any], str | None]:
@@ -72,7 +131,15 @@ def _cli_parameters(flow_obj: Any, items: list[str]) -> tuple[dict[str, Any], st
             return {}, (f"flow {flow_obj.name!r} has no parameter {key!r}; its parameters: "
                         f"{', '.join(names) or 'none'}")
         given[key] = raw
-        params[key] = _cli_value(raw, hints.get(key), validated)
+        try:
+            params[key] = _cli_value(raw, hints.get(key), validated)
+        except json.JSONDecodeError as exc:
+            hint = ("" if key in hints else
+                    f"; to pass the text itself, annotate {key!r} as str or quote it as a JSON string")
+            at = "the end" if exc.pos >= len(exc.doc) else f"character {exc.pos + 1}"
+            return {}, (f"parameter {key!r}: -p {item!r} is malformed JSON ({exc.msg} at {at}); "
+                        f"expected a JSON list or object such as [1, 2] or "
+                        f"{{\"a\": 1}}{hint}")
     return params, None
 
 
@@ -98,6 +165,7 @@ def _cli_value(raw: str, annotation: Any, validated: bool) -> Any:
     """One ``-p`` value.
 
     - annotated ``str`` (or ``Optional[str]``, a ``Literal`` of strings): the text as typed;
+    - otherwise text starting with ``[`` or ``{`` must be JSON (``json.JSONDecodeError``);
     - any other annotation (checked by the flow's parameter validation): a JSON list,
       object or ``null`` is decoded, anything else is passed as typed and the validation
       coerces it (``"3"`` to an int, ``"1.10"`` to a float, ``"true"`` to a bool, dates);
@@ -112,6 +180,8 @@ def _cli_value(raw: str, annotation: Any, validated: bool) -> Any:
     try:
         value = json.loads(raw)
     except ValueError:
+        if raw.lstrip()[:1] in ("[", "{"):
+            raise  # meant as a list or object: passing the text on would hide the typo
         return raw
     if annotation is not None and annotation is not typing.Any and validated:
         return value if value is None or isinstance(value, (list, dict)) else raw

@@ -31,6 +31,39 @@ def _port(text: str) -> int:
     return int(text)
 
 
+#: The names a browser on this machine uses for it; always accepted as ``Host``.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(value: str) -> str | None:
+    """The name in a ``Host`` header (or an ``--allow-host`` value), lower case and
+    without brackets or port: ``"LocalHost:4200"`` -> ``"localhost"``, ``"[::1]:80"`` ->
+    ``"::1"``. ``None`` for text that is not a host (a bad port, a stray bracket)."""
+    text = value.strip().lower()
+    if text.startswith("["):  # an IPv6 address: [::1] or [::1]:4200
+        name, bracket, port = text[1:].partition("]")
+        if not bracket or not name or (port and not (port[0] == ":" and port[1:].isdigit())):
+            return None
+        return name
+    if text.count(":") > 1:
+        return text  # a bare IPv6 address (as an --allow-host value or --host)
+    name, _, port = text.partition(":")
+    if not name or (port and not port.isdigit()) or any(c in name for c in "/@[]\\ "):
+        return None
+    return name
+
+
+def _allowed_host(text: str) -> str:
+    """An argparse type for ``--allow-host``: a host name or address, with or without port."""
+    import argparse
+
+    if host_name(text) is None:
+        raise argparse.ArgumentTypeError(f"invalid host name {text!r}: expected a name or address such "
+                                         f"as dash.example.com, 192.168.1.5 or [fe80::1], optionally "
+                                         f"with :PORT")
+    return text
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only accepts connections from this machine."""
     import ipaddress
@@ -57,7 +90,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     session = Session.current()
     try:
-        server = make_server(session, args.host, args.port, verbose=args.verbose)
+        server = make_server(session, args.host, args.port, verbose=args.verbose,
+                             allowed_hosts=args.allow_host or ())
     except OSError as exc:
         print(f"headwater: error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}. "
               f"Pick another port with --port (0 picks a free one).", file=sys.stderr)
@@ -69,7 +103,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
           f"Ctrl+C stops it.", flush=True)
     if not is_loopback(args.host):
         print(f"headwater: warning: listening on {args.host}, not only on this machine: anyone who can "
-              f"reach it can read your run history (there is no login).", file=sys.stderr, flush=True)
+              f"reach it can read your run history (there is no login). It answers only to "
+              f"localhost, 127.0.0.1, [::1], {args.host} and --allow-host names.",
+              file=sys.stderr, flush=True)
     if args.open:
         import threading
         import webbrowser
@@ -95,5 +131,9 @@ def headwater_add_commands(cli: Any) -> None:
                     help="address to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=_port, default=4200, help="port (default 4200; 0 picks a free one)")
     ui.add_argument("--open", action="store_true", help="open the dashboard in a web browser")
+    ui.add_argument("--allow-host", action="append", metavar="NAME", type=_allowed_host,
+                    help="also answer requests for this host name (e.g. the name a proxy or "
+                         "other machines use); repeat for more. Always answered: localhost, "
+                         "127.0.0.1, [::1] and the --host address; any other Host gets 421")
     ui.add_argument("--verbose", action="store_true", help="log every request")
     ui.set_defaults(func=cmd_ui)

@@ -15,6 +15,11 @@ Routes (``GET`` and ``HEAD`` only; anything else is answered 405):
 Static files are served from a table built at start-up from the package's own
 ``static`` folder: a request names a key of that table, never a path, so nothing else
 on disk can be reached.
+
+Every request must name the server by a ``Host`` it knows (``localhost``, ``127.0.0.1``,
+``[::1]``, the address it listens on, and ``--allow-host`` names; any port): a web page
+that points a name of its own at 127.0.0.1 (DNS rebinding) is answered 421, on every
+path, before anything is read from the store.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from headwater.errors import HeadwaterError
 from headwater.stores import MemoryRunStore, RunStore
 
+from . import LOOPBACK_HOSTS, host_name
 from . import data as D
 from . import pages as P
 
@@ -111,6 +117,23 @@ class DashboardHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers, then refuse a ``Host`` this server does
+        not answer to (421 Misdirected Request), whatever the method and path."""
+        if not super().parse_request():
+            return False
+        host = self.headers.get("Host")
+        name = host_name(host) if host is not None else None
+        if name is not None and name in self.server.allowed_hosts:  # type: ignore[attr-defined]
+            return True
+        self.close_connection = True
+        shown = "no Host header" if host is None else f"Host {host[:100]!r}"
+        self._send(421, (f"Misdirected request: this headwater dashboard does not answer to {shown}. "
+                         f"Open it as http://localhost:PORT/, or start it with --allow-host NAME "
+                         f"for another name.\n").encode("utf-8", "backslashreplace"),
+                   "text/plain; charset=utf-8")
+        return False
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -257,10 +280,12 @@ class DashboardServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], source: StoreSource, verbose: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], source: StoreSource, verbose: bool = False,
+                 allowed_hosts: Iterable[str] = ()) -> None:
         self.source = source
         self.static = static_files()
         self.verbose = verbose
+        self.allowed_hosts = allowed_host_names(address[0], allowed_hosts)
         if ":" in address[0]:
             import socket
 
@@ -268,6 +293,29 @@ class DashboardServer(ThreadingHTTPServer):
         super().__init__(address, DashboardHandler)
 
 
-def make_server(session: Any, host: str = "127.0.0.1", port: int = 4200, verbose: bool = False) -> DashboardServer:
-    """A dashboard server over ``session``'s run store, bound but not yet serving."""
-    return DashboardServer((host, port), StoreSource(session), verbose=verbose)
+def allowed_host_names(listen_address: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``Host`` names a server listening on ``listen_address`` answers to: the
+    loopback names, that address, and ``extra`` (``--allow-host`` values; a bad one is a
+    :class:`ValueError` naming it)."""
+    names = set(LOOPBACK_HOSTS)
+    listening = host_name(listen_address)
+    if listening is not None:  # an address that is not a host name fails to bind anyway
+        names.add(listening)
+    for value in extra:
+        name = host_name(value)
+        if name is None:
+            raise ValueError(f"invalid host name {value!r}: expected a name or address such as "
+                             f"dash.example.com, 192.168.1.5 or [fe80::1], optionally with :PORT")
+        names.add(name)
+    return frozenset(names)
+
+
+def make_server(session: Any, host: str = "127.0.0.1", port: int = 4200, verbose: bool = False,
+                allowed_hosts: Iterable[str] = ()) -> DashboardServer:
+    """A dashboard server over ``session``'s run store, bound but not yet serving.
+
+    It answers only requests whose ``Host`` is a loopback name, ``host``, or one of
+    ``allowed_hosts`` (any port); others get 421.
+    """
+    return DashboardServer((host, port), StoreSource(session), verbose=verbose,
+                           allowed_hosts=allowed_hosts)

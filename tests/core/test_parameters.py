@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import pydantic
 import pytest
@@ -126,3 +127,16 @@ def test_an_unresolvable_annotation_leaves_only_that_parameter_unvalidated():
 
     marker = Local()
     assert mixed(marker, "2") == (marker, 2)
+
+
+def test_annotated_constraints_are_enforced(headwater_session):
+    """Constraints inside Annotated[...] (here Field(gt=0)) are validated, not dropped with
+    the metadata: 0 fails the run naming the parameter, 5 passes; a None default keeps them."""
+    @flow
+    def limited(n: Annotated[int, pydantic.Field(gt=0)], m: Annotated[int, pydantic.Field(gt=0)] = None):
+        return n, m
+
+    assert limited(5) == (5, None)
+    state = limited(0, return_state=True)
+    assert state.is_failed() and "n=0" in state.message and "greater than 0" in state.message
+    assert limited(1, m=0, return_state=True).is_failed()
