@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS flow_runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, flow_name TEXT NOT NULL, flow_version TEXT,
     parent_flow_run_id TEXT, parent_task_run_id TEXT, parameters TEXT, tags TEXT,
     state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL, end_ts REAL,
-    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL
+    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL, heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS flow_runs_created ON flow_runs (created);
 CREATE INDEX IF NOT EXISTS flow_runs_name ON flow_runs (name);
