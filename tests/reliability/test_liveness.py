@@ -406,3 +406,29 @@ def test_the_writer_refreshes_the_heartbeat_of_its_running_flow_runs(headwater_s
     last = heartbeat()
     time.sleep(0.5)
     assert heartbeat() == last
+
+
+def test_a_store_made_before_heartbeats_gets_the_column_on_open(tmp_path):
+    """Opening a store whose flow_runs table has no heartbeat column adds it; until then a
+    reader judges another host's runs by their start time."""
+    from headwater.plugins import sqlite_liveness
+    from headwater.plugins.sqlite_store import SQLiteRunStore
+
+    long_ago = time.time() - 10 * sqlite_liveness.STALE_SECONDS
+    db = tmp_path / "old.db"
+    SQLiteRunStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE flow_runs DROP COLUMN heartbeat")
+    old = _record_running(db, "old-run", "elsewhere.example", 4242, "77", started=long_ago)
+    new = _record_running(db, "new-run", "elsewhere.example", 4343, "77")
+    with sqlite3.connect(db) as conn:  # a reader of such a file (e.g. one it cannot upgrade)
+        assert sqlite_liveness.last_seen(conn, "elsewhere.example", 4242, "77") == pytest.approx(long_ago)
+    store = SQLiteRunStore(db)
+    try:
+        with sqlite3.connect(db) as conn:
+            assert "heartbeat" in {row[1] for row in conn.execute("PRAGMA table_info(flow_runs)")}
+        assert store.read_flow_run(old).state.is_crashed()
+        assert store.read_flow_run(new).state.is_running()
+    finally:
+        store.close()
+
