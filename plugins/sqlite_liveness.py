@@ -80,6 +80,8 @@ def process_start_token(pid: int) -> str | None:
 def process_alive(pid: int, token: str | None) -> bool:
     """Whether process ``pid`` exists and, when ``token`` is known, is the one that
     started at that time (not a later process given the same pid)."""
+    if pid <= 0:
+        return False  # not a process (0 and negative pids would signal process groups)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
