@@ -30,7 +30,7 @@ import os
 import socket
 import sqlite3
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from headwater.states import State, StateType
 
