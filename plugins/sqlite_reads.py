@@ -1,16 +1,26 @@
 """The SQLite run store's reads: runs, their state histories and log lines as the
 ``RunStore`` read API returns them. Every read goes through ``self._conn()``, the
-calling thread's connection, so readers never wait for the writer (WAL mode)."""
+calling thread's connection, so readers never wait for the writer (WAL mode).
+
+A run left unfinished by a process that is gone is read as ``Crashed`` (its history ends
+with a Crashed state) whatever the file says yet; see ``sqlite_liveness``. Reads write
+nothing, except that finding such a run of this host marks it in the store (at most every
+``MARK_SECONDS``; not at all when the store cannot be written).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from typing import Any
 
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateDetails, StateType
 from headwater.stores import FlowInfo, FlowSummary, merge_flow_infos
+
+from . import sqlite_liveness as liveness
 
 
 class SQLiteReads:
@@ -19,12 +29,49 @@ class SQLiteReads:
     def _conn(self) -> sqlite3.Connection:  # pragma: no cover - the store's
         raise NotImplementedError
 
+    def mark_crashed_runs(self) -> int:  # pragma: no cover - the store's
+        raise NotImplementedError
+
+    # The last three columns say which process runs it (see sqlite_liveness).
     _FLOW_COLS = ("id, name, flow_name, flow_version, parent_flow_run_id, parent_task_run_id, "
                   "parameters, tags, state_type, state_name, state_message, start_ts, end_ts, "
-                  "run_count, created")
+                  "run_count, created, host, pid, pid_start")
     _TASK_COLS = ("id, flow_run_id, name, task_name, task_key, parameters, tags, cache_key, "
                   "result_location, upstream, state_type, state_name, state_message, start_ts, "
-                  "end_ts, run_count, created")
+                  "end_ts, run_count, created, host, pid, pid_start")
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def _judge(self) -> liveness.Judge:
+        """A judge of dead processes for one read (each process looked at once)."""
+        return liveness.Judge(getattr(self, "_pid", os.getpid()), getattr(self, "_pid_start", None),
+                              lambda host, pid, token: liveness.last_seen(self._conn(), host, pid, token))
+
+    def _settle(self, judge: liveness.Judge) -> None:
+        """After a read that found dead runs of this host: mark them in the store, at most
+        every MARK_SECONDS (a dashboard polling each second does not write each time)."""
+        if not judge.dead_here:
+            return
+        now = time.monotonic()
+        if now < getattr(self, "_next_mark", 0.0):
+            return
+        self._next_mark = now + liveness.MARK_SECONDS
+        try:
+            self.mark_crashed_runs()
+        except Exception:  # noqa: S110 - a reader never fails for it: the run is shown Crashed anyway
+            pass
+
+    @staticmethod
+    def _judged(run: Any, judge: liveness.Judge | None, state_type: str | None, state_name: str | None,
+                process: tuple[Any, ...], since: float | None) -> Any:
+        """``run`` as its process says it is: Crashed (and ended) when that process is gone."""
+        if judge is None:
+            return run
+        crashed = judge.crashed(state_type, state_name, *process, since)
+        if crashed is not None:
+            run.state = crashed
+            run.end_ts = run.end_ts or crashed.ts
+        return run
 
     @staticmethod
     def _state(type_: str | None, name: str | None, message: str | None, ts: float | None) -> State | None:
@@ -32,25 +79,25 @@ class SQLiteReads:
             return None
         return State(StateType(type_), name, message, ts=ts)
 
-    def _flow(self, row: tuple[Any, ...]) -> FlowRun:
+    def _flow(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> FlowRun:
         (rid, name, flow_name, version, parent, parent_task, params, tags, st, sn, sm, start, end,
-         count, created) = row
+         count, created, *process) = row
         run = FlowRun(rid, flow_name, name, json.loads(params or "{}"), frozenset(json.loads(tags or "[]")),
                       version, parent, parent_task)
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return run
+        return self._judged(run, judge, st, sn, tuple(process), start or created)
 
-    def _task(self, row: tuple[Any, ...]) -> TaskRun:
+    def _task(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> TaskRun:
         (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
-         start, end, count, created) = row
+         start, end, count, created, *process) = row
         run = TaskRun(rid, task_name, key or "", name, json.loads(params or "{}"),
                       frozenset(json.loads(tags or "[]")), frid)
         run.cache_key, run.result_location = cache_key, location
         run.upstream_ids = tuple(json.loads(upstream or "[]"))
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return run
+        return self._judged(run, judge, st, sn, tuple(process), start or created)
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
                        state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
@@ -58,7 +105,10 @@ class SQLiteReads:
         rows = self._conn().execute(
             f"SELECT {self._FLOW_COLS} FROM flow_runs {clause} ORDER BY created DESC LIMIT ? OFFSET ?",
             (*args, int(limit), int(offset))).fetchall()
-        return [self._flow(r) for r in rows]
+        judge = self._judge()
+        runs = [self._flow(r, judge) for r in rows]
+        self._settle(judge)
+        return runs
 
     def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
         clause, args = _flow_run_filter(flow_name, state, None)
@@ -70,7 +120,9 @@ class SQLiteReads:
             f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE rowid IN (SELECT rowid FROM "
             f"(SELECT rowid, row_number() OVER (PARTITION BY flow_name ORDER BY created DESC) AS n "
             f"FROM flow_runs) WHERE n = 1) ORDER BY created DESC").fetchall()
-        out = {r[2]: FlowSummary(r[2], version=r[3], last_run=self._flow(r)) for r in last}
+        judge = self._judge()
+        out = {r[2]: FlowSummary(r[2], version=r[3], last_run=self._flow(r, judge)) for r in last}
+        self._settle(judge)
         for name, state_type, count in conn.execute(
                 "SELECT flow_name, state_type, count(*) FROM flow_runs GROUP BY flow_name, state_type"):
             if name in out:
@@ -87,6 +139,17 @@ class SQLiteReads:
         out: dict[str, list[State]] = {}
         for run_id, *state in rows:
             out.setdefault(run_id, []).append(_history_state(*state))
+        if any(liveness.unfinished(h[-1].type.value, h[-1].name) for h in out.values()):
+            # Runs that may have lost their process: a Crashed state ends their history.
+            judge = self._judge()
+            for rid, st, sn, *process, since in self._conn().execute(
+                    f"SELECT id, state_type, state_name, host, pid, pid_start, coalesce(start_ts, created) "
+                    f"FROM task_runs WHERE flow_run_id = ? AND {liveness.UNFINISHED_SQL}",
+                    (flow_run_id, *liveness.UNFINISHED)):
+                crashed = judge.crashed(st, sn, *process, since)
+                if crashed is not None:
+                    out.setdefault(rid, []).append(crashed)
+            self._settle(judge)
         return out
 
     def read_flow_run(self, id_or_name: str) -> FlowRun | None:
@@ -98,7 +161,12 @@ class SQLiteReads:
         if row is None and len(id_or_name) >= 6:
             row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id LIKE ? "
                                f"ORDER BY created DESC LIMIT 1", (id_or_name.replace("%", "") + "%",)).fetchone()
-        return self._flow(row) if row else None
+        if row is None:
+            return None
+        judge = self._judge()
+        run = self._flow(row, judge)
+        self._settle(judge)
+        return run
 
     def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
         sql = f"SELECT {self._TASK_COLS} FROM task_runs"
@@ -110,18 +178,44 @@ class SQLiteReads:
         if limit:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [self._task(r) for r in self._conn().execute(sql, args).fetchall()]
+        judge = self._judge()
+        runs = [self._task(r, judge) for r in self._conn().execute(sql, args).fetchall()]
+        self._settle(judge)
+        return runs
 
     def read_task_run(self, task_run_id: str) -> TaskRun | None:
         row = self._conn().execute(f"SELECT {self._TASK_COLS} FROM task_runs WHERE id = ?",
                                    (task_run_id,)).fetchone()
-        return self._task(row) if row else None
+        if row is None:
+            return None
+        judge = self._judge()
+        run = self._task(row, judge)
+        self._settle(judge)
+        return run
 
     def read_states(self, run_id: str) -> list[State]:
         rows = self._conn().execute(
             "SELECT type, name, message, ts, details FROM states WHERE run_id = ? ORDER BY seq",
             (run_id,)).fetchall()
-        return [_history_state(*state) for state in rows]
+        states = [_history_state(*state) for state in rows]
+        if not states or liveness.unfinished(states[-1].type.value, states[-1].name):
+            crashed = self._crashed_now(run_id)
+            if crashed is not None:
+                states.append(crashed)  # its process is gone: the history ends here
+        return states
+
+    def _crashed_now(self, run_id: str) -> State | None:
+        """The Crashed state run ``run_id`` is in because its process is gone, if it is."""
+        conn = self._conn()
+        for table in ("flow_runs", "task_runs"):
+            row = conn.execute(f"SELECT state_type, state_name, host, pid, pid_start, coalesce(start_ts, created) "
+                               f"FROM {table} WHERE id = ?", (run_id,)).fetchone()
+            if row is not None:
+                judge = self._judge()
+                crashed = judge.crashed(*row)
+                self._settle(judge)
+                return crashed
+        return None
 
     def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:

@@ -5,8 +5,10 @@
   at the end of every flow run and at exit) waits until everything queued is on disk.
 * WAL mode, a 30 s busy timeout and retries with back-off: several processes writing at
   once wait their turn; ``database is locked`` never reaches the user.
-* Each run records the host, pid and pid start time of its process. Opening the store
-  marks runs left unfinished by a process that no longer exists as ``Crashed``.
+* Each run records the host, pid and pid start time of its process, and the writer
+  stamps a heartbeat on its unfinished flow runs. Runs left unfinished by a process that
+  no longer exists are shown ``Crashed`` by every read, and marked so when the store is
+  opened (``sqlite_liveness``).
 * A file that is not a SQLite database is reported and never overwritten.
 
 The read API is ``sqlite_reads``; the write queue and batch writer ``sqlite_writer``;
@@ -17,10 +19,8 @@ with the in-memory store, for throwaway sessions.
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,21 +32,22 @@ from headwater.runs import FlowRun, TaskRun
 from headwater.states import FINAL_TYPES, State
 from headwater.stores import CacheEntry, MemoryRunStore, RunStore, active_flow_info
 
+from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, read_only
+from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_reads import SQLiteReads
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
 
 SCHEMA_VERSION = 1
-_UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
-_HOST = socket.gethostname()
+_HOST = HOST
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow_runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, flow_name TEXT NOT NULL, flow_version TEXT,
     parent_flow_run_id TEXT, parent_task_run_id TEXT, parameters TEXT, tags TEXT,
     state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL, end_ts REAL,
-    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL
+    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL, heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS flow_runs_created ON flow_runs (created);
 CREATE INDEX IF NOT EXISTS flow_runs_name ON flow_runs (name);
@@ -86,30 +87,6 @@ CREATE TABLE IF NOT EXISTS flows (
 _SCHEMA += _FLOWS_TABLE + ";\n"
 
 
-def process_start_token(pid: int) -> str | None:
-    """When the process started (clock ticks since boot), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read().decode(errors="replace")
-        return data.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int, token: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if token is not None:
-        current = process_start_token(pid)
-        if current is not None and current != token:
-            return False  # the pid now belongs to another process
-    return True
-
-
 class SQLiteRunStore(SQLiteReads, RunStore):
     def __init__(self, path: Path | str) -> None:
         # Absolute once: connections opened later (the writer thread's, the writer
@@ -127,6 +104,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         self._pid_start = process_start_token(self._pid)
         self._rows = BatchWriter(_HOST, self._pid, self._pid_start)
         self._queue = WriteQueue(str(self.path), self._write_batch, self._writer_exit)
+        self._queue.on_idle = Heartbeat(self._conn, _HOST, self._pid, self._pid_start)
         parent = getattr(self, "_process", None)
         if parent is not None:
             parent.forget()  # a forked child: the parent's writer process is not ours
@@ -190,6 +168,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                 self._retry(lambda: self._create_schema(conn))
             elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows'").fetchone():
                 self._retry(lambda: conn.execute(_FLOWS_TABLE))
+            add_heartbeat_column(conn)
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
@@ -221,32 +200,18 @@ class SQLiteRunStore(SQLiteReads, RunStore):
     # -- crash detection -------------------------------------------------------------
 
     def mark_crashed_runs(self) -> int:
-        """Mark unfinished runs of dead processes on this host ``Crashed``; return how many."""
-        conn = self._conn()
-        marks = ",".join("?" * len(_UNFINISHED))
-        found: list[tuple[str, str]] = []
-        for table, kind in (("flow_runs", "flow"), ("task_runs", "task")):
-            rows = conn.execute(
-                f"SELECT id, pid, pid_start FROM {table} WHERE host = ? AND state_type IN ({marks})",
-                (_HOST, *_UNFINISHED)).fetchall()
-            found += [(table, rid) for rid, pid, token in rows
-                      if pid is not None and pid != self._pid and not process_alive(pid, token)]
+        """Mark unfinished runs of dead processes on this host ``Crashed``; return how many.
+
+        A store that cannot be written is left as it is (its reads show them Crashed)."""
+        found = find_dead_runs(self._conn(), self._pid, self._pid_start)
         if not found:
             return 0
-        now = time.time()
-        message = "The process running this run ended before the run finished."
-
-        def write(conn: sqlite3.Connection) -> None:
-            for table, rid in found:
-                cur = conn.execute(
-                    f"UPDATE {table} SET state_type='CRASHED', state_name='Crashed', state_message=?, "
-                    f"end_ts=? WHERE id=? AND state_type IN ({marks})", (message, now, rid, *_UNFINISHED))
-                if cur.rowcount:
-                    conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
-                                 "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
-                                 (rid, "flow" if table == "flow_runs" else "task", message, now))
-
-        self._write_txn(write)
+        try:
+            self._write_txn(lambda conn: mark_dead_runs(conn, found))
+        except sqlite3.OperationalError as exc:
+            if not read_only(exc):
+                raise
+            return 0
         return len(found)
 
     # -- writes (queued: see sqlite_writer) ---------------------------------------------------

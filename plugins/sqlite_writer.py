@@ -313,6 +313,8 @@ class WriteQueue:
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
         self.tick = BATCH_SECONDS  # seconds between batches when nothing wakes the writer
+        #: Called by the writer thread after each pass (the store's heartbeat); keeps its own pace.
+        self.on_idle: Callable[[], None] | None = None
         self.closed = False
         self._finished = False  # the writer made its last pass: nothing more is written
 
@@ -378,6 +380,8 @@ class WriteQueue:
             self._wake.clear()
             closing = self.closed
             self._write_now()
+            if self.on_idle is not None and not closing:
+                self.on_idle()
             if closing:
                 # close() set ``closed`` before waking us: after this pass nothing is
                 # accepted, and whatever was appended meanwhile is written now.

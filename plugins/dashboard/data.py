@@ -96,7 +96,12 @@ def state_dict(state: State | None) -> dict[str, Any] | None:
 
 
 def _live(state: State | None) -> bool:
-    return state is None or not state.is_final()
+    """Whether the run may still change: not final, and not NotReady (a task run whose
+    upstream failed has ended, though its type is PENDING). A run whose process is gone
+    comes from the store as Crashed, so it is not live either."""
+    if state is None:
+        return True
+    return not state.is_final() and not (state.type is StateType.PENDING and state.name == "NotReady")
 
 
 def flow_run_summary(run: Any) -> dict[str, Any]:

@@ -1,0 +1,259 @@
+"""Which recorded runs are still alive: crash detection for the run stores.
+
+A run is recorded with the host, pid and pid start time of the process running it. A run
+left unfinished is *dead* when that process is gone:
+
+* same host: the pid no longer exists, or it now belongs to another process (its start
+  time differs, so a reused pid is not mistaken for the run's process);
+* another host: no heartbeat for more than ``STALE_SECONDS``. The store writer of every
+  flow process stamps ``flow_runs.heartbeat`` on its unfinished flow runs every
+  ``HEARTBEAT_SECONDS`` (one small UPDATE from the writer thread; nothing per task run).
+
+Readers (``sqlite_reads``: the CLI, the dashboard and its API) show a dead run as
+``Crashed`` on every read, computed when read, so a store that cannot be written shows it
+too. Runs of dead processes on this host are also *marked* ``Crashed`` in the store (when
+the store is opened, and by readers that find one, at most every ``MARK_SECONDS``); runs
+of other hosts are only shown so, since a late heartbeat may come from a host that is slow
+or cut off rather than gone, and its run's next write brings it back to the truth.
+
+A run that ended ``NotReady`` (type PENDING: an upstream run did not complete) is over: it
+is never taken for unfinished, never shown or marked ``Crashed``.
+
+The shared store for many hosts reuses ``unfinished``, ``Judge``, the heartbeat and the
+thresholds; only the SQL differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import sqlite3
+import time
+from typing import Callable
+
+from headwater.states import State, StateType
+
+from .sqlite_writer import retry_busy
+
+#: This host's name as runs record it.
+HOST = socket.gethostname()
+#: Seconds between two heartbeats of a flow process's store writer.
+HEARTBEAT_SECONDS = 10.0
+#: Another host's unfinished run whose process sent no heartbeat for this long is shown
+#: Crashed (six missed heartbeats: room for a busy machine and clocks a little apart).
+STALE_SECONDS = 60.0
+#: A reader that finds dead runs of this host marks them in the store at most this often.
+MARK_SECONDS = 5.0
+
+#: State types of a run that has not ended (``NotReady``, type PENDING, excepted).
+UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
+NOT_READY = "NotReady"
+CRASH_MESSAGE = "The process running this run ended before the run finished."
+
+_MARKS = ",".join("?" * len(UNFINISHED))
+#: SQL for "this row's run has not ended" (a row created but given no state yet included).
+UNFINISHED_SQL = (f"(state_type IS NULL OR state_type IN ({_MARKS})) "
+                  f"AND (state_type IS NOT 'PENDING' OR state_name IS NOT '{NOT_READY}')")
+
+
+def unfinished(state_type: str | None, state_name: str | None) -> bool:
+    """Whether a run recorded in this state has not ended (NotReady has ended)."""
+    if state_type is None:
+        return True
+    return state_type in UNFINISHED and not (state_type == "PENDING" and state_name == NOT_READY)
+
+
+# -- processes on this host -------------------------------------------------------------------
+
+
+def process_start_token(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read().decode(errors="replace")
+        return data.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int, token: str | None) -> bool:
+    """Whether process ``pid`` exists and, when ``token`` is known, is the one that
+    started at that time (not a later process given the same pid)."""
+    if pid <= 0:
+        return False  # not a process (0 and negative pids would signal process groups)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, run by another user
+    except OverflowError:
+        return False  # not a pid this system can have
+    if token is not None:
+        current = process_start_token(pid)
+        if current is not None and current != token:
+            return False  # the pid now belongs to another process
+    return True
+
+
+# -- judging recorded runs --------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Judge:
+    """Decides, for one read, which recorded runs are dead; each process is looked at once.
+
+    ``last_seen(host, pid, pid_start)`` gives the newest heartbeat of another host's
+    process (``None`` when it has none); the reader supplies it, so the judge knows no SQL.
+    """
+
+    def __init__(self, own_pid: int, own_token: str | None,
+                 last_seen: Callable[[str, int, str | None], float | None], now: float | None = None) -> None:
+        self.own_pid = own_pid
+        self.own_token = own_token
+        self.now = time.time() if now is None else now
+        self._last_seen = last_seen
+        self._here: dict[tuple[int, str | None], bool] = {}
+        self._elsewhere: dict[tuple[str, int, str | None], float | None] = {}
+        #: Whether a dead run of this host was seen (it can then be marked in the store).
+        self.dead_here = False
+
+    def crashed(self, state_type: str | None, state_name: str | None, host: str | None, pid: int | None,
+                pid_start: str | None, since: float | None) -> State | None:
+        """The Crashed state to show for a run recorded so, or ``None`` while it may live.
+
+        ``since`` is when the run was created or started: its first sign of life.
+        """
+        if host is None or pid is None or not unfinished(state_type, state_name):
+            return None
+        if host == HOST:
+            key = (pid, pid_start)
+            alive = self._here.get(key)
+            if alive is None:
+                alive = self._here[key] = self._alive_here(pid, pid_start)
+            if alive:
+                return None
+            self.dead_here = True
+            return State(StateType.CRASHED, "Crashed", CRASH_MESSAGE, ts=self.now)
+        remote = (host, pid, pid_start)
+        if remote not in self._elsewhere:
+            self._elsewhere[remote] = self._last_seen(host, pid, pid_start)
+        seen = max(self._elsewhere[remote] or 0.0, since or 0.0)
+        if self.now - seen <= STALE_SECONDS:
+            return None
+        return State(StateType.CRASHED, "Crashed",
+                     f"The process running this run (pid {pid} on host {host!r}) sent no heartbeat since "
+                     f"{_iso(seen)}, more than {STALE_SECONDS:.0f} s ago: it is taken to have ended "
+                     f"before the run finished.", ts=seen)
+
+    def _alive_here(self, pid: int, pid_start: str | None) -> bool:
+        if pid == self.own_pid:
+            # This process, unless this pid was another's before (its start time differs).
+            return pid_start is None or self.own_token is None or pid_start == self.own_token
+        return process_alive(pid, pid_start)
+
+
+# -- the SQLite store: last heartbeat, marking, heartbeats, the schema ---------------------------------
+
+
+def last_seen(conn: sqlite3.Connection, host: str, pid: int, pid_start: str | None) -> float | None:
+    """The newest heartbeat (or start) of a process's unfinished flow runs in the store."""
+    where = f"host = ? AND pid = ? AND pid_start IS ? AND {UNFINISHED_SQL}"
+    args = (host, pid, pid_start, *UNFINISHED)
+    try:
+        row = conn.execute(f"SELECT max(coalesce(heartbeat, start_ts, created)) FROM flow_runs WHERE {where}",
+                           args).fetchone()
+    except sqlite3.OperationalError:  # a store written before heartbeats, that could not be upgraded
+        row = conn.execute(f"SELECT max(coalesce(start_ts, created)) FROM flow_runs WHERE {where}", args).fetchone()
+    return row[0] if row else None
+
+
+def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None) -> list[tuple[str, str]]:
+    """``(table, run id)`` of the unfinished runs of dead processes on this host."""
+    judge = Judge(own_pid, own_token, lambda *_: None)
+    found: list[tuple[str, str]] = []
+    for table in ("flow_runs", "task_runs"):
+        rows = conn.execute(f"SELECT id, state_type, state_name, pid, pid_start FROM {table} "
+                            f"WHERE host = ? AND {UNFINISHED_SQL}", (HOST, *UNFINISHED)).fetchall()
+        found += [(table, rid) for rid, st, sn, pid, token in rows
+                  if judge.crashed(st, sn, HOST, pid, token, None) is not None]
+    return found
+
+
+def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[str, str]]) -> None:
+    """Record ``Crashed`` for ``found`` (inside the caller's write transaction). A run that
+    ended meanwhile keeps its state."""
+    now = time.time()
+    for table, rid in found:
+        cur = conn.execute(
+            f"UPDATE {table} SET state_type='CRASHED', state_name='Crashed', state_message=?, end_ts=? "
+            f"WHERE id=? AND {UNFINISHED_SQL}", (CRASH_MESSAGE, now, rid, *UNFINISHED))
+        if cur.rowcount:
+            conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
+                         "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
+                         (rid, "flow" if table == "flow_runs" else "task", CRASH_MESSAGE, now))
+
+
+def read_only(exc: BaseException) -> bool:
+    """Whether a write failed because the store cannot be written (a read-only file or
+    folder, a read-only mount): its readers still show dead runs Crashed."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text)
+
+
+def add_heartbeat_column(conn: sqlite3.Connection) -> bool:
+    """Add ``flow_runs.heartbeat`` to a store made before it (on open); whether it exists.
+
+    Idempotent and safe when several processes open the store at once. A store that
+    cannot be written is left as it is: its readers fall back to the runs' start times.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(flow_runs)")}
+    if "heartbeat" in columns:
+        return True
+    try:
+        retry_busy(lambda: conn.execute("ALTER TABLE flow_runs ADD COLUMN heartbeat REAL"))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" in str(exc).lower():
+            return True  # another process added it first
+        if read_only(exc):
+            return False
+        raise
+    return True
+
+
+class Heartbeat:
+    """Called by a store's writer thread after each pass; every ``HEARTBEAT_SECONDS`` it
+    stamps the heartbeat of this process's unfinished flow runs (one indexed SELECT, and
+    an UPDATE only when there are such runs)."""
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection], host: str, pid: int,
+                 pid_start: str | None) -> None:
+        self._connection = connection
+        self._process = (host, pid, pid_start)
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < HEARTBEAT_SECONDS:  # the module's value, read now (tests change it)
+            return
+        self._last = now
+        try:
+            beat(self._connection(), *self._process)
+        except Exception:  # noqa: S110 - a missed heartbeat is made up by the next; the writer goes on
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Heartbeat every {HEARTBEAT_SECONDS} s for pid {self._process[1]}>"
+
+
+def beat(conn: sqlite3.Connection, host: str, pid: int, pid_start: str | None) -> int:
+    """Stamp ``now`` on the unfinished flow runs of process (host, pid, pid_start)."""
+    where = f"host = ? AND pid = ? AND pid_start IS ? AND {UNFINISHED_SQL}"
+    args = (host, pid, pid_start, *UNFINISHED)
+    if conn.execute(f"SELECT 1 FROM flow_runs WHERE {where} LIMIT 1", args).fetchone() is None:
+        return 0  # nothing running here: no write lock taken
+    return conn.execute(f"UPDATE flow_runs SET heartbeat = ? WHERE {where}", (time.time(), *args)).rowcount
