@@ -14,7 +14,8 @@ store through the public read API, as ``headwater runs`` would, and the record m
 * what the design promises to be durable is there: a flow run whose body printed its
   first line (its row, Running, is committed before the body runs), and a flow run whose
   call returned to the caller, with the state the caller saw and all its task runs
-  final (every state is committed before the flow call returns).
+  final (every state is committed before the flow call returns);
+* a flow call that raised KeyboardInterrupt to its caller is not recorded Completed.
 
 The moments come from a seeded generator; the seed is printed (and named in every
 failure): ``HEADWATER_RELIABILITY_SEED=<seed>`` replays a run.
@@ -78,8 +79,12 @@ CHILD = textwrap.dedent(
         return sum(square(i) for i in range(n))
 
 
+    flow_run_ids = [None]
+
+
     @flow(task_runner="concurrent")
     def busy(round):
+        flow_run_ids.append(flow_run.id)
         say("BODY", flow_run.id)
         futures = [square.submit(i) for i in range(40)]
         total = sum(square(i) for i in range(10))
@@ -89,7 +94,11 @@ CHILD = textwrap.dedent(
 
 
     for round in range(10**6):
-        state = busy(round, return_state=True)
+        try:
+            state = busy(round, return_state=True)
+        except KeyboardInterrupt:
+            say("INTERRUPTED", flow_run_ids[-1])
+            raise
         say("DONE", state.state_details.flow_run_id, state.name)
     """
 )
@@ -135,13 +144,14 @@ class Figures:
     states: int = 0
     returned: int = 0  # flow calls that returned before the kill, checked complete
     bodies: int = 0  # flow bodies that started before the kill, checked recorded
+    interrupted: int = 0  # flow calls that raised KeyboardInterrupt, checked not Completed
     notes: list[str] = field(default_factory=list)
 
     def line(self, what: str) -> str:
         return (f"{what}: {self.kills} kills ({self.early} within 100 ms of a flow body); "
                 f"after each, every row checked, at the end {self.flow_runs} flow runs, "
                 f"{self.task_runs} task runs, {self.states} states, {self.returned} returned and "
-                f"{self.bodies} started flow runs found; seed {SEED}")
+                f"{self.bodies} started flow runs found, {self.interrupted} interrupted calls; seed {SEED}")
 
 
 def child_env(home: Path) -> dict[str, str]:
@@ -202,7 +212,8 @@ def read_record(home: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def check_record(record: dict, started: set[str], returned: dict[str, str], figures: Figures) -> list[str]:
+def check_record(record: dict, started: set[str], returned: dict[str, str], interrupted: set[str],
+                 figures: Figures) -> list[str]:
     """The invariants of the module docstring over the whole record: what breaks them."""
     problems: list[str] = []
     flows = {f["id"]: f for f in record["flows"]}
@@ -245,6 +256,12 @@ def check_record(record: dict, started: set[str], returned: dict[str, str], figu
         if len(mine) != BUSY_TASKS or any(t["state"] != ["COMPLETED", "Completed"] for t in mine):
             problems.append(f"flow run {run['name']} returned, but its task runs are "
                             f"{sorted(str(t['state']) for t in mine)} ({len(mine)} of {BUSY_TASKS})")
+    for run_id in interrupted - {"None"}:
+        run = flows.get(run_id)
+        if run is not None and run["state"] is not None and run["state"][0] == "COMPLETED":
+            problems.append(f"flow run {run['name']} raised KeyboardInterrupt to its caller but is "
+                            f"recorded {run['state']}")
+    figures.interrupted += len(interrupted - {"None"})
     figures.flow_runs += len(flows)
     figures.task_runs += len(tasks)
     figures.bodies += len(started)
@@ -263,6 +280,7 @@ def kill_rounds(tmp_path: Path, moments: list[tuple[int, str, float]], what: str
     figures = Figures()
     started: set[str] = set()
     returned: dict[str, str] = {}
+    interrupted: set[str] = set()
     problems: dict[str, int] = {}  # each problem once, with the kill that showed it first
     for signum, since, seconds in moments:
         child = Child(script, home)
@@ -276,9 +294,11 @@ def kill_rounds(tmp_path: Path, moments: list[tuple[int, str, float]], what: str
         figures.early += since == "body" and seconds <= 0.1
         started.update(words[0] for words in child.said("BODY"))
         returned.update((words[0], words[1]) for words in child.said("DONE"))
+        interrupted.update(words[0] for words in child.said("INTERRUPTED"))
         # Only what a fresh reader sees counts; every earlier kill's runs are checked again.
-        figures.flow_runs = figures.task_runs = figures.states = figures.bodies = figures.returned = 0
-        for problem in check_record(read_record(home), started, returned, figures):
+        figures.flow_runs = figures.task_runs = figures.states = 0
+        figures.bodies = figures.returned = figures.interrupted = 0
+        for problem in check_record(read_record(home), started, returned, interrupted, figures):
             problems.setdefault(problem, figures.kills)
     print(figures.line(what))
     assert not problems, (f"seed {SEED}: {len(problems)} problems, the first:\n"
@@ -308,6 +328,6 @@ def test_sigterm_and_ctrl_c_leave_a_true_record(tmp_path: Path, signum: int) -> 
     """SIGTERM (the default action: the process ends at once) and Ctrl-C (the flow sees
     KeyboardInterrupt and ends its runs itself) at random moments of a busy flow."""
     rng = random.Random(SEED + signum)
-    moments = [(signum, "body", rng.uniform(0.0, 0.8)) for _ in range(4)]
+    moments = [(signum, "body", rng.uniform(0.0, 0.8)) for _ in range(5)]
     figures = kill_rounds(tmp_path, moments, f"{signal.Signals(signum).name} at random moments")
-    assert figures.kills == 4
+    assert figures.kills == 5
