@@ -212,7 +212,7 @@ def read_record(home: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def check_record(record: dict, started: set[str], returned: dict[str, str], interrupted: set[str],
+def check_record(record: dict, started: set[str], returned: dict[str, str], interrupted: dict[str, str],
                  figures: Figures) -> list[str]:
     """The invariants of the module docstring over the whole record: what breaks them."""
     problems: list[str] = []
@@ -256,12 +256,12 @@ def check_record(record: dict, started: set[str], returned: dict[str, str], inte
         if len(mine) != BUSY_TASKS or any(t["state"] != ["COMPLETED", "Completed"] for t in mine):
             problems.append(f"flow run {run['name']} returned, but its task runs are "
                             f"{sorted(str(t['state']) for t in mine)} ({len(mine)} of {BUSY_TASKS})")
-    for run_id in interrupted - {"None"}:
+    for run_id, errors in interrupted.items():
         run = flows.get(run_id)
         if run is not None and run["state"] is not None and run["state"][0] == "COMPLETED":
             problems.append(f"flow run {run['name']} raised KeyboardInterrupt to its caller but is "
-                            f"recorded {run['state']}")
-    figures.interrupted += len(interrupted - {"None"})
+                            f"recorded {run['state']}; the process ended with:\n{errors}")
+    figures.interrupted += len(interrupted)
     figures.flow_runs += len(flows)
     figures.task_runs += len(tasks)
     figures.bodies += len(started)
@@ -280,7 +280,7 @@ def kill_rounds(tmp_path: Path, moments: list[tuple[int, str, float]], what: str
     figures = Figures()
     started: set[str] = set()
     returned: dict[str, str] = {}
-    interrupted: set[str] = set()
+    interrupted: dict[str, str] = {}  # flow run id -> the end of what its process printed
     problems: dict[str, int] = {}  # each problem once, with the kill that showed it first
     for signum, since, seconds in moments:
         child = Child(script, home)
@@ -294,7 +294,8 @@ def kill_rounds(tmp_path: Path, moments: list[tuple[int, str, float]], what: str
         figures.early += since == "body" and seconds <= 0.1
         started.update(words[0] for words in child.said("BODY"))
         returned.update((words[0], words[1]) for words in child.said("DONE"))
-        interrupted.update(words[0] for words in child.said("INTERRUPTED"))
+        interrupted.update((words[0], child.errors[-1500:]) for words in child.said("INTERRUPTED")
+                           if words[0] != "None")
         # Only what a fresh reader sees counts; every earlier kill's runs are checked again.
         figures.flow_runs = figures.task_runs = figures.states = 0
         figures.bodies = figures.returned = figures.interrupted = 0
