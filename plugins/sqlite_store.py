@@ -33,6 +33,7 @@ from headwater.states import FINAL_TYPES, State
 from headwater.stores import CacheEntry, MemoryRunStore, RunStore, active_flow_info
 
 from .sqlite_reads import SQLiteReads
+from .sqlite_values import safe_text
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
@@ -310,7 +311,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]]) -> None:
         if batch or logs:  # (a flush with nothing queued: nothing to write here)
-            self._write_txn(self._rows.transaction(batch, logs))
+            self._rows.write(self._conn(), batch, logs)
 
     def _take_back(self, process: WriterProcess) -> None:
         """End ``process`` and write here what it did not confirm; raise what it reported."""
@@ -359,15 +360,17 @@ class SQLiteRunStore(SQLiteReads, RunStore):
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         row = self._conn().execute(
             "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
-            "FROM cache_entries WHERE key = ?", (key,)).fetchone()
+            "FROM cache_entries WHERE key = ?", (safe_text(key),)).fetchone()
         return CacheEntry(*row) if row else None
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
         self._write_txn(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO cache_entries (key, task_name, task_run_id, location, serializer, "
             "created, expiration, size) VALUES (?,?,?,?,?,?,?,?)",
-            (entry.key, entry.task_name, entry.task_run_id, entry.location, entry.serializer,
-             entry.created, entry.expiration, entry.size)))
+            # Text as the batch writer stores it (a key made from a file name that is not
+            # UTF-8 is written with its surrogates escaped, and looked up the same way).
+            (safe_text(entry.key), _text(entry.task_name), _text(entry.task_run_id), safe_text(entry.location),
+             _text(entry.serializer), entry.created, entry.expiration, entry.size)))
 
     def read_cache_entries(self) -> list[CacheEntry]:
         rows = self._conn().execute(
@@ -389,6 +392,10 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             return entries
 
         return self._write_txn(write)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else safe_text(value)
 
 
 def sqlite_path(url: str) -> Path:
