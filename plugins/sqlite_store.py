@@ -311,7 +311,24 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]]) -> None:
         if batch or logs:  # (a flush with nothing queued: nothing to write here)
-            self._rows.write(self._conn(), batch, logs)
+            try:
+                self._rows.write(self._conn(), batch, logs)
+            except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise StoreError(self._read_only_message()) from None
+                raise
+
+    def _read_only_message(self) -> str:
+        """What to do about a store this process cannot write (a flow's first flush says
+        it, before the flow's body runs)."""
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and not os.access(path, os.W_OK):
+                return (f"the run store {path} is read-only for this user, so no run can be recorded: "
+                        f"make it writable (chmod u+w {path}, or chown it to this user) "
+                        f"or point HEADWATER_DATABASE_URL elsewhere")
+        return (f"the run store {self.path} is read-only (attempt to write a readonly database), so no run "
+                f"can be recorded: check its permissions and those of {self.path.parent}, "
+                f"or point HEADWATER_DATABASE_URL elsewhere")
 
     def _take_back(self, process: WriterProcess) -> None:
         """End ``process`` and write here what it did not confirm; raise what it reported."""

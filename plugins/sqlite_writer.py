@@ -509,6 +509,8 @@ class WriteQueue:
             if not writer.is_alive():
                 break
         error, self._error = self._error, None
+        if isinstance(error, StoreError):  # says what is wrong already, in one line
+            raise StoreError(str(error)) from None
         if error is not None:
             raise StoreError(f"writing to the run store {self.label} failed: {error}") from error
 
