@@ -16,6 +16,7 @@ with the in-memory store, for throwaway sessions.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
@@ -112,10 +113,13 @@ def process_alive(pid: int, token: str | None) -> bool:
 
 
 class SQLiteRunStore(SQLiteReads, RunStore):
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, home: Path | None = None) -> None:
         # Absolute once: connections opened later (the writer thread's, the writer
         # process's) must reach this file even if the program changes directory.
         self.path = Path(path).absolute()
+        # HEADWATER_HOME: if the store lives there, opening it warns (once) when others
+        # may read it.
+        self._home = Path(home).absolute() if home is not None else None
         self._local = threading.local()
         self._closed = False
         self._start_process()
@@ -158,11 +162,16 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def _open(self) -> None:
         directory = self.path.parent
+        created = not directory.exists()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if created and os.name == "posix":
+                os.chmod(directory, 0o700)  # whatever the umask: the runs' parameters are private
         except OSError as exc:
             raise StoreError(f"cannot create {directory} for the run store "
                              f"(HEADWATER_HOME / HEADWATER_DATABASE_URL): {exc.strerror or exc}") from None
+        if not created and self._home is not None and directory == self._home:
+            _warn_if_shared(directory)
         if not os.access(directory, os.W_OK):
             raise StoreError(f"cannot write to {directory} (HEADWATER_HOME / HEADWATER_DATABASE_URL): "
                              f"permission denied")
@@ -180,19 +189,34 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                     f"{self.path} is not a headwater run store (not an SQLite database). "
                     f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
                 )
+        elif not self.path.exists():
+            _create_private(self.path)
         try:
             conn = self._conn()
-            self._retry(lambda: self._set_wal(conn))
+            # Whose file it is, asked before anything is written (not even the journal
+            # mode): a database of another program, or of a newer headwater, is left as
+            # it was.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer headwater (schema {version}, "
-                                 f"this one knows {SCHEMA_VERSION}); upgrade headwater")
+                                 f"this one knows {SCHEMA_VERSION}); upgrade headwater. It was left untouched.")
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            # headwater sets the version in the transaction that creates its tables: a
+            # version 0 with tables, or a version 1 without them, is another program's.
+            if (version == 0 and tables) or (version == SCHEMA_VERSION and "flow_runs" not in tables):
+                shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+                raise StoreError(f"{self.path} is not a headwater run store (an SQLite database with other "
+                                 f"tables: {shown}). It was left untouched: move it away, or point "
+                                 f"HEADWATER_DATABASE_URL elsewhere.")
+            self._retry(lambda: self._set_wal(conn))
             if version < SCHEMA_VERSION:
                 self._retry(lambda: self._create_schema(conn))
-            elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows'").fetchone():
+            elif "flows" not in tables:
                 self._retry(lambda: conn.execute(_FLOWS_TABLE))
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):
+                raise StoreError(self._read_only_message()) from None
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
                              f"It was left untouched.") from None
 
@@ -411,6 +435,36 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         return self._write_txn(write)
 
 
+def _create_private(path: Path) -> None:
+    """An empty store file only its owner can read and write, whatever the umask (SQLite
+    gives the -wal and -shm files it makes the same permissions)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process made it first: theirs is as private
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the run store {path}: {exc.strerror or exc}") from None
+
+
+_warned: set[Path] = set()
+
+
+def _warn_if_shared(directory: Path) -> None:
+    """Warn once per directory when group or others may enter HEADWATER_HOME: the runs'
+    parameters and logs are in it (a home headwater creates is 0700)."""
+    if os.name != "posix" or directory in _warned:
+        return
+    try:
+        mode = directory.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        _warned.add(directory)
+        logging.getLogger("headwater.store").warning(
+            "%s (HEADWATER_HOME) can be read by other users (mode %s); the run history in it holds "
+            "every run's parameters and logs: chmod 700 %s", directory, oct(mode)[2:], directory)
+
+
 def _text(value: str | None) -> str | None:
     return None if value is None else safe_text(value)
 
@@ -441,7 +495,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _make_sqlite(url: str, session: Any) -> RunStore:
-    return SQLiteRunStore(sqlite_path(url))
+    return SQLiteRunStore(sqlite_path(url), home=session.settings.home)
 
 
 def _make_memory(url: str, session: Any) -> RunStore:
