@@ -7,7 +7,12 @@
   once wait their turn; ``database is locked`` never reaches the user.
 * Each run records the host, pid and pid start time of its process. Opening the store
   marks runs left unfinished by a process that no longer exists as ``Crashed``.
-* A file that is not a SQLite database is reported and never overwritten.
+* A file that is not a SQLite database is reported and never overwritten; an SQLite
+  database that is not headwater's (or of a newer headwater) is recognised before
+  anything is written to it, and left as it was.
+* Every text is written (lone surrogates as their backslash escapes: ``sqlite_values.
+  safe_text``); a row that cannot be written takes no other row with it (``BatchWriter.
+  write``). The home directory is created 0700 and the file 0600.
 
 The read API is ``sqlite_reads``; the write queue and batch writer ``sqlite_writer``;
 the writer process for busy flows ``sqlite_writer_process``. Also serves ``memory://``
