@@ -124,8 +124,15 @@ class WriterProcess:
         is raised (the writer thread keeps it for ``flush``)."""
         number = self._next
         self._next += 1
+        try:
+            data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a value that cannot be pickled (a message that is not text)
+            from .sqlite_values import plain_values
+
+            # Every value made plain (text, numbers), as the child would store them anyway.
+            batch, logs = [plain_values(entry) for entry in batch], [plain_values(line) for line in logs]
+            data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         self._unconfirmed[number] = (batch, logs)
-        data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._write(len(data).to_bytes(_LENGTH, "little"), data)
         except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here) or stuck

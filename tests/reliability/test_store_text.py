@@ -219,3 +219,29 @@ def test_a_state_message_that_is_not_text_is_written_as_text(headwater_session):
     store.record_state(run, run.state)
     store.flush()
     assert store.read_flow_run("run-o").state.message == "not text"
+
+
+def test_a_value_the_writer_process_cannot_be_sent_is_written_as_text(headwater_session, monkeypatch):
+    """A batch for the writer process holding a value that cannot be pickled (a state
+    message that is a lock): the batch is sent with the value as text, nothing lost."""
+    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
+    store = headwater_session.store
+    steady(20)
+    store.flush()
+    process = store._process
+    assert process is not None
+    for _ in range(500):
+        if process.is_ready():
+            break
+        threading.Event().wait(0.02)
+    sent = process._next
+    runs = [FlowRun(f"lock-{i}", "f", f"run {i}") for i in range(10)]
+    for run in runs:
+        store.create_flow_run(run)
+        run.state = Completed(message=threading.Lock() if run.id == "lock-3" else "fine")  # type: ignore[arg-type]
+        store.record_state(run, run.state)
+    store.flush()
+    assert process._next > sent and store._process is process
+    messages = {run.id: store.read_flow_run(run.id).state.message for run in runs}
+    assert messages.pop("lock-3").startswith("<unlocked _thread.lock object")
+    assert set(messages.values()) == {"fine"}
