@@ -425,6 +425,8 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         return [CacheEntry(*row) for row in rows]
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        task_name = _text(task_name)  # as the entries store it
+
         def write(conn: sqlite3.Connection) -> list[CacheEntry]:
             # Select and delete in one write transaction: an entry another process
             # refreshes meanwhile is either deleted whole or kept whole, never its

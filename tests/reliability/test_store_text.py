@@ -188,6 +188,8 @@ def test_a_cache_entry_with_surrogates_is_written_and_found(headwater_session):
     store.write_cache_entry(CacheEntry("k-\udcff", "t\udcff", "run-1", "loc-\udcff", "pickle", 1.0, None, 3))
     entry = store.read_cache_entry("k-\udcff")
     assert entry is not None and entry.key == "k-\\udcff" and entry.location == "loc-\\udcff"
+    assert [e.key for e in store.delete_cache_entries(task_name="t\udcff")] == ["k-\\udcff"]
+    assert store.read_cache_entries() == []
 
 
 def test_a_row_that_cannot_be_written_is_reported_and_the_others_land(tmp_path):
