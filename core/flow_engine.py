@@ -17,7 +17,7 @@ from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, finish_run,
                      transition)
-from .errors import ParameterError, RunFailed, RunNameError, TaskTimeout
+from .errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import random_id
 from .policy import delay_for
@@ -137,6 +137,23 @@ class FlowExecution(FlowRunContext):
         if run.start_ts is None:
             run.start_ts = state.ts
         transition(self, run, state)
+        if run.run_count == 1:
+            self._durable()
+
+    def _durable(self) -> None:
+        """Wait until the run's row (Running) is committed, before the body's first line:
+        a process killed at any moment after leaves the run on record (shown Crashed once
+        its process is gone), not nothing. A store that cannot record it (read-only, say)
+        fails the call here, before any work is done; nothing more is recorded then."""
+        try:
+            self.store.flush()
+        except StoreError:
+            self.final = S.Crashed(message="The run could not be recorded.")
+            self.closed = True
+            if self.task_runner is not None:
+                self.task_runner.shutdown(wait=False)
+                self.task_runner = None
+            raise
 
     def call_body(self) -> Any:
         flow = self.flow

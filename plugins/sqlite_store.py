@@ -9,7 +9,12 @@
   stamps a heartbeat on its unfinished flow runs. Runs left unfinished by a process that
   no longer exists are shown ``Crashed`` by every read, and marked so when the store is
   opened (``sqlite_liveness``).
-* A file that is not a SQLite database is reported and never overwritten.
+* A file that is not a SQLite database is reported and never overwritten; an SQLite
+  database that is not headwater's (or of a newer headwater) is recognised before
+  anything is written to it, and left as it was.
+* Every text is written (lone surrogates as their backslash escapes: ``sqlite_values.
+  safe_text``); a row that cannot be written takes no other row with it (``BatchWriter.
+  write``). The home directory is created 0700 and the file 0600.
 
 The read API is ``sqlite_reads``; the write queue and batch writer ``sqlite_writer``;
 the writer process for busy flows ``sqlite_writer_process``. Also serves ``memory://``
@@ -18,6 +23,7 @@ with the in-memory store, for throwaway sessions.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -35,6 +41,7 @@ from headwater.stores import CacheEntry, MemoryRunStore, RunStore, active_flow_i
 from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, read_only
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_reads import SQLiteReads
+from .sqlite_values import safe_text
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
@@ -88,10 +95,13 @@ _SCHEMA += _FLOWS_TABLE + ";\n"
 
 
 class SQLiteRunStore(SQLiteReads, RunStore):
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, home: Path | None = None) -> None:
         # Absolute once: connections opened later (the writer thread's, the writer
         # process's) must reach this file even if the program changes directory.
         self.path = Path(path).absolute()
+        # HEADWATER_HOME: if the store lives there, opening it warns (once) when others
+        # may read it.
+        self._home = Path(home).absolute() if home is not None else None
         self._local = threading.local()
         self._closed = False
         self._start_process()
@@ -135,11 +145,16 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def _open(self) -> None:
         directory = self.path.parent
+        created = not directory.exists()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if created and os.name == "posix":
+                os.chmod(directory, 0o700)  # whatever the umask: the runs' parameters are private
         except OSError as exc:
             raise StoreError(f"cannot create {directory} for the run store "
                              f"(HEADWATER_HOME / HEADWATER_DATABASE_URL): {exc.strerror or exc}") from None
+        if not created and self._home is not None and directory == self._home:
+            _warn_if_shared(directory)
         if not os.access(directory, os.W_OK):
             raise StoreError(f"cannot write to {directory} (HEADWATER_HOME / HEADWATER_DATABASE_URL): "
                              f"permission denied")
@@ -157,20 +172,35 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                     f"{self.path} is not a headwater run store (not an SQLite database). "
                     f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
                 )
+        elif not self.path.exists():
+            _create_private(self.path)
         try:
             conn = self._conn()
-            self._retry(lambda: self._set_wal(conn))
+            # Whose file it is, asked before anything is written (not even the journal
+            # mode): a database of another program, or of a newer headwater, is left as
+            # it was.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer headwater (schema {version}, "
-                                 f"this one knows {SCHEMA_VERSION}); upgrade headwater")
+                                 f"this one knows {SCHEMA_VERSION}); upgrade headwater. It was left untouched.")
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            # headwater sets the version in the transaction that creates its tables: a
+            # version 0 with tables, or a version 1 without them, is another program's.
+            if (version == 0 and tables) or (version == SCHEMA_VERSION and "flow_runs" not in tables):
+                shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+                raise StoreError(f"{self.path} is not a headwater run store (an SQLite database with other "
+                                 f"tables: {shown}). It was left untouched: move it away, or point "
+                                 f"HEADWATER_DATABASE_URL elsewhere.")
+            self._retry(lambda: self._set_wal(conn))
             if version < SCHEMA_VERSION:
                 self._retry(lambda: self._create_schema(conn))
-            elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows'").fetchone():
+            elif "flows" not in tables:
                 self._retry(lambda: conn.execute(_FLOWS_TABLE))
             add_heartbeat_column(conn)
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):
+                raise StoreError(self._read_only_message()) from None
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
                              f"It was left untouched.") from None
 
@@ -275,7 +305,24 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]]) -> None:
         if batch or logs:  # (a flush with nothing queued: nothing to write here)
-            self._write_txn(self._rows.transaction(batch, logs))
+            try:
+                self._rows.write(self._conn(), batch, logs)
+            except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise StoreError(self._read_only_message()) from None
+                raise
+
+    def _read_only_message(self) -> str:
+        """What to do about a store this process cannot write (a flow's first flush says
+        it, before the flow's body runs)."""
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and not os.access(path, os.W_OK):
+                return (f"the run store {path} is read-only for this user, so no run can be recorded: "
+                        f"make it writable (chmod u+w {path}, or chown it to this user) "
+                        f"or point HEADWATER_DATABASE_URL elsewhere")
+        return (f"the run store {self.path} is read-only (attempt to write a readonly database), so no run "
+                f"can be recorded: check its permissions and those of {self.path.parent}, "
+                f"or point HEADWATER_DATABASE_URL elsewhere")
 
     def _take_back(self, process: WriterProcess) -> None:
         """End ``process`` and write here what it did not confirm; raise what it reported."""
@@ -324,15 +371,17 @@ class SQLiteRunStore(SQLiteReads, RunStore):
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         row = self._conn().execute(
             "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
-            "FROM cache_entries WHERE key = ?", (key,)).fetchone()
+            "FROM cache_entries WHERE key = ?", (safe_text(key),)).fetchone()
         return CacheEntry(*row) if row else None
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
         self._write_txn(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO cache_entries (key, task_name, task_run_id, location, serializer, "
             "created, expiration, size) VALUES (?,?,?,?,?,?,?,?)",
-            (entry.key, entry.task_name, entry.task_run_id, entry.location, entry.serializer,
-             entry.created, entry.expiration, entry.size)))
+            # Text as the batch writer stores it (a key made from a file name that is not
+            # UTF-8 is written with its surrogates escaped, and looked up the same way).
+            (safe_text(entry.key), _text(entry.task_name), _text(entry.task_run_id), safe_text(entry.location),
+             _text(entry.serializer), entry.created, entry.expiration, entry.size)))
 
     def read_cache_entries(self) -> list[CacheEntry]:
         rows = self._conn().execute(
@@ -341,6 +390,8 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         return [CacheEntry(*row) for row in rows]
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
+        task_name = _text(task_name)  # as the entries store it
+
         def write(conn: sqlite3.Connection) -> list[CacheEntry]:
             # Select and delete in one write transaction: an entry another process
             # refreshes meanwhile is either deleted whole or kept whole, never its
@@ -354,6 +405,40 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             return entries
 
         return self._write_txn(write)
+
+
+def _create_private(path: Path) -> None:
+    """An empty store file only its owner can read and write, whatever the umask (SQLite
+    gives the -wal and -shm files it makes the same permissions)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process made it first: theirs is as private
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the run store {path}: {exc.strerror or exc}") from None
+
+
+_warned: set[Path] = set()
+
+
+def _warn_if_shared(directory: Path) -> None:
+    """Warn once per directory when group or others may enter HEADWATER_HOME: the runs'
+    parameters and logs are in it (a home headwater creates is 0700)."""
+    if os.name != "posix" or directory in _warned:
+        return
+    try:
+        mode = directory.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        _warned.add(directory)
+        logging.getLogger("headwater.store").warning(
+            "%s (HEADWATER_HOME) can be read by other users (mode %s); the run history in it holds "
+            "every run's parameters and logs: chmod 700 %s", directory, oct(mode)[2:], directory)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else safe_text(value)
 
 
 def sqlite_path(url: str) -> Path:
@@ -382,7 +467,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _make_sqlite(url: str, session: Any) -> RunStore:
-    return SQLiteRunStore(sqlite_path(url))
+    return SQLiteRunStore(sqlite_path(url), home=session.settings.home)
 
 
 def _make_memory(url: str, session: Any) -> RunStore:

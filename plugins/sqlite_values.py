@@ -1,6 +1,6 @@
 """How the SQLite run store writes values it cannot store as they are: parameters as
 JSON (anything JSON cannot encode as a readable stand-in, huge values as a summary),
-tags, and the state details worth a column."""
+tags, the state details worth a column, and text SQLite cannot take (``safe_text``)."""
 
 from __future__ import annotations
 
@@ -111,3 +111,40 @@ def details_json(details: StateDetails) -> str | None:
     if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
         return None
     return json.dumps(details.to_dict())
+
+
+def safe_text(text: str) -> str:
+    """``text`` as SQLite can store it. Text without lone surrogates is returned as it is
+    (NUL characters included); each lone surrogate (what ``os.listdir`` gives for a file
+    name that is not UTF-8, e.g. ``"report-\\udcff.csv"``) becomes its backslash escape,
+    the six characters ``\\udcff``: UTF-8, which SQLite's text must be, cannot encode it."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+#: The largest integer SQLite stores as an integer.
+_INT_MAX = (1 << 63) - 1
+
+
+def plain_values(value: Any) -> Any:
+    """A queue entry (nested tuples of plain values) with every value made storable:
+    text through ``safe_text``, an integer beyond 64 bits and any value of a type SQLite
+    does not take (a state message that is not text, say) as text. Used only for a batch
+    that failed to write, so the usual batch pays nothing for it."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if type(value) is tuple:
+        return tuple(plain_values(item) for item in value)
+    if value is None or isinstance(value, (float, bytes)):
+        return value
+    if isinstance(value, int):
+        return int(value) if -_INT_MAX - 1 <= value <= _INT_MAX else str(value)
+    try:
+        return safe_text(str(value))
+    except Exception:  # noqa: BLE001 - a __str__ that raises: its type is something
+        return f"<{type(value).__name__}>"

@@ -26,7 +26,7 @@ from headwater.errors import StoreError
 from headwater.states import StateType
 from headwater.stores import FlowInfo
 
-from .sqlite_values import details_json, parameters_json, tags_json
+from .sqlite_values import details_json, parameters_json, plain_values, tags_json
 
 #: Queue entry kinds (the first item of every entry).
 TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO = range(4)
@@ -267,16 +267,109 @@ class BatchWriter:
 
         return write
 
-    def transaction(self, batch: list[tuple[Any, ...]],
-                    logs: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
-        """The batch and its log lines as one function for ``write_transaction``."""
+    def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+                    also: Callable[[sqlite3.Connection], Any] | None = None) -> Callable[[sqlite3.Connection], None]:
+        """The batch and its log lines (and ``also``) as one function for ``write_transaction``."""
         write_rows = self.rows(batch)
 
         def write(conn: sqlite3.Connection) -> None:
             write_rows(conn)
             insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)", logs)
+            if also is not None:
+                also(conn)
 
         return write
+
+    def write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+              also: Callable[[sqlite3.Connection], Any] | None = None) -> None:
+        """Write the batch and its log lines in one transaction (with ``also``, which
+        commits with the last of them).
+
+        A value SQLite refuses (text with a lone surrogate, a message that is not text)
+        would make the whole transaction fail, and with it every other row of the batch,
+        other flows' rows too. So a batch that fails for a reason other than the store
+        itself (busy, full, read-only: every part would fail alike) is written again with
+        its values made storable (``plain_values``), and if that fails too, in halves,
+        down to single entries: every row that can be written is, and an entry that
+        cannot is reported (``StoreError`` naming it, raised once the rest is written).
+        The usual batch pays nothing for this: it is written once, as it is."""
+        seq = self.seq
+        try:
+            write_transaction(conn, self.transaction(batch, logs, also))
+            return
+        except Exception as exc:
+            self.seq = seq  # the order numbers this attempt gave out were not written
+            if not row_error(exc):
+                raise
+        batch = [plain_values(entry) for entry in batch]
+        logs = [plain_values(line) for line in logs]
+        lost: list[tuple[str, int, BaseException]] = []
+        self._write_pieces(conn, batch, logs, 0, 0, lost)
+        if also is not None:
+            write_transaction(conn, also)
+        if lost:
+            raise RecordsNotWritten(lost, batch)
+
+    def _write_pieces(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+                      at: int, logs_at: int, lost: list[tuple[str, int, BaseException]]) -> None:
+        """``batch`` and ``logs`` (from positions ``at`` and ``logs_at`` of the whole
+        batch) in one transaction, or else in halves (in queue order: a run's later
+        states follow its earlier ones), down to single entries; what fails alone goes
+        into ``lost`` as ("entry" or "log", its position, the error)."""
+        seq = self.seq
+        try:
+            write_transaction(conn, self.transaction(batch, logs))
+            return
+        except Exception as exc:
+            self.seq = seq
+            if not row_error(exc):
+                raise
+            if len(batch) + len(logs) == 1:
+                lost.append(("entry", at, exc) if batch else ("log", logs_at, exc))
+                return
+        if batch and logs:
+            self._write_pieces(conn, batch, [], at, logs_at, lost)
+            self._write_pieces(conn, [], logs, at, logs_at, lost)
+            return
+        half = len(batch or logs) // 2
+        if batch:
+            self._write_pieces(conn, batch[:half], [], at, logs_at, lost)
+            self._write_pieces(conn, batch[half:], [], at + half, logs_at, lost)
+        else:
+            self._write_pieces(conn, [], logs[:half], at, logs_at, lost)
+            self._write_pieces(conn, [], logs[half:], at, logs_at + half, lost)
+
+
+class RecordsNotWritten(StoreError):
+    """Some entries or log lines of a batch could not be written (every other one was).
+    ``lost``: ("entry" or "log", position in the batch or its log lines, error)."""
+
+    def __init__(self, lost: list[tuple[str, int, BaseException]], batch: list[tuple[Any, ...]]) -> None:
+        self.lost = lost
+        self.names = names = [describe_entry(batch[i]) if kind == "entry" else "a log line" for kind, i, _ in lost]
+        what = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        error = lost[0][2]
+        super().__init__(f"{len(lost)} record(s) could not be written ({what}): {type(error).__name__}: "
+                         f"{error}; everything else was written")
+
+
+def row_error(exc: BaseException) -> bool:
+    """Whether ``exc`` may come from the values of some rows (so other rows can still be
+    written), not from the store itself (busy past every retry, full, read-only, damaged)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "too big" in str(exc)  # a value over SQLite's length limit
+    return isinstance(exc, (ValueError, TypeError, OverflowError, sqlite3.InterfaceError,
+                            sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.IntegrityError))
+
+
+def describe_entry(entry: tuple[Any, ...]) -> str:
+    """A queue entry as a user knows it, for the report of one that could not be written."""
+    kind = entry[0]
+    if kind in (TASK_HEADER, TASK_STATE):
+        return f"task run {entry[1]}"
+    if kind == FLOW:
+        return f"flow run {entry[1][1]!r} ({entry[1][0]})"
+    return f"flow {entry[1]!r}"
 
 
 # -- the queue and its thread -----------------------------------------------------------------
@@ -420,6 +513,8 @@ class WriteQueue:
             if not writer.is_alive():
                 break
         error, self._error = self._error, None
+        if isinstance(error, StoreError):  # says what is wrong already, in one line
+            raise StoreError(str(error)) from None
         if error is not None:
             raise StoreError(f"writing to the run store {self.label} failed: {error}") from error
 

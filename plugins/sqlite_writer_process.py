@@ -28,7 +28,6 @@ import os
 import pickle
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -125,8 +124,15 @@ class WriterProcess:
         is raised (the writer thread keeps it for ``flush``)."""
         number = self._next
         self._next += 1
+        try:
+            data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a value that cannot be pickled (a message that is not text)
+            from .sqlite_values import plain_values
+
+            # Every value made plain (text, numbers), as the child would store them anyway.
+            batch, logs = [plain_values(entry) for entry in batch], [plain_values(line) for line in logs]
+            data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         self._unconfirmed[number] = (batch, logs)
-        data = pickle.dumps((number, self._rows.seq, batch, logs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._write(len(data).to_bytes(_LENGTH, "little"), data)
         except (OSError, ValueError):  # the child is gone (EPIPE: SIGPIPE is blocked here) or stuck
@@ -410,34 +416,43 @@ def _receive(stdin: Any, waiting: Any) -> list[tuple[Any, ...]]:
 def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]) -> list[str]:
     """Write batches received together in one transaction, and answer each: a flow that
     outpaced us is caught up with fewer, larger transactions (cheaper per row, and a
-    run whose states were split between batches is written once). If the batches
-    themselves cannot be written, each is tried on its own, so one bad batch fails
-    alone."""
-    from .sqlite_writer import write_transaction
+    run whose states were split between batches is written once). A row that cannot be
+    written takes no other row with it (``BatchWriter.write``); it is reported in the
+    answers, and the batches count as written (the flow process does not write them
+    again)."""
+    from .sqlite_writer import RecordsNotWritten
 
     rows.seq = max([rows.seq] + [seq for _, seq, _, _ in group])  # the thread may have written some first
     numbers = [number for number, _, _, _ in group]
     batch = [entry for _, _, entries, _ in group for entry in entries]
     logs = [line for _, _, _, lines in group for line in lines]
-    seq_before = rows.seq
-    write_rows: Any = None
 
-    def write(conn: Any) -> None:
-        write_rows(conn)
-        # In the same transaction: if we die before answering, the flow process sees
-        # these batches were written and does not write them twice.
+    def mark(conn: Any) -> None:
+        # In the same transaction as the batches' rows (the last one, when they had to
+        # be written in parts): if we die before answering, the flow process sees these
+        # batches were written and does not write them twice.
         conn.executemany("INSERT OR REPLACE INTO writer_batches (writer, number) VALUES (?, ?)",
                          [(writer, number) for number in numbers])
 
     try:
-        write_rows = rows.transaction(batch, logs)
-        write_transaction(conn, write)
+        rows.write(conn, batch, logs, also=mark)
+    except RecordsNotWritten as exc:
+        # Everything else is written: only the batches holding what was not are
+        # answered with the error.
+        failed: dict[int, str] = {}
+        for (kind, position, error), name in zip(exc.lost, exc.names):
+            for number, _, entries, lines in group:
+                size = len(entries) if kind == "entry" else len(lines)
+                if position < size:
+                    failed.setdefault(number, json.dumps(f"{name} could not be written: "
+                                                         f"{type(error).__name__}: {error}"))
+                    break
+                position -= size
+        return [f"{number} error {failed[number]}\n" if number in failed else f"{number} ok {rows.seq}\n"
+                for number in numbers]
     except Exception as exc:
-        rows.seq = seq_before
         # A store locked past every retry, a full disk: each batch alone would fail the
         # same way, minutes later; every batch is answered with the error now.
-        if len(group) > 1 and not isinstance(exc, sqlite3.OperationalError):
-            return [answer for one in group for answer in _write_group(conn, rows, writer, [one])]
         error = json.dumps(f"{type(exc).__name__}: {exc}")
         return [f"{number} error {error}\n" for number in numbers]
     return [f"{number} ok {rows.seq}\n" for number in numbers]

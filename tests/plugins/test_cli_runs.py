@@ -203,7 +203,7 @@ def test_the_console_script_lists_runs_of_another_process(history, headwater_hom
 
 def test_a_corrupt_database_is_a_one_line_cli_error(headwater_home, capsys):
     """The CLI reports an unusable run store in one line naming the file, exit 1."""
-    headwater_home.mkdir(parents=True, exist_ok=True)
+    headwater_home.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: no warning about it
     (headwater_home / "headwater.db").write_text("not a database")
     code, _, err = run_cli(capsys, "runs")
     assert code == 1

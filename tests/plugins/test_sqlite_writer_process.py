@@ -420,7 +420,8 @@ def _framed(number: int, entries: list) -> bytes:
 def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone(tmp_path, start_child):
     """Batches that piled up in the pipe are written in one transaction (one answer
     each, all with the same order number), and if one of them cannot be written, the
-    others still are: only that one is answered with an error."""
+    others still are: only that one is answered with an error, and of that one only the
+    entry that cannot be written is missing."""
     from headwater.plugins.sqlite_writer import TASK_STATE, task_header
 
     db = tmp_path / "runs.db"
@@ -439,7 +440,7 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
                                            (writer_process.writer_id("host", 1, proc.pid, "token"),))}
     conn.close()
     assert recorded == {0, 1, 2}
-    # A state without a type breaks the states table's NOT NULL: that batch fails alone.
+    # A state without a type breaks the states table's NOT NULL: that entry fails alone.
     broken = (TASK_STATE, "id-broken", "task", None, "Broken", None, time.time(), None, None, None, None,
               None, 0, None)
     batches = [[task_header(_plain_run("before"))], [task_header(_plain_run("broken")), broken],
@@ -449,12 +450,13 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
     answers = proc.stdout.read().decode().splitlines()
     assert proc.wait(20) == 0
     assert [a.split()[:2] for a in answers] == [["3", "ok"], ["4", "error"], ["5", "ok"]]
-    assert "NOT NULL" in answers[1]
+    assert "NOT NULL" in answers[1] and "task run id-broken" in answers[1]
     store = SQLiteRunStore(db)
     names = {r.name for r in store.read_task_runs()}
+    broken_states = store.read_states("id-broken")
     store.close()
-    assert {"before", "after"} <= names and "broken" not in names
-    assert len(names) == 11
+    assert {"before", "broken", "after"} <= names  # the broken batch's good header is written
+    assert len(names) == 12 and broken_states == []
 
 
 def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path, start_child):
