@@ -77,6 +77,9 @@ def parameters_json(parameters: Any) -> str:
     """``to_json(parameters)`` with each value longer than ``MAX_PARAMETER_CHARS`` as JSON
     replaced by a summary such as ``"<list of 1000000 items, 6.9 MB as JSON: not stored>"``."""
     text = to_json(parameters)
+    if "\\ud" in text:  # maybe a lone surrogate: stored by the rule every text follows
+        parameters = escape_surrogates(parameters)
+        text = to_json(parameters)
     # The usual small parameters: one encode, nothing more.
     if len(text) <= MAX_PARAMETER_CHARS or not isinstance(parameters, dict):
         return text
@@ -101,7 +104,26 @@ def parameter_summary(value: Any, size: int) -> str:
 
 def tags_json(tags: Iterable[str]) -> str:
     # The usual empty tags need no encoder.
-    return json.dumps(sorted(tags)) if tags else "[]"
+    if not tags:
+        return "[]"
+    text = json.dumps(sorted(tags))
+    return json.dumps(sorted(map(safe_text, tags))) if "\\ud" in text else text
+
+
+def escape_surrogates(value: Any) -> Any:
+    """``value`` with every text in it (dict keys too, inside lists, tuples and dicts)
+    passed through ``safe_text``. JSON's escapes could keep a lone surrogate, but a high
+    and a low one side by side would come back joined into one character; the rule of
+    every other recorded text (each lone surrogate as its backslash escape) reads back
+    the same everywhere."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {escape_surrogates(k) if isinstance(k, str) else k: escape_surrogates(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_surrogates(item) for item in value]
+    return value
 
 
 def details_json(details: StateDetails) -> str | None:
@@ -110,7 +132,8 @@ def details_json(details: StateDetails) -> str | None:
     are not written again; most states then need no JSON at all."""
     if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
         return None
-    return json.dumps(details.to_dict())
+    text = json.dumps(details.to_dict())
+    return json.dumps(escape_surrogates(details.to_dict())) if "\\ud" in text else text
 
 
 def safe_text(text: str) -> str:
