@@ -31,6 +31,8 @@ PRELUDE = textwrap.dedent(
     """
 )
 
+DEAD_PROCESS = "The process running this run ended before the run finished."
+
 CASES = {
     # The interrupt lands between the store creating a submitted run and recording its
     # first state (Pending): the run was left with no state at all.
@@ -136,6 +138,9 @@ def test_every_run_an_interrupted_flow_created_has_a_final_state(tmp_path, monke
         for run in task_runs:
             assert run.state is not None, f"{run.name} has no state at all"
             assert run.state.is_final(), f"{run.name} was left {run.state}"
+            # Ended by the interrupted process itself, not marked Crashed afterwards by a
+            # reader that found its process gone.
+            assert DEAD_PROCESS not in (run.state.message or ""), f"{run.name} was left unfinished"
             assert [s for s in session.store.read_states(run.id) if s.is_final()], run.name
 
 
