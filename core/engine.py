@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _INFO = logging.INFO
 _FINAL = S.FINAL_TYPES
+_get_ident = threading.get_ident
 
 #: How deep task runs may nest (a task calling a task calling a task ...), counted from
 #: the flow run (or the outermost task run): a task that calls itself without end then
@@ -475,7 +476,7 @@ def execute_sync(ex: TaskExecution) -> S.State:
     except BaseException as exc:
         # First, without a call of our own: with Python's recursion limit reached the
         # calls below fail too, and an enclosing run (with stack to spare) ends it.
-        ex.flow_context.unfinished.append((ex, exc))
+        ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
     finally:
@@ -517,7 +518,7 @@ async def execute_async(ex: TaskExecution) -> S.State:
     except BaseException as exc:
         # First, without a call of our own: with Python's recursion limit reached the
         # calls below fail too, and an enclosing run (with stack to spare) ends it.
-        ex.flow_context.unfinished.append((ex, exc))
+        ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
     finally:
@@ -566,31 +567,34 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
     except BaseException as exc:
         # Interrupted (or the store failed) between creating the run and recording its
         # first state: the store would keep a run with no state at all.
-        fctx.unfinished.append((ex, exc))  # see execute_sync
+        fctx.unfinished.append((ex, exc, _get_ident()))  # see execute_sync
         never_started(ex, exc)
         raise
     return ex
 
 
-def end_unfinished(fctx: FlowRunContext) -> None:
-    """End the runs that could not record their own end (their thread hit Python's
+def end_unfinished(fctx: FlowRunContext, every_thread: bool = False) -> None:
+    """End the runs that could not record their own end (this thread hit Python's
     recursion limit while recording it): called on the way out by an enclosing task run
-    or the flow run, which has stack to spare. Runs final by now are only dropped."""
-    pending = fctx.unfinished
-    while pending:
-        ex, exc = pending[-1]
+    in the same thread, or by the flow run (``every_thread``: its tasks are done), which
+    have stack to spare. Runs that are final by now are only dropped."""
+    me = _get_ident()
+    for entry in list(fctx.unfinished):
+        ex, exc, thread = entry
+        if thread != me and not every_thread:
+            continue  # its own thread may be ending it right now
         state = ex.task_run.state
-        if state is not None and (state.is_final() or state.name == "NotReady"):
-            pending.pop()
-            continue
-        if state is None or state.type is S.StateType.PENDING:
+        if state is None or (state.type is S.StateType.PENDING and state.name != "NotReady"):
             never_started(ex, exc)
-        else:
+        elif not state.is_final() and state.name != "NotReady":
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             kind = S.Failed if isinstance(exc, Exception) else S.Crashed
             ex.finish_logs(finish_run(fctx, ex.task_run, kind(
                 message=f"Task run encountered an exception during execution: {reason}", data=exc)))
-        pending.pop()
+        try:
+            fctx.unfinished.remove(entry)
+        except ValueError:  # another caller (the flow run) took it meanwhile
+            pass
 
 
 def never_started(ex: TaskExecution, exc: BaseException) -> None:

@@ -250,7 +250,7 @@ class FlowExecution(FlowRunContext):
     def settle(self, state: S.State) -> None:
         if self.unfinished:  # task runs that could not record their own end
             try:
-                end_unfinished(self)
+                end_unfinished(self, every_thread=True)
             except Exception as exc:  # the store failing: the flow run's end matters more
                 flow_logger.error("Could not end %d task run(s): %s: %s", len(self.unfinished),
                                   type(exc).__name__, exc, extra=flow_extra(self))
@@ -336,7 +336,7 @@ def _interrupted(fx: FlowExecution, exc: BaseException) -> None:
     same, so it is recorded Crashed too."""
     if fx.final is None:
         fx.crash(exc)
-    elif not isinstance(exc, Exception):
+    elif not isinstance(exc, Exception) and exc is not fx.final.data:  # (not the outcome re-raised)
         fx._interrupted_while_finishing(fx.final, exc)
     if not fx.closed:
         fx.finish()

@@ -8,6 +8,7 @@ Futures among the arguments (also nested in lists, tuples, sets and dicts) and i
 
 from __future__ import annotations
 
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from . import states as S
@@ -40,7 +41,7 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
         # An interrupt while waiting for upstream runs, or before the attempt loop began
         # (which ends its own runs): the run never started. Noted first without a call
         # (see engine.execute_sync): at the recursion limit the calls fail too.
-        fctx.unfinished.append((ex, exc))
+        fctx.unfinished.append((ex, exc, get_ident()))
         if not _cancelled(ex):
             never_started(ex, exc)
         raise
@@ -177,7 +178,7 @@ def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_f
         future.work = work
         fctx.track(future)  # told when the future finishes: it is the future's owner
     except BaseException as exc:  # interrupted before the flow run could see the run
-        fctx.unfinished.append((ex, exc))
+        fctx.unfinished.append((ex, exc, get_ident()))
         never_started(ex, exc)
         raise
     if fctx.crashed:
