@@ -53,6 +53,8 @@ class FlowRunContext:
         # Threads still running a body after a flow timeout gave up on them: they may not
         # start new task runs or subflows (engine.call_in_thread).
         self.abandoned: set[int] = set()
+        # Unfinished task runs that tasks called (by run id), for crash() to end.
+        self.nested: dict[str, Any] = {}
         # (task execution, exception, thread id) of runs whose end could not be recorded
         # where it happened (engine.end_unfinished): mostly empty.
         self.unfinished: list[Any] = []

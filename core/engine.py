@@ -483,6 +483,8 @@ def execute_sync(ex: TaskExecution) -> S.State:
         if prints is not None:
             log_prints_var.reset(prints)
         task_run_ctx.reset(token)
+        if ex.nesting:
+            ex.flow_context.nested.pop(ex.task_run.id, None)
     ex.finish_logs(final)
     return final
 
@@ -525,6 +527,8 @@ async def execute_async(ex: TaskExecution) -> S.State:
         if prints is not None:
             log_prints_var.reset(prints)
         task_run_ctx.reset(token)
+        if ex.nesting:
+            ex.flow_context.nested.pop(ex.task_run.id, None)
     ex.finish_logs(final)
     return final
 
@@ -556,7 +560,11 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
     if upstream:
         run.upstream_ids = tuple(f.task_run_id for f in upstream)
     ex = TaskExecution(task, run, fctx, parameters)
-    ex.nesting = nesting
+    if nesting:
+        # Called by a task, maybe in a worker thread: known to the flow run, which ends
+        # it should it crash meanwhile (submitted runs it knows by their futures).
+        ex.nesting = nesting
+        fctx.nested[run.id] = ex
     run.name = _task_run_name(ex, fctx) or f"{task.name}-{task.task_key}-{fctx.next_index(task.task_key)}"
     try:
         fctx.store.create_task_run(run)

@@ -237,6 +237,12 @@ class FlowExecution(FlowRunContext):
             # Recorded and seen by state_changed hooks, unless a worker finished it first.
             # Whoever holds the future (an interactive session) must not wait forever.
             future.set_state(finish_run(self, run, state))
+        for ex in list(self.nested.values()):  # runs tasks called, in the flow's threads
+            run = ex.task_run
+            state = S.Cancelled(message="The flow run crashed before this task run finished.")
+            if run.state is not None and run.state.is_running():
+                state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+            finish_run(self, run, state)
         if self.task_runner is not None:
             try:
                 self.task_runner.shutdown(wait=False)

@@ -109,6 +109,28 @@ CASES = {
 
         waits()
     """,
+    # A submitted task (in a worker thread) is running a task it called when Ctrl-C comes.
+    "nested-call-in-a-worker": """
+        started = threading.Event()
+
+        @task
+        def inner():
+            started.set()
+            time.sleep(5)
+
+        @task
+        def outer():
+            return inner()
+
+        @flow
+        def nests():
+            future = outer.submit()
+            started.wait()
+            ctrl_c()
+            return future.result()
+
+        nests()
+    """,
 }
 
 
