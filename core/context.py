@@ -53,6 +53,11 @@ class FlowRunContext:
         # Threads still running a body after a flow timeout gave up on them: they may not
         # start new task runs or subflows (engine.call_in_thread).
         self.abandoned: set[int] = set()
+        # Unfinished task runs that tasks called (by run id), for crash() to end.
+        self.nested: dict[str, Any] = {}
+        # (task execution, exception, thread id) of runs whose end could not be recorded
+        # where it happened (engine.end_unfinished): mostly empty.
+        self.unfinished: list[Any] = []
 
     @property
     def result_store(self) -> ResultStore:
@@ -119,9 +124,26 @@ class FlowRunContext:
 
 
 class TaskRunContext:
-    """One task run as plugins and policies see it."""
+    """One task run as plugins and policies see it (the ``ctx`` of a
+    :class:`~headwater.policy.StatePolicy`'s methods).
 
-    __slots__ = ("task", "task_run", "flow_context", "parameters")
+    What it offers, and all a policy may rely on:
+
+    - ``task``: the :class:`~headwater.tasks.Task` (its options on ``task.spec``),
+    - ``task_run``: the :class:`~headwater.runs.TaskRun` (``name``, ``state``,
+      ``cache_key``, ``run_count``, ...),
+    - ``parameters``: the run's arguments by parameter name,
+    - ``retries_done``: how many retries were scheduled for this run so far (0 during
+      the first attempt, 1 during the first retry, ...),
+    - ``nesting``: how many task runs enclose this one (0 for a task its flow called),
+    - ``flow_context``, ``store``, ``result_store``, ``session``: the flow run's shared
+      state, the run store, the result store and the session.
+
+    A policy is testable with any object with the attributes it reads, such as
+    ``types.SimpleNamespace(task=my_task, task_run=None, retries_done=0)``.
+    """
+
+    __slots__ = ("task", "task_run", "flow_context", "parameters", "retries_done", "nesting")
 
     def __init__(self, task: Task, task_run: TaskRun, flow_context: FlowRunContext,
                  parameters: dict[str, Any]) -> None:
@@ -129,6 +151,8 @@ class TaskRunContext:
         self.task_run = task_run
         self.flow_context = flow_context
         self.parameters = parameters
+        self.retries_done = 0
+        self.nesting = 0
 
     @property
     def store(self) -> RunStore:

@@ -19,18 +19,26 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import states as S
 from .context import _RUN_LOCKS, FlowRunContext, TaskRunContext, task_run_ctx
-from .errors import ConfigurationError, RunNameError, StoreError, TaskTimeout
+from .errors import ConfigurationError, RunNameError, StoreError, TaskNestingError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
 from .results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultNotPersisted
 from .run_logging import flow_logger, log_line, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
-from .tracebacks import for_log
+from .tracebacks import for_log, logged_in
 
 if TYPE_CHECKING:
     from .tasks import Task
 
 _INFO = logging.INFO
+_FINAL = S.FINAL_TYPES
+_get_ident = threading.get_ident
+
+#: How deep task runs may nest (a task calling a task calling a task ...), counted from
+#: the flow run (or the outermost task run): a task that calls itself without end then
+#: fails with one clear error long before Python's recursion limit, which would strike
+#: inside the engine while it records the runs.
+MAX_TASK_NESTING = 50
 
 
 def transition(fctx: FlowRunContext, run: Any, state: S.State) -> None:
@@ -72,12 +80,11 @@ def finish_run(fctx: FlowRunContext, run: Any, state: S.State) -> S.State:
 class TaskExecution(TaskRunContext):
     """One task run from Pending to its final state (and the context plugins see)."""
 
-    __slots__ = ("policy", "retries_done", "error")
+    __slots__ = ("policy", "error")
 
     def __init__(self, task: Task, run: TaskRun, fctx: FlowRunContext, parameters: dict[str, Any]) -> None:
         super().__init__(task, run, fctx, parameters)
         self.policy = fctx.policy_for(task)
-        self.retries_done = 0
         self.error: BaseException | None = None
 
     # -- the decisions, shared by the sync and async loops ------------------------------
@@ -85,9 +92,13 @@ class TaskExecution(TaskRunContext):
     def begin_attempt(self) -> S.State | None:
         """Propose Running. Return a final state to stop (cache hit, key failure)."""
         run = self.task_run
-        ended = self.ended_by_flow()
-        if ended is not None:
-            return ended  # never start a run its crashing flow run ended
+        fctx = self.flow_context
+        if fctx.crashed:  # never start a run once its flow run crashed
+            ended = run.state
+            if ended is not None and ended.is_final():
+                return ended  # the crashing flow run ended it
+            return finish_run(fctx, run, S.Cancelled(
+                message="The flow run crashed before this task run started."))
         policy = self.policy
         if policy.uses_cache and run.cache_key is None:
             try:
@@ -99,6 +110,9 @@ class TaskExecution(TaskRunContext):
                 return final if final is not None else run.state
         early = policy.propose_running(self)
         if early is not None:
+            if not isinstance(early, S.State) or early.type not in _FINAL:
+                early = self._bad_answer("propose_running", early, "None (to run the attempt) "
+                                         "or a final state such as Cached")
             return finish_run(self.flow_context, run, early)
         running = S.Retrying() if self.retries_done else S.Running()
         run.run_count += 1
@@ -127,6 +141,8 @@ class TaskExecution(TaskRunContext):
         """Answer a failed attempt. Return the final state, or ``None`` to retry
         (after ``self.retry_delay`` seconds)."""
         run = self.task_run
+        if self.flow_context.unfinished:  # nested runs that could not end themselves
+            end_unfinished(self.flow_context)
         ended = self.ended_by_flow()
         if ended is not None:
             return ended  # the crashing flow run ended it first: its state stays
@@ -142,15 +158,27 @@ class TaskExecution(TaskRunContext):
         else:
             state = S.Failed(message=f"Task run encountered an exception during {where}: "
                                      f"{type(exc).__name__}: {exc}", data=exc)
-        task_logger.error("Encountered exception during %s:", where,
-                          exc_info=for_log(exc, label["run_label"]), extra=label)
-        try:
-            answer = self.policy.propose_failed(self, exc, state)
-        except Exception as policy_exc:
-            answer = S.Failed(message=f"The retry policy of task {self.task.name!r} raised "
-                                      f"{type(policy_exc).__name__}: {policy_exc}", data=policy_exc)
-            task_logger.error("Retry policy failed:", exc_info=policy_exc, extra=label)
-        if answer.name == "AwaitingRetry":
+        logged = logged_in(exc)
+        if logged is None:
+            task_logger.error("Encountered exception during %s:", where,
+                              exc_info=for_log(exc, label["run_label"]), extra=label)
+        else:  # one traceback per failure: the (nested) run that raised it logged it already
+            task_logger.error("Encountered exception during %s: %s: %s (raised in %s; its "
+                              "traceback is logged there)", where, type(exc).__name__, exc, logged,
+                              extra=label)
+        if isinstance(exc, TaskNestingError):
+            # Deterministic: retrying (at every level of the nesting) would only repeat it.
+            answer = state
+        else:
+            try:
+                answer = self.policy.propose_failed(self, exc, state)
+            except Exception as policy_exc:
+                answer = S.Failed(message=f"The retry policy of task {self.task.name!r} raised "
+                                          f"{type(policy_exc).__name__}: {policy_exc}", data=policy_exc)
+                task_logger.error("Retry policy failed:", exc_info=policy_exc, extra=label)
+            else:
+                answer = self._checked_failed_answer(answer, exc)
+        if answer.type is S.StateType.SCHEDULED:
             won = _transition_unless_final(self.flow_context, run, answer)
             if won is not answer:
                 return won
@@ -171,6 +199,8 @@ class TaskExecution(TaskRunContext):
 
     def completed(self, value: Any) -> S.State:
         run = self.task_run
+        if self.flow_context.unfinished:  # nested runs that could not end themselves
+            end_unfinished(self.flow_context)
         ended = self.ended_by_flow()
         if ended is not None:
             return ended  # finished in the background after its flow run crashed
@@ -188,8 +218,51 @@ class TaskExecution(TaskRunContext):
                 state = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
                 self.error = exc
             else:
-                state = self.policy.propose_completed(self, state)
+                answer = self.policy.propose_completed(self, state)
+                state = answer if isinstance(answer, S.State) and answer.type in _FINAL else \
+                    self._bad_answer("propose_completed", answer, "a final state (the proposed "
+                                     "Completed, or Failed to reject the result)")
         return finish_run(self.flow_context, run, state)
+
+    # -- checking the policy's answers ----------------------------------------------------------
+
+    def _checked_failed_answer(self, answer: Any, exc: BaseException) -> S.State:
+        """``answer`` to a failed attempt if the engine can act on it, else a Failed state
+        naming the policy. A retry is an answer of type SCHEDULED that says when: an
+        ``AwaitingRetry`` (without a ``scheduled_time``: at once) or any SCHEDULED state
+        with a ``scheduled_time``. A final state ends the run as it is (``Completed``
+        included: a policy may accept a failure, and the run is logged as such)."""
+        if isinstance(answer, S.State):
+            kind = answer.type
+            if kind is S.StateType.SCHEDULED:
+                if answer.name == "AwaitingRetry" or answer.state_details.scheduled_time is not None:
+                    return answer
+            elif kind in S.FINAL_TYPES:
+                if kind is S.StateType.COMPLETED:
+                    task_logger.warning("State policy %s answered the failed attempt with %s: the "
+                                        "run is recorded as completed", _policy_name(self.policy),
+                                        answer, extra=task_extra(self))
+                return answer
+        return self._bad_answer("propose_failed", answer, "the proposed Failed state, another final "
+                                "state, or AwaitingRetry (with its scheduled_time) to retry", exc)
+
+    def _bad_answer(self, method: str, answer: Any, expected: str,
+                    exc: BaseException | None = None) -> S.State:
+        """The Failed state that ends a run whose policy answered what the engine cannot
+        act on: a run left Scheduled or Running would look alive forever, and ``None`` as a
+        result would pass a failure off as a success."""
+        shown = repr(answer)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        message = (f"State policy {_policy_name(self.policy)} answered {method}() with {shown} for "
+                   f"task run {self.task_run.name!r}; expected {expected}")
+        if exc is not None:
+            message += f" (the attempt failed with {type(exc).__name__}: {exc})"
+        error = ConfigurationError(message)
+        error.__cause__ = exc
+        self.error = error
+        task_logger.error("%s", message, extra=task_extra(self))
+        return S.Failed(message=message, data=error)
 
     def crash(self, exc: BaseException) -> S.State:
         """End the run Crashed by ``exc`` (an error outside the body, or an interrupt) and
@@ -312,6 +385,11 @@ async def call_with_deadline(call: Callable[[], Awaitable[Any]], timeout: float,
     return value
 
 
+def _policy_name(policy: Any) -> str:
+    cls = type(policy)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _secs(value: float) -> str:
     return f"{round(value, 2):g}"
 
@@ -396,12 +474,17 @@ def execute_sync(ex: TaskExecution) -> S.State:
             final = ex.completed(value)
             break
     except BaseException as exc:
+        # First, without a call of our own: with Python's recursion limit reached the
+        # calls below fail too, and an enclosing run (with stack to spare) ends it.
+        ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
     finally:
         if prints is not None:
             log_prints_var.reset(prints)
         task_run_ctx.reset(token)
+        if ex.nesting:
+            ex.flow_context.nested.pop(ex.task_run.id, None)
     ex.finish_logs(final)
     return final
 
@@ -435,12 +518,17 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 continue
             break
     except BaseException as exc:
+        # First, without a call of our own: with Python's recursion limit reached the
+        # calls below fail too, and an enclosing run (with stack to spare) ends it.
+        ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
     finally:
         if prints is not None:
             log_prints_var.reset(prints)
         task_run_ctx.reset(token)
+        if ex.nesting:
+            ex.flow_context.nested.pop(ex.task_run.id, None)
     ex.finish_logs(final)
     return final
 
@@ -461,18 +549,75 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
     if fctx.abandoned and threading.get_ident() in fctx.abandoned:
         raise TaskTimeout(f"{fctx.label} timed out; its body, still running in the background, "
                           f"starts no new task runs (task {task.name!r} was not run)")
+    parent = task_run_ctx.get()
+    nesting = 0 if parent is None else parent.nesting + 1
+    if nesting >= MAX_TASK_NESTING:
+        raise TaskNestingError(f"task {task.name!r} was not run: task runs are nested {nesting} deep, "
+                               f"the limit (headwater.engine.MAX_TASK_NESTING); does a task call "
+                               f"itself without end?")
     run = TaskRun(time_ordered_id(), task.name, task.task_key, "", parameters, task.spec.tags,
                   fctx.flow_run.id if fctx.flow_run is not None else None)
     if upstream:
         run.upstream_ids = tuple(f.task_run_id for f in upstream)
     ex = TaskExecution(task, run, fctx, parameters)
+    if nesting:
+        # Called by a task, maybe in a worker thread: known to the flow run, which ends
+        # it should it crash meanwhile (submitted runs it knows by their futures).
+        ex.nesting = nesting
+        fctx.nested[run.id] = ex
     run.name = _task_run_name(ex, fctx) or f"{task.name}-{task.task_key}-{fctx.next_index(task.task_key)}"
-    fctx.store.create_task_run(run)
-    transition(ex.flow_context, run, S.Pending())
-    if fctx.flow_run is not None and flow_logger.isEnabledFor(_INFO):
-        log_line(flow_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
-                 {"run_label": fctx.label, "flow_run_id": fctx.flow_run.id, "task_run_id": run.id})
+    try:
+        fctx.store.create_task_run(run)
+        transition(ex.flow_context, run, S.Pending())
+        if fctx.flow_run is not None and flow_logger.isEnabledFor(_INFO):
+            log_line(flow_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
+                     {"run_label": fctx.label, "flow_run_id": fctx.flow_run.id, "task_run_id": run.id})
+    except BaseException as exc:
+        # Interrupted (or the store failed) between creating the run and recording its
+        # first state: the store would keep a run with no state at all.
+        fctx.unfinished.append((ex, exc, _get_ident()))  # see execute_sync
+        never_started(ex, exc)
+        raise
     return ex
+
+
+def end_unfinished(fctx: FlowRunContext, every_thread: bool = False) -> None:
+    """End the runs that could not record their own end (this thread hit Python's
+    recursion limit while recording it): called on the way out by an enclosing task run
+    in the same thread, or by the flow run (``every_thread``: its tasks are done), which
+    have stack to spare. Runs that are final by now are only dropped."""
+    me = _get_ident()
+    for entry in list(fctx.unfinished):
+        ex, exc, thread = entry
+        if thread != me and not every_thread:
+            continue  # its own thread may be ending it right now
+        state = ex.task_run.state
+        if state is None or (state.type is S.StateType.PENDING and state.name != "NotReady"):
+            never_started(ex, exc)
+        elif not state.is_final() and state.name != "NotReady":
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            kind = S.Failed if isinstance(exc, Exception) else S.Crashed
+            ex.finish_logs(finish_run(fctx, ex.task_run, kind(
+                message=f"Task run encountered an exception during execution: {reason}", data=exc)))
+        try:
+            fctx.unfinished.remove(entry)
+        except ValueError:  # another caller (the flow run) took it meanwhile
+            pass
+
+
+def never_started(ex: TaskExecution, exc: BaseException) -> None:
+    """End a run that ``exc`` (an interrupt, a failing store) stopped before its attempt
+    loop began: ``Cancelled``, unless it is final already, so no created run is left
+    without a final state."""
+    current = ex.task_run.state
+    if current is not None and (current.type is not S.StateType.PENDING or current.name == "NotReady"):
+        return  # started or ended (NotReady stays): the attempt loop, or end_unfinished, ends it
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    state = S.Cancelled(message=f"The task run was stopped by {reason} before it started.", data=exc)
+    try:
+        finish_run(ex.flow_context, ex.task_run, state)
+    except Exception:  # noqa: S110 - the store failing again: the first error is raised
+        pass
 
 
 def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:

@@ -11,7 +11,8 @@
     ├── RunNameError              a run-name template or callable failed
     ├── RunFailed                 a run failed without an exception of its own
     ├── UpstreamFailed            a task did not run because a task it waits for failed
-    └── TaskTimeout               a run exceeded timeout_seconds (a TimeoutError too)
+    ├── TaskTimeout               a run exceeded timeout_seconds (a TimeoutError too)
+    └── TaskNestingError          task runs nested deeper than the limit (a RecursionError too)
 """
 
 from __future__ import annotations
@@ -55,4 +56,8 @@ class UpstreamFailed(HeadwaterError):
 
 
 class TaskTimeout(HeadwaterError, TimeoutError):
+    pass
+
+
+class TaskNestingError(HeadwaterError, RecursionError):
     pass

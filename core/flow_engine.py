@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, finish_run,
-                     transition)
+from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, end_unfinished,
+                     finish_run, transition)
 from .errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import random_id
@@ -254,6 +254,14 @@ class FlowExecution(FlowRunContext):
             # Recorded and seen by state_changed hooks, unless a worker finished it first.
             # Whoever holds the future (an interactive session) must not wait forever.
             future.set_state(finish_run(self, run, state))
+        for ex in list(self.nested.values()):  # runs tasks called, in the flow's threads
+            run = ex.task_run
+            if run.state is not None and run.state.name == "NotReady":
+                continue  # ended without running: it stays NotReady
+            state = S.Cancelled(message="The flow run crashed before this task run finished.")
+            if run.state is not None and run.state.is_running():
+                state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+            finish_run(self, run, state)
         if self.task_runner is not None:
             try:
                 self.task_runner.shutdown(wait=False)
@@ -265,6 +273,12 @@ class FlowExecution(FlowRunContext):
     # -- the end ------------------------------------------------------------------------------
 
     def settle(self, state: S.State) -> None:
+        if self.unfinished:  # task runs that could not record their own end
+            try:
+                end_unfinished(self, every_thread=True)
+            except Exception as exc:  # the store failing: the flow run's end matters more
+                flow_logger.error("Could not end %d task run(s): %s: %s", len(self.unfinished),
+                                  type(exc).__name__, exc, extra=flow_extra(self))
         run = self.flow_run
         state.state_details.flow_run_id = run.id
         run.end_ts = state.ts
@@ -275,17 +289,40 @@ class FlowExecution(FlowRunContext):
         state = self.final
         assert state is not None
         self.closed = True
-        if self.task_runner is not None:
-            self.task_runner.shutdown(wait=True)
-        if flow_logger.isEnabledFor(_INFO):
-            flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
-        callbacks = _callbacks_for(self.flow.spec, state)
-        if callbacks:
-            _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
-        # Last: the Finished line hands the run's buffered task lines to the store, and
-        # callbacks may log; the caller reads the store as soon as the call returns.
-        self.store.flush()
+        try:
+            if self.task_runner is not None:
+                self.task_runner.shutdown(wait=True)
+            if flow_logger.isEnabledFor(_INFO):
+                flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
+            callbacks = _callbacks_for(self.flow.spec, state)
+            if callbacks:
+                _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
+            # Last: the Finished line hands the run's buffered task lines to the store, and
+            # callbacks may log; the caller reads the store as soon as the call returns.
+            self.store.flush()
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise  # the store failing: its error says what was not written
+            self._interrupted_while_finishing(state, exc)
+            raise
         return state
+
+    def _interrupted_while_finishing(self, state: S.State, exc: BaseException) -> None:
+        """An interrupt (Ctrl-C) while the run was finishing (waiting for its task
+        runner, in a state callback, or in the final flush) reaches the caller, so the
+        run is recorded Crashed: a history saying Completed would not be what the caller
+        saw. Its earlier state stays in the history, named in the message."""
+        if state.is_crashed():
+            return
+        name = type(exc).__name__
+        crashed = S.Crashed(message=f"Execution was interrupted by {name} while the run was "
+                                    f"finishing (its body had ended in state {state.name}).", data=exc)
+        try:
+            self.settle(crashed)
+            self.store.flush()
+        except Exception as record_exc:  # the store failing now: the interrupt matters more
+            flow_logger.error("Could not record the interruption: %s: %s", type(record_exc).__name__,
+                              record_exc, extra=flow_extra(self))
 
 
 def _dt_from_ts(ts: float) -> Any:
@@ -319,11 +356,25 @@ def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowExe
 
 
 def _interrupted(fx: FlowExecution, exc: BaseException) -> None:
-    """End a run that an exception escaped from: Crashed, runner stopped, logged."""
+    """End a run that an exception escaped from: Crashed, runner stopped, logged. An
+    interrupt after the run settled (while it finished) reaches the caller all the
+    same, so it is recorded Crashed too."""
     if fx.final is None:
         fx.crash(exc)
+    elif not isinstance(exc, Exception) and exc is not fx.final.data:  # (not the outcome re-raised)
+        fx._interrupted_while_finishing(fx.final, exc)
     if not fx.closed:
         fx.finish()
+
+
+def _exit(fx: FlowExecution) -> None:
+    """``fx.exit()``; an interrupt landing there reaches the caller too: Crashed."""
+    try:
+        fx.exit()
+    except BaseException as exc:
+        if fx.final is not None and not isinstance(exc, Exception):
+            fx._interrupted_while_finishing(fx.final, exc)
+        raise
 
 
 def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
@@ -356,7 +407,7 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        fx.exit()
+        _exit(fx)
 
 
 async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -391,7 +442,7 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        fx.exit()
+        _exit(fx)
 
 
 def source_dir_of(fn: Any) -> Path | None:

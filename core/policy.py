@@ -44,18 +44,28 @@ class StatePolicy:
         """Before an attempt: return a final state (e.g. ``Cached``) to skip the call,
         or ``None`` to run it. ``ctx.task_run.cache_key`` is set when the task has a key.
 
-        ``ctx`` is the :class:`~headwater.context.TaskRunContext`: ``ctx.task``,
-        ``ctx.task_run``, ``ctx.store`` (the run store) and ``ctx.result_store``."""
+        ``ctx`` is the :class:`~headwater.context.TaskRunContext`, the same for every
+        method: ``ctx.task``, ``ctx.task_run``, ``ctx.parameters``, ``ctx.retries_done``
+        (retries scheduled so far), ``ctx.store`` (the run store) and
+        ``ctx.result_store``. Any other answer than ``None`` or a final state ends the
+        run ``Failed`` with an error naming the policy's class."""
         return None
 
     def propose_failed(self, ctx: TaskRunContext, exc: BaseException, state: State) -> State:
-        """After a failed attempt: return ``state`` to fail, or ``AwaitingRetry`` (with
-        ``scheduled_time``) to run again."""
+        """After a failed attempt: return ``state`` (or another final state) to end the
+        run, or ``AwaitingRetry`` (with ``scheduled_time``; without one: at once) to run
+        again; any SCHEDULED state with a ``scheduled_time`` is a retry at that time.
+        A ``Completed`` answer accepts the failure: the run is recorded completed (with
+        a warning in its log). Anything else (``Scheduled()`` without a time,
+        ``Pending``, ``Running``, ``None``, not a state) ends the run ``Failed`` with an
+        error naming the policy's class."""
         return state
 
     def propose_completed(self, ctx: TaskRunContext, state: State) -> State:
-        """After a successful attempt: return the final state. A caching policy records
-        the result under the run's cache key here."""
+        """After a successful attempt: return the final state (``state``, or e.g. a
+        ``Failed`` one to reject the result). A caching policy records the result under
+        the run's cache key here. A non-final answer ends the run ``Failed`` with an
+        error naming the policy's class."""
         return state
 
 

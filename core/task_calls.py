@@ -8,12 +8,13 @@ Futures among the arguments (also nested in lists, tuples, sets and dicts) and i
 
 from __future__ import annotations
 
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, finish_run,
-                     standalone_context)
+                     never_started, standalone_context)
 from .futures import (Future, Work, _in_event_loop, _run_coroutine_function, collect_futures, resolve_futures,
                       unmapped, when_all_done)
 
@@ -30,13 +31,22 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
     parameters = task.binder.bind(args, kwargs)
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
-    if upstream:
-        not_ready = _wait_upstream(ex, upstream)
-        if not_ready is not None:
-            return not_ready if return_state else not_ready.result()
-    if task.is_async:
-        return _call_async_task(ex, return_state)
-    state = execute_sync(ex)
+    try:
+        not_ready = _wait_upstream(ex, upstream) if upstream else None
+        if not_ready is None:
+            if task.is_async:
+                return _call_async_task(ex, return_state)
+            state = execute_sync(ex)
+    except BaseException as exc:
+        # An interrupt while waiting for upstream runs, or before the attempt loop began
+        # (which ends its own runs): the run never started. Noted first without a call
+        # (see engine.execute_sync): at the recursion limit the calls fail too.
+        fctx.unfinished.append((ex, exc, get_ident()))
+        if not _cancelled(ex):
+            never_started(ex, exc)
+        raise
+    if not_ready is not None:
+        return not_ready if return_state else not_ready.result()
     if return_state:
         return state
     return state.result()
@@ -159,13 +169,24 @@ def _not_to_run(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
 def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
     upstream = upstream_of(task, parameters, wait_for)
     ex = create_task_run(task, fctx, parameters, upstream)
-    future = Future(ex.task_run, fctx)
-    if task.is_async:
-        work = Work(future, ex, None, _run_submitted_async, upstream)
-    else:
-        work = Work(future, ex, _run_submitted_sync, None, upstream)
-    future.work = work
-    fctx.track(future)  # told when the future finishes: it is the future's owner
+    try:
+        future = Future(ex.task_run, fctx)
+        if task.is_async:
+            work = Work(future, ex, None, _run_submitted_async, upstream)
+        else:
+            work = Work(future, ex, _run_submitted_sync, None, upstream)
+        future.work = work
+        fctx.track(future)  # told when the future finishes: it is the future's owner
+    except BaseException as exc:  # interrupted before the flow run could see the run
+        fctx.unfinished.append((ex, exc, get_ident()))
+        never_started(ex, exc)
+        raise
+    if fctx.crashed:
+        # The flow run crashed meanwhile (this is a task's thread): it may have ended
+        # its runs before this one was tracked, so end it here; nothing runs it now.
+        future.set_state(finish_run(fctx, ex.task_run, S.Cancelled(
+            message="The flow run crashed before this task run started.")))
+        return future
     runner = fctx.task_runner
     pending = [f for f in upstream if not f.done()] if upstream else upstream
     if not pending or runner.handles_dependencies:

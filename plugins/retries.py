@@ -4,6 +4,10 @@ A failed attempt is answered ``AwaitingRetry`` (with its ``scheduled_time``) whi
 retries remain and ``retry_condition_fn`` (if any) agrees; otherwise it stays ``Failed``.
 ``retry_delay_seconds`` is a number or a list (one per retry, the last repeats);
 ``retry_jitter_factor`` spreads each delay by up to that fraction, never below zero.
+
+The policy reads ``ctx.retries_done`` (how many retries this run had so far),
+``ctx.task`` and ``ctx.task_run`` (for ``retry_condition_fn``) from the context the
+engine passes (:class:`headwater.context.TaskRunContext`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ class RetryPolicy(StatePolicy):
         self.timeout_seconds = spec.timeout_seconds
 
     def propose_failed(self, ctx: Any, exc: BaseException, state: State) -> State:
-        done = getattr(ctx, "retries_done", 0)  # retries already scheduled for this run
+        # ``ctx`` is a TaskRunContext (or any object with these attributes, in a test):
+        # ``retries_done``, ``task`` and ``task_run`` are what this policy reads.
+        done = ctx.retries_done  # retries already scheduled for this run
         if done >= self.retries:
             return state
         if self.condition is not None:
