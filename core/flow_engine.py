@@ -49,6 +49,7 @@ class FlowExecution(FlowRunContext):
         self.retries_done = 0
         self.final: S.State | None = None
         self.closed = False
+        self.recorded: S.State | None = None  # the final state, once recorded
         self._tokens: list[Any] = []
 
     # -- setup ------------------------------------------------------------------------------
@@ -273,56 +274,80 @@ class FlowExecution(FlowRunContext):
     # -- the end ------------------------------------------------------------------------------
 
     def settle(self, state: S.State) -> None:
+        """Make ``state`` the run's final state. It is recorded by :meth:`finish`, after
+        the task runner stopped and the state callbacks ran, so an interrupt meanwhile
+        can still make it Crashed: a history holds one final state, and it is the one
+        the caller saw."""
         if self.unfinished:  # task runs that could not record their own end
             try:
                 end_unfinished(self, every_thread=True)
             except Exception as exc:  # the store failing: the flow run's end matters more
                 flow_logger.error("Could not end %d task run(s): %s: %s", len(self.unfinished),
                                   type(exc).__name__, exc, extra=flow_extra(self))
-        run = self.flow_run
-        state.state_details.flow_run_id = run.id
-        run.end_ts = state.ts
-        transition(self, run, state)
+        state.state_details.flow_run_id = self.flow_run.id
         self.final = state
 
-    def finish(self) -> S.State:
+    def _record_final(self) -> None:
         state = self.final
-        assert state is not None
+        if state is None or self.recorded is state:
+            return
+        self.recorded = state
+        run = self.flow_run
+        run.end_ts = state.ts
+        transition(self, run, state)
+
+    def finish(self) -> S.State:
+        assert self.final is not None
         self.closed = True
         try:
             if self.task_runner is not None:
                 self.task_runner.shutdown(wait=True)
+            state = self.final
             if flow_logger.isEnabledFor(_INFO):
                 flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
             callbacks = _callbacks_for(self.flow.spec, state)
             if callbacks:
                 _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
-            # Last: the Finished line hands the run's buffered task lines to the store, and
-            # callbacks may log; the caller reads the store as soon as the call returns.
-            self.store.flush()
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                raise  # the store failing: its error says what was not written
-            self._interrupted_while_finishing(state, exc)
-            raise
-        return state
-
-    def _interrupted_while_finishing(self, state: S.State, exc: BaseException) -> None:
-        """An interrupt (Ctrl-C) while the run was finishing (waiting for its task
-        runner, in a state callback, or in the final flush) reaches the caller, so the
-        run is recorded Crashed: a history saying Completed would not be what the caller
-        saw. Its earlier state stays in the history, named in the message."""
-        if state.is_crashed():
-            return
-        name = type(exc).__name__
-        crashed = S.Crashed(message=f"Execution was interrupted by {name} while the run was "
-                                    f"finishing (its body had ended in state {state.name}).", data=exc)
-        try:
-            self.settle(crashed)
+            if not isinstance(exc, Exception):
+                self.interrupted_while_finishing(exc)  # the caller sees the interrupt: Crashed
+            self._record_final()
             self.store.flush()
-        except Exception as record_exc:  # the store failing now: the interrupt matters more
-            flow_logger.error("Could not record the interruption: %s: %s", type(record_exc).__name__,
-                              record_exc, extra=flow_extra(self))
+            raise
+        self._record_final()
+        # Last: the Finished line hands the run's buffered task lines to the store, and
+        # callbacks may log; the caller reads the store as soon as the call returns.
+        self._flush_final()
+        return self.final
+
+    def _flush_final(self) -> None:
+        """The final flush. Its state is queued now and will be written whatever comes,
+        so a Ctrl-C landing in these few milliseconds is not raised: the call returns as
+        the run is recorded (a warning says so), rather than raising with the history
+        saying it completed."""
+        interrupted = False
+        while True:
+            try:
+                self.store.flush()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+        if interrupted:
+            flow_logger.warning("Ctrl-C came while the run's final state was being recorded: "
+                                "the run ended %s, and the call returns as it ended", self.final,
+                                extra=flow_extra(self))
+
+    def interrupted_while_finishing(self, exc: BaseException) -> None:
+        """An interrupt (Ctrl-C) after the run settled, before its final state was
+        recorded (while the task runner stopped, in a state callback), reaches the
+        caller: the run ends Crashed instead, naming the state its body ended in."""
+        state = self.final
+        if state is None or state.is_crashed() or self.recorded is not None:
+            return  # recorded already: a final state is never replaced
+        name = type(exc).__name__
+        self.final = S.Crashed(message=f"Execution was interrupted by {name} while the run was "
+                                       f"finishing (its body had ended in state {state.name}).", data=exc)
+        self.final.state_details.flow_run_id = self.flow_run.id
 
 
 def _dt_from_ts(ts: float) -> Any:
@@ -362,19 +387,9 @@ def _interrupted(fx: FlowExecution, exc: BaseException) -> None:
     if fx.final is None:
         fx.crash(exc)
     elif not isinstance(exc, Exception) and exc is not fx.final.data:  # (not the outcome re-raised)
-        fx._interrupted_while_finishing(fx.final, exc)
+        fx.interrupted_while_finishing(exc)
     if not fx.closed:
         fx.finish()
-
-
-def _exit(fx: FlowExecution) -> None:
-    """``fx.exit()``; an interrupt landing there reaches the caller too: Crashed."""
-    try:
-        fx.exit()
-    except BaseException as exc:
-        if fx.final is not None and not isinstance(exc, Exception):
-            fx._interrupted_while_finishing(fx.final, exc)
-        raise
 
 
 def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
@@ -407,7 +422,7 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        _exit(fx)
+        fx.exit()
 
 
 async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -442,7 +457,7 @@ async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, An
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        _exit(fx)
+        fx.exit()
 
 
 def source_dir_of(fn: Any) -> Path | None:

@@ -264,9 +264,15 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             open_runs = self._open_runs
             if run_id not in open_runs:  # recorded without create_task_run first
                 self.create_task_run(run)
-            header = self._created.pop(run_id, None)
+            # The header leaves the held ones only once queued: an interrupt (Ctrl-C) in
+            # between must not leave a run whose row has no name and no flow run.
+            header = self._created.get(run_id)
             entry = task_state(run, state)
-            self._queue.put(entry if header is None else header + entry)
+            if header is None:
+                self._queue.put(entry)
+            else:
+                self._queue.put(header + entry)
+                self._created.pop(run_id, None)
             if state.type in FINAL_TYPES:
                 open_runs.discard(run_id)  # the set holds unfinished runs only
         else:

@@ -205,7 +205,8 @@ FINISHING = """
 @pytest.mark.parametrize("moment", ["flush", "callback"])
 def test_ctrl_c_while_a_flow_run_finishes_is_recorded_as_the_caller_saw_it(tmp_path, monkeypatch, moment):
     """Ctrl-C in the final flush (or an on_completion callback) after the body returned:
-    the call raises KeyboardInterrupt, so the run must not stand Completed."""
+    a call that raised KeyboardInterrupt is recorded Crashed, one that returned
+    Completed, and the history has one final state either way."""
     home = tmp_path / "home"
     script = tmp_path / "finishing.py"
     script.write_text(PRELUDE + textwrap.dedent(FINISHING))
@@ -224,5 +225,8 @@ def test_ctrl_c_while_a_flow_run_finishes_is_recorded_as_the_caller_saw_it(tmp_p
             assert "raised KeyboardInterrupt" in result.stdout, result.stdout
             assert flow_run.state.type is StateType.CRASHED, flow_run.state
             assert "KeyboardInterrupt" in flow_run.state.message
+        # One final state: the history is never rewritten (no Completed, then Crashed).
+        finals = [st.name for st in session.store.read_states(flow_run.id) if st.is_final()]
+        assert finals == [flow_run.state.name], finals
         (task_run,) = session.store.read_task_runs(flow_run_id=flow_run.id)
         assert task_run.state.type is StateType.COMPLETED  # it did complete
