@@ -449,10 +449,16 @@ async def execute_async(ex: TaskExecution) -> S.State:
 
 
 def task_key(task: Task) -> str:
-    """A stable 8-hex key for a task: same in every process, unaffected by line numbers."""
+    """A stable 8-hex key for a task: same in every process, unaffected by line numbers,
+    and by how its file was started (script, ``headwater run``, import): the defining
+    file relative to the project root, the qualified name and the task name
+    (``headwater.identity``; docs/caching.md)."""
+    from .identity import function_origin
+
     fn = task.fn
-    ident = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', fn)}:{task.name}"
-    return hashlib.sha1(ident.encode()).hexdigest()[:8]
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    ident = f"{function_origin(fn)}:{qualname}:{task.name}"
+    return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any],
