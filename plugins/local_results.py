@@ -50,7 +50,8 @@ STALE_TEMP_SECONDS = 3600.0
 _swept: set[str] = set()  # directories swept by this process
 _CHECKS_OWNERS = hasattr(os, "geteuid") and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_FILE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | _O_CLOEXEC | getattr(os, "O_BINARY", 0)
+# No symlink followed; no hang on a FIFO someone made in its place (no effect on files).
+_O_FILE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | _O_CLOEXEC
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
 
 
@@ -209,11 +210,13 @@ class LocalResultStore(ResultStore):
                 raise ResultMissing(f"result file {path} is not a regular file")
             _check(st, path, "result file")
             parts = []
+            want = st.st_size + 1
             while True:  # a regular file: normally one read for the bytes, one for the end
-                chunk = os.read(fd, max(st.st_size + 1, 1 << 16))
+                chunk = os.read(fd, want)
                 if not chunk:
                     break
                 parts.append(chunk)
+                want = 1 << 20  # it grew meanwhile: the rest
         finally:
             os.close(fd)
         return parts[0] if len(parts) == 1 else b"".join(parts)
