@@ -22,7 +22,7 @@ from .context import _RUN_LOCKS, FlowRunContext, TaskRunContext, task_run_ctx
 from .errors import ConfigurationError, RunNameError, StoreError, TaskNestingError, TaskTimeout
 from .futures import Future
 from .ids import time_ordered_id
-from .results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultNotPersisted
+from .results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from .run_logging import flow_logger, log_line, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
 from .tracebacks import for_log, logged_in
@@ -288,8 +288,10 @@ class TaskExecution(TaskRunContext):
         key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
         serializer = self.task.spec.result_serializer or DEFAULT_SERIALIZER
         try:
-            run.result_location, size = self.result_store.write(key, value, serializer)
+            run.result_location, size, digest = unpack_written(self.result_store.write(key, value, serializer))
             run.stash[RESULT_SIZE] = size  # for the cache index (`headwater cache ls`)
+            if digest is not None:  # recorded in the cache entry, checked on every hit
+                run.stash[RESULT_DIGEST] = digest
         except ResultNotPersisted as exc:
             task_logger.warning("Result of type %s was not persisted (so not cached): %s",
                                 type(value).__name__, exc, extra=task_extra(self))
@@ -537,10 +539,16 @@ async def execute_async(ex: TaskExecution) -> S.State:
 
 
 def task_key(task: Task) -> str:
-    """A stable 8-hex key for a task: same in every process, unaffected by line numbers."""
+    """A stable 8-hex key for a task: same in every process, unaffected by line numbers,
+    and by how its file was started (script, ``headwater run``, import): the defining
+    file relative to the project root, the qualified name and the task name
+    (``headwater.identity``; docs/caching.md)."""
+    from .identity import function_origin
+
     fn = task.fn
-    ident = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', fn)}:{task.name}"
-    return hashlib.sha1(ident.encode()).hexdigest()[:8]
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    ident = f"{function_origin(fn)}:{qualname}:{task.name}"
+    return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any],

@@ -45,7 +45,7 @@ from .bindings import FlowBindings
 from .context import FlowRunContext, flow_run_ctx
 from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future, swap_nested
-from .results import RESULT_SIZE, ResultNotPersisted, ResultStore
+from .results import RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, ResultStore, unpack_written
 from .run_logging import flow_logger, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
@@ -487,11 +487,14 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     if location is not None and location.startswith(_DEFERRED):
         location = None
     size: int | None = None
+    digest: str | None = None
     if outcome.result_writes and final.is_completed():
         for key, serializer in outcome.result_writes:
             try:
-                location, size = fctx.result_store.write(key, final.data, serializer)
+                location, size, digest = unpack_written(fctx.result_store.write(key, final.data, serializer))
                 run.stash[RESULT_SIZE] = size
+                if digest is not None:  # for the cache entry, as in the engine
+                    run.stash[RESULT_DIGEST] = digest
             except ResultNotPersisted as exc:
                 location = None
                 task_logger.warning("Result of type %s was not persisted (so not cached): %s",
@@ -506,7 +509,7 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     if location is not None:  # a cache entry only for a result safely stored
         for entry in outcome.cache_entries:
             if entry.location.startswith(_DEFERRED):
-                entry.location, entry.size = location, size
+                entry.location, entry.size, entry.digest = location, size, digest
             fctx.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
     transition(fctx, run, final)

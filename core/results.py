@@ -1,11 +1,14 @@
 """Where persisted results live: the ResultStore interface and the serializers.
 
 A result store turns a value into bytes with a named serializer and keeps the bytes
-under a location string that it alone interprets.
+under a location string that it alone interprets. A store may also return a digest of
+the bytes it wrote; the cache entry records it, and a later read with that digest
+refuses bytes that changed since (docs/caching.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Protocol
 
@@ -14,6 +17,9 @@ from .stash import StashKey
 
 #: Size in bytes of the result the engine just persisted for a task run (in ``run.stash``).
 RESULT_SIZE: StashKey[int] = StashKey()
+
+#: Digest of the bytes the engine just persisted for a task run, when its store gives one.
+RESULT_DIGEST: StashKey[str] = StashKey()
 
 #: The serializer of a task without ``result_serializer``.
 DEFAULT_SERIALIZER = "cloudpickle"
@@ -24,7 +30,58 @@ class ResultNotPersisted(HeadwaterError):
 
 
 class ResultMissing(HeadwaterError):
-    """No readable result at the location (deleted, truncated or corrupted)."""
+    """No readable result at the location (deleted, truncated, corrupted, changed since
+    it was written, or not trusted)."""
+
+
+def digest_of(data: bytes) -> str:
+    """``"sha256:<hex>"`` of ``data``: what the built-in stores record and check."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(data: bytes, expected: str | None, where: str) -> None:
+    """Raise :class:`ResultMissing` when ``data`` does not have the digest ``expected``
+    (``None``: nothing to check). Called before the bytes are deserialized."""
+    if expected is None:
+        return
+    algorithm, _, _ = expected.partition(":")
+    try:
+        found = digest_of(data) if algorithm == "sha256" else \
+            f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    except ValueError:
+        raise ResultMissing(f"{where}: its cache entry has a digest of unknown kind {expected!r}") from None
+    if found != expected:
+        raise ResultMissing(f"{where} does not match the digest its cache entry recorded: it was "
+                            f"changed or damaged after it was written")
+
+
+def unpack_written(written: tuple[Any, ...]) -> tuple[str, int, str | None]:
+    """``(location, size, digest)`` from what a store's ``write`` returned: three values,
+    or two from a store that gives no digest (its results are not checked)."""
+    if len(written) == 2:
+        return written[0], written[1], None
+    return written[0], written[1], written[2]
+
+
+_takes_digest: dict[type, bool] = {}
+
+
+def read_result(store: ResultStore, location: str, digest: str | None) -> Any:
+    """``store.read(location, digest=digest)``; a store whose ``read`` has no ``digest``
+    parameter (written before digests existed) is called as ``read(location)``."""
+    if digest is None:
+        return store.read(location)
+    kind = type(store)
+    takes = _takes_digest.get(kind)
+    if takes is None:
+        import inspect
+
+        try:
+            takes = "digest" in inspect.signature(store.read).parameters
+        except (TypeError, ValueError):
+            takes = False
+        _takes_digest[kind] = takes
+    return store.read(location, digest=digest) if takes else store.read(location)
 
 
 class Serializer(Protocol):
@@ -59,8 +116,12 @@ class JSONSerializer:
 class ResultStore:
     """Subclass and return an instance from ``headwater_make_result_store``."""
 
-    def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int]:
-        """Serialize and store ``value`` under ``key``; return ``(location, size in bytes)``.
+    def write(self, key: str, value: Any,
+              serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int] | tuple[str, int, str]:
+        """Serialize and store ``value`` under ``key``; return ``(location, size in bytes,
+        digest)``, the digest a string naming its algorithm such as ``"sha256:<hex>"``
+        (:func:`digest_of`) of the bytes stored. A store may return only ``(location,
+        size)``: then its cache entries have no digest and reads are not checked.
 
         Raise :class:`ResultNotPersisted` when the value cannot be serialized or written,
         :class:`~headwater.errors.UnknownComponentError` for an unknown serializer name and
@@ -68,8 +129,10 @@ class ResultStore:
         """
         raise NotImplementedError
 
-    def read(self, location: str) -> Any:
-        """Return the value at ``location``; raise :class:`ResultMissing` if unreadable."""
+    def read(self, location: str, digest: str | None = None) -> Any:
+        """Return the value at ``location``; raise :class:`ResultMissing` if unreadable,
+        and, given the ``digest`` that ``write`` returned, if the stored bytes no longer
+        have it (check before deserializing: :func:`check_digest`)."""
         raise NotImplementedError
 
     def delete(self, location: str) -> None:
@@ -92,7 +155,7 @@ class MemoryResultStore(ResultStore):
         self.data: dict[str, tuple[str, bytes]] = {}
         self.serializers = serializers or {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
 
-    def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int]:
+    def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int, str]:
         if serializer not in self.serializers:
             raise unknown_serializer(serializer, self.serializers)
         try:
@@ -100,11 +163,15 @@ class MemoryResultStore(ResultStore):
         except Exception as exc:
             raise ResultNotPersisted(f"{type(exc).__name__}: {exc}") from exc
         self.data[key] = (serializer, blob)
-        return key, len(blob)
+        return key, len(blob), digest_of(blob)
 
-    def read(self, location: str) -> Any:
+    def read(self, location: str, digest: str | None = None) -> Any:
         try:
             serializer, blob = self.data[location]
+        except KeyError:
+            raise ResultMissing(f"no result at {location!r}") from None
+        check_digest(blob, digest, f"the result at {location!r}")
+        try:
             return self.serializers[serializer].loads(blob)
         except Exception as exc:
             raise ResultMissing(f"no readable result at {location!r}: {exc}") from exc

@@ -26,6 +26,9 @@ class CacheEntry:
     created: float
     expiration: float | None = None  # epoch seconds, None = never
     size: int | None = None
+    #: Digest of the result's bytes (``"sha256:<hex>"``) from the result store's write; a
+    #: read checks it. None: not checked (a store that gives none, or an older entry).
+    digest: str | None = None
 
     def is_expired(self, now: float | None = None) -> bool:
         return self.expiration is not None and (now or time.time()) >= self.expiration

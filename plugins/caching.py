@@ -3,8 +3,10 @@
 When a task has a ``cache_key_fn``, the engine computes the key before proposing
 ``Running``. If the run store's cache index has an unexpired entry for the key (and
 ``refresh_cache`` is off) and its result can be read, the run ends ``Cached`` with that
-result and the function is not called. After a successful call the result is persisted
-and only then is the cache entry written.
+result and the function is not called. A result whose bytes no longer match the digest
+its entry recorded, or that the result store does not trust (another user's file), is a
+miss: one warning, and the task runs again. After a successful call the result is
+persisted and only then is the cache entry written, with the digest of the bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from headwater.errors import HeadwaterError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
-from headwater.results import DEFAULT_SERIALIZER, RESULT_SIZE, ResultMissing
+from headwater.results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultMissing, read_result
 from headwater.states import Cached, State
 from headwater.stores import CacheEntry
 
@@ -77,6 +79,9 @@ class CachePolicy(WrappingPolicy):
         self.task = task
         self.refresh = task.spec.refresh_cache
         self.expiration = task.spec.cache_expiration
+        # Reasons a hit was refused, said once per task and flow run: a storage directory
+        # others can write refuses every entry, and a map must not repeat it a thousand times.
+        self.said: set[str] = set()
 
     def propose_running(self, ctx: Any) -> State | None:
         run = ctx.task_run
@@ -87,10 +92,14 @@ class CachePolicy(WrappingPolicy):
         if entry is None or entry.is_expired():
             return self.inner.propose_running(ctx)
         try:
-            value = ctx.result_store.read(entry.location)
+            value = read_result(ctx.result_store, entry.location, entry.digest)
         except ResultMissing as exc:
-            logger.warning("Cache entry for key %r cannot be read (%s); running the task again",
-                           key, exc, extra=_extra(ctx))
+            message = str(exc)
+            if message not in self.said:  # e.g. a storage directory others can write: once
+                if len(self.said) < 1000:
+                    self.said.add(message)
+                logger.warning("Cache entry for key %r cannot be read (%s); running the task again",
+                               key, message, extra=_extra(ctx))
             return self.inner.propose_running(ctx)
         run.result_location = entry.location
         expires = (dt.datetime.fromtimestamp(entry.expiration, tz=dt.timezone.utc)
@@ -108,7 +117,8 @@ class CachePolicy(WrappingPolicy):
         ctx.store.write_cache_entry(CacheEntry(
             key=run.cache_key, task_name=self.task.name, task_run_id=run.id,
             location=run.result_location, serializer=self.task.spec.result_serializer or DEFAULT_SERIALIZER,
-            created=now, expiration=expiration, size=run.stash.get(RESULT_SIZE, None)))
+            created=now, expiration=expiration, size=run.stash.get(RESULT_SIZE, None),
+            digest=run.stash.get(RESULT_DIGEST, None)))
         details = state.state_details
         details.cache_key = run.cache_key
         if expiration is not None:

@@ -299,7 +299,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(json.dumps([{
             "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id, "location": e.location,
             "serializer": e.serializer, "created": _iso(e.created), "expires": _iso(e.expiration),
-            "expired": e.is_expired(), "size": e.size} for e in entries], indent=2))
+            "expired": e.is_expired(), "size": e.size, "digest": e.digest} for e in entries], indent=2))
         return 0
     if not entries:
         print("The cache is empty.")

@@ -1,9 +1,11 @@
 """``task_input_hash``: a cache key from a task's identity, its body and its inputs.
 
 The hash is canonical: the same inputs give the same key in every process, whatever
-the dict or set order or ``PYTHONHASHSEED``. It covers the task's module, name and
-source text from its ``def`` line (so editing the body changes keys; moving it down a
-few lines, or changing the decorator's options, does not).
+the dict or set order or ``PYTHONHASHSEED``, and however the flow's file was started
+(script, ``headwater run``, import). It covers where the task is defined (its file
+relative to the project root, see ``headwater.identity``), its qualified name, its
+task name and its source text from its ``def`` line (so editing the body changes keys;
+moving it down a few lines, or changing the decorator's options, does not).
 Supported inputs: None, bool, int, float, complex, str, bytes, lists, tuples, dicts,
 sets, datetimes, dates, times, timedeltas, paths, enums, UUIDs, decimals, pydantic
 models, dataclasses, and array-likes with ``dtype``, ``shape`` and ``tobytes()``
@@ -25,11 +27,13 @@ import re
 import uuid
 from typing import Any, Callable
 
+from headwater.identity import function_origin, type_name
 from headwater.plugin_manager import hookimpl
 
 logger = logging.getLogger("headwater.task_runs")
 _warned: set[tuple[str, str, str]] = set()
 _body_hashes: dict[Any, str] = {}
+_prefixes: dict[tuple[Any, str], bytes] = {}  # (function's code, task name) -> hashed identity
 _DEF_LINE = re.compile(r"^[ \t]*(async[ \t]+)?def[ \t]", re.MULTILINE)
 
 
@@ -69,7 +73,7 @@ def _feed(update: Callable[[bytes], None], value: Any, path: str, depth: int = 0
         parts = sorted(_digest(item, f"{path} item", depth + 1) for item in value)
         update(b"S(" + b"".join(parts) + b")")
     elif isinstance(value, enum.Enum):
-        update(f"e:{t.__module__}.{t.__qualname__}:".encode())
+        update(f"e:{type_name(t)}:".encode("utf-8", "surrogatepass"))
         _feed(update, value.value, path, depth + 1)
     elif isinstance(value, (dt.datetime, dt.date, dt.time)):
         update(f"{t.__name__}:{value.isoformat()};".encode())
@@ -81,20 +85,20 @@ def _feed(update: Callable[[bytes], None], value: Any, path: str, depth: int = 0
         update(f"{t.__name__}:{value};".encode())
     elif isinstance(value, (str, int, float, bytes, tuple, list, dict)):
         # Subclasses (e.g. str enums, named tuples): class name plus the base value.
-        update(f"sub:{t.__module__}.{t.__qualname__}:".encode())
+        update(f"sub:{type_name(t)}:".encode("utf-8", "surrogatepass"))
         base = next(b for b in (str, int, float, bytes, tuple, list, dict) if isinstance(value, b))
         _feed(update, base(value), path, depth + 1)
     elif hasattr(value, "model_dump") and hasattr(type(value), "model_fields"):
-        update(f"m:{t.__module__}.{t.__qualname__}:".encode())
+        update(f"m:{type_name(t)}:".encode("utf-8", "surrogatepass"))
         _feed(update, value.model_dump(mode="python"), path, depth + 1)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        update(f"dc:{t.__module__}.{t.__qualname__}:".encode())
+        update(f"dc:{type_name(t)}:".encode("utf-8", "surrogatepass"))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         _feed(update, fields, path, depth + 1)
     elif hasattr(value, "tobytes") and hasattr(value, "dtype") and hasattr(value, "shape"):
         if str(getattr(value, "dtype", "")) == "object":
             raise Unhashable(path, value)
-        update(f"a:{t.__module__}.{t.__qualname__}:{value.dtype}:{tuple(value.shape)}:".encode())
+        update(f"a:{type_name(t)}:{value.dtype}:{tuple(value.shape)}:".encode("utf-8", "surrogatepass"))
         data = value.tobytes()
         update(b"%d:" % len(data) + data)
     else:
@@ -128,10 +132,27 @@ def _body_hash(fn: Any) -> str:
             blob = inspect.cleandoc(text).encode()
         except (OSError, TypeError):
             code = getattr(fn, "__code__", None)
-            blob = code.co_code if code is not None else repr(fn).encode()
+            # (Not repr(fn): it holds a memory address, different in every process.)
+            blob = code.co_code if code is not None else type(fn).__qualname__.encode()
         cached = hashlib.sha256(blob).hexdigest()[:16]
         _body_hashes[key] = cached
     return cached
+
+
+def _prefix(task: Any) -> bytes:
+    """What identifies the task in its keys: where it is defined (not its module name,
+    which depends on how the file was started), its qualified name, its name, its body."""
+    fn = task.fn
+    key = (getattr(fn, "__code__", fn), task.name)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        text = f"{function_origin(fn)}:{qualname}:{task.name}:{_body_hash(fn)}"
+        prefix = text.encode("utf-8", "surrogatepass")
+        if len(_prefixes) > 10_000:  # bounded: tasks made in a loop must not grow it forever
+            _prefixes.clear()
+        _prefixes[key] = prefix
+    return prefix
 
 
 def _log_extra(context: Any) -> dict[str, Any]:
@@ -151,8 +172,7 @@ def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
     """
     task = context.task
     h = hashlib.sha256()
-    h.update(f"{getattr(task.fn, '__module__', '')}:{task.fn.__qualname__}:{task.name}:".encode())
-    h.update(_body_hash(task.fn).encode())
+    h.update(_prefix(task))
     for name in sorted(parameters):
         h.update(f"|{name}=".encode())
         try:

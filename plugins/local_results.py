@@ -3,8 +3,18 @@
 File names are a SHA-256 of the result key, so no key (``../../x`` included) can name a
 path outside the directory. Each file is written to a temporary name and renamed into
 place, so a reader never sees half a result; temporary files a killed process left
-behind are deleted after an hour. The directory is created private (0700).
-Results are trusted local pickles: never point this at files from someone else.
+behind are deleted after an hour. The directories it creates are private (0700) and
+result files 0600, whatever the umask.
+
+Results are pickles, and loading one can run code, so a read loads only bytes that
+(1) lie in a storage directory owned by the current user (or root) that neither group
+nor others can write, (2) are a regular file owned by the current user (or root) that
+neither group nor others can write (OpenSSH's StrictModes rule), and (3) have the digest
+their cache entry recorded. Anything else is a miss (``ResultMissing``: one warning, and
+the task runs again) whose message names the path and the ``chmod``/``chown`` fix.
+Directories above the storage directory are not checked: the directory is opened once
+and both checks are made on what was opened, so a parent that others can write can only
+swap in a whole directory, which must pass the same check.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +36,7 @@ from headwater.results import (
     ResultMissing,
     ResultNotPersisted,
     ResultStore,
+    check_digest,
     unknown_serializer,
 )
 
@@ -36,6 +48,59 @@ _TEMP = re.compile(r"\.[0-9a-f]{16}-.+\.tmp")  # a write in progress, or one its
 STALE_TEMP_SECONDS = 3600.0
 
 _swept: set[str] = set()  # directories swept by this process
+_CHECKS_OWNERS = hasattr(os, "geteuid") and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# No symlink followed; no hang on a FIFO someone made in its place (no effect on files).
+_O_FILE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | _O_CLOEXEC
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
+
+
+class ResultUntrusted(ResultMissing):
+    """A result file, or its directory, that another user owns or can write: not loaded."""
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 whatever the umask (a
+    directory that exists already is left as it is)."""
+    missing = []
+    directory = path
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # made by another process meanwhile: theirs to set
+            continue
+        os.chmod(directory, 0o700)  # the umask may have taken bits from the owner
+
+
+def _user(uid: int) -> str:
+    """The user name of ``uid``, or the number when it has none."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def _check(st: os.stat_result, path: str, kind: str) -> None:
+    """Refuse ``path`` (a result file or the storage directory) unless the current user
+    (or root, who can change anything anyway) owns it and neither group nor others can
+    write it."""
+    me = os.geteuid()
+    if st.st_uid != me and st.st_uid != 0:
+        other = "delete it" if kind == "result file" else \
+            "point HEADWATER_LOCAL_STORAGE_PATH at a directory of your own"
+        raise ResultUntrusted(
+            f"{kind} {path} is owned by {_user(st.st_uid)} (uid {st.st_uid}), not by you ({_user(me)}); "
+            f"results are pickles, loaded only from your own files: `chown {_user(me)} {path}` if you "
+            f"trust it, else {other}")
+    if st.st_mode & 0o022:
+        raise ResultUntrusted(
+            f"{kind} {path} can be written by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"results are pickles, loaded only from where no one else can write: `chmod go-w {path}`")
 
 
 class LocalResultStore(ResultStore):
@@ -48,7 +113,7 @@ class LocalResultStore(ResultStore):
         if self._ready:
             return
         try:
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.path)
             probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe-", delete=True)
             probe.close()
         except OSError as exc:
@@ -64,7 +129,7 @@ class LocalResultStore(ResultStore):
     def location_for(self, key: str) -> str:
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
+    def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int, str]:
         codec = self.serializers.get(serializer)
         if codec is None:
             raise unknown_serializer(serializer, self.serializers)
@@ -76,7 +141,11 @@ class LocalResultStore(ResultStore):
         name = self.location_for(key)
         header = _MAGIC + bytes([len(serializer)]) + serializer.encode()
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name[:16]}-", suffix=".tmp")
+        digest = hashlib.sha256(header)
+        digest.update(blob)  # the digest of the file's bytes, as a read sees them
         try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # whatever the umask (mkstemp's 0600 is masked by it)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(header)
                 handle.write(blob)
@@ -89,7 +158,7 @@ class LocalResultStore(ResultStore):
             except OSError:
                 pass
             raise ResultNotPersisted(f"cannot write {self.path / name}: {exc}") from exc
-        return name, len(blob)
+        return name, len(blob), "sha256:" + digest.hexdigest()
 
     def _file(self, location: str) -> str:
         # Only names this store makes (64 hex digits) are opened: a tampered index row
@@ -98,13 +167,17 @@ class LocalResultStore(ResultStore):
             raise ResultMissing(f"invalid result location {location!r}")
         return os.path.join(self.path, location)
 
-    def read(self, location: str) -> Any:
+    def read(self, location: str, digest: str | None = None) -> Any:
         path = self._file(location)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            if _CHECKS_OWNERS:
+                data = self._read_trusted(location, path)
+            else:
+                with open(path, "rb") as handle:
+                    data = handle.read()
         except OSError as exc:
             raise ResultMissing(f"result file {path} cannot be read: {exc.strerror or exc}") from None
+        check_digest(data, digest, f"result file {path}")  # before anything is unpickled
         if not data.startswith(_MAGIC) or len(data) < 5:
             raise ResultMissing(f"result file {path} is not a headwater result (corrupted?)")
         size = data[4]
@@ -118,6 +191,35 @@ class LocalResultStore(ResultStore):
             return codec.loads(data[5 + size:])
         except Exception as exc:
             raise ResultMissing(f"result file {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
+
+    def _read_trusted(self, location: str, path: str) -> bytes:
+        """The file's bytes, if it and the storage directory pass the ownership rule.
+
+        The directory is opened and checked first, then the file is opened through that
+        open directory (never through a symlink) and checked: what is checked is what is
+        read, whatever is renamed meanwhile."""
+        directory = os.open(self.path, _O_DIR)
+        try:
+            _check(os.fstat(directory), str(self.path), "storage directory")
+            fd = os.open(location, _O_FILE, dir_fd=directory)
+        finally:
+            os.close(directory)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ResultMissing(f"result file {path} is not a regular file")
+            _check(st, path, "result file")
+            parts = []
+            want = st.st_size + 1
+            while True:  # a regular file: normally one read for the bytes, one for the end
+                chunk = os.read(fd, want)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                want = 1 << 20  # it grew meanwhile: the rest
+        finally:
+            os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def delete(self, location: str) -> None:
         try:

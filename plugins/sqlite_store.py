@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS states (
 CREATE INDEX IF NOT EXISTS states_run ON states (run_id, seq);
 CREATE TABLE IF NOT EXISTS cache_entries (
     key TEXT PRIMARY KEY, task_name TEXT, task_run_id TEXT, location TEXT NOT NULL,
-    serializer TEXT, created REAL NOT NULL, expiration REAL, size INTEGER
+    serializer TEXT, created REAL NOT NULL, expiration REAL, size INTEGER, digest TEXT
 );
 CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, flow_run_id TEXT, task_run_id TEXT, ts REAL,
@@ -92,9 +92,30 @@ CREATE TABLE IF NOT EXISTS flows (
     name TEXT PRIMARY KEY, description TEXT, version TEXT, tags TEXT, updated REAL
 )"""
 _SCHEMA += _FLOWS_TABLE + ";\n"
+_CACHE_COLUMNS = "key, task_name, task_run_id, location, serializer, created, expiration, size, digest"
+
+
+def add_cache_digest_column(conn: sqlite3.Connection) -> str:
+    """Give ``cache_entries`` of a store made before entries had digests its ``digest``
+    column (NULL for the old rows: not checked); return the columns to read. Added without
+    a schema version bump, like ``flows``: older headwater versions still use the file."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(cache_entries)")}
+    if not columns or "digest" in columns:
+        return _CACHE_COLUMNS
+    try:
+        conn.execute("ALTER TABLE cache_entries ADD COLUMN digest TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" in str(exc):  # another process added it meanwhile
+            return _CACHE_COLUMNS
+        if "readonly" in str(exc).replace(" ", ""):  # read-only file: read without digests
+            return _CACHE_COLUMNS.rsplit(",", 1)[0]
+        raise
+    return _CACHE_COLUMNS
 
 
 class SQLiteRunStore(SQLiteReads, RunStore):
+    _cache_columns = _CACHE_COLUMNS  # without digest for a read-only store made before it
+
     def __init__(self, path: Path | str, home: Path | None = None) -> None:
         # Absolute once: connections opened later (the writer thread's, the writer
         # process's) must reach this file even if the program changes directory.
@@ -197,6 +218,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             elif "flows" not in tables:
                 self._retry(lambda: conn.execute(_FLOWS_TABLE))
             add_heartbeat_column(conn)
+            self._cache_columns = self._retry(lambda: add_cache_digest_column(conn))
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
             if "readonly" in str(exc):
@@ -376,23 +398,20 @@ class SQLiteRunStore(SQLiteReads, RunStore):
 
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         row = self._conn().execute(
-            "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
-            "FROM cache_entries WHERE key = ?", (safe_text(key),)).fetchone()
+            f"SELECT {self._cache_columns} FROM cache_entries WHERE key = ?", (safe_text(key),)).fetchone()
         return CacheEntry(*row) if row else None
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
         self._write_txn(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO cache_entries (key, task_name, task_run_id, location, serializer, "
-            "created, expiration, size) VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache_entries ({_CACHE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
             # Text as the batch writer stores it (a key made from a file name that is not
             # UTF-8 is written with its surrogates escaped, and looked up the same way).
             (safe_text(entry.key), _text(entry.task_name), _text(entry.task_run_id), safe_text(entry.location),
-             _text(entry.serializer), entry.created, entry.expiration, entry.size)))
+             _text(entry.serializer), entry.created, entry.expiration, entry.size, entry.digest)))
 
     def read_cache_entries(self) -> list[CacheEntry]:
         rows = self._conn().execute(
-            "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
-            "FROM cache_entries ORDER BY created").fetchall()
+            f"SELECT {self._cache_columns} FROM cache_entries ORDER BY created").fetchall()
         return [CacheEntry(*row) for row in rows]
 
     def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
@@ -403,8 +422,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             # refreshes meanwhile is either deleted whole or kept whole, never its
             # fresh row deleted because its stale one matched.
             rows = conn.execute(
-                "SELECT key, task_name, task_run_id, location, serializer, created, expiration, size "
-                "FROM cache_entries ORDER BY created").fetchall()
+                f"SELECT {self._cache_columns} FROM cache_entries ORDER BY created").fetchall()
             entries = [e for e in (CacheEntry(*row) for row in rows)
                        if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
             conn.executemany("DELETE FROM cache_entries WHERE key = ?", [(e.key,) for e in entries])

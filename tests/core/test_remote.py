@@ -109,6 +109,7 @@ def test_result_and_cache_entry_are_written_by_the_flow_process():
     assert len(RoundTripRunner.sent) == 1
     (entry,) = get_store().read_cache_entries()
     assert entry.size and not entry.location.startswith("deferred:")
+    assert entry.digest and entry.digest.startswith("sha256:")  # checked on the hit
     assert sorted(r.state.name for r in get_store().read_task_runs()) == ["Cached", "Completed"]
 
 

@@ -89,21 +89,24 @@ def test_default_task_run_names_count_within_the_flow_run():
     assert len({n.rsplit("-", 1)[0] for n in first}) == 1
 
 
-def test_the_task_key_is_stable_across_processes():
-    """The 8-hex part of a task run name is the same in another Python process."""
+def test_the_task_key_is_stable_across_processes(tmp_path):
+    """The 8-hex part of a task run name is the same in another Python process, started
+    in another directory, where the same function in the same file has another module
+    name."""
 
     @task
     def stable_key():
         pass
 
     code = (
-        "import sys; sys.path.insert(0, 'tests/core');"
         "from headwater import task\n"
-        "def stable_key(): pass\n"
-        "stable_key.__module__ = %r; stable_key.__qualname__ = %r\n"
-        "print(task(stable_key).task_key)"
-    ) % (stable_key.fn.__module__, stable_key.fn.__qualname__)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        "ns = {'__name__': 'loaded_otherwise'}\n"
+        "exec(compile('def stable_key(): pass', %r, 'exec'), ns)\n"
+        "ns['stable_key'].__qualname__ = %r\n"
+        "print(task(ns['stable_key']).task_key)"
+    ) % (stable_key.fn.__code__.co_filename, stable_key.fn.__qualname__)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.strip() == stable_key.task_key
     assert re.fullmatch(r"[0-9a-f]{8}", stable_key.task_key)
 

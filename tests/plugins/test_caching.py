@@ -564,3 +564,40 @@ def test_a_cache_key_function_can_be_named_by_its_registered_name():
     state = unknown(1, return_state=True)
     assert state.is_failed()
     assert "no-such-policy" in state.message and "task_input_hash" in state.message
+
+
+def test_a_result_store_that_gives_no_digest_still_caches(warnings_seen) -> None:
+    """A third-party result store written before digests (write returns (location,
+    size), read takes no digest) keeps working: its hits are served, unchecked."""
+    from headwater.results import MemoryResultStore
+
+    class OldStore(MemoryResultStore):
+        def write(self, key, value, serializer="cloudpickle"):
+            location, size, _ = super().write(key, value, serializer)
+            return location, size
+
+        def read(self, location):
+            return super().read(location)
+
+    shared = OldStore()  # (a store made once: the dict must outlive the flow run)
+
+    class OldPlugin:
+        @hookimpl
+        def headwater_make_result_store(self, flow, session):
+            return shared
+
+    calls = []
+
+    @task(cache_key_fn=lambda context, parameters: "old-store")
+    def work() -> int:
+        calls.append(1)
+        return 7
+
+    @flow
+    def job() -> str:
+        return work(return_state=True).name
+
+    with Session(plugins=[OldPlugin()]) as session:
+        assert [job(), job()] == ["Completed", "Cached"]
+        assert session.store.read_cache_entry("old-store").digest is None
+    assert len(calls) == 1 and messages(warnings_seen) == []

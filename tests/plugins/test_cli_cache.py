@@ -80,6 +80,7 @@ def test_ls_json_gives_every_field(capsys: pytest.CaptureFixture[str]) -> None:
     marvin = entries["greet-Marvin"]
     assert marvin["task_name"] == "greet"
     assert marvin["size"] > 0 and marvin["task_run_id"]
+    assert marvin["digest"].startswith("sha256:") and len(marvin["digest"]) == 7 + 64
     assert dt.datetime.fromisoformat(marvin["expires"]) > dt.datetime.fromisoformat(marvin["created"])
     assert entries["forever"]["expires"] is None and entries["forever"]["expired"] is False
 

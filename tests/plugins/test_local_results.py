@@ -28,15 +28,20 @@ def every_file(root: Path) -> set[Path]:
 def test_a_written_result_reads_back(tmp_path: Path) -> None:
     """write then read returns an equal value; the size is the serialized length."""
     store = make_store(tmp_path / "results")
-    location, size = store.write("k", {"rows": [1, 2, 3]})
+    location, size, digest = store.write("k", {"rows": [1, 2, 3]})
     assert store.read(location) == {"rows": [1, 2, 3]}
     assert size > 0
+    # The digest is of the file's bytes; a read given it checks them before loading.
+    assert digest == "sha256:" + hashlib.sha256((tmp_path / "results" / location).read_bytes()).hexdigest()
+    assert store.read(location, digest) == {"rows": [1, 2, 3]}
+    with pytest.raises(ResultMissing, match="does not match the digest"):
+        store.read(location, "sha256:" + "0" * 64)
 
 
 def test_file_names_are_hashes_of_the_key(tmp_path: Path) -> None:
     """The file is named by the SHA-256 of the key, never the raw key."""
     store = make_store(tmp_path / "results")
-    location, _ = store.write("customer report", 1)
+    location, _, _ = store.write("customer report", 1)
     assert location == hashlib.sha256(b"customer report").hexdigest()
     assert [p.name for p in (tmp_path / "results").iterdir()] == [location]
 
@@ -49,7 +54,7 @@ def test_a_path_like_key_cannot_leave_the_directory(tmp_path: Path) -> None:
     before = every_file(tmp_path)
     store = make_store(root)
     for key in ("../../x", "/etc/passwd", "..\\..\\y", "x/../../../z"):
-        location, _ = store.write(key, key)
+        location, _, _ = store.write(key, key)
         assert store.read(location) == key
     created = every_file(tmp_path) - before
     assert len(created) == 4
@@ -70,7 +75,7 @@ def test_the_directory_is_created_private(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
         store = make_store(tmp_path / "results")
-        location, _ = store.write("k", 1)
+        location, _, _ = store.write("k", 1)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "results").stat().st_mode) == 0o700
@@ -81,7 +86,7 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     """A write that fails before the rename leaves the previous result intact and no
     temporary file behind."""
     store = make_store(tmp_path / "results")
-    location, _ = store.write("k", "old value")
+    location, _, _ = store.write("k", "old value")
 
     def refuse(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
@@ -119,14 +124,14 @@ def test_temporary_files_a_killed_process_left_are_swept_once_stale(tmp_path: Pa
     two_hours_ago = time.time() - 7200
     for path in (stale, other):
         os.utime(path, (two_hours_ago, two_hours_ago))
-    location, _ = make_store(results).write("k", 1)
+    location, _, _ = make_store(results).write("k", 1)
     assert {p.name for p in results.iterdir()} == {location, fresh.name, other.name}
 
 
 def test_a_corrupted_file_is_reported_missing(tmp_path: Path) -> None:
     """A file that is not a headwater result, or a truncated one, raises ResultMissing."""
     store = make_store(tmp_path / "results")
-    location, _ = store.write("k", list(range(100)))
+    location, _, _ = store.write("k", list(range(100)))
     path = tmp_path / "results" / location
     full = path.read_bytes()
     path.write_bytes(full[:40])

@@ -398,3 +398,31 @@ def test_a_forked_child_writes_its_runs_with_its_own_writer_and_pid(tmp_path):
     rows = dict(conn.execute("SELECT name, pid FROM task_runs").fetchall())
     conn.close()
     assert rows == {"step-1": os.getpid(), "step-2": pid}
+
+
+def test_a_store_made_before_cache_digests_gets_the_column_and_keeps_its_entries(tmp_path):
+    """Opening a store whose cache_entries has no digest column adds it; old entries
+    read back with no digest (not checked), new ones keep theirs."""
+    from headwater.stores import CacheEntry
+
+    path = tmp_path / "old.db"
+    SQLiteRunStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE cache_entries;"
+        "CREATE TABLE cache_entries (key TEXT PRIMARY KEY, task_name TEXT, task_run_id TEXT, "
+        "location TEXT NOT NULL, serializer TEXT, created REAL NOT NULL, expiration REAL, size INTEGER);"
+        "INSERT INTO cache_entries VALUES ('old', 't', NULL, 'loc', 'cloudpickle', 1.0, NULL, 5);")
+    conn.close()
+    store = SQLiteRunStore(path)
+    try:
+        assert store.read_cache_entry("old").digest is None
+        store.write_cache_entry(CacheEntry("new", "t", None, "loc2", "cloudpickle", 2.0, digest="sha256:ab"))
+        assert [(e.key, e.digest) for e in store.read_cache_entries()] == [("old", None), ("new", "sha256:ab")]
+    finally:
+        store.close()
+    again = SQLiteRunStore(path)  # a second open finds the column and changes nothing
+    try:
+        assert again.read_cache_entry("new").digest == "sha256:ab"
+    finally:
+        again.close()
