@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from headwater import Session
+
+from .procs import child_env, start_together
 
 PROCESSES = 4
 ROUNDS = 3
@@ -76,12 +76,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    return env
-
-
 def right_blob(n: int) -> str:
     return hashlib.sha256(hashlib.sha256(str(n).encode()).hexdigest().encode() * 1000).hexdigest()
 
@@ -104,14 +98,7 @@ def test_four_processes_on_the_same_keys_only_ever_read_what_the_task_computed(
     key, consistent with the run that wrote it; a fresh process hits every key."""
     script, gate = tmp_path / "squares.py", tmp_path / "gate"
     script.write_text(WORKER)
-    gate.mkdir()
-    procs = [start(script, headwater_home, w, gate, ROUNDS) for w in range(PROCESSES)]
-    deadline = time.time() + 90
-    while len(list(gate.glob("ready-*"))) < PROCESSES and time.time() < deadline:
-        if any(p.poll() is not None for p in procs):
-            break
-        time.sleep(0.02)
-    (gate / "go").touch()
+    procs = start_together(PROCESSES, lambda w: start(script, headwater_home, w, gate, ROUNDS), gate)
     seen = [row for proc in procs for row in finish(proc)]
     assert len(seen) == PROCESSES * ROUNDS * KEYS
     wrong = [row for row in seen if (row[3], row[4], row[5]) != (row[1], row[1] ** 2, right_blob(row[1]))]

@@ -11,15 +11,15 @@ once, with no ``database is locked`` reaching anyone.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
 from headwater import Session
+
+from .procs import child_env, start_together
 
 PROCESSES = 8
 FLOWS = 4  # flow runs per process
@@ -59,28 +59,18 @@ WRITER = textwrap.dedent(
 )
 
 
-def child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    return env
-
-
 def test_eight_processes_writing_at_once_lose_and_double_nothing(tmp_path: Path, headwater_home: Path) -> None:
     """8 processes x 4 flow runs x 250 task runs at once: every row of every process is
     read back exactly once, histories whole, and no process saw a lock error."""
     script, gate = tmp_path / "writer.py", tmp_path / "gate"
     script.write_text(WRITER)
-    gate.mkdir()
-    procs = [subprocess.Popen([sys.executable, str(script), str(w), str(gate), str(FLOWS), str(SUBMITTED),
-                               str(CALLED)], env=child_env(headwater_home),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for w in range(PROCESSES)]
-    deadline = time.time() + 90
-    while len(list(gate.glob("ready-*"))) < PROCESSES and time.time() < deadline:
-        if any(p.poll() is not None for p in procs):
-            break
-        time.sleep(0.02)
-    (gate / "go").touch()
+
+    def start(w: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(script), str(w), str(gate), str(FLOWS), str(SUBMITTED),
+                                 str(CALLED)], env=child_env(headwater_home),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = start_together(PROCESSES, start, gate)
     outputs = [p.communicate(timeout=150) for p in procs]
     reported: dict[str, str] = {}
     for proc, (out, err) in zip(procs, outputs):

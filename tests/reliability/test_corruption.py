@@ -31,6 +31,8 @@ from typing import Callable
 
 import pytest
 
+from .procs import child_env
+
 FLOW = textwrap.dedent(
     """
     import json, sys, time
@@ -65,12 +67,6 @@ FLOW = textwrap.dedent(
     print(json.dumps(out))
     """
 )
-
-
-def child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    return env
 
 
 def run_flow(home: Path, script: Path, marks: Path, tag: str, *ns: int) -> tuple[dict, str]:

@@ -3,7 +3,6 @@ moment after that leaves the run, shown Crashed, never nothing."""
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from headwater.plugins.sqlite_store import SQLiteRunStore
+
+from .procs import child_env
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -41,17 +42,12 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1", HEADWATER_LOGGING_LEVEL="WARNING")
-    return env
-
-
 def _kill_when_started(tmp_path: Path, home: Path, nested: bool, delay: float = 0.0) -> None:
     script = tmp_path / "busy.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), "50", "nested" if nested else "flat"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(home))
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=child_env(home, HEADWATER_LOGGING_LEVEL="WARNING"))
     try:
         line = proc.stdout.readline()  # the body's first line ran
         assert line.strip() in (b"outer", b"inner"), line

@@ -8,7 +8,6 @@ test then reads the history that process left.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,8 @@ import pytest
 
 from headwater import Session
 from headwater.states import StateType
+
+from .procs import child_env
 
 PRELUDE = textwrap.dedent(
     """
@@ -32,6 +33,20 @@ PRELUDE = textwrap.dedent(
 )
 
 DEAD_PROCESS = "The process running this run ended before the run finished."
+
+# The flow the submit cases interrupt (indented as the cases are: each body is dedented whole).
+SUBMITS_TEN = """
+        @task
+        def work(i):
+            return i
+
+        @flow
+        def busy():
+            futures = [work.submit(i) for i in range(10)]
+            return [f.result() for f in futures]
+
+        busy()
+"""
 
 CASES = {
     # The interrupt lands between the store creating a submitted run and recording its
@@ -50,18 +65,7 @@ CASES = {
             return record_state(self, run, state)
 
         SQLiteRunStore.record_state = interrupting
-
-        @task
-        def work(i):
-            return i
-
-        @flow
-        def busy():
-            futures = [work.submit(i) for i in range(10)]
-            return [f.result() for f in futures]
-
-        busy()
-    """,
+    """ + SUBMITS_TEN,
     # ... between recording Pending and the flow run tracking the run's future.
     "submit-before-tracked": """
         from headwater.context import FlowRunContext
@@ -76,18 +80,7 @@ CASES = {
             return track(self, future)
 
         FlowRunContext.track = interrupting
-
-        @task
-        def work(i):
-            return i
-
-        @flow
-        def busy():
-            futures = [work.submit(i) for i in range(10)]
-            return [f.result() for f in futures]
-
-        busy()
-    """,
+    """ + SUBMITS_TEN,
     # A task called directly waits for the future it was given when Ctrl-C comes.
     "direct-call-waiting-for-upstream": """
         started = threading.Event()
@@ -138,9 +131,7 @@ def _run_child(tmp_path, body: str) -> tuple[subprocess.CompletedProcess[str], s
     home = tmp_path / "home"
     script = tmp_path / "interrupted.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(script)], env=child_env(home), capture_output=True, text=True,
                             timeout=60)
     return result, str(home)
 
@@ -210,9 +201,7 @@ def test_ctrl_c_while_a_flow_run_finishes_is_recorded_as_the_caller_saw_it(tmp_p
     home = tmp_path / "home"
     script = tmp_path / "finishing.py"
     script.write_text(PRELUDE + textwrap.dedent(FINISHING))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    result = subprocess.run([sys.executable, str(script), moment], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, str(script), moment], env=child_env(home), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from .procs import child_env
+
 SEED = int(os.environ.get("HEADWATER_RELIABILITY_SEED") or random.randrange(2**32))
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
@@ -154,17 +156,11 @@ class Figures:
                 f"{self.bodies} started flow runs found, {self.interrupted} interrupted calls; seed {SEED}")
 
 
-def child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONUNBUFFERED="1")
-    return env
-
-
 class Child:
     """A running flow process and the lines it printed (read by a thread)."""
 
     def __init__(self, script: Path, home: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(script)], env=child_env(home),
+        self.proc = subprocess.Popen([sys.executable, str(script)], env=child_env(home, PYTHONUNBUFFERED="1"),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.body = threading.Event()
@@ -206,7 +202,7 @@ class Child:
 
 def read_record(home: Path) -> dict:
     """The whole record, as a fresh process reading the store sees it."""
-    proc = subprocess.run([sys.executable, "-c", CHECKER], env=child_env(home),
+    proc = subprocess.run([sys.executable, "-c", CHECKER], env=child_env(home, PYTHONUNBUFFERED="1"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"reading the store failed (seed {SEED}):\n{proc.stderr[-3000:]}"
     return json.loads(proc.stdout)

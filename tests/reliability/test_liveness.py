@@ -27,20 +27,16 @@ import pytest
 from headwater import flow, get_store
 from headwater.session import Session
 
+from .procs import child_env
+
 # Loopback requests must not go through an HTTP proxy set in the environment.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 HEADWATER = Path(sys.executable).with_name("headwater")
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    return env
-
-
 def _cli(home: Path, *args: str) -> Any:
     """``headwater ARGS --json`` in its own process; its JSON output."""
-    result = subprocess.run([str(HEADWATER), *args, "--json"], env=_env(home), capture_output=True,
+    result = subprocess.run([str(HEADWATER), *args, "--json"], env=child_env(home), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -130,7 +126,7 @@ def test_a_not_ready_run_stays_not_ready_after_exit_and_after_runs_show(tmp_path
     after another flow process opens the store; the read-only commands write nothing."""
     script = tmp_path / "guarded.py"
     script.write_text(GUARDED)
-    done = subprocess.run([sys.executable, str(script)], env=_env(headwater_home), capture_output=True,
+    done = subprocess.run([sys.executable, str(script)], env=child_env(headwater_home), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "skipped: Upstream task run" in done.stdout, done.stderr
     db = headwater_home / "headwater.db"
@@ -146,7 +142,7 @@ def test_a_not_ready_run_stays_not_ready_after_exit_and_after_runs_show(tmp_path
     assert _digest(db) == before, "a read-only command changed the store"
 
     # Another flow process opening the same store leaves it NotReady too.
-    subprocess.run([sys.executable, str(script)], env=_env(headwater_home), capture_output=True, timeout=60,
+    subprocess.run([sys.executable, str(script)], env=child_env(headwater_home), capture_output=True, timeout=60,
                    check=True)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT state_type, state_name FROM task_runs WHERE task_name = 'parse'").fetchall()
@@ -224,7 +220,7 @@ def test_a_killed_flow_shows_crashed_in_the_cli_and_in_an_open_dashboard(tmp_pat
     home = headwater_session.settings.home
     script = tmp_path / "sleeper.py"
     script.write_text(SLEEPER)
-    proc = subprocess.Popen([sys.executable, str(script)], env=_env(home), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, str(script)], env=child_env(home), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         def running() -> Any:

@@ -16,6 +16,8 @@ import pytest
 
 from headwater import Session, flow
 
+from .procs import child_env
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 
 CHILD = textwrap.dedent('''
@@ -40,8 +42,7 @@ CHILD = textwrap.dedent('''
 @pytest.mark.parametrize("umask", ["000", "022", "002"])
 def test_a_new_home_and_store_are_private_whatever_the_umask(tmp_path, umask):
     home = tmp_path / "nested" / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1", HEADWATER_LOGGING_LEVEL="WARNING")
+    env = child_env(home, HEADWATER_LOGGING_LEVEL="WARNING")
     out = subprocess.run([sys.executable, "-c", CHILD, umask], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr

@@ -3,7 +3,6 @@ reaches a final state, and the traceback is printed once (not once per level).""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ import pytest
 
 from headwater import Session, engine, flow, task
 from headwater.states import StateType
+
+from .procs import child_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -47,9 +48,7 @@ def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
     home = tmp_path / "home"
     script = tmp_path / "recursive.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-    env.update(HEADWATER_HOME=str(home), HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1")
-    result = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, str(script), *args], env=child_env(home), capture_output=True,
                             text=True, timeout=60)
     return result, str(home)
 

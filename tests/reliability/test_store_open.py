@@ -19,6 +19,8 @@ from headwater import flow
 from headwater.errors import StoreError
 from headwater.plugins.sqlite_store import SQLiteRunStore
 
+from .procs import child_env
+
 
 def _snapshot(path: Path) -> tuple[bytes, list[str]]:
     """The file's bytes, and which files sit next to it (-wal, -shm, -journal)."""
@@ -33,28 +35,28 @@ def _journal_mode(path: Path) -> str:
         conn.close()
 
 
-def _foreign(path: Path) -> None:
+def _database(path: Path, *statements: str) -> None:
+    """An SQLite database made by plain sqlite3, as another program would (rollback journal)."""
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-    conn.execute("INSERT INTO notes (body) VALUES ('keep me')")
-    conn.commit()
-    conn.close()
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _foreign(path: Path) -> None:
+    _database(path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+              "INSERT INTO notes (body) VALUES ('keep me')")
 
 
 def _newer(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE flow_runs (id TEXT PRIMARY KEY, future_column TEXT)")
-    conn.execute("PRAGMA user_version = 99")
-    conn.commit()
-    conn.close()
+    _database(path, "CREATE TABLE flow_runs (id TEXT PRIMARY KEY, future_column TEXT)", "PRAGMA user_version = 99")
 
 
 def _version_one_of_another_program(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE settings (key TEXT, value TEXT)")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    _database(path, "CREATE TABLE settings (key TEXT, value TEXT)", "PRAGMA user_version = 1")
 
 
 @pytest.mark.parametrize("make, expected", [
@@ -146,8 +148,8 @@ def test_a_read_only_store_is_reported_before_the_body_runs(tmp_path):
         home.mkdir()
         if drop:
             os.chown(home, nobody.pw_uid, nobody.pw_gid)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-        env.update(HEADWATER_DISABLE_PLUGIN_AUTOLOAD="1", HEADWATER_LOGGING_LEVEL="WARNING")
+        # The child chooses its HEADWATER_HOME itself (first the warm one, then ``home``).
+        env = child_env(tmp_path / "warm", HEADWATER_LOGGING_LEVEL="WARNING")
         out = subprocess.run([sys.executable, "-c", READ_ONLY, str(home), str(tmp_path / "warm"),
                               "drop" if drop else "stay"], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode != 0

@@ -15,6 +15,7 @@ import headwater.plugins.sqlite_store as sqlite_store
 from headwater import flow, get_run_logger, task
 from headwater.errors import StoreError
 from headwater.plugins.sqlite_writer import FLOW, BatchWriter, flow_entry
+from headwater.plugins.sqlite_writer_process import WriterProcess
 from headwater.runs import FlowRun
 from headwater.states import Completed, Running
 from headwater.stores import CacheEntry
@@ -51,6 +52,23 @@ def importer(name: str) -> str:
     except OSError:
         pass
     return cached(name)
+
+
+def ready_writer_process(store: sqlite_store.SQLiteRunStore, monkeypatch: pytest.MonkeyPatch) -> WriterProcess:
+    """The store's writer process, started by a flow run and ready to take batches.
+
+    ``PROCESS_AT`` is lowered so that a small flow's batch is enough to start it."""
+    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
+    steady(20)  # starts the writer process
+    store.flush()
+    process = store._process
+    assert process is not None
+    for _ in range(500):
+        if process.is_ready():
+            break
+        threading.Event().wait(0.02)
+    assert process.is_ready()
+    return process
 
 
 def test_surrogates_everywhere_are_written_and_another_flow_loses_nothing(headwater_session):
@@ -102,17 +120,8 @@ def test_surrogates_everywhere_are_written_and_another_flow_loses_nothing(headwa
 
 def test_the_writer_process_writes_bad_text_too(headwater_session, monkeypatch):
     """The same in a busy flow whose batches a writer process writes."""
-    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
     store = headwater_session.store
-    steady(20)  # starts the writer process
-    store.flush()
-    process = store._process
-    assert process is not None
-    for _ in range(500):
-        if process.is_ready():
-            break
-        threading.Event().wait(0.02)
-    assert process.is_ready()
+    process = ready_writer_process(store, monkeypatch)
     sent = process._next
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: steady(300))
@@ -226,16 +235,8 @@ def test_a_state_message_that_is_not_text_is_written_as_text(headwater_session):
 def test_a_value_the_writer_process_cannot_be_sent_is_written_as_text(headwater_session, monkeypatch):
     """A batch for the writer process holding a value that cannot be pickled (a state
     message that is a lock): the batch is sent with the value as text, nothing lost."""
-    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
     store = headwater_session.store
-    steady(20)
-    store.flush()
-    process = store._process
-    assert process is not None
-    for _ in range(500):
-        if process.is_ready():
-            break
-        threading.Event().wait(0.02)
+    process = ready_writer_process(store, monkeypatch)
     sent = process._next
     runs = [FlowRun(f"lock-{i}", "f", f"run {i}") for i in range(10)]
     for run in runs:
