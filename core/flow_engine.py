@@ -308,6 +308,11 @@ class FlowExecution(FlowRunContext):
             callbacks = _callbacks_for(self.flow.spec, state)
             if callbacks:
                 _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
+            # Everything recorded before the final state (the Finished line hands the
+            # run's buffered task lines to the store; callbacks may log): the caller reads
+            # the store as soon as the call returns. An interrupt here still ends the run
+            # Crashed, so the last flush, which no interrupt can undo, stays short.
+            self.store.flush()
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 self.interrupted_while_finishing(exc)  # the caller sees the interrupt: Crashed
@@ -315,16 +320,14 @@ class FlowExecution(FlowRunContext):
             self.store.flush()
             raise
         self._record_final()
-        # Last: the Finished line hands the run's buffered task lines to the store, and
-        # callbacks may log; the caller reads the store as soon as the call returns.
         self._flush_final()
         return self.final
 
     def _flush_final(self) -> None:
-        """The final flush. Its state is queued now and will be written whatever comes,
-        so a Ctrl-C landing in these few milliseconds is not raised: the call returns as
-        the run is recorded (a warning says so), rather than raising with the history
-        saying it completed."""
+        """Write the final state. Once queued it is written whatever comes, so a Ctrl-C
+        landing in this last short write is not raised: the call returns as the run is
+        recorded (a warning says so), rather than raising with the history saying it
+        ended otherwise."""
         interrupted = False
         while True:
             try:
@@ -333,9 +336,9 @@ class FlowExecution(FlowRunContext):
             except KeyboardInterrupt:
                 interrupted = True
         if interrupted:
-            flow_logger.warning("Ctrl-C came while the run's final state was being recorded: "
-                                "the run ended %s, and the call returns as it ended", self.final,
-                                extra=flow_extra(self))
+            flow_logger.warning("Ctrl-C came while the run's final state was being written: the run "
+                                "ended %s and the call returns so; press Ctrl-C again to stop",
+                                self.final, extra=flow_extra(self))
 
     def interrupted_while_finishing(self, exc: BaseException) -> None:
         """An interrupt (Ctrl-C) after the run settled, before its final state was
@@ -348,6 +351,7 @@ class FlowExecution(FlowRunContext):
         self.final = S.Crashed(message=f"Execution was interrupted by {name} while the run was "
                                        f"finishing (its body had ended in state {state.name}).", data=exc)
         self.final.state_details.flow_run_id = self.flow_run.id
+        flow_logger.error("%s", self.final.message, extra=flow_extra(self))
 
 
 def _dt_from_ts(ts: float) -> Any:
