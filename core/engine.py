@@ -25,7 +25,7 @@ from .ids import time_ordered_id
 from .results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from .run_logging import flow_logger, log_line, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
-from .tracebacks import for_log, logged_in
+from .tracebacks import describe, for_log, logged_in
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -157,15 +157,14 @@ class TaskExecution(TaskRunContext):
             state = S.TimedOut(message=str(exc), data=exc)
         else:
             state = S.Failed(message=f"Task run encountered an exception during {where}: "
-                                     f"{type(exc).__name__}: {exc}", data=exc)
+                                     f"{describe(exc)}", data=exc)
         logged = logged_in(exc)
         if logged is None:
             task_logger.error("Encountered exception during %s:", where,
                               exc_info=for_log(exc, label["run_label"]), extra=label)
         else:  # one traceback per failure: the (nested) run that raised it logged it already
-            task_logger.error("Encountered exception during %s: %s: %s (raised in %s; its "
-                              "traceback is logged there)", where, type(exc).__name__, exc, logged,
-                              extra=label)
+            task_logger.error("Encountered exception during %s: %s (raised in %s; its "
+                              "traceback is logged there)", where, describe(exc), logged, extra=label)
         if isinstance(exc, TaskNestingError):
             # Deterministic: retrying (at every level of the nesting) would only repeat it.
             answer = state
@@ -257,7 +256,7 @@ class TaskExecution(TaskRunContext):
         message = (f"State policy {_policy_name(self.policy)} answered {method}() with {shown} for "
                    f"task run {self.task_run.name!r}; expected {expected}")
         if exc is not None:
-            message += f" (the attempt failed with {type(exc).__name__}: {exc})"
+            message += f" (the attempt failed with {describe(exc)})"
         error = ConfigurationError(message)
         error.__cause__ = exc
         self.error = error
@@ -270,7 +269,7 @@ class TaskExecution(TaskRunContext):
         run = self.task_run
         if run.state is not None and run.state.is_final():
             return run.state
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = describe(exc)
         state = S.Crashed(message=f"Task run crashed: {reason}", data=exc)
         if isinstance(exc, Exception):
             task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self))
@@ -603,7 +602,7 @@ def end_unfinished(fctx: FlowRunContext, every_thread: bool = False) -> None:
         if state is None or (state.type is S.StateType.PENDING and state.name != "NotReady"):
             never_started(ex, exc)
         elif not state.is_final() and state.name != "NotReady":
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason = describe(exc)
             kind = S.Failed if isinstance(exc, Exception) else S.Crashed
             ex.finish_logs(finish_run(fctx, ex.task_run, kind(
                 message=f"Task run encountered an exception during execution: {reason}", data=exc)))
@@ -620,7 +619,7 @@ def never_started(ex: TaskExecution, exc: BaseException) -> None:
     current = ex.task_run.state
     if current is not None and (current.type is not S.StateType.PENDING or current.name == "NotReady"):
         return  # started or ended (NotReady stays): the attempt loop, or end_unfinished, ends it
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    reason = describe(exc)
     state = S.Cancelled(message=f"The task run was stopped by {reason} before it started.", data=exc)
     try:
         finish_run(ex.flow_context, ex.task_run, state)
@@ -640,6 +639,8 @@ def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:
         task_run_ctx.reset(token)
     if name is not None and not isinstance(name, str):
         raise RunNameError(f"the task run name for {ex.task.name!r} must be a string, got {name!r}")
+    if name is not None and not name.strip():  # a run no one could find by its name
+        raise RunNameError(f"the task run name for {ex.task.name!r} must not be blank, got {name!r}")
     return name
 
 

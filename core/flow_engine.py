@@ -25,7 +25,7 @@ from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_l
 from .runs import FlowRun
 from .session import Session
 from .task_runners import InlineTaskRunner
-from .tracebacks import for_log, logged_in, without_headwater_frames
+from .tracebacks import describe, for_log, logged_in, without_headwater_frames
 
 if TYPE_CHECKING:
     from .flows import Flow
@@ -103,6 +103,8 @@ class FlowExecution(FlowRunContext):
             return _fallback_name(self.flow_run.id)
         if not isinstance(name, str):
             raise RunNameError(f"flow run name for {self.flow.name!r} must be a string, got {name!r}")
+        if not name.strip():  # a run no one could find by its name
+            raise RunNameError(f"flow run name for {self.flow.name!r} must not be blank, got {name!r}")
         return name
 
     def fail_early(self, exc: BaseException) -> S.State:
@@ -173,16 +175,16 @@ class FlowExecution(FlowRunContext):
         if isinstance(exc, TaskTimeout):
             state = S.TimedOut(message=str(exc), data=exc)
         else:
-            state = S.Failed(message=f"Flow run encountered an exception: {type(exc).__name__}: {exc}",
+            state = S.Failed(message=f"Flow run encountered an exception: {describe(exc)}",
                              data=exc)
             logged = logged_in(exc)
             if logged is None:
                 flow_logger.error("Encountered exception during execution:",
                                   exc_info=for_log(exc, self.label), extra=flow_extra(self))
             else:  # one traceback per failure: the run that raised it logged it already
-                flow_logger.error("Encountered exception during execution: %s: %s (raised in %s; "
-                                  "its traceback is logged there)", type(exc).__name__, exc,
-                                  logged, extra=flow_extra(self))
+                flow_logger.error("Encountered exception during execution: %s (raised in %s; "
+                                  "its traceback is logged there)", describe(exc), logged,
+                                  extra=flow_extra(self))
         return self._retry_or_settle(state)
 
     def _retry_or_settle(self, state: S.State) -> float | None:

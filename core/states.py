@@ -212,7 +212,10 @@ class State:
     def __repr__(self) -> str:
         parts = [f"message={self.message!r}", f"type={self.type.name}"]
         if self.type is StateType.COMPLETED:
-            parts.append(f"result={self.data!r}")
+            try:
+                parts.append(f"result={self.data!r}")
+            except Exception as exc:  # noqa: BLE001 - the user's value: the state still shows
+                parts.append(f"result=<{type(self.data).__qualname__} object: repr() raised {type(exc).__name__}>")
         return f"{self.name}({', '.join(parts)})"
 
     def __str__(self) -> str:

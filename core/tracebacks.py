@@ -21,8 +21,20 @@ import traceback
 import types
 from typing import Any
 
-__all__ = ["for_log", "format_exception", "full_tracebacks", "logged_in", "trimmed",
+__all__ = ["describe", "for_log", "format_exception", "full_tracebacks", "logged_in", "trimmed",
            "without_headwater_frames"]
+
+
+def describe(exc: BaseException) -> str:
+    """``"ValueError: bad input"`` (just ``"ValueError"`` without a message). An exception
+    whose ``__str__`` raises is still described, so the run it ended is recorded Failed
+    like any other, not crashed by the engine formatting its message."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception as str_exc:  # noqa: BLE001 - any error of user code
+        return f"{name} (its message could not be made: str() raised {type(str_exc).__name__})"
+    return f"{name}: {text}" if text else name
 
 
 def _internal_dirs() -> tuple[str, ...]:

@@ -47,7 +47,8 @@ def key_to_string(task_name: str, key: Any) -> str | None:
     - anything else is a :class:`CacheKeyError` naming the task and the type.
 
     Keys longer than 512 characters are replaced by ``"sha256:"`` plus a hash of them,
-    so huge keys stay cheap to store and look up.
+    so huge keys stay cheap to store and look up; so are keys with lone surrogates, which
+    no store could keep apart from the same text with the surrogate escaped.
     """
     if key is None:
         return None
@@ -65,9 +66,22 @@ def key_to_string(task_name: str, key: Any) -> str | None:
                 f"the cache_key_fn of task {task_name!r} returned a value of type "
                 f"{type(key).__qualname__}; expected a string, a number, or a value "
                 f"task_input_hash can hash (list, dict, set, dataclass, ...)") from None
-    if len(text) > MAX_KEY_LENGTH:
+    if len(text) > MAX_KEY_LENGTH or not _storable(text):
         text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return text
+
+
+def _storable(text: str) -> bool:
+    """False for text with lone surrogates (a file name ``os.listdir`` gave for bytes that
+    are not UTF-8): stored as it is, a store would write them escaped, and the key
+    ``"report-\\udcff.csv"`` would then be the key of ``"report-\udcff.csv"`` too."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class CachePolicy(WrappingPolicy):

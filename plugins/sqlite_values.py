@@ -39,9 +39,12 @@ def readable(value: Any) -> Any:
             return dump(mode="json")
         except Exception:
             pass
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    text = repr(value)
+    try:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - user code: the run is recorded all the same
+        return f"<{type(value).__qualname__} object: repr() raised {type(exc).__name__}>"
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 
