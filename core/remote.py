@@ -46,7 +46,7 @@ from .context import FlowRunContext, flow_run_ctx
 from .errors import ConfigurationError, HeadwaterError, StoreError
 from .futures import Future, swap_nested
 from .results import RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, ResultStore, unpack_written
-from .run_logging import flow_logger, task_extra, task_logger
+from .run_logging import flow_logger, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -348,7 +348,7 @@ def _capture_filter(record: logging.LogRecord) -> bool:
     buffer = _capture.get()
     if buffer is None:
         return True
-    message = record.getMessage()
+    message = record_message(record)
     if record.exc_info and record.exc_info[1] is not None:
         message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
     buffer.append((record.created, record.levelno, record.name, message,

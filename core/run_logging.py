@@ -64,6 +64,21 @@ def log_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...]
     logger.handle(record)
 
 
+def record_message(record: logging.LogRecord) -> str:
+    """``record.getMessage()``, or, when the arguments do not fit the format (a call such
+    as ``logger.info("%s %s", 1)``), the format and arguments as they were given: the line
+    is kept (the console, the run store) and the run goes on, where a plain logging
+    filter would have raised into the task."""
+    try:
+        return record.getMessage()
+    except Exception as exc:  # noqa: BLE001 - whatever the user's arguments raise
+        try:
+            given = f"{record.msg!r} % {record.args!r}"
+        except Exception:  # noqa: BLE001 - an argument whose repr raises too
+            given = repr(record.msg)
+        return f"{given} (could not be formatted: {type(exc).__name__}: {exc})"
+
+
 def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The logger of the active task run or flow run; outside a run, a plain logger.
 

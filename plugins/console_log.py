@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
+from headwater.run_logging import record_message
 
 _handler: logging.Handler | None = None
 
@@ -28,7 +29,7 @@ class RunFormatter(logging.Formatter):
             self._second, self._clock = second, time.strftime("%H:%M:%S", time.localtime(second))
         where = getattr(record, "run_label", None) or record.name
         # Kept on the record, as logging.Formatter does, so later handlers need not redo it.
-        record.message = message = record.getMessage()
+        record.message = message = record_message(record)
         line = f"{self._clock}.{int(record.msecs):03d} | {record.levelname:<7} | {where} - {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
+from headwater.run_logging import record_message
 
 #: Lines buffered before they are handed to the store even without a flow-level line.
 BATCH = 256
@@ -67,7 +68,7 @@ class RunLogHandler(logging.Handler):
         # Format now: the arguments may change after the call returns.
         message = data.get("message")  # set by a formatter that ran before us, if any
         if message is None:
-            message = record.getMessage() if record.args else str(record.msg)
+            message = record_message(record) if record.args else str(record.msg)
         if record.exc_info:
             # Cached on the record the way logging.Formatter does, for the handlers after us.
             if not record.exc_text:

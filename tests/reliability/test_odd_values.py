@@ -4,11 +4,17 @@ file names that are not UTF-8, and run-name callables that answer blank."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
-from headwater import flow, get_store, task
+from headwater import Session, flow, get_store, task
 from headwater.errors import RunNameError
 from headwater.states import StateType
+
+from .procs import child_env
 
 
 class Detached:
@@ -110,3 +116,35 @@ def test_a_blank_run_name_from_a_callable_is_one_clear_error(headwater_session):
 
     with pytest.raises(RunNameError, match="must not be blank"):
         calls_nameless()
+
+
+def test_a_log_call_whose_arguments_do_not_fit_keeps_the_line_and_the_run(tmp_path, monkeypatch):
+    """Run as a user's script (pytest's own log capture raises on such a call)."""
+    script = tmp_path / "logs_badly.py"
+    script.write_text(textwrap.dedent("""
+        from headwater import flow, get_run_logger, task
+
+        @task
+        def logs_badly():
+            get_run_logger().info("%s of %s rows", 3)  # one argument short
+            return 2
+
+        @flow
+        def logging_flow():
+            return logs_badly()
+
+        print("returned", logging_flow())
+    """))
+    home = tmp_path / "home"
+    done = subprocess.run([sys.executable, str(script)], env=child_env(home), capture_output=True,
+                          text=True, timeout=60)
+    # Standard logging reports such a call and goes on; it must fail no task.
+    assert "returned 2" in done.stdout, done.stderr[-2000:]
+    shown = "'%s of %s rows' % (3,) (could not be formatted: TypeError: not enough arguments for format string)"
+    assert shown in done.stderr
+    monkeypatch.setenv("HEADWATER_HOME", str(home))
+    with Session() as session:
+        (run,) = session.store.read_flow_runs(flow_name="logging-flow")
+        (task_run,) = session.store.read_task_runs(flow_run_id=run.id)
+        assert task_run.state.is_completed()
+        assert shown in [line["message"] for line in session.store.read_logs(task_run_id=task_run.id)]
