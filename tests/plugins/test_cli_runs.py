@@ -353,3 +353,14 @@ def test_a_name_with_a_lone_surrogate_is_shown_alike_everywhere(headwater_sessio
     assert "\\\\udcff" not in out
     assert out.startswith("Flow run 'run-report-\\udcff.csv' of flow 'report'")
     assert "| Flow run 'run-report-\\udcff.csv' - writing" in out
+
+
+def test_headwater_run_escapes_control_characters_in_a_load_error(tmp_path, capsys):
+    """`headwater run` reports a file whose import raised an error holding ESC on one
+    escaped line."""
+    script = tmp_path / "noisy_load.py"
+    script.write_text('raise ValueError("bad \\x1b[2J\\x07 input")\n')
+    code, _, err = run_cli(capsys, "run", f"{script}:etl")
+    assert code == 1
+    _no_raw_controls(err)
+    assert "ValueError: bad \\x1b[2J\\x07 input" in err and err.count("\n") == 1
