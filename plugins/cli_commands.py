@@ -12,6 +12,7 @@ from typing import Any
 from headwater.plugin_manager import hookimpl
 
 from .cli_run import cmd_run
+from .cli_text import quoted, shown
 
 
 def _session() -> Any:
@@ -44,6 +45,8 @@ def _duration(start: float | None, end: float | None) -> str:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
+    # Every cell escaped: a recorded name cannot move the cursor or start a row of its own.
+    rows = [[shown(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for row in rows:
@@ -52,7 +55,16 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def _state_text(state: Any) -> str:
-    return state.name if state is not None else "-"
+    return shown(state.name) if state is not None else "-"
+
+
+def _state_line(state: Any) -> str:
+    """A state as ``str(state)`` gives it (``Failed('boom')``), its name and message
+    escaped and quoted as the console shows them."""
+    parts = [quoted(state.message)] if state.message else []
+    if state._shows_type():
+        parts.append(f"type={state.type.name}")
+    return f"{shown(state.name)}({', '.join(parts)})"
 
 
 def _run_dict(run: Any) -> dict[str, Any]:
@@ -90,7 +102,7 @@ def _parameters_text(parameters: dict[str, Any]) -> str:
         if len(text) > PARAMETER_CHARS:
             text = f"{text[:PARAMETER_CHARS]}... ({len(text)} characters)"
         parts.append(f"{json.dumps(str(key))}: {text}")
-    return "{" + ", ".join(parts) + "}"
+    return shown("{" + ", ".join(parts) + "}")  # JSON leaves DEL as it is
 
 
 def _state_dict(state: Any) -> dict[str, Any]:
@@ -125,11 +137,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([_run_dict(r) for r in runs], indent=2))
         return 0
     if not runs:
-        filters = [f"--{k} {v}" for k, v in (("flow", args.flow), ("state", args.state)) if v is not None]
+        filters = [f"--{k} {shown(v)}" for k, v in (("flow", args.flow), ("state", args.state)) if v is not None]
         if filters:
             print(f"No flow runs match {' '.join(filters)}; `headwater runs` lists every recent run.")
         else:
-            print(_no_runs_text(session.settings.database_url))
+            print(shown(_no_runs_text(session.settings.database_url)))
         return 0
     mark = _subflow_mark()
     rows = [[(mark if r.parent_flow_run_id else "") + r.name, r.flow_name, _state_text(r.state),
@@ -216,14 +228,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in logs]
         print(json.dumps(out, indent=2))
         return 0
-    print(f"Flow run {run.name!r} of flow {run.flow_name!r}  (id {run.id})")
-    print(f"  state:      {run.state}" if run.state else "  state:      -")
+    print(f"Flow run {quoted(run.name)} of flow {quoted(run.flow_name)}  (id {shown(run.id)})")
+    print(f"  state:      {_state_line(run.state)}" if run.state else "  state:      -")
     print(f"  parameters: {_parameters_text(run.parameters)}")
     print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
     origin = states[0].ts if states else (run.start_ts or 0)
     print("\nState history:")
     for state in states:
-        print(f"  +{state.ts - origin:8.3f}s  {state.name:<14} {state.message or ''}".rstrip())
+        print(f"  +{state.ts - origin:8.3f}s  {shown(state.name):<14} {shown(state.message or '')}".rstrip())
     if tasks:
         print(f"\nTask runs ({len(tasks)}):")
         end = max([t.end_ts or t.start_ts or origin for t in tasks] + [run.end_ts or origin])
@@ -234,13 +246,13 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             stop = task.end_ts or start
             left = int((start - origin) / span * width)
             bar = " " * left + "#" * max(1, int((stop - start) / span * width))
-            history = " > ".join(s.name for s in store.read_states(task.id))
-            print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {task.name:<28} "
+            history = " > ".join(shown(s.name) for s in store.read_states(task.id))
+            print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {shown(task.name):<28} "
                   f"{_duration(task.start_ts, task.end_ts):>8}  {history}")
     if children:
         print("\nSubflow runs:")
         for child in children:
-            print(f"  {child.name} ({child.flow_name}) {_state_text(child.state)} {child.id[:8]}")
+            print(f"  {shown(child.name)} ({shown(child.flow_name)}) {_state_text(child.state)} {shown(child.id[:8])}")
     logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
     if logs:
         print("\nLogs:")
@@ -254,13 +266,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             task_id = line["task_run_id"]
             # The label the console showed (see headwater.plugins.run_logs for how lines are filed).
             if task_id:
-                where = f"Task run {task_names.get(task_id, task_id)!r}"
+                where = f"Task run {quoted(task_names.get(task_id, task_id))}"
             elif line.get("logger") in (None, "headwater.flow_runs"):
-                where = f"Flow run {run.name!r}"
+                where = f"Flow run {quoted(run.name)}"
             else:
-                where = line["logger"]
-            first, *rest = str(line["message"]).split("\n")
-            print(f"  {stamp} | {line['level']:<7} | {where} - {first}")
+                where = shown(line["logger"])
+            # Newlines and tabs kept (a traceback spans lines); every other control escaped.
+            first, *rest = shown(line["message"], lines=True).split("\n")
+            print(f"  {stamp} | {shown(line['level']):<7} | {where} - {first}")
             for more in rest:  # a traceback: indented under its line
                 print(f"      {more}".rstrip())
     return 0
@@ -279,7 +292,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if args.task is not None and not any(e.task_name == args.task for e in store.read_cache_entries()):
             tasks = sorted({e.task_name for e in store.read_cache_entries()})
             print(f"No cache entries for task {args.task!r}; tasks with entries: "
-                  f"{', '.join(tasks) or 'none'}.")
+                  f"{', '.join(shown(t) for t in tasks) or 'none'}.")
             return 0
         removed = store.delete_cache_entries(expired_only=args.expired, task_name=args.task)
         result_store = None
@@ -369,7 +382,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"Call order of {hook_name} (first called first):")
             for n, item in enumerate(order, 1):
                 marks = [k for k in ("wrapper", "tryfirst", "trylast") if item[k]]
-                print(f"  {n}. {item['plugin']}" + (f"  [{', '.join(marks)}]" if marks else ""))
+                print(f"  {n}. {shown(item['plugin'])}" + (f"  [{', '.join(marks)}]" if marks else ""))
             if not order:
                 print("  (no plugin implements it)")
     elif args.json:
@@ -385,9 +398,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if failed:
             print("\nErrors:")
             for r in failed:
-                print(f"  {_plugin_name_and_detail(r)[0]}: {r.status}")
+                print(f"  {shown(_plugin_name_and_detail(r)[0])}: {shown(r.status, lines=True)}")
     if failed:
-        names = ", ".join(repr(r.name) for r in failed)
+        names = ", ".join(quoted(r.name) for r in failed)
         print(f"headwater: error: {len(failed)} plugin(s) failed to load: {names}", file=sys.stderr)
         return 1
     return 0

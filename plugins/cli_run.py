@@ -9,6 +9,8 @@ import json
 import sys
 from typing import Any
 
+from .cli_text import shown
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import importlib.util
@@ -31,22 +33,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # SystemExit and KeyboardInterrupt keep their meaning
-        print(f"headwater: error: {load_error(file_name, exc)}", file=sys.stderr)
+        print(f"headwater: error: {shown(load_error(file_name, exc))}", file=sys.stderr)
         return 1
     flow_obj = getattr(module, flow_name, None)
     from headwater.flows import Flow
 
     if not isinstance(flow_obj, Flow):
         flows = [n for n, v in vars(module).items() if isinstance(v, Flow)]
-        print(f"headwater: error: {flow_name!r} in {file_name} is not a flow; flows there: "
+        print(f"headwater: error: {flow_name!r} in {shown(file_name)} is not a flow; flows there: "
               f"{', '.join(flows) or 'none'}", file=sys.stderr)
         return 2
     params, problem = _cli_parameters(flow_obj, args.param or [])
     if problem is not None:
-        print(f"headwater: error: {problem}", file=sys.stderr)
+        print(f"headwater: error: {shown(problem)}", file=sys.stderr)
         return 2
     state = flow_obj(**params, return_state=True)
-    print(repr(state))
+    print(shown(repr(state)))  # repr escapes the message, not a custom state's name
     return 0 if state.is_completed() else 1
 
 

@@ -165,12 +165,13 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         return conn
 
     def _open(self) -> None:
+        from .local_results import make_private_dirs
+
         directory = self.path.parent
         created = not directory.exists()
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if created and os.name == "posix":
-                os.chmod(directory, 0o700)  # whatever the umask: the runs' parameters are private
+            # It and its missing parents 0700 whatever the umask: the runs' parameters are private.
+            make_private_dirs(directory)
         except OSError as exc:
             raise StoreError(f"cannot create {directory} for the run store "
                              f"(HEADWATER_HOME / HEADWATER_DATABASE_URL): {exc.strerror or exc}") from None
@@ -193,7 +194,8 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                     f"{self.path} is not a headwater run store (not an SQLite database). "
                     f"It was left untouched: move it away, or point HEADWATER_DATABASE_URL elsewhere."
                 )
-        elif not self.path.exists():
+        existed = self.path.exists()
+        if not existed:
             _create_private(self.path)
         try:
             conn = self._conn()
@@ -225,6 +227,8 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                 raise StoreError(self._read_only_message()) from None
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
                              f"It was left untouched.") from None
+        if existed:  # a file made here is 0600; an older or copied one may not be
+            _warn_if_shared(self.path)
 
     @staticmethod
     def _set_wal(conn: sqlite3.Connection) -> None:
@@ -445,20 +449,51 @@ def _create_private(path: Path) -> None:
 _warned: set[Path] = set()
 
 
-def _warn_if_shared(directory: Path) -> None:
-    """Warn once per directory when group or others may enter HEADWATER_HOME: the runs'
-    parameters and logs are in it (a home headwater creates is 0700)."""
-    if os.name != "posix" or directory in _warned:
+def _warn_if_shared(path: Path) -> None:
+    """Warn once per path when HEADWATER_HOME (a directory) or the store file belongs to
+    another user, or group or others may write it (they could plant or change run
+    history) or read it (every run's parameters and logs are in it). Modes and owners are
+    never changed here: the fix is named for the user to apply."""
+    if os.name != "posix" or path in _warned:
         return
     try:
-        mode = directory.stat().st_mode & 0o777
+        st = path.stat()
     except OSError:
         return
-    if mode & 0o077:
-        _warned.add(directory)
-        logging.getLogger("headwater.store").warning(
-            "%s (HEADWATER_HOME) can be read by other users (mode %s); the run history in it holds "
-            "every run's parameters and logs: chmod 700 %s", directory, oct(mode)[2:], directory)
+    mode = st.st_mode & 0o777
+    is_home = os.path.isdir(path)
+    private, readable = (0o700, 0o077) if is_home else (0o600, 0o066)
+    me = os.geteuid()
+
+    def user(uid: int) -> str:
+        try:
+            import pwd
+
+            return pwd.getpwuid(uid).pw_name
+        except (ImportError, KeyError):
+            return str(uid)
+
+    problems, fixes = [], []
+    foreign = st.st_uid not in (me, 0)  # root can change anything anyway
+    if foreign:
+        problems.append(f"belongs to {user(st.st_uid)} (uid {st.st_uid}), not to you ({user(me)})")
+        fixes.append(f"chown {user(me)} {path}")
+    if mode & 0o022:
+        problems.append(f"can be written by other users (mode {oct(mode)[2:]})")
+    elif mode & readable:
+        problems.append(f"can be read by other users (mode {oct(mode)[2:]})")
+    if not problems:
+        return
+    if mode & readable:
+        fixes.append(f"chmod {oct(private)[2:]} {path}")
+    _warned.add(path)
+    what = "HEADWATER_HOME" if is_home else "the run store"
+    if foreign or mode & 0o022:
+        why = "others can plant or change the run history" + (" in it" if is_home else " it holds")
+    else:
+        why = ("the run history in it holds" if is_home else "it holds") + " every run's parameters and logs"
+    logging.getLogger("headwater.store").warning("%s (%s) %s; %s: %s", path, what, " and ".join(problems),
+                                                 why, " && ".join(fixes))
 
 
 def _text(value: str | None) -> str | None:

@@ -251,3 +251,116 @@ def test_a_large_parameter_is_stored_as_a_summary_and_printed_short(headwater_se
     assert len(line) < 300
     code, out, _ = run_cli(capsys, "runs", "show", "big", "--json")
     assert json.loads(out)["parameters"]["label"] == "x" * 300
+
+
+# Control characters recorded in names, messages and logs are shown escaped (raw, they
+# would drive the terminal: clear it, retitle it, rewrite a line, invent a table row).
+_RAW = ("\x1b", "\x07", "\r", "\x00", "\x7f", "\x9b")
+
+
+def _no_raw_controls(text: str) -> None:
+    for char in _RAW:
+        assert char not in text, (char, text)
+
+
+def test_runs_escapes_control_characters_in_names(headwater_session, capsys):
+    """A run name holding ESC [2J, or a newline and a made-up table row, is one escaped row."""
+    fake_row = "ghost-run  etl  Completed  2026-01-01 00:00:00  1.0ms  deadbeef"
+
+    @flow(name="flow\x1b[31m", flow_run_name="evil\x1b[2J\n" + fake_row)
+    def evil() -> None:
+        return None
+
+    evil()
+    headwater_session.store.flush()
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0
+    _no_raw_controls(out)
+    lines = out.splitlines()
+    assert len(lines) == 2 and not any(line.startswith("ghost-run") for line in lines)
+    assert lines[1].startswith("evil\\x1b[2J\\nghost-run") and "flow\\x1b[31m" in lines[1]
+    code, out, _ = run_cli(capsys, "runs", "--json")  # exact text for scripts
+    assert json.loads(out)[0]["name"] == "evil\x1b[2J\n" + fake_row
+
+
+def test_runs_show_escapes_control_characters_in_logs_and_tracebacks(headwater_session, capsys):
+    """Log lines, state messages and traceback text keep their lines but show ESC, BEL,
+    CR, NUL, DEL and C1 characters as escapes; task names and parameters too."""
+    from headwater import get_run_logger
+
+    @task(task_run_name="step\x1b[1A")
+    def step(text: str) -> None:
+        get_run_logger().info("progress \x1b[2K\r100%\x07 done\x00")
+        raise ValueError("bad \x1b]0;pwned\x07 value\x7f\x9b")
+
+    @flow(flow_run_name="noisy")
+    def noisy(text: str) -> None:
+        step(text)
+
+    noisy("param\x7f\x1b", return_state=True)
+    headwater_session.store.flush()
+    code, out, _ = run_cli(capsys, "runs", "show", "noisy")
+    assert code == 0
+    _no_raw_controls(out)
+    assert "progress \\x1b[2K\\r100%\\x07 done\\x00" in out
+    assert "bad \\x1b]0;pwned\\x07 value\\x7f\\x9b" in out
+    assert "step\\x1b[1A" in out and "param\\u007f\\u001b" in out
+    logs = out.split("\nLogs:\n", 1)[1]
+    assert "Traceback (most recent call last):" in logs  # still on lines of its own
+    assert any(line.startswith("      ValueError: bad \\x1b]0;pwned") for line in logs.splitlines())
+    code, out, _ = run_cli(capsys, "runs", "show", "noisy", "--json")
+    messages = [line["message"] for line in json.loads(out)["logs"]]
+    assert "progress \x1b[2K\r100%\x07 done\x00" in messages
+
+
+def test_cache_ls_escapes_control_characters(headwater_session, capsys):
+    """A cache key or task name holding control characters is one escaped row."""
+
+    @task(name="cached\x1b[2J", cache_key_fn=lambda c, p: "key\x07\nrow")
+    def cached() -> int:
+        return 1
+
+    @flow
+    def fill() -> None:
+        cached()
+
+    fill()
+    headwater_session.store.flush()
+    code, out, _ = run_cli(capsys, "cache", "ls")
+    assert code == 0
+    _no_raw_controls(out)
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("key\\x07\\nrow") and "cached\\x1b[2J" in lines[1]
+
+
+def test_a_name_with_a_lone_surrogate_is_shown_alike_everywhere(headwater_session, capsys):
+    """A name made from an undecodable file name (stored as the escape \\udcff) reads the
+    same in `runs`, in the `runs show` header and in its log labels: one backslash."""
+    name = "run-" + os.fsdecode(b"report-\xff.csv")
+
+    @flow(flow_run_name=name)
+    def report() -> None:
+        from headwater import get_run_logger
+
+        get_run_logger().info("writing")
+
+    report()
+    headwater_session.store.flush()
+    _, out, _ = run_cli(capsys, "runs")
+    assert "run-report-\\udcff.csv" in out
+    code, out, _ = run_cli(capsys, "runs", "show", "run-report-\\udcff.csv")
+    assert code == 0
+    assert "\\\\udcff" not in out
+    assert out.startswith("Flow run 'run-report-\\udcff.csv' of flow 'report'")
+    assert "| Flow run 'run-report-\\udcff.csv' - writing" in out
+
+
+def test_headwater_run_escapes_control_characters_in_a_load_error(tmp_path, capsys):
+    """`headwater run` reports a file whose import raised an error holding ESC on one
+    escaped line."""
+    script = tmp_path / "noisy_load.py"
+    script.write_text('raise ValueError("bad \\x1b[2J\\x07 input")\n')
+    code, _, err = run_cli(capsys, "run", f"{script}:etl")
+    assert code == 1
+    _no_raw_controls(err)
+    assert "ValueError: bad \\x1b[2J\\x07 input" in err and err.count("\n") == 1
