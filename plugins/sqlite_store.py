@@ -475,6 +475,13 @@ def _warn_if_shared(path: Path) -> None:
 
     problems, fixes = [], []
     foreign = st.st_uid not in (me, 0)  # root can change anything anyway
+    if not is_home and not foreign:
+        try:
+            closed = not path.parent.stat().st_mode & 0o011
+        except OSError:
+            closed = False
+        if closed:
+            return  # no one else can reach the file through its directory (a 0700 home)
     if foreign:
         problems.append(f"belongs to {user(st.st_uid)} (uid {st.st_uid}), not to you ({user(me)})")
         fixes.append(f"chown {user(me)} {path}")
