@@ -3,9 +3,11 @@
 A run is recorded with the host, pid and pid start time of the process running it. A run
 left unfinished is *dead* when that process is gone:
 
-* same host: the pid no longer exists, or it now belongs to another process (its start
-  time differs, so a reused pid is not mistaken for the run's process);
-* another host: no heartbeat for more than ``STALE_SECONDS``. The store writer of every
+* same host and pid namespace: the pid no longer exists, is a zombie (killed, not yet
+  reaped), or now belongs to another process (its start time differs, so a reused pid is
+  not mistaken for the run's process);
+* another host, or another pid namespace of this host (a container with the host's
+  name: its pids mean nothing here): no heartbeat for more than ``STALE_SECONDS``. The store writer of every
   flow process stamps ``flow_runs.heartbeat`` on its unfinished flow runs every
   ``HEARTBEAT_SECONDS`` (one small UPDATE from the writer thread; nothing per task run).
 
@@ -15,6 +17,12 @@ too. Runs of dead processes on this host are also *marked* ``Crashed`` in the st
 the store is opened, and by readers that find one, at most every ``MARK_SECONDS``); runs
 of other hosts are only shown so, since a late heartbeat may come from a host that is slow
 or cut off rather than gone, and its run's next write brings it back to the truth.
+
+The process's identity token is ``<start time>@<pid namespace inode>`` (a token of a
+headwater that recorded no namespace, the start time alone, is taken to be of the
+reader's namespace, as before). A Crashed state is dated by the run's last sign of life:
+its last recorded state or its process's last heartbeat, whichever is later, not by when
+a reader noticed.
 
 A run that ended ``NotReady`` (type PENDING: an upstream run did not complete) is over: it
 is never taken for unfinished, never shown or marked ``Crashed``.
@@ -67,19 +75,66 @@ def unfinished(state_type: str | None, state_name: str | None) -> bool:
 # -- processes on this host -------------------------------------------------------------------
 
 
-def process_start_token(pid: int) -> str | None:
-    """When the process started (clock ticks since boot), to tell a reused pid apart."""
+def _pid_namespace() -> str | None:
+    """This process's pid namespace (the inode of ``/proc/self/ns/pid``), or ``None``
+    where there is none to read. Read once: a process never changes its own."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except (OSError, AttributeError):
+        return None
+    inode = link.rpartition("[")[2].rstrip("]")
+    return inode if inode.isdigit() else None
+
+
+#: The pid namespace of this process: pids recorded in another one mean nothing here.
+PID_NAMESPACE = _pid_namespace()
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks since boot) of process ``pid``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read().decode(errors="replace")
-        return data.rsplit(")", 1)[1].split()[19]
+            fields = handle.read().decode(errors="replace").rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
         return None
 
 
+def process_start_token(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), to tell a reused pid apart."""
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
+
+
+def own_token(pid: int) -> str | None:
+    """The identity token of this process (``pid`` is its own) as its runs record it:
+    its start time and, where known, its pid namespace (``"<start>@<namespace>"``)."""
+    start = process_start_token(pid)
+    if start is None or PID_NAMESPACE is None:
+        return start
+    return f"{start}@{PID_NAMESPACE}"
+
+
+def split_token(token: str | None) -> tuple[str | None, str | None]:
+    """(start time, pid namespace) of a recorded token; no namespace in an old token."""
+    if token is None:
+        return None, None
+    start, _, namespace = token.partition("@")
+    return start or None, namespace or None
+
+
+def here(host: str | None, token: str | None) -> bool:
+    """Whether a run recorded so is of this host *and* of this pid namespace, so its pid
+    can be looked at here. A token without a namespace (older headwater) counts as here."""
+    if host != HOST:
+        return False
+    namespace = split_token(token)[1]
+    return namespace is None or namespace == PID_NAMESPACE
+
+
 def process_alive(pid: int, token: str | None) -> bool:
-    """Whether process ``pid`` exists and, when ``token`` is known, is the one that
-    started at that time (not a later process given the same pid)."""
+    """Whether process ``pid`` exists, is not a zombie, and, when ``token`` is known, is
+    the one that started at that time (not a later process given the same pid)."""
     if pid <= 0:
         return False  # not a process (0 and negative pids would signal process groups)
     try:
@@ -90,10 +145,15 @@ def process_alive(pid: int, token: str | None) -> bool:
         pass  # it exists, run by another user
     except OverflowError:
         return False  # not a pid this system can have
-    if token is not None:
-        current = process_start_token(pid)
-        if current is not None and current != token:
-            return False  # the pid now belongs to another process
+    stat = _stat(pid)
+    if stat is None:
+        return True  # no /proc to ask: the signal said it exists
+    state, start = stat
+    if state in ("Z", "X"):
+        return False  # killed, only waiting for its parent to reap it (kill(pid, 0) succeeds)
+    expected = split_token(token)[0]
+    if expected is not None and start != expected:
+        return False  # the pid now belongs to another process
     return True
 
 
@@ -126,11 +186,13 @@ class Judge:
                 pid_start: str | None, since: float | None) -> State | None:
         """The Crashed state to show for a run recorded so, or ``None`` while it may live.
 
-        ``since`` is when the run was created or started: its first sign of life.
+        ``since`` is the run's last recorded sign of life (its last state, else when it
+        was started or created). The Crashed state is dated by it or by the process's last
+        heartbeat, whichever is later: when the process was last known alive.
         """
         if host is None or pid is None or not unfinished(state_type, state_name):
             return None
-        if host == HOST:
+        if here(host, pid_start):
             key = (pid, pid_start)
             alive = self._here.get(key)
             if alive is None:
@@ -138,22 +200,29 @@ class Judge:
             if alive:
                 return None
             self.dead_here = True
-            return State(StateType.CRASHED, "Crashed", CRASH_MESSAGE, ts=self.now)
+            seen = max(self._seen(host, pid, pid_start) or 0.0, since or 0.0)
+            return State(StateType.CRASHED, "Crashed", CRASH_MESSAGE, ts=min(seen, self.now) if seen else self.now)
+        seen = max(self._seen(host, pid, pid_start) or 0.0, since or 0.0)
+        if self.now - seen <= STALE_SECONDS:
+            return None
+        where = f"host {host!r}" if host != HOST else f"another pid namespace of host {host!r}"
+        return State(StateType.CRASHED, "Crashed",
+                     f"The process running this run (pid {pid} in {where}) sent no heartbeat since "
+                     f"{_iso(seen)}, more than {STALE_SECONDS:.0f} s ago: it is taken to have ended "
+                     f"before the run finished.", ts=seen)
+
+    def _seen(self, host: str, pid: int, pid_start: str | None) -> float | None:
+        """The process's last heartbeat (asked once per process and read)."""
         remote = (host, pid, pid_start)
         if remote not in self._elsewhere:
             self._elsewhere[remote] = self._last_seen(host, pid, pid_start)
-        seen = max(self._elsewhere[remote] or 0.0, since or 0.0)
-        if self.now - seen <= STALE_SECONDS:
-            return None
-        return State(StateType.CRASHED, "Crashed",
-                     f"The process running this run (pid {pid} on host {host!r}) sent no heartbeat since "
-                     f"{_iso(seen)}, more than {STALE_SECONDS:.0f} s ago: it is taken to have ended "
-                     f"before the run finished.", ts=seen)
+        return self._elsewhere[remote]
 
     def _alive_here(self, pid: int, pid_start: str | None) -> bool:
         if pid == self.own_pid:
             # This process, unless this pid was another's before (its start time differs).
-            return pid_start is None or self.own_token is None or pid_start == self.own_token
+            recorded, own = split_token(pid_start)[0], split_token(self.own_token)[0]
+            return recorded is None or own is None or recorded == own
         return process_alive(pid, pid_start)
 
 
@@ -172,30 +241,44 @@ def last_seen(conn: sqlite3.Connection, host: str, pid: int, pid_start: str | No
     return row[0] if row else None
 
 
-def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None) -> list[tuple[str, str]]:
-    """``(table, run id)`` of the unfinished runs of dead processes on this host."""
-    judge = Judge(own_pid, own_token, lambda *_: None)
-    found: list[tuple[str, str]] = []
+def last_state_sql(table: str) -> str:
+    """SQL for a run's last recorded state time, only for a run that has not ended (a
+    listing of finished runs pays nothing; one index lookup per unfinished run)."""
+    marks = ",".join(f"'{t}'" for t in UNFINISHED)
+    return (f"CASE WHEN {table}.state_type IS NULL OR {table}.state_type IN ({marks}) THEN "
+            f"(SELECT max(ts) FROM states WHERE states.run_id = {table}.id) END")
+
+
+def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None) -> list[tuple[str, str, float]]:
+    """``(table, run id, when last seen alive)`` of the unfinished runs of dead processes
+    of this host and pid namespace (runs of another namespace are judged by heartbeat
+    only, and never marked, like another host's)."""
+    judge = Judge(own_pid, own_token, lambda host, pid, token: last_seen(conn, host, pid, token))
+    found: list[tuple[str, str, float]] = []
     for table in ("flow_runs", "task_runs"):
-        rows = conn.execute(f"SELECT id, state_type, state_name, pid, pid_start FROM {table} "
+        rows = conn.execute(f"SELECT id, state_type, state_name, pid, pid_start, "
+                            f"coalesce({last_state_sql(table)}, start_ts, created) FROM {table} "
                             f"WHERE host = ? AND {UNFINISHED_SQL}", (HOST, *UNFINISHED)).fetchall()
-        found += [(table, rid) for rid, st, sn, pid, token in rows
-                  if judge.crashed(st, sn, HOST, pid, token, None) is not None]
+        for rid, st, sn, pid, token, since in rows:
+            if not here(HOST, token):
+                continue
+            crashed = judge.crashed(st, sn, HOST, pid, token, since)
+            if crashed is not None:
+                found.append((table, rid, crashed.ts))
     return found
 
 
-def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[str, str]]) -> None:
-    """Record ``Crashed`` for ``found`` (inside the caller's write transaction). A run that
-    ended meanwhile keeps its state."""
-    now = time.time()
-    for table, rid in found:
+def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[str, str, float]]) -> None:
+    """Record ``Crashed`` for ``found`` (inside the caller's write transaction), dated when
+    each run was last seen alive. A run that ended meanwhile keeps its state."""
+    for table, rid, when in found:
         cur = conn.execute(
             f"UPDATE {table} SET state_type='CRASHED', state_name='Crashed', state_message=?, end_ts=? "
-            f"WHERE id=? AND {UNFINISHED_SQL}", (CRASH_MESSAGE, now, rid, *UNFINISHED))
+            f"WHERE id=? AND {UNFINISHED_SQL}", (CRASH_MESSAGE, when, rid, *UNFINISHED))
         if cur.rowcount:
             conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
                          "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
-                         (rid, "flow" if table == "flow_runs" else "task", CRASH_MESSAGE, now))
+                         (rid, "flow" if table == "flow_runs" else "task", CRASH_MESSAGE, when))
 
 
 def read_only(exc: BaseException) -> bool:

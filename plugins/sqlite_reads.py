@@ -32,13 +32,14 @@ class SQLiteReads:
     def mark_crashed_runs(self) -> int:  # pragma: no cover - the store's
         raise NotImplementedError
 
-    # The last three columns say which process runs it (see sqlite_liveness).
+    # The last four columns say which process runs it and when the run last recorded a
+    # state, if it has not ended (see sqlite_liveness).
     _FLOW_COLS = ("id, name, flow_name, flow_version, parent_flow_run_id, parent_task_run_id, "
                   "parameters, tags, state_type, state_name, state_message, start_ts, end_ts, "
-                  "run_count, created, host, pid, pid_start")
+                  "run_count, created, host, pid, pid_start, " + liveness.last_state_sql("flow_runs"))
     _TASK_COLS = ("id, flow_run_id, name, task_name, task_key, parameters, tags, cache_key, "
                   "result_location, upstream, state_type, state_name, state_message, start_ts, "
-                  "end_ts, run_count, created, host, pid, pid_start")
+                  "end_ts, run_count, created, host, pid, pid_start, " + liveness.last_state_sql("task_runs"))
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -81,23 +82,23 @@ class SQLiteReads:
 
     def _flow(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> FlowRun:
         (rid, name, flow_name, version, parent, parent_task, params, tags, st, sn, sm, start, end,
-         count, created, *process) = row
+         count, created, host, pid, token, last) = row
         run = FlowRun(rid, flow_name, name, json.loads(params or "{}"), frozenset(json.loads(tags or "[]")),
                       version, parent, parent_task)
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return self._judged(run, judge, st, sn, tuple(process), start or created)
+        return self._judged(run, judge, st, sn, (host, pid, token), last or start or created)
 
     def _task(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> TaskRun:
         (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
-         start, end, count, created, *process) = row
+         start, end, count, created, host, pid, token, last) = row
         run = TaskRun(rid, task_name, key or "", name, json.loads(params or "{}"),
                       frozenset(json.loads(tags or "[]")), frid)
         run.cache_key, run.result_location = cache_key, location
         run.upstream_ids = tuple(json.loads(upstream or "[]"))
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return self._judged(run, judge, st, sn, tuple(process), start or created)
+        return self._judged(run, judge, st, sn, (host, pid, token), last or start or created)
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
                        state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
@@ -143,7 +144,8 @@ class SQLiteReads:
             # Runs that may have lost their process: a Crashed state ends their history.
             judge = self._judge()
             for rid, st, sn, *process, since in self._conn().execute(
-                    f"SELECT id, state_type, state_name, host, pid, pid_start, coalesce(start_ts, created) "
+                    f"SELECT id, state_type, state_name, host, pid, pid_start, "
+                    f"coalesce({liveness.last_state_sql('task_runs')}, start_ts, created) "
                     f"FROM task_runs WHERE flow_run_id = ? AND {liveness.UNFINISHED_SQL}",
                     (flow_run_id, *liveness.UNFINISHED)):
                 crashed = judge.crashed(st, sn, *process, since)
@@ -208,7 +210,8 @@ class SQLiteReads:
         """The Crashed state run ``run_id`` is in because its process is gone, if it is."""
         conn = self._conn()
         for table in ("flow_runs", "task_runs"):
-            row = conn.execute(f"SELECT state_type, state_name, host, pid, pid_start, coalesce(start_ts, created) "
+            row = conn.execute(f"SELECT state_type, state_name, host, pid, pid_start, "
+                               f"coalesce({liveness.last_state_sql(table)}, start_ts, created) "
                                f"FROM {table} WHERE id = ?", (run_id,)).fetchone()
             if row is not None:
                 judge = self._judge()

@@ -38,7 +38,8 @@ from headwater.runs import FlowRun, TaskRun
 from headwater.states import FINAL_TYPES, State
 from headwater.stores import CacheEntry, MemoryRunStore, RunStore, active_flow_info
 
-from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, read_only
+from .sqlite_liveness import (HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token,
+                              read_only)
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_reads import SQLiteReads
 from .sqlite_values import safe_text
@@ -125,6 +126,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         self._home = Path(home).absolute() if home is not None else None
         self._local = threading.local()
         self._closed = False
+        self._inherited: frozenset[str] = frozenset()
         self._start_process()
         self._open()
         _stores.add(self)
@@ -132,7 +134,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
     def _start_process(self) -> None:
         """This process's writer: its identity on the rows, its queue and thread."""
         self._pid = os.getpid()
-        self._pid_start = process_start_token(self._pid)
+        self._pid_start = own_token(self._pid)  # start time and pid namespace
         self._rows = BatchWriter(_HOST, self._pid, self._pid_start)
         self._queue = WriteQueue(str(self.path), self._write_batch, self._writer_exit)
         self._queue.on_idle = Heartbeat(self._conn, _HOST, self._pid, self._pid_start)
@@ -142,14 +144,21 @@ class SQLiteRunStore(SQLiteReads, RunStore):
         self._process: WriterProcess | None = None
         self._may_spawn = True
         self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
+        self._open_flows: set[str] = set()  # flow runs created here, not yet final
         self._created: dict[str, tuple[Any, ...]] = {}  # headers waiting for their run's first state
         if self._closed:
             self._queue.closed = True
 
     def _forget_parent(self) -> None:
         """In a forked child: the parent's writer thread, queue and locks are not ours
-        (a lock may have been held at the fork); this process starts its own writer."""
+        (a lock may have been held at the fork); this process starts its own writer.
+
+        The runs the parent had open are the parent's: this copy of its engine writes
+        nothing for them (a child that exits would otherwise record them Crashed, or
+        Completed, while the parent carries on and records them too)."""
+        inherited = self._inherited.union(self._open_runs, self._open_flows, self._created)
         self._start_process()
+        self._inherited = frozenset(inherited)
 
     # -- connections ----------------------------------------------------------------
 
@@ -273,6 +282,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
     # -- writes (queued: see sqlite_writer) ---------------------------------------------------
 
     def create_flow_run(self, run: FlowRun) -> None:
+        self._open_flows.add(run.id)
         self._queue.put(flow_entry(run, None))
         info = active_flow_info(run)
         if info is not None:
@@ -289,6 +299,8 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             run_id = run.id
             open_runs = self._open_runs
             if run_id not in open_runs:  # recorded without create_task_run first
+                if run_id in self._inherited:
+                    return  # a forked child: the parent's run (see _forget_parent)
                 self.create_task_run(run)
             # The header leaves the held ones only once queued: an interrupt (Ctrl-C) in
             # between must not leave a run whose row has no name and no flow run.
@@ -302,6 +314,10 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             if state.type in FINAL_TYPES:
                 open_runs.discard(run_id)  # the set holds unfinished runs only
         else:
+            if run.id in self._inherited:
+                return  # a forked child: the parent's run (see _forget_parent)
+            if state.type in FINAL_TYPES:
+                self._open_flows.discard(run.id)
             self._queue.put(flow_entry(run, state))
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:

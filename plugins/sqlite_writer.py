@@ -185,12 +185,21 @@ _TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.par
                 "WHERE task_runs.state_type IS NOT 'CRASHED'")
 
 
+_FINAL = frozenset(("COMPLETED", "FAILED", "CANCELLED", "CRASHED"))
+
+
 class BatchWriter:
     """Turns a batch of queue entries into rows and writes them in one transaction."""
 
     def __init__(self, host: str, pid: int, pid_start: str | None) -> None:
         self.seq = 0  # the order task runs were first written, for listings
         self.process = (host, pid, pid_start)
+        #: Flow runs written unfinished: each batch asks whether another process marked
+        #: one Crashed meanwhile (it took this process for dead).
+        self.open_flows: set[str] = set()
+        #: Runs another process marked Crashed: their later states are not written (a
+        #: final state is never followed by another), their rows are kept as marked.
+        self.taken: set[str] = set()
         constants = ",".join(sql_literal(v) for v in self.process)
         self._task_one = "(" + ",".join("?" * 18) + "," + constants + ")"
 
@@ -247,6 +256,11 @@ class BatchWriter:
         task_one = self._task_one
 
         def write(conn: sqlite3.Connection) -> None:
+            states = state_rows
+            if self.open_flows or flows:
+                self._find_taken(conn, flows)
+                if self.taken:
+                    states = [row for row in state_rows if row[0] not in self.taken]
             if flow_rows:
                 conn.executemany(
                     "INSERT INTO flow_runs (id, name, flow_name, flow_version, parent_flow_run_id, "
@@ -255,17 +269,39 @@ class BatchWriter:
                     "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                     "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
                     "state_name=excluded.state_name, state_message=excluded.state_message, "
-                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count",
+                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count "
+                    # As for task runs: a run another process marked Crashed stays so.
+                    "WHERE flow_runs.state_type IS NOT 'CRASHED'",
                     flow_rows)
             insert_rows(conn, _TASK_COLUMNS, created_only, task_one, " ON CONFLICT(id) DO NOTHING")
             insert_rows(conn, _TASK_COLUMNS, task_rows, task_one, _TASK_UPDATE)
             insert_rows(conn, "INSERT INTO states (run_id, run_kind, type, name, message, ts, details)",
-                        state_rows)
+                        states)
             if info_rows:
                 conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
                                  "VALUES (?,?,?,?,?)", info_rows)
 
         return write
+
+    def _find_taken(self, conn: sqlite3.Connection, flows: dict[str, tuple[Any, ...]]) -> None:
+        """Before a batch is written: which of this writer's unfinished flow runs (and
+        those in the batch) another process has marked Crashed. One indexed SELECT per
+        batch, over a handful of ids; a second one only when such a run is found."""
+        ids = [rid for rid in self.open_flows.union(flows) if rid not in self.taken]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            crashed = [rid for (rid,) in conn.execute(
+                f"SELECT id FROM flow_runs WHERE id IN ({marks}) AND state_type = 'CRASHED'", ids)]
+            if crashed:
+                marks = ",".join("?" * len(crashed))
+                self.taken.update(crashed)
+                self.taken.update(rid for (rid,) in conn.execute(
+                    f"SELECT id FROM task_runs WHERE flow_run_id IN ({marks}) AND state_type = 'CRASHED'", crashed))
+        for rid, row in flows.items():
+            if row[8] in _FINAL or rid in self.taken:
+                self.open_flows.discard(rid)
+            else:
+                self.open_flows.add(rid)
 
     def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
                     also: Callable[[sqlite3.Connection], Any] | None = None) -> Callable[[sqlite3.Connection], None]:
