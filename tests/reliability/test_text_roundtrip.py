@@ -13,6 +13,7 @@ high and a low surrogate side by side into one character).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -205,7 +206,8 @@ def test_flow_descriptions(text: str) -> None:
 @given(text=TEXT)
 @always("text")
 def test_cache_keys(text: str) -> None:
-    """A cache key is stored as its entry's key, and the next call with it is a hit."""
+    """A cache key is stored as its entry's key (one with a lone surrogate as its hash,
+    which no escaped text can equal), and the next call with it is a hit."""
 
     @task(cache_key_fn=lambda context, parameters: text)
     def cached(n):
@@ -216,5 +218,9 @@ def test_cache_keys(text: str) -> None:
         return cached(n, return_state=True).name
 
     assert run_flow(caching, 1).result() in ("Completed", "Cached")
-    assert stored(text) in [e.key for e in get_store().read_cache_entries()]
+    if stored(text) == text:
+        key = text
+    else:
+        key = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    assert key in [e.key for e in get_store().read_cache_entries()]
     assert run_flow(caching, 2).result() == "Cached"
