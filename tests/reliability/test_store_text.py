@@ -6,7 +6,6 @@ rows, or another flow's runs, with it."""
 from __future__ import annotations
 
 import hashlib
-
 import random
 import sqlite3
 import threading
