@@ -16,14 +16,15 @@
   safe_text``); a row that cannot be written takes no other row with it (``BatchWriter.
   write``). The home directory is created 0700 and the file 0600.
 
-The read API is ``sqlite_reads``; the write queue and batch writer ``sqlite_writer``;
-the writer process for busy flows ``sqlite_writer_process``. Also serves ``memory://``
-with the in-memory store, for throwaway sessions.
+The read API is ``sqlite_reads``; the cache index ``sqlite_cache``; the write queue and
+batch writer ``sqlite_writer``; the writer process for busy flows
+``sqlite_writer_process``; crash detection ``sqlite_liveness``; the files' privacy
+``sqlite_privacy``. Also serves ``memory://`` with the in-memory store, for throwaway
+sessions.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -36,13 +37,14 @@ from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import FINAL_TYPES, State
-from headwater.stores import CacheEntry, MemoryRunStore, RunStore, active_flow_info
+from headwater.stores import MemoryRunStore, RunStore, active_flow_info
 
 from .sqlite_liveness import (HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token,
                               read_only)
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
+from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
+from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
-from .sqlite_values import safe_text
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
                             task_header, task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
@@ -93,30 +95,9 @@ CREATE TABLE IF NOT EXISTS flows (
     name TEXT PRIMARY KEY, description TEXT, version TEXT, tags TEXT, updated REAL
 )"""
 _SCHEMA += _FLOWS_TABLE + ";\n"
-_CACHE_COLUMNS = "key, task_name, task_run_id, location, serializer, created, expiration, size, digest"
 
 
-def add_cache_digest_column(conn: sqlite3.Connection) -> str:
-    """Give ``cache_entries`` of a store made before entries had digests its ``digest``
-    column (NULL for the old rows: not checked); return the columns to read. Added without
-    a schema version bump, like ``flows``: older headwater versions still use the file."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(cache_entries)")}
-    if not columns or "digest" in columns:
-        return _CACHE_COLUMNS
-    try:
-        conn.execute("ALTER TABLE cache_entries ADD COLUMN digest TEXT")
-    except sqlite3.OperationalError as exc:
-        if "duplicate column" in str(exc):  # another process added it meanwhile
-            return _CACHE_COLUMNS
-        if "readonly" in str(exc).replace(" ", ""):  # read-only file: read without digests
-            return _CACHE_COLUMNS.rsplit(",", 1)[0]
-        raise
-    return _CACHE_COLUMNS
-
-
-class SQLiteRunStore(SQLiteReads, RunStore):
-    _cache_columns = _CACHE_COLUMNS  # without digest for a read-only store made before it
-
+class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
     def __init__(self, path: Path | str, home: Path | None = None) -> None:
         # Absolute once: connections opened later (the writer thread's, the writer
         # process's) must reach this file even if the program changes directory.
@@ -185,7 +166,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             raise StoreError(f"cannot create {directory} for the run store "
                              f"(HEADWATER_HOME / HEADWATER_DATABASE_URL): {exc.strerror or exc}") from None
         if not created and self._home is not None and directory == self._home:
-            _warn_if_shared(directory)
+            warn_if_shared(directory)
         if not os.access(directory, os.W_OK):
             raise StoreError(f"cannot write to {directory} (HEADWATER_HOME / HEADWATER_DATABASE_URL): "
                              f"permission denied")
@@ -205,7 +186,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
                 )
         existed = self.path.exists()
         if not existed:
-            _create_private(self.path)
+            create_private(self.path)
         try:
             conn = self._conn()
             # Whose file it is, asked before anything is written (not even the journal
@@ -237,7 +218,7 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
                              f"It was left untouched.") from None
         if existed:  # a file made here is 0600; an older or copied one may not be
-            _warn_if_shared(self.path)
+            warn_if_shared(self.path)
 
     @staticmethod
     def _set_wal(conn: sqlite3.Connection) -> None:
@@ -413,114 +394,6 @@ class SQLiteRunStore(SQLiteReads, RunStore):
             if conn is not None:
                 conn.close()
                 self._local.conn = None
-
-    # -- cache index (written at once: other processes must see it) ----------------------
-
-    def read_cache_entry(self, key: str) -> CacheEntry | None:
-        row = self._conn().execute(
-            f"SELECT {self._cache_columns} FROM cache_entries WHERE key = ?", (safe_text(key),)).fetchone()
-        return CacheEntry(*row) if row else None
-
-    def write_cache_entry(self, entry: CacheEntry) -> None:
-        self._write_txn(lambda conn: conn.execute(
-            f"INSERT OR REPLACE INTO cache_entries ({_CACHE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            # Text as the batch writer stores it (a key made from a file name that is not
-            # UTF-8 is written with its surrogates escaped, and looked up the same way).
-            (safe_text(entry.key), _text(entry.task_name), _text(entry.task_run_id), safe_text(entry.location),
-             _text(entry.serializer), entry.created, entry.expiration, entry.size, entry.digest)))
-
-    def read_cache_entries(self) -> list[CacheEntry]:
-        rows = self._conn().execute(
-            f"SELECT {self._cache_columns} FROM cache_entries ORDER BY created").fetchall()
-        return [CacheEntry(*row) for row in rows]
-
-    def delete_cache_entries(self, *, expired_only: bool = False, task_name: str | None = None) -> list[CacheEntry]:
-        task_name = _text(task_name)  # as the entries store it
-
-        def write(conn: sqlite3.Connection) -> list[CacheEntry]:
-            # Select and delete in one write transaction: an entry another process
-            # refreshes meanwhile is either deleted whole or kept whole, never its
-            # fresh row deleted because its stale one matched.
-            rows = conn.execute(
-                f"SELECT {self._cache_columns} FROM cache_entries ORDER BY created").fetchall()
-            entries = [e for e in (CacheEntry(*row) for row in rows)
-                       if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
-            conn.executemany("DELETE FROM cache_entries WHERE key = ?", [(e.key,) for e in entries])
-            return entries
-
-        return self._write_txn(write)
-
-
-def _create_private(path: Path) -> None:
-    """An empty store file only its owner can read and write, whatever the umask (SQLite
-    gives the -wal and -shm files it makes the same permissions)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:  # another process made it first: theirs is as private
-        pass
-    except OSError as exc:
-        raise StoreError(f"cannot create the run store {path}: {exc.strerror or exc}") from None
-
-
-_warned: set[Path] = set()
-
-
-def _warn_if_shared(path: Path) -> None:
-    """Warn once per path when HEADWATER_HOME (a directory) or the store file belongs to
-    another user, or group or others may write it (they could plant or change run
-    history) or read it (every run's parameters and logs are in it). Modes and owners are
-    never changed here: the fix is named for the user to apply."""
-    if os.name != "posix" or path in _warned:
-        return
-    try:
-        st = path.stat()
-    except OSError:
-        return
-    mode = st.st_mode & 0o777
-    is_home = os.path.isdir(path)
-    private, readable = (0o700, 0o077) if is_home else (0o600, 0o066)
-    me = os.geteuid()
-
-    def user(uid: int) -> str:
-        try:
-            import pwd
-
-            return pwd.getpwuid(uid).pw_name
-        except (ImportError, KeyError):
-            return str(uid)
-
-    problems, fixes = [], []
-    foreign = st.st_uid not in (me, 0)  # root can change anything anyway
-    if not is_home and not foreign:
-        try:
-            closed = not path.parent.stat().st_mode & 0o011
-        except OSError:
-            closed = False
-        if closed:
-            return  # no one else can reach the file through its directory (a 0700 home)
-    if foreign:
-        problems.append(f"belongs to {user(st.st_uid)} (uid {st.st_uid}), not to you ({user(me)})")
-        fixes.append(f"chown {user(me)} {path}")
-    if mode & 0o022:
-        problems.append(f"can be written by other users (mode {oct(mode)[2:]})")
-    elif mode & readable:
-        problems.append(f"can be read by other users (mode {oct(mode)[2:]})")
-    if not problems:
-        return
-    if mode & readable:
-        fixes.append(f"chmod {oct(private)[2:]} {path}")
-    _warned.add(path)
-    what = "HEADWATER_HOME" if is_home else "the run store"
-    if foreign or mode & 0o022:
-        why = "others can plant or change the run history" + (" in it" if is_home else " it holds")
-    else:
-        why = ("the run history in it holds" if is_home else "it holds") + " every run's parameters and logs"
-    logging.getLogger("headwater.store").warning("%s (%s) %s; %s: %s", path, what, " and ".join(problems),
-                                                 why, " && ".join(fixes))
-
-
-def _text(value: str | None) -> str | None:
-    return None if value is None else safe_text(value)
 
 
 def sqlite_path(url: str) -> Path:

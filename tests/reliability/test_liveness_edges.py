@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from headwater import flow, get_store
-from headwater.session import Session
 
 from .procs import child_env
 from .test_liveness import _cli, _record_running, _wait_until, store_file  # noqa: F401 - a fixture
