@@ -51,7 +51,7 @@ class FlowRunContext:
         self.submitted = 0
         self.crashed = False
         # Threads still running a body after a flow timeout gave up on them: they may not
-        # start new task runs or subflows (engine.call_in_thread).
+        # start new task runs or subflows (timeouts.call_in_thread).
         self.abandoned: set[int] = set()
         # Unfinished task runs that tasks called (by run id), for crash() to end.
         self.nested: dict[str, Any] = {}

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import states as S
 from .context import _RUN_LOCKS, FlowRunContext, TaskRunContext, task_run_ctx
@@ -25,6 +25,7 @@ from .ids import time_ordered_id
 from .results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from .run_logging import flow_logger, log_line, log_prints_var, task_extra, task_logger
 from .runs import TaskRun
+from .timeouts import call_in_thread, call_with_deadline, secs as _secs
 from .tracebacks import describe, for_log, logged_in
 
 if TYPE_CHECKING:
@@ -323,76 +324,9 @@ class TaskExecution(TaskRunContext):
         return call_in_thread(self.call, timeout, f"Task run {self.task_run.name!r}")
 
 
-def call_in_thread(fn: Callable[[], Any], timeout: float, what: str,
-                   abandoned: set[int] | None = None) -> Any:
-    """Call ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
-
-    A thread cannot be interrupted: on timeout it is left to finish in the background
-    and its result is discarded (docs/concepts.md, "Timeouts"). Its thread id is kept in
-    ``abandoned`` until it ends, so the engine can refuse to start new runs from it.
-    """
-    import contextvars
-
-    outcome: list[Any] = []
-    done = threading.Event()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            outcome.append((True, context.run(fn)))
-        except BaseException as exc:  # handed to the waiting thread
-            outcome.append((False, exc))
-        finally:
-            with lock:
-                done.set()
-                if abandoned:
-                    abandoned.discard(threading.get_ident())  # the id may be reused now
-
-    lock = threading.Lock()
-    thread = threading.Thread(target=target, daemon=True, name="headwater-timeout")
-    thread.start()
-    if not done.wait(timeout):
-        with lock:  # never leave the id of a thread that has just ended in the set
-            if abandoned is not None and not done.is_set() and thread.ident is not None:
-                abandoned.add(thread.ident)
-        raise TaskTimeout(f"{what} exceeded its timeout of {_secs(timeout)} second(s)")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
-
-
-async def call_with_deadline(call: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Await ``call()`` for at most ``timeout`` seconds (the async twin of
-    :func:`call_in_thread`).
-
-    Raises :class:`TaskTimeout` when the deadline cancelled the call, or when the call
-    ran past it anyway (blocking code that never yielded to the event loop cannot be
-    cancelled; it overran all the same, so its outcome is not kept). Anything else the
-    call raises, a ``TimeoutError`` of its own included, propagates unchanged.
-    """
-    import anyio
-
-    scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
-    try:
-        with scope:
-            value = await call()
-    except Exception:
-        if anyio.current_time() <= scope.deadline:
-            raise
-        value = None  # raised after the deadline: the timeout is the outcome
-    if scope.cancelled_caught or anyio.current_time() > scope.deadline:
-        raise TaskTimeout(f"{what} exceeded its timeout of {_secs(timeout)} second(s)")
-    return value
-
-
 def _policy_name(policy: Any) -> str:
     cls = type(policy)
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _secs(value: float) -> str:
-    return f"{round(value, 2):g}"
 
 
 def _callbacks_for(spec: Any, state: S.State) -> list[Callable[..., Any]]:

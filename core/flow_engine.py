@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import (_callbacks_for, _run_callbacks, _secs, call_in_thread, call_with_deadline, end_unfinished,
-                     finish_run, transition)
+from .engine import _callbacks_for, _run_callbacks, end_unfinished, finish_run, transition
 from .errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
 from .futures import Future
 from .ids import random_id
@@ -25,6 +24,7 @@ from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_l
 from .runs import FlowRun
 from .session import Session
 from .task_runners import InlineTaskRunner
+from .timeouts import call_in_thread, call_with_deadline, secs as _secs
 from .tracebacks import describe, for_log, logged_in, without_headwater_frames
 
 if TYPE_CHECKING:
