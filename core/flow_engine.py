@@ -326,21 +326,17 @@ class FlowExecution(FlowRunContext):
         return self.final
 
     def _flush_final(self) -> None:
-        """Write the final state. Once queued it is written whatever comes, so a Ctrl-C
-        landing in this last short write is not raised: the call returns as the run is
-        recorded (a warning says so), rather than raising with the history saying it
-        ended otherwise."""
-        interrupted = False
-        while True:
-            try:
-                self.store.flush()
-                break
-            except KeyboardInterrupt:
-                interrupted = True
-        if interrupted:
+        """Write the final state. Once queued it is written whatever comes, so the first
+        Ctrl-C landing in this last short write is not raised: the call returns as the run
+        is recorded, and a warning says so at once. A second Ctrl-C (the store may be
+        slow: locked by another process, say) is raised, as the user wants out."""
+        try:
+            self.store.flush()
+        except KeyboardInterrupt:
             flow_logger.warning("Ctrl-C came while the run's final state was being written: the run "
-                                "ended %s and the call returns so; press Ctrl-C again to stop",
-                                self.final, extra=flow_extra(self))
+                                "ended %s and the call returns so once it is written; press Ctrl-C "
+                                "again to stop now", self.final, extra=flow_extra(self))
+            self.store.flush()
 
     def interrupted_while_finishing(self, exc: BaseException) -> None:
         """An interrupt (Ctrl-C) after the run settled, before its final state was

@@ -219,3 +219,43 @@ def test_ctrl_c_while_a_flow_run_finishes_is_recorded_as_the_caller_saw_it(tmp_p
         assert finals == [flow_run.state.name], finals
         (task_run,) = session.store.read_task_runs(flow_run_id=flow_run.id)
         assert task_run.state.type is StateType.COMPLETED  # it did complete
+
+
+SLOW_FINAL_WRITE = """
+    from headwater.flow_engine import FlowExecution
+    from headwater.plugins.sqlite_store import SQLiteRunStore
+
+    flush, record_final = SQLiteRunStore.flush, FlowExecution._record_final
+    writing_final = []
+
+    def recording(self):
+        record_final(self)
+        writing_final.append(True)
+
+    def slow(self):
+        if writing_final:  # the store is slow now (locked by another process, say)
+            ctrl_c()
+        return flush(self)
+
+    FlowExecution._record_final, SQLiteRunStore.flush = recording, slow
+
+    @flow
+    def finishing():
+        return 42
+
+    try:
+        print("returned", finishing())
+    except KeyboardInterrupt:
+        print("raised KeyboardInterrupt")
+"""
+
+
+def test_a_second_ctrl_c_during_a_slow_final_write_is_raised(tmp_path, monkeypatch):
+    """The first Ctrl-C in the final write is absorbed with a warning saying to press it
+    again; the second is raised: a slow store never keeps the user from getting out."""
+    script = tmp_path / "slow.py"
+    script.write_text(PRELUDE + textwrap.dedent(SLOW_FINAL_WRITE))
+    result = subprocess.run([sys.executable, str(script)], env=child_env(tmp_path / "home"),
+                            capture_output=True, text=True, timeout=60)
+    assert "raised KeyboardInterrupt" in result.stdout, (result.stdout, result.stderr[-2000:])
+    assert result.stderr.count("press Ctrl-C again to stop now") == 1, result.stderr[-2000:]
