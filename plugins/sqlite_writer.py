@@ -318,8 +318,8 @@ class BatchWriter:
 
     def write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
               also: Callable[[sqlite3.Connection], Any] | None = None) -> None:
-        """Write the batch and its log lines in one transaction (with ``also``, which
-        commits with the last of them).
+        """Write the batch and its log lines in one transaction, with ``also`` (also when
+        the batch has to be written piece by piece: each piece is a savepoint of it).
 
         A value SQLite refuses (text with a lone surrogate, a message that is not text)
         would make the whole transaction fail, and with it every other row of the batch,
@@ -340,29 +340,44 @@ class BatchWriter:
         batch = [plain_values(entry) for entry in batch]
         logs = [plain_values(line) for line in logs]
         lost: list[tuple[str, int, BaseException]] = []
-        self._write_pieces(conn, batch, logs, 0, 0, lost)
-        if also is not None:
-            write_transaction(conn, also)
+
+        def pieces(conn: sqlite3.Connection) -> None:
+            # One transaction for every piece and ``also``: a writer process that dies
+            # before it commits leaves nothing of the batch, so writing it again later
+            # (its flow process takes the batch back) cannot record a state twice.
+            lost.clear()
+            self.seq = seq
+            self._write_pieces(conn, batch, logs, 0, 0, lost)
+            if also is not None:
+                also(conn)
+
+        write_transaction(conn, pieces)
         if lost:
             raise RecordsNotWritten(lost, batch)
 
     def _write_pieces(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
                       at: int, logs_at: int, lost: list[tuple[str, int, BaseException]]) -> None:
         """``batch`` and ``logs`` (from positions ``at`` and ``logs_at`` of the whole
-        batch) in one transaction, or else in halves (in queue order: a run's later
+        batch) at once, or else in halves (in queue order: a run's later
         states follow its earlier ones), down to single entries; what fails alone goes
-        into ``lost`` as ("entry" or "log", its position, the error)."""
+        into ``lost`` as ("entry" or "log", its position, the error). Each piece is a
+        savepoint of the caller's transaction."""
         seq = self.seq
+        conn.execute("SAVEPOINT piece")
         try:
-            write_transaction(conn, self.transaction(batch, logs))
-            return
+            self.transaction(batch, logs)(conn)
         except Exception as exc:
+            conn.execute("ROLLBACK TO piece")
+            conn.execute("RELEASE piece")
             self.seq = seq
             if not row_error(exc):
                 raise
             if len(batch) + len(logs) == 1:
                 lost.append(("entry", at, exc) if batch else ("log", logs_at, exc))
                 return
+        else:
+            conn.execute("RELEASE piece")
+            return
         if batch and logs:
             self._write_pieces(conn, batch, [], at, logs_at, lost)
             self._write_pieces(conn, [], logs, at, logs_at, lost)

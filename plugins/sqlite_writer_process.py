@@ -428,9 +428,9 @@ def _write_group(conn: Any, rows: Any, writer: str, group: list[tuple[Any, ...]]
     logs = [line for _, _, _, lines in group for line in lines]
 
     def mark(conn: Any) -> None:
-        # In the same transaction as the batches' rows (the last one, when they had to
-        # be written in parts): if we die before answering, the flow process sees these
-        # batches were written and does not write them twice.
+        # In the same transaction as the batches' rows (also when they had to be written
+        # in parts): if we die before answering, the flow process sees these batches
+        # were written and does not write them twice.
         conn.executemany("INSERT OR REPLACE INTO writer_batches (writer, number) VALUES (?, ?)",
                          [(writer, number) for number in numbers])
 

@@ -164,3 +164,28 @@ def test_a_flush_racing_a_runs_first_state_keeps_the_runs_row_whole(tmp_path):
     assert (stored.name, stored.flow_run_id, stored.parameters) == ("raced", "flow-1", {"x": 7})
     assert stored.state.name == "Pending"
     store.close()
+
+
+def test_a_batch_written_piece_by_piece_commits_with_its_mark_or_not_at_all(tmp_path):
+    """A batch with a value SQLite refuses is written again piece by piece. What comes
+    with it (the writer process's record of the batch) is in the same transaction: if
+    that fails, nothing of the batch stays, so the batch written again later (its flow
+    process takes it back) records no state twice."""
+    import pytest
+
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    writer = BatchWriter("host", 1, None)
+    good, bad = _run("good", x=1), _run("bad", x=2)
+    batch = [task_header(good), _record(good, S.Pending()), task_header(bad),
+             _record(bad, S.Failed(message="report-\udcff.csv"))]
+
+    def mark(conn):
+        raise RuntimeError("the writer process died before its mark")
+
+    with pytest.raises(RuntimeError):
+        writer.write(store._conn(), batch, [], also=mark)
+    assert store.read_task_runs(flow_run_id="flow-1") == []
+    writer.write(store._conn(), batch, [])  # taken back and written again
+    assert [s.name for s in store.read_states(good.id)] == ["Pending"]
+    assert [s.message for s in store.read_states(bad.id)] == ["report-\\udcff.csv"]
+    store.close()
