@@ -13,6 +13,7 @@ from typing import Any, Callable
 from headwater.stores import CacheEntry
 
 from .sqlite_values import safe_text
+from .sqlite_writer import read_only
 
 _CACHE_COLUMNS = "key, task_name, task_run_id, location, serializer, created, expiration, size, digest"
 
@@ -29,7 +30,7 @@ def add_cache_digest_column(conn: sqlite3.Connection) -> str:
     except sqlite3.OperationalError as exc:
         if "duplicate column" in str(exc):  # another process added it meanwhile
             return _CACHE_COLUMNS
-        if "readonly" in str(exc).replace(" ", ""):  # read-only file: read without digests
+        if read_only(exc):  # a read-only file: read without digests
             return _CACHE_COLUMNS.rsplit(",", 1)[0]
         raise
     return _CACHE_COLUMNS

@@ -42,7 +42,7 @@ from typing import Callable
 
 from headwater.states import State, StateType
 
-from .sqlite_writer import retry_busy
+from .sqlite_writer import read_only, retry_busy
 
 #: This host's name as runs record it.
 HOST = socket.gethostname()
@@ -279,13 +279,6 @@ def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[str, str, float]]
             conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
                          "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
                          (rid, "flow" if table == "flow_runs" else "task", CRASH_MESSAGE, when))
-
-
-def read_only(exc: BaseException) -> bool:
-    """Whether a write failed because the store cannot be written (a read-only file or
-    folder, a read-only mount): its readers still show dead runs Crashed."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text)
 
 
 def add_heartbeat_column(conn: sqlite3.Connection) -> bool:

@@ -39,14 +39,13 @@ from headwater.runs import FlowRun, TaskRun
 from headwater.states import FINAL_TYPES, State
 from headwater.stores import MemoryRunStore, RunStore, active_flow_info
 
-from .sqlite_liveness import (HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token,
-                              read_only)
+from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
-from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
-                            task_header, task_state, write_transaction)
+from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, read_only,
+                            retry_busy, task_header, task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
 
 SCHEMA_VERSION = 1
@@ -213,7 +212,7 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
             self._cache_columns = self._retry(lambda: add_cache_digest_column(conn))
             self.mark_crashed_runs()
         except sqlite3.DatabaseError as exc:
-            if "readonly" in str(exc):
+            if read_only(exc):
                 raise StoreError(self._read_only_message()) from None
             raise StoreError(f"{self.path} cannot be used as the run store: {exc}. "
                              f"It was left untouched.") from None
@@ -337,7 +336,7 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
             try:
                 self._rows.write(self._conn(), batch, logs)
             except sqlite3.OperationalError as exc:
-                if "readonly" in str(exc):
+                if read_only(exc):
                     raise StoreError(self._read_only_message()) from None
                 raise
 

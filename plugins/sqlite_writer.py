@@ -112,6 +112,13 @@ def retry_busy(fn: Callable[[], Any], seconds: float = 120.0) -> Any:
             delay = min(delay * 2, 0.5)
 
 
+def read_only(exc: BaseException) -> bool:
+    """Whether a write failed because the store cannot be written (a read-only file or
+    folder, a read-only mount), as SQLite words it."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text)
+
+
 def write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     """``fn(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
 
