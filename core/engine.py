@@ -99,7 +99,7 @@ class TaskExecution(TaskRunContext):
             if ended is not None and ended.is_final():
                 return ended  # the crashing flow run ended it
             return finish_run(fctx, run, S.Cancelled(
-                message="The flow run crashed before this task run started."))
+                message="The flow run crashed before this attempt of the task run started."))
         policy = self.policy
         if policy.uses_cache and run.cache_key is None:
             try:
@@ -409,8 +409,9 @@ def execute_sync(ex: TaskExecution) -> S.State:
             final = ex.completed(value)
             break
     except BaseException as exc:
-        # First, without a call of our own: with Python's recursion limit reached the
-        # calls below fail too, and an enclosing run (with stack to spare) ends it.
+        # Noted first (one append, the cheapest step): with Python's recursion limit
+        # reached the calls below fail too, and an enclosing run (with stack to spare)
+        # ends it from this note.
         ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
@@ -453,8 +454,9 @@ async def execute_async(ex: TaskExecution) -> S.State:
                 continue
             break
     except BaseException as exc:
-        # First, without a call of our own: with Python's recursion limit reached the
-        # calls below fail too, and an enclosing run (with stack to spare) ends it.
+        # Noted first (one append, the cheapest step): with Python's recursion limit
+        # reached the calls below fail too, and an enclosing run (with stack to spare)
+        # ends it from this note.
         ex.flow_context.unfinished.append((ex, exc, _get_ident()))
         _crashed(ex, exc)
         raise
