@@ -109,11 +109,8 @@ class TaskExecution(TaskRunContext):
                 # state so it waits and begins again (never calls the body without a key).
                 final = self.failed(exc, before_call=True)
                 return final if final is not None else run.state
-        early = policy.propose_running(self)
+        early = self.propose_running()
         if early is not None:
-            if not isinstance(early, S.State) or early.type not in _FINAL:
-                early = self._bad_answer("propose_running", early, "None (to run the attempt) "
-                                         "or a final state such as Cached")
             return finish_run(self.flow_context, run, early)
         running = S.Retrying() if self.retries_done else S.Running()
         run.run_count += 1
@@ -225,6 +222,15 @@ class TaskExecution(TaskRunContext):
         return finish_run(self.flow_context, run, state)
 
     # -- checking the policy's answers ----------------------------------------------------------
+
+    def propose_running(self) -> S.State | None:
+        """The policy's answer before an attempt: None to run it, or a final state (a
+        cache hit); any other answer is a Failed state naming the policy."""
+        early = self.policy.propose_running(self)
+        if early is not None and (not isinstance(early, S.State) or early.type not in _FINAL):
+            early = self._bad_answer("propose_running", early, "None (to run the attempt) "
+                                     "or a final state such as Cached")
+        return early
 
     def _checked_failed_answer(self, answer: Any, exc: BaseException) -> S.State:
         """``answer`` to a failed attempt if the engine can act on it, else a Failed state

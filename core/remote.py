@@ -188,11 +188,8 @@ def check_cache(ex: TaskExecution) -> S.State | None:
                 return run.state
             ex.finish_logs(final)
             return final
-    early = policy.propose_running(ex)
+    early = ex.propose_running()
     if early is not None:
-        if not isinstance(early, S.State) or not early.is_final():  # as the engine checks it
-            early = ex._bad_answer("propose_running", early, "None (to run the attempt) or a final "
-                                   "state such as Cached")
         transition(ex.flow_context, run, early)
         ex.finish_logs(early)
     return early
