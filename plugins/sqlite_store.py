@@ -43,6 +43,7 @@ from .sqlite_liveness import (HOST, Heartbeat, add_heartbeat_column, find_dead_r
                               read_only)
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
+from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, retry_busy,
@@ -155,8 +156,6 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
         return conn
 
     def _open(self) -> None:
-        from .local_results import make_private_dirs
-
         directory = self.path.parent
         created = not directory.exists()
         try:
