@@ -541,9 +541,9 @@ def end_unfinished(fctx: FlowRunContext, every_thread: bool = False) -> None:
         if thread != me and not every_thread:
             continue  # its own thread may be ending it right now
         state = ex.task_run.state
-        if state is None or (state.type is S.StateType.PENDING and state.name != "NotReady"):
+        if state is None or (state.is_pending() and not state.has_ended()):
             never_started(ex, exc)
-        elif not state.is_final() and state.name != "NotReady":
+        elif not state.has_ended():
             reason = describe(exc)
             kind = S.Failed if isinstance(exc, Exception) else S.Crashed
             ex.finish_logs(finish_run(fctx, ex.task_run, kind(
@@ -559,7 +559,7 @@ def never_started(ex: TaskExecution, exc: BaseException) -> None:
     loop began: ``Cancelled``, unless it is final already, so no created run is left
     without a final state."""
     current = ex.task_run.state
-    if current is not None and (current.type is not S.StateType.PENDING or current.name == "NotReady"):
+    if current is not None and (not current.is_pending() or current.has_ended()):
         return  # started or ended (NotReady stays): the attempt loop, or end_unfinished, ends it
     reason = describe(exc)
     state = S.Cancelled(message=f"The task run was stopped by {reason} before it started.", data=exc)

@@ -259,7 +259,7 @@ class FlowExecution(FlowRunContext):
             future.set_state(finish_run(self, run, state))
         for ex in list(self.nested.values()):  # runs tasks called, in the flow's threads
             run = ex.task_run
-            if run.state is not None and run.state.name == "NotReady":
+            if run.state is not None and run.state.has_ended():  # finish_run leaves final ones too
                 continue  # ended without running: it stays NotReady
             state = S.Cancelled(message="The flow run crashed before this task run finished.")
             if run.state is not None and run.state.is_running():

@@ -206,6 +206,17 @@ class State:
     def is_final(self) -> bool:
         return self.type in FINAL_TYPES
 
+    def has_ended(self) -> bool:
+        """Whether the run in this state is over: a final state, or ``NotReady``.
+
+        ``NotReady`` is of type PENDING but the run never goes on (an upstream run did
+        not complete, so it never runs): nothing may end it again, crash detection never
+        takes it for unfinished, and the dashboard shows it as not live. The one place
+        this rule is written in Python; the SQLite store's ``UNFINISHED_SQL``
+        (``plugins/sqlite_liveness.py``) is its twin in SQL.
+        """
+        return self.type in FINAL_TYPES or (self.type is StateType.PENDING and self.name == "NotReady")
+
     def _shows_type(self) -> bool:
         return self.name.upper() != self.type.value
 

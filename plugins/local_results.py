@@ -40,6 +40,8 @@ from headwater.results import (
     unknown_serializer,
 )
 
+from .private_files import foreign, make_private_dirs, others_can_write, safely_owned, user_name
+
 _LOCATION = re.compile(r"[0-9a-f]{64}")
 _MAGIC = b"HWR1"  # header: magic, serializer name length, serializer name, then the bytes
 _TEMP = re.compile(r"\.[0-9a-f]{16}-.+\.tmp")  # a write in progress, or one its process never finished
@@ -59,45 +61,21 @@ class ResultUntrusted(ResultMissing):
     """A result file, or its directory, that another user owns or can write: not loaded."""
 
 
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 whatever the umask (a
-    directory that exists already is left as it is)."""
-    missing = []
-    directory = path
-    while not directory.exists() and directory != directory.parent:
-        missing.append(directory)
-        directory = directory.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:  # made by another process meanwhile: theirs to set
-            continue
-        os.chmod(directory, 0o700)  # the umask may have taken bits from the owner
-
-
-def _user(uid: int) -> str:
-    """The user name of ``uid``, or the number when it has none."""
-    try:
-        import pwd
-
-        return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):
-        return str(uid)
-
-
 def _check(st: os.stat_result, path: str, kind: str) -> None:
     """Refuse ``path`` (a result file or the storage directory) unless the current user
     (or root, who can change anything anyway) owns it and neither group nor others can
     write it."""
-    me = os.geteuid()
-    if st.st_uid != me and st.st_uid != 0:
+    if safely_owned(st):
+        return
+    if foreign(st):
+        me = user_name(os.geteuid())
         other = "delete it" if kind == "result file" else \
             "point HEADWATER_LOCAL_STORAGE_PATH at a directory of your own"
         raise ResultUntrusted(
-            f"{kind} {path} is owned by {_user(st.st_uid)} (uid {st.st_uid}), not by you ({_user(me)}); "
-            f"results are pickles, loaded only from your own files: `chown {_user(me)} {path}` if you "
+            f"{kind} {path} is owned by {user_name(st.st_uid)} (uid {st.st_uid}), not by you ({me}); "
+            f"results are pickles, loaded only from your own files: `chown {me} {path}` if you "
             f"trust it, else {other}")
-    if st.st_mode & 0o022:
+    if others_can_write(st):
         raise ResultUntrusted(
             f"{kind} {path} can be written by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"results are pickles, loaded only from where no one else can write: `chmod go-w {path}`")

@@ -24,11 +24,12 @@ reader's namespace, as before). A Crashed state is dated by the run's last sign 
 its last recorded state or its process's last heartbeat, whichever is later, not by when
 a reader noticed.
 
-A run that ended ``NotReady`` (type PENDING: an upstream run did not complete) is over: it
-is never taken for unfinished, never shown or marked ``Crashed``.
+A run that has ended (``State.has_ended``: a final state, or ``NotReady``, type PENDING:
+an upstream run did not complete) is over: it is never taken for unfinished, never shown
+or marked ``Crashed``. Nor is a paused run, which waits for no process.
 
-The shared store for many hosts reuses ``unfinished``, ``Judge``, the heartbeat and the
-thresholds; only the SQL differs.
+The shared store for many hosts reuses ``Judge``, the heartbeat and the thresholds; only
+the SQL differs.
 """
 
 from __future__ import annotations
@@ -54,22 +55,24 @@ STALE_SECONDS = 60.0
 #: A reader that finds dead runs of this host marks them in the store at most this often.
 MARK_SECONDS = 5.0
 
-#: State types of a run that has not ended (``NotReady``, type PENDING, excepted).
+#: State types of a run that may still be running (``NotReady``, type PENDING, excepted).
 UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")
 NOT_READY = "NotReady"
 CRASH_MESSAGE = "The process running this run ended before the run finished."
 
 _MARKS = ",".join("?" * len(UNFINISHED))
-#: SQL for "this row's run has not ended" (a row created but given no state yet included).
+#: SQL for "this row's run may still be running" (a row created but given no state yet
+#: included): the SQL twin of ``State.has_ended`` (core/states.py; keep the two alike),
+#: paused runs left out as by ``may_be_running``.
 UNFINISHED_SQL = (f"(state_type IS NULL OR state_type IN ({_MARKS})) "
                   f"AND (state_type IS NOT 'PENDING' OR state_name IS NOT '{NOT_READY}')")
 
 
-def unfinished(state_type: str | None, state_name: str | None) -> bool:
-    """Whether a run recorded in this state has not ended (NotReady has ended)."""
-    if state_type is None:
-        return True
-    return state_type in UNFINISHED and not (state_type == "PENDING" and state_name == NOT_READY)
+def may_be_running(state: State | None) -> bool:
+    """Whether a run recorded in ``state`` (``None``: created, no state yet) is judged by
+    its process: it has not ended (``State.has_ended``) and is not paused (a paused run
+    waits for no process). The rows ``UNFINISHED_SQL`` selects."""
+    return state is None or not (state.has_ended() or state.is_paused())
 
 
 # -- processes on this host -------------------------------------------------------------------
@@ -182,15 +185,16 @@ class Judge:
         #: Whether a dead run of this host was seen (it can then be marked in the store).
         self.dead_here = False
 
-    def crashed(self, state_type: str | None, state_name: str | None, host: str | None, pid: int | None,
+    def crashed(self, state: State | None, host: str | None, pid: int | None,
                 pid_start: str | None, since: float | None) -> State | None:
-        """The Crashed state to show for a run recorded so, or ``None`` while it may live.
+        """The Crashed state to show for a run recorded in ``state`` (``None``: no state
+        yet) by that process, or ``None`` while it may live.
 
         ``since`` is the run's last recorded sign of life (its last state, else when it
         was started or created). The Crashed state is dated by it or by the process's last
         heartbeat, whichever is later: when the process was last known alive.
         """
-        if host is None or pid is None or not unfinished(state_type, state_name):
+        if host is None or pid is None or not may_be_running(state):
             return None
         if here(host, pid_start):
             key = (pid, pid_start)
@@ -262,7 +266,8 @@ def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None
         for rid, st, sn, pid, token, since in rows:
             if not here(HOST, token):
                 continue
-            crashed = judge.crashed(st, sn, HOST, pid, token, since)
+            crashed = judge.crashed(None if st is None else State(StateType(st), sn, ts=0.0),
+                                    HOST, pid, token, since)
             if crashed is not None:
                 found.append((table, rid, crashed.ts))
     return found

@@ -1,7 +1,8 @@
 """The run store's files are private: created readable by their owner only, whatever
 the umask, and an existing home or store file others could read, write or own is
 warned about once, with the command that fixes it. Nothing here changes a mode or an
-owner of an existing file: that is the user's call.
+owner of an existing file: that is the user's call. Whose a file is and who may write it
+is ``private_files``'s rule, shared with the result files' trust checks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from pathlib import Path
 
 from headwater.errors import StoreError
+
+from .private_files import foreign, others_can_write, user_name
 
 
 def create_private(path: Path) -> None:
@@ -42,28 +45,19 @@ def warn_if_shared(path: Path) -> None:
     is_home = os.path.isdir(path)
     private, readable = (0o700, 0o077) if is_home else (0o600, 0o066)
     me = os.geteuid()
-
-    def user(uid: int) -> str:
-        try:
-            import pwd
-
-            return pwd.getpwuid(uid).pw_name
-        except (ImportError, KeyError):
-            return str(uid)
-
     problems, fixes = [], []
-    foreign = st.st_uid not in (me, 0)  # root can change anything anyway
-    if not is_home and not foreign:
+    not_mine = foreign(st)  # root's counts as mine: root can change anything anyway
+    if not is_home and not not_mine:
         try:
             closed = not path.parent.stat().st_mode & 0o011
         except OSError:
             closed = False
         if closed:
             return  # no one else can reach the file through its directory (a 0700 home)
-    if foreign:
-        problems.append(f"belongs to {user(st.st_uid)} (uid {st.st_uid}), not to you ({user(me)})")
-        fixes.append(f"chown {user(me)} {path}")
-    if mode & 0o022:
+    if not_mine:
+        problems.append(f"belongs to {user_name(st.st_uid)} (uid {st.st_uid}), not to you ({user_name(me)})")
+        fixes.append(f"chown {user_name(me)} {path}")
+    if others_can_write(st):
         problems.append(f"can be written by other users (mode {oct(mode)[2:]})")
     elif mode & readable:
         problems.append(f"can be read by other users (mode {oct(mode)[2:]})")
@@ -73,7 +67,7 @@ def warn_if_shared(path: Path) -> None:
         fixes.append(f"chmod {oct(private)[2:]} {path}")
     _warned.add(path)
     what = "HEADWATER_HOME" if is_home else "the run store"
-    if foreign or mode & 0o022:
+    if not_mine or others_can_write(st):
         why = "others can plant or change the run history" + (" in it" if is_home else " it holds")
     else:
         why = ("the run history in it holds" if is_home else "it holds") + " every run's parameters and logs"

@@ -63,12 +63,11 @@ class SQLiteReads:
             pass
 
     @staticmethod
-    def _judged(run: Any, judge: liveness.Judge | None, state_type: str | None, state_name: str | None,
-                process: tuple[Any, ...], since: float | None) -> Any:
+    def _judged(run: Any, judge: liveness.Judge | None, process: tuple[Any, ...], since: float | None) -> Any:
         """``run`` as its process says it is: Crashed (and ended) when that process is gone."""
         if judge is None:
             return run
-        crashed = judge.crashed(state_type, state_name, *process, since)
+        crashed = judge.crashed(run.state, *process, since)
         if crashed is not None:
             run.state = crashed
             run.end_ts = run.end_ts or crashed.ts
@@ -87,7 +86,7 @@ class SQLiteReads:
                       version, parent, parent_task)
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return self._judged(run, judge, st, sn, (host, pid, token), last or start or created)
+        return self._judged(run, judge, (host, pid, token), last or start or created)
 
     def _task(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> TaskRun:
         (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
@@ -98,7 +97,7 @@ class SQLiteReads:
         run.upstream_ids = tuple(json.loads(upstream or "[]"))
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
-        return self._judged(run, judge, st, sn, (host, pid, token), last or start or created)
+        return self._judged(run, judge, (host, pid, token), last or start or created)
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
                        state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
@@ -140,7 +139,7 @@ class SQLiteReads:
         out: dict[str, list[State]] = {}
         for run_id, *state in rows:
             out.setdefault(run_id, []).append(_history_state(*state))
-        if any(liveness.unfinished(h[-1].type.value, h[-1].name) for h in out.values()):
+        if any(liveness.may_be_running(h[-1]) for h in out.values()):
             # Runs that may have lost their process: a Crashed state ends their history.
             judge = self._judge()
             for rid, st, sn, *process, since in self._conn().execute(
@@ -148,7 +147,7 @@ class SQLiteReads:
                     f"coalesce({liveness.last_state_sql('task_runs')}, start_ts, created) "
                     f"FROM task_runs WHERE flow_run_id = ? AND {liveness.UNFINISHED_SQL}",
                     (flow_run_id, *liveness.UNFINISHED)):
-                crashed = judge.crashed(st, sn, *process, since)
+                crashed = judge.crashed(self._state(st, sn, None, since), *process, since)
                 if crashed is not None:
                     out.setdefault(rid, []).append(crashed)
             self._settle(judge)
@@ -200,7 +199,7 @@ class SQLiteReads:
             "SELECT type, name, message, ts, details FROM states WHERE run_id = ? ORDER BY seq",
             (run_id,)).fetchall()
         states = [_history_state(*state) for state in rows]
-        if not states or liveness.unfinished(states[-1].type.value, states[-1].name):
+        if not states or liveness.may_be_running(states[-1]):
             crashed = self._crashed_now(run_id)
             if crashed is not None:
                 states.append(crashed)  # its process is gone: the history ends here
@@ -215,7 +214,7 @@ class SQLiteReads:
                                f"FROM {table} WHERE id = ?", (run_id,)).fetchone()
             if row is not None:
                 judge = self._judge()
-                crashed = judge.crashed(*row)
+                crashed = judge.crashed(self._state(row[0], row[1], None, row[-1]), *row[2:])
                 self._settle(judge)
                 return crashed
         return None

@@ -42,6 +42,7 @@ from headwater.stores import MemoryRunStore, RunStore, active_flow_info
 from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token
 from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
 from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
+from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
 from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, read_only,
@@ -154,8 +155,6 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
         return conn
 
     def _open(self) -> None:
-        from .local_results import make_private_dirs
-
         directory = self.path.parent
         created = not directory.exists()
         try:

@@ -101,7 +101,7 @@ def _live(state: State | None) -> bool:
     comes from the store as Crashed, so it is not live either."""
     if state is None:
         return True
-    return not state.is_final() and not (state.type is StateType.PENDING and state.name == "NotReady")
+    return not state.has_ended()
 
 
 def flow_run_summary(run: Any) -> dict[str, Any]:

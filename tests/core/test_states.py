@@ -12,6 +12,8 @@ from headwater.states import (
     Completed,
     Crashed,
     Failed,
+    NotReady,
+    Paused,
     Pending,
     Retrying,
     Running,
@@ -60,6 +62,16 @@ def test_predicates_follow_the_type():
     assert Retrying().is_running() and not Retrying().is_final()
     assert Crashed().is_crashed() and Crashed().is_final()
     assert AwaitingRetry().is_scheduled()
+
+
+def test_a_run_has_ended_when_final_or_not_ready():
+    """NotReady is of type PENDING but its run never goes on: it has ended, as final
+    states have; a run merely waiting (Pending, Paused, AwaitingRetry) has not."""
+    assert NotReady().is_pending() and not NotReady().is_final() and NotReady().has_ended()
+    assert Cached().has_ended() and Failed().has_ended() and Crashed().has_ended()
+    for waiting in (Pending(), Paused(), AwaitingRetry(), Running(), Retrying()):
+        assert not waiting.has_ended(), waiting
+    assert not State(StateType.PENDING, "Late").has_ended()
 
 
 def test_result_of_a_failed_state_raises_its_exception():
