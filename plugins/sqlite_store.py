@@ -16,8 +16,8 @@
   safe_text``); a row that cannot be written takes no other row with it (``BatchWriter.
   write``). The home directory is created 0700 and the file 0600.
 
-The read API is ``sqlite_reads``; the cache index ``sqlite_cache``; the write queue and
-batch writer ``sqlite_writer``; the writer process for busy flows
+The read API is ``sqlite_reads``; the cache index ``sqlite_cache``; the write queue
+``sqlite_queue`` and the batch writer ``sqlite_writer``; the writer process for busy flows
 ``sqlite_writer_process``; crash detection ``sqlite_liveness``; the files' privacy
 ``sqlite_privacy``. Also serves ``memory://`` with the in-memory store, for throwaway
 sessions.
@@ -45,8 +45,9 @@ from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
-from .sqlite_writer import (BATCH_SECONDS, BatchWriter, WriteQueue, connect, flow_entry, flow_info_entry, read_only,
-                            retry_busy, task_header, task_state, write_transaction)
+from .sqlite_queue import BATCH_SECONDS, WriteQueue
+from .sqlite_writer import (BatchWriter, connect, flow_entry, flow_info_entry, read_only, retry_busy, task_header,
+                            task_state, write_transaction)
 from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
 
 SCHEMA_VERSION = 1

@@ -1,26 +1,21 @@
-"""The SQLite run store's write queue and the thread that writes it.
+"""The SQLite run store's queue entries and the batch writer that writes them.
 
 The thread that records a state turns it into a queue entry at once: a tuple of plain
 values (ids, text, numbers), not the run and state objects. So the queue keeps no run
 alive (the garbage collector stops tracking such tuples after one pass, and a long flow
 keeps no growing heap for it to walk), and the writer thread, which shares the GIL with
-the flow's threads, only has to bind values. Appending to the queue takes no lock.
-
-``flush()`` queues a marker (in a queue of its own, read before the entries) and waits
-until the writer has committed everything queued before it. A flow more than ``MAX_PENDING`` entries ahead of the writer waits until it is
-within half of that, so memory does not grow with the number of task runs.
+the flow's threads, only has to bind values. ``BatchWriter`` turns a batch of entries
+into rows, one transaction per batch; the queue and its thread are ``sqlite_queue``.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from headwater.errors import StoreError
 from headwater.states import StateType
@@ -30,10 +25,6 @@ from .sqlite_values import details_json, parameters_json, plain_values, tags_jso
 
 #: Queue entry kinds (the first item of every entry).
 TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO = range(4)
-
-BATCH_SECONDS = 0.05
-MAX_PENDING = 20_000  # queued entries (about 5,000 task runs) before a recording thread waits
-_WAKE_AT = 5_000  # entries that wake the writer before its next tick
 
 #: Rows per INSERT statement (fewer when SQLite allows fewer variables).
 ROWS_PER_STATEMENT = 500
@@ -428,160 +419,3 @@ def describe_entry(entry: tuple[Any, ...]) -> str:
     if kind == FLOW:
         return f"flow run {entry[1][1]!r} ({entry[1][0]})"
     return f"flow {entry[1]!r}"
-
-
-# -- the queue and its thread -----------------------------------------------------------------
-
-
-def _drain(queue: collections.deque[Any]) -> list[Any]:
-    """Everything in ``queue`` now, oldest first (appends meanwhile stay for the next)."""
-    popleft = queue.popleft
-    return [popleft() for _ in range(len(queue))]
-
-
-class WriteQueue:
-    """One store's queue of writes in one process, and the thread that writes it.
-
-    ``write(entries, log_rows, marks)`` is called in the writer thread with each batch
-    and the flush markers queued after it (each an ``Event``, set once it returns, also
-    when it raised: the error is reported by ``flush``; a writer that only hands the
-    batch on must make sure it is committed before returning when ``marks`` is not
-    empty). ``on_exit()`` runs in the
-    writer thread when it stops after ``close``.
-    """
-
-    def __init__(self, label: str, write: Callable[[list[Any], list[Any], list[Any]], None],
-                 on_exit: Callable[[], None]) -> None:
-        self.label = label
-        self._write = write
-        self._on_exit = on_exit
-        self._entries: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._logs: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._marks: collections.deque[threading.Event] = collections.deque()
-        self._wake = threading.Event()
-        self._progress = threading.Condition()
-        self._start_lock = threading.Lock()
-        self._writer: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self.tick = BATCH_SECONDS  # seconds between batches when nothing wakes the writer
-        #: Called by the writer thread after each pass (the store's heartbeat); keeps its own pace.
-        self.on_idle: Callable[[], None] | None = None
-        self.closed = False
-        self._finished = False  # the writer made its last pass: nothing more is written
-
-    # -- the recording threads' side (no lock taken) ---------------------------------------
-
-    def put(self, entry: tuple[Any, ...]) -> None:
-        if self._writer is None:
-            self._start()
-        if self.closed:
-            self._refuse(entry)
-        entries = self._entries
-        entries.append(entry)
-        if self._finished:  # closed while appending: the writer may have gone already
-            self._refuse(entry)
-        if len(entries) > _WAKE_AT:
-            if len(entries) > MAX_PENDING:
-                self._wait_for_writer()
-            elif not self._wake.is_set():
-                self._wake.set()
-
-    def put_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        if self._writer is None:
-            self._start()
-        if self.closed:
-            self._refuse(None)
-        self._logs.extend(rows)
-        if self._finished:
-            self._refuse(None)
-
-    def _wait_for_writer(self) -> None:
-        # Back-pressure: a flow that makes states faster than they are written waits
-        # here, so the queue stays bounded and memory does not grow with the run count.
-        with self._progress:
-            while len(self._entries) > MAX_PENDING // 2 and self._writer is not None and self._writer.is_alive():
-                self._wake.set()
-                self._progress.wait(0.1)
-
-    def _refuse(self, entry: tuple[Any, ...] | None) -> None:
-        # Raised, not dropped: the writer has exited, so a write accepted now would never
-        # reach the file. Shutdown stays quiet: run_logs swallows store errors, and the
-        # session closes its store only after its flows returned.
-        what = ""
-        if entry is not None and entry[0] in (TASK_HEADER, TASK_STATE):
-            what = f" (task run {entry[1]})"
-        elif entry is not None and entry[0] == FLOW:
-            what = f" (flow run {entry[1][1]!r})"
-        raise StoreError(f"the run store {self.label} is closed; nothing more can be written "
-                         f"to it{what}: open a new Session")
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self.closed or self._writer is not None:
-                return  # closed: the caller refuses; no writer to start
-            writer = threading.Thread(target=self._loop, name="headwater-store-writer", daemon=True)
-            writer.start()
-            self._writer = writer
-
-    # -- the writer thread ---------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(self.tick)
-            self._wake.clear()
-            closing = self.closed
-            self._write_now()
-            if self.on_idle is not None and not closing:
-                self.on_idle()
-            if closing:
-                # close() set ``closed`` before waking us: after this pass nothing is
-                # accepted, and whatever was appended meanwhile is written now.
-                self._finished = True
-                self._write_now()
-                self._on_exit()
-                return
-
-    def _write_now(self) -> None:
-        # Markers first: everything queued before a marker is then in this batch.
-        marks = _drain(self._marks)
-        batch, lines = _drain(self._entries), _drain(self._logs)
-        if not batch and not lines and not marks:
-            return
-        try:
-            self._write(batch, lines, marks)
-        except BaseException as exc:  # reported by flush(); the thread goes on
-            self._error = exc
-        finally:
-            for mark in marks:
-                mark.set()
-            with self._progress:
-                self._progress.notify_all()
-
-    # -- flush and close -----------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Wait until everything queued so far is committed; raise what writing it raised."""
-        writer = self._writer
-        if writer is None:
-            return
-        done = threading.Event()
-        self._marks.append(done)
-        self._wake.set()
-        while not done.wait(0.1):
-            if not writer.is_alive():
-                break
-        error, self._error = self._error, None
-        if isinstance(error, StoreError):  # says what is wrong already, in one line
-            raise StoreError(str(error)) from None
-        if error is not None:
-            raise StoreError(f"writing to the run store {self.label} failed: {error}") from error
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.closed = True
-            self._wake.set()
-            writer = self._writer
-            if writer is not None and writer is not threading.current_thread():
-                writer.join(30)  # it writes what is left, closes its connection and ends

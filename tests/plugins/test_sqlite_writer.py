@@ -8,7 +8,8 @@ import time
 
 from headwater import states as S
 from headwater.plugins.sqlite_store import SQLiteRunStore
-from headwater.plugins.sqlite_writer import BatchWriter, WriteQueue, task_header, task_state
+from headwater.plugins.sqlite_queue import WriteQueue
+from headwater.plugins.sqlite_writer import BatchWriter, task_header, task_state
 from headwater.runs import TaskRun
 
 
