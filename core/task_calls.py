@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import (TaskExecution, create_task_run, execute_async, execute_sync, finish_run,
-                     never_started, standalone_context)
+from .engine import TaskExecution, execute_async, execute_sync, finish_run, never_started
 from .futures import (Future, Work, _in_event_loop, _run_coroutine_function, collect_futures, resolve_futures,
                       unmapped, when_all_done)
+from .task_creation import create_task_run, standalone_context
 
 if TYPE_CHECKING:
     from .tasks import Task

@@ -22,7 +22,7 @@ class Task(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
         check_decorated(fn, "@task")
-        from .engine import task_key
+        from .task_creation import task_key
         from .flow_engine import source_dir_of
 
         self.fn = fn
