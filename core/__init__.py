@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 def get_store() -> RunStore:
     """The run store of the active session (read API: ``read_flow_runs``, ...)."""
+    # import time: ``import headwater`` loads no session (tests/core/test_import_light.py)
     from .session import Session
 
     return Session.current().store

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from .hookspecs import FLOW_SCOPED_HOOKS
+from .plugin_loading import DEFAULT_PLUGINS
 
 if TYPE_CHECKING:
     from .session import Session
@@ -25,8 +26,6 @@ class FlowBindings:
     """The flow-scoped hooks, resolved for one set of applicable plugins."""
 
     def __init__(self, session: Session, excluded_plugins: list[Any]) -> None:
-        from .session import DEFAULT_PLUGINS
-
         pm = session.pm
         self.session = session
         default_bound: set[str] = set()

@@ -10,23 +10,22 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .errors import HeadwaterError
+from .session import Session
 
 
-def build_parser(session: object) -> argparse.ArgumentParser:
+def build_parser(session: Session) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headwater",
         description="Inspect and run headwater flows: run history, cache, plugins.",
     )
     parser.add_argument("--version", action="version", version=f"headwater {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    session.pm.hook.headwater_add_commands(cli=sub)  # type: ignore[attr-defined]
+    session.pm.hook.headwater_add_commands(cli=sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import HeadwaterError
-    from .session import Session
-
     args_list = list(sys.argv[1:] if argv is None else argv)
     # The plugin listing must work even when a plugin is broken, to show which one.
     strict = not (args_list[:1] == ["plugins"])

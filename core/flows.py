@@ -7,8 +7,11 @@ import hashlib
 import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from .errors import ConfigurationError
+from .identity import source_directory
 from .parameters import Binder, ParameterValidator
 from .specs import FlowSpec, build_spec, check_decorated
+from .task_runners import TaskRunner
 
 R = TypeVar("R")
 
@@ -20,8 +23,6 @@ class Flow(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
         check_decorated(fn, "@flow")
-        from .flow_engine import source_dir_of
-
         self.fn = fn
         self._options = options
         default_name = fn.__name__.replace("_", "-")
@@ -35,10 +36,11 @@ class Flow(Generic[R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"flow {self.name!r}")
         if self.spec.log_prints:
+            # layering: print capture belongs to run logging, part of the engine
             from .run_logging import enable_log_prints
 
             enable_log_prints()
-        self.source_dir = source_dir_of(fn)
+        self.source_dir = source_directory(fn)
         self._validator: ParameterValidator | None = None
         self._version: str | None = self.spec.version
         functools.update_wrapper(self, fn)
@@ -63,12 +65,11 @@ class Flow(Generic[R]):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        # layering: calling a flow starts the engine (a higher layer than the decorators)
+        from .flow_engine import run_flow, run_flow_async
+
         if self.is_async:
-            from .flow_engine import run_flow_async
-
             return run_flow_async(self, args, kwargs, return_state)
-        from .flow_engine import run_flow
-
         return run_flow(self, args, kwargs, return_state)
 
     def with_options(self, **changes: Any) -> Flow[R]:
@@ -80,9 +81,6 @@ class Flow(Generic[R]):
 
 
 def _check_task_runner(value: Any, fn_name: str) -> None:
-    from .errors import ConfigurationError
-    from .task_runners import TaskRunner
-
     if value is None or isinstance(value, (str, TaskRunner)):
         return
     if isinstance(value, type) and issubclass(value, TaskRunner):

@@ -15,11 +15,12 @@ name the defining *file* instead:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 _file_ids: dict[str, str | None] = {}  # file name as the code object has it -> identity
 _module_files: dict[str, str] = {}  # module name -> file, learned from the functions of tasks
@@ -55,14 +56,21 @@ def file_identity(filename: str | None) -> str | None:
     if not filename.startswith("<"):
         real = os.path.realpath(filename)  # symlinks and relative names: one file, one identity
         if os.path.isfile(real) and not _is_library(real):
-            from .settings import find_project_root
-
             root = find_project_root(Path(real).parent)
             found = Path(os.path.relpath(real, root)).as_posix() if root is not None else os.path.basename(real)
     if len(_file_ids) > 10_000:  # bounded: exec'd code can make endless names
         _file_ids.clear()
     _file_ids[filename] = found
     return found
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest ancestor of ``start`` holding ``pyproject.toml`` or ``.git``."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / "pyproject.toml").exists() or (directory / ".git").exists():
+            return directory
+    return None
 
 
 def function_origin(fn: Any) -> str:
@@ -98,3 +106,25 @@ def type_name(cls: type) -> str:
     if where is None:
         return f"{module_name}.{cls.__qualname__}"
     return f"{where}:{cls.__qualname__}"
+
+
+def task_key(fn: Callable[..., Any], task_name: str) -> str:
+    """A stable 8-hex key for a task: same in every process, unaffected by line numbers,
+    and by how its file was started (script, ``headwater run``, import): the defining
+    file relative to the project root, the qualified name and the task name
+    (docs/caching.md)."""
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    ident = f"{function_origin(fn)}:{qualname}:{task_name}"
+    return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def source_directory(fn: Callable[..., Any]) -> Path | None:
+    """The directory of the file defining ``fn`` (its ``headwater_hooks.py`` files
+    apply to it), or None for code with no file (a REPL, ``python -c``, exec'd text)."""
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+    if not path or path.startswith("<"):
+        return None
+    return Path(path).resolve().parent

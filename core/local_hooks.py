@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import PluginError
-from .settings import find_project_root
+from .identity import find_project_root
 
 FILENAME = "headwater_hooks.py"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigurationError
+from .identity import find_project_root
 
 PREFIX = "HEADWATER_"
 KEYS = (
@@ -140,15 +141,6 @@ def _flag(key: str, value: Any, origins: Mapping[str, tuple[Path, str]] | None =
         return False
     raise ConfigurationError(f"{_describe(key, value, origins or {})} is not a boolean; "
                              f"expected 1/0, true/false")
-
-
-def find_project_root(start: Path) -> Path | None:
-    """The nearest ancestor of ``start`` holding ``pyproject.toml`` or ``.git``."""
-    start = start.resolve()
-    for directory in (start, *start.parents):
-        if (directory / "pyproject.toml").exists() or (directory / ".git").exists():
-            return directory
-    return None
 
 
 def _pyproject_values(start: Path) -> dict[str, tuple[Any, Path, str]]:

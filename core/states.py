@@ -12,6 +12,8 @@ import enum
 import time
 from typing import Any
 
+from .errors import RunFailed, UpstreamFailed
+
 __all__ = [
     "StateType",
     "StateDetails",
@@ -161,18 +163,15 @@ class State:
         if self.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
             exc = self.data
             if not isinstance(exc, BaseException):
-                from .errors import RunFailed
-
                 exc = RunFailed(f"Run ended in state {self}: {self.message or ''}".strip())
             if raise_on_failure:
+                # import time: tracebacks needs logging and traceback (~10 ms); only failures raise
                 from .tracebacks import without_headwater_frames
 
                 # The caller sees its own frames and the run's, not the run loop's.
                 raise without_headwater_frames(exc)
             return exc
         if self.type is StateType.PENDING and self.name == "NotReady":
-            from .errors import UpstreamFailed
-
             exc = UpstreamFailed(self.message or "An upstream task run failed.")
             if raise_on_failure:
                 raise exc

@@ -61,11 +61,12 @@ class FlowSummary:
 
 def active_flow_info(run: FlowRun) -> FlowInfo | None:
     """The info of the flow whose run ``run`` is being created in this context, if any."""
+    # layering: the flow starting a run is known only to the engine's context
     from .context import flow_run_ctx
 
-    fctx = flow_run_ctx.get()
-    flow = getattr(fctx, "flow", None)
-    if flow is None or getattr(fctx, "flow_run", None) is not run:
+    flow_context = flow_run_ctx.get()
+    flow = getattr(flow_context, "flow", None)
+    if flow is None or getattr(flow_context, "flow_run", None) is not run:
         return None
     tags = getattr(flow.spec, "tags", None) or ()
     return FlowInfo(flow.name, flow.description, flow.version, sorted(tags), time.time())

@@ -22,10 +22,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from .futures import Work
-
 if TYPE_CHECKING:
     from .context import FlowRunContext
+    from .futures import Work
 
 __all__ = ["TaskRunner", "InlineTaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 
@@ -75,12 +74,18 @@ class InlineTaskRunner(TaskRunner):
 
 
 def __getattr__(name: str) -> Any:
-    # The built-in runners live in the default plugins; imported on first use.
+    if name == "Work":
+        # layering: the engine makes each Work; runner authors find it named here
+        from .futures import Work
+
+        return Work
     if name == "SequentialTaskRunner":
+        # layering: the built-in runners are default plugins, above core
         from headwater.plugins.sequential_runner import SequentialTaskRunner
 
         return SequentialTaskRunner
     if name == "ConcurrentTaskRunner":
+        # layering: the built-in runners are default plugins, above core
         from headwater.plugins.concurrent_runner import ConcurrentTaskRunner
 
         return ConcurrentTaskRunner

@@ -9,6 +9,7 @@ import functools
 import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from .identity import source_directory, task_key
 from .parameters import Binder
 from .specs import TaskSpec, build_spec, check_decorated
 
@@ -22,9 +23,6 @@ class Task(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
         check_decorated(fn, "@task")
-        from .task_creation import task_key
-        from .flow_engine import source_dir_of
-
         self.fn = fn
         self._options = options
         defaults = {"name": fn.__name__, "description": inspect.getdoc(fn)}
@@ -36,11 +34,12 @@ class Task(Generic[R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"task {self.name!r}")
         if self.spec.log_prints:
+            # layering: print capture belongs to run logging, part of the engine
             from .run_logging import enable_log_prints
 
             enable_log_prints()
-        self.task_key = task_key(self)
-        self.source_dir = source_dir_of(fn)
+        self.task_key = task_key(fn, self.name)
+        self.source_dir = source_directory(fn)
         functools.update_wrapper(self, fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -76,6 +75,7 @@ _calls: Any = None
 
 def _load_calls() -> Any:
     global _calls
+    # layering: calling a task starts the engine (a higher layer than the decorators)
     from . import task_calls
 
     _calls = task_calls
@@ -97,6 +97,7 @@ def task(__fn: Callable[..., Any] | None = None, **options: Any) -> Any:
 
 def __getattr__(name: str) -> Any:
     if name == "task_input_hash":
+        # layering: a documented name whose home is the input_hash plugin, above core
         from headwater.plugins.input_hash import task_input_hash
 
         return task_input_hash

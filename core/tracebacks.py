@@ -21,6 +21,8 @@ import traceback
 import types
 from typing import Any
 
+from .errors import HeadwaterError
+
 __all__ = ["describe", "for_log", "format_exception", "full_tracebacks", "logged_in", "trimmed",
            "without_headwater_frames"]
 
@@ -40,6 +42,7 @@ def describe(exc: BaseException) -> str:
 def _internal_dirs() -> tuple[str, ...]:
     import pluggy
 
+    # layering: the default plugins' frames are machinery too; only their path is read
     import headwater.plugins
 
     dirs = [os.path.dirname(os.path.abspath(__file__)),
@@ -155,6 +158,4 @@ def format_exception(exc_info: Any) -> str:
 
 
 def _is_headwater_error(exc_type: Any) -> bool:
-    from .errors import HeadwaterError
-
     return isinstance(exc_type, type) and issubclass(exc_type, HeadwaterError)
