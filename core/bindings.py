@@ -26,14 +26,14 @@ class FlowBindings:
     """The flow-scoped hooks, resolved for one set of applicable plugins."""
 
     def __init__(self, session: Session, excluded_plugins: list[Any]) -> None:
-        pm = session.pm
+        manager = session.pm
         self.session = session
         default_bound: set[str] = set()
         for hook_name in FLOW_SCOPED_HOOKS:
             if excluded_plugins:
-                caller = pm.subset_hook_caller(hook_name, excluded_plugins)
+                caller = manager.subset_hook_caller(hook_name, excluded_plugins)
             else:
-                caller = getattr(pm.hook, hook_name)
+                caller = getattr(manager.hook, hook_name)
             impls = caller.get_hookimpls()
             bound: Callable[..., Any] | None
             if not impls:
@@ -43,7 +43,7 @@ class FlowBindings:
                 default_bound.add(hook_name[len("headwater_"):])
             else:
                 # The caller itself: no wrapper frame. Tests count pluggy calls with
-                # pm.add_hookcall_monitoring, which sees subset callers' calls too.
+                # manager.add_hookcall_monitoring, which sees subset callers' calls too.
                 bound = caller
             setattr(self, hook_name[len("headwater_"):], bound)
         #: Short names of the hooks bound to a default plugin's own implementation alone,

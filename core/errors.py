@@ -23,41 +23,43 @@ class HeadwaterError(Exception):
 
 
 class ConfigurationError(HeadwaterError, ValueError):
-    pass
+    """Bad settings, options or plugin configuration; the message names the value and what was expected."""
 
 
 class PluginError(ConfigurationError):
-    pass
+    """A plugin failed to load, or declares a hook that does not exist."""
 
 
 class UnknownComponentError(ConfigurationError, KeyError):
+    """A name (task runner, store, serializer, cache policy) that no plugin registered."""
+
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
 class StoreError(HeadwaterError):
-    pass
+    """The run store or result storage cannot be used (closed, missing, unreadable)."""
 
 
 class ParameterError(HeadwaterError, TypeError):
-    pass
+    """A flow's parameters do not bind to its signature or do not validate."""
 
 
 class RunNameError(HeadwaterError):
-    pass
+    """A run-name template or callable failed."""
 
 
 class RunFailed(HeadwaterError):
-    pass
+    """A run failed without an exception of its own to raise."""
 
 
 class UpstreamFailed(HeadwaterError):
-    pass
+    """A task did not run because a task it waits for failed."""
 
 
 class TaskTimeout(HeadwaterError, TimeoutError):
-    pass
+    """A run exceeded its ``timeout_seconds``."""
 
 
 class TaskNestingError(HeadwaterError, RecursionError):
-    pass
+    """Task runs nested deeper than the limit (a task calling itself without end)."""

@@ -103,7 +103,7 @@ class ParameterValidator:
         from pydantic import ConfigDict, create_model
 
         self.owner = owner
-        hints = _resolved_hints(fn)
+        hints = resolved_hints(fn)
         fields: dict[str, Any] = {}
         for param in inspect.signature(fn).parameters.values():
             if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
@@ -150,7 +150,9 @@ def _optional_if_none(annotation: Any, default: Any) -> Any:
         return annotation
 
 
-def _resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn``'s parameter annotations as types (``Annotated`` kept); a parameter whose
+    annotation cannot be resolved is left out, so it goes unvalidated."""
     import typing
 
     try:

@@ -85,6 +85,8 @@ def read_result(store: ResultStore, location: str, digest: str | None) -> Any:
 
 
 class Serializer(Protocol):
+    """Turns a result into bytes and back; registered by name with ``add_serializer``."""
+
     def dumps(self, value: Any) -> bytes: ...
     def loads(self, data: bytes) -> Any: ...
 

@@ -13,8 +13,8 @@ from .stash import Stash
 from .states import State
 
 
-def _dt_or_none(ts: float | None) -> _dt.datetime | None:
-    return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+def _dt_or_none(timestamp: float | None) -> _dt.datetime | None:
+    return None if timestamp is None else _dt.datetime.fromtimestamp(timestamp, tz=_dt.timezone.utc)
 
 
 class _Run:
@@ -77,6 +77,9 @@ class _Run:
 
 
 class FlowRun(_Run):
+    """One run of a flow: its id, name, parameters, current state, and the parent
+    flow run and task run when it is a subflow."""
+
     __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id")
     kind = "flow"
 
@@ -91,6 +94,9 @@ class FlowRun(_Run):
 
 
 class TaskRun(_Run):
+    """One run of a task: its id, name, parameters, current state, its flow run, the
+    runs it waited for, and its cache key and result location once known."""
+
     __slots__ = ("task_name", "task_key", "flow_run_id", "cache_key", "result_location",
                  "upstream_ids")
     kind = "task"

@@ -148,11 +148,11 @@ class Session:
         # A new loader each time: when a strict load fails, nothing of the attempt is
         # kept and the next use tries again from scratch.
         loader = PluginLoader(self.settings, self._api_plugins, self.strict)
-        pm = loader.load()
+        manager = loader.load()
         self._loader = loader
-        pm.hook.headwater_configure.call_historic(kwargs={"session": self})
-        self._registry = build_registry(pm)
-        self._pm = pm
+        manager.hook.headwater_configure.call_historic(kwargs={"session": self})
+        self._registry = build_registry(manager)
+        self._pm = manager
 
     def _loaded_plugins(self) -> PluginLoader:
         """The plugin loader, once the plugins are loaded (loading them on first use)."""

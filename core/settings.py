@@ -31,6 +31,8 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 @dataclass(frozen=True)
 class Settings:
+    """The ``HEADWATER_*`` settings: the environment over ``[tool.headwater]``."""
+
     home: Path
     local_storage_path: Path
     database_url: str

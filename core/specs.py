@@ -96,6 +96,8 @@ def _name_template_not_blank(value: Any) -> Any:
 
 
 class FlowSpec(_Spec):
+    """The options of ``@flow``, checked once when the flow is decorated."""
+
     version: Optional[str] = None
     flow_run_name: Union[str, Callback, None] = None
     task_runner: Any = None
@@ -105,6 +107,8 @@ class FlowSpec(_Spec):
 
 
 class TaskSpec(_Spec):
+    """The options of ``@task``, checked once when the task is decorated."""
+
     task_run_name: Union[str, Callback, None] = None
     retry_jitter_factor: Optional[float] = None
     retry_condition_fn: Optional[Callback] = None

@@ -22,6 +22,8 @@ class StashKey(Generic[T]):
 
 
 class Stash:
+    """Typed values that plugins keep on a run, each under its own :class:`StashKey`."""
+
     __slots__ = ("_data",)
 
     def __init__(self) -> None:

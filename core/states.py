@@ -36,6 +36,8 @@ __all__ = [
 
 
 class StateType(str, enum.Enum):
+    """What the engine reasons about; a state's ``name`` is what people read."""
+
     SCHEDULED = "SCHEDULED"
     PENDING = "PENDING"
     RUNNING = "RUNNING"

@@ -18,6 +18,8 @@ from .states import State
 
 @dataclass
 class CacheEntry:
+    """One entry of the cache index: where the result of a cache key is stored."""
+
     key: str
     task_name: str
     task_run_id: str | None

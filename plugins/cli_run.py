@@ -114,11 +114,11 @@ def _cli_parameters(flow_obj: Any, items: list[str]) -> tuple[dict[str, Any], st
     that ``-p version=1.10`` stays ``"1.10"`` for a ``str`` parameter and a bad value is
     reported as the user typed it. See ``_cli_value`` for the rules.
     """
-    from headwater.parameters import _resolved_hints
+    from headwater.parameters import resolved_hints
 
     binder = flow_obj.binder
     names = [n for n in binder.names if n not in (binder.var_positional, binder.var_keyword)]
-    hints = _resolved_hints(flow_obj.fn)
+    hints = resolved_hints(flow_obj.fn)
     validated = bool(flow_obj.spec.validate_parameters)
     params: dict[str, Any] = {}
     given: dict[str, str] = {}

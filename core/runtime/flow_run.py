@@ -26,11 +26,11 @@ def __getattr__(name: str) -> Any:
     if name not in _EMPTY:
         raise AttributeError(f"headwater.runtime.flow_run has no attribute {name!r}; "
                              f"available: {', '.join(_EMPTY)}")
-    ctx = flow_run_ctx.get()
-    if ctx is None or ctx.flow_run is None:
+    context = flow_run_ctx.get()
+    if context is None or context.flow_run is None:
         empty = _EMPTY[name]
         return empty.copy() if isinstance(empty, (dict, list)) else empty
-    run = ctx.flow_run
+    run = context.flow_run
     if name == "parameters":
         return dict(run.parameters)
     if name == "tags":

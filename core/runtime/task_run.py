@@ -22,11 +22,11 @@ def __getattr__(name: str) -> Any:
     if name not in _EMPTY:
         raise AttributeError(f"headwater.runtime.task_run has no attribute {name!r}; "
                              f"available: {', '.join(_EMPTY)}")
-    ctx = task_run_ctx.get()
-    if ctx is None:
+    context = task_run_ctx.get()
+    if context is None:
         empty = _EMPTY[name]
         return empty.copy() if isinstance(empty, (dict, list)) else empty
-    run = ctx.task_run
+    run = context.task_run
     if name == "parameters":
         return dict(run.parameters)
     if name == "tags":
