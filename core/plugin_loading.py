@@ -117,7 +117,7 @@ class PluginLoader:
                 return
             try:
                 plugin = load()
-                manager.register(plugin, name=name, origin=describe_source(name, source, detail, plugin))
+                manager.register(plugin, name=name, origin=_describe_source(name, source, detail, plugin))
             except Exception as exc:
                 records.append(PluginRecord(name, source, detail, f"error: {_describe_error(exc)}"))
                 return
@@ -156,7 +156,7 @@ class PluginLoader:
         errors = [record for record in records if record.status.startswith("error")]
         if errors and self.strict:
             raise PluginError("; ".join(
-                f"plugin {record.name!r} ({describe_source('', record.source, record.detail, None)}) "
+                f"plugin {record.name!r} ({_describe_source('', record.source, record.detail, None)}) "
                 f"failed to load: {record.status[len('error: '):]}" for record in errors
             ) + " (`headwater plugins` lists every plugin; HEADWATER_DISABLE_PLUGINS=NAME skips one)")
         for record in records:
@@ -251,7 +251,7 @@ def build_registry(manager: PluginManager) -> Registry:
     return registry
 
 
-def describe_source(name: str, source: str, detail: str, plugin: Any) -> str:
+def _describe_source(name: str, source: str, detail: str, plugin: Any) -> str:
     """How errors name a plugin: its file when it has one, and where it came from."""
     what = SOURCE_NAMES[source] + (f", {detail}" if detail and detail != SOURCE_NAMES[source] else "")
     location = getattr(plugin, "__file__", None) or name
