@@ -7,6 +7,7 @@ import hashlib
 import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from .identity import source_dir_of
 from .parameters import Binder, ParameterValidator
 from .specs import FlowSpec, build_spec, check_decorated
 
@@ -20,7 +21,6 @@ class Flow(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
         check_decorated(fn, "@flow")
-        from .flow_engine import source_dir_of
 
         self.fn = fn
         self._options = options
@@ -63,13 +63,11 @@ class Flow(Generic[R]):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        from .engine import flow_loop  # layering: the decorator starts the engine; import time
+
         if self.is_async:
-            from .flow_engine import run_flow_async
-
-            return run_flow_async(self, args, kwargs, return_state)
-        from .flow_engine import run_flow
-
-        return run_flow(self, args, kwargs, return_state)
+            return flow_loop.run_flow_async(self, args, kwargs, return_state)
+        return flow_loop.run_flow(self, args, kwargs, return_state)
 
     def with_options(self, **changes: Any) -> Flow[R]:
         """A copy with some options changed, validated again."""

@@ -15,6 +15,7 @@ name the defining *file* instead:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import sys
@@ -98,3 +99,26 @@ def type_name(cls: type) -> str:
     if where is None:
         return f"{module_name}.{cls.__qualname__}"
     return f"{where}:{cls.__qualname__}"
+
+
+def task_key(task: Any) -> str:
+    """A stable 8-hex key for a task: same in every process, unaffected by line numbers,
+    and by how its file was started (script, ``headwater run``, import): the defining
+    file relative to the project root, the qualified name and the task name
+    (docs/caching.md)."""
+    fn = task.fn
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    ident = f"{function_origin(fn)}:{qualname}:{task.name}"
+    return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def source_dir_of(fn: Any) -> Path | None:
+    """The directory of the file that defines ``fn`` (where its ``headwater_hooks.py``
+    files are looked up), or ``None`` for code with no file on disk."""
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+    if not path or path.startswith("<"):
+        return None
+    return Path(path).resolve().parent

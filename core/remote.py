@@ -20,6 +20,14 @@ store. It works in three steps, each a function here:
 
 Futures inside arguments are swapped for :class:`UpstreamRef` placeholders by
 :func:`replace_futures` and filled in on the worker by :func:`fill_upstream`.
+
+This module is the whole interface such a runner needs (headwater-dask uses nothing
+else of the engine): besides the steps above, the objects it receives
+(:class:`Work`, :class:`Future`, :class:`TaskExecution` as ``work.execution``,
+:class:`FlowRunContext` at ``start``) and the engine's ways to settle a run it holds:
+:func:`finish_run` (a final state, unless the run has one), :func:`transition` (any
+state), :func:`not_ready` (an upstream run did not complete) and
+:func:`when_all_done` (call back once some futures are done).
 """
 
 from __future__ import annotations
@@ -33,20 +41,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import states as S
-from .engine import (
-    TaskExecution,
-    _callbacks_for,
-    _run_callbacks,
-    execute_async,
-    execute_sync,
-    transition,
-)
 from .bindings import FlowBindings
-from .context import FlowRunContext, flow_run_ctx
-from .errors import ConfigurationError, HeadwaterError, StoreError
-from .futures import Future, swap_nested
-from .results import RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, ResultStore, unpack_written
-from .run_logging import flow_logger, record_message, task_extra, task_logger
+from .engine.calls import not_ready
+from .engine.context import FlowRunContext, flow_run_ctx, task_run_ctx
+from .engine.futures import Future, Work, swap_nested, when_all_done
+from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
+from .errors import HeadwaterError
+from .results import ResultMissing, ResultNotPersisted, ResultStore
+from .run_logging import enable_log_prints, flow_logger, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -57,6 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DetachedRun",
+    "FlowRunContext",
+    "Future",
+    "TaskExecution",
+    "Work",
+    "finish_run",
+    "not_ready",
+    "transition",
+    "when_all_done",
     "NotPicklable",
     "Outcome",
     "RemoteError",
@@ -181,7 +191,7 @@ def check_cache(ex: TaskExecution) -> S.State | None:
     run = ex.task_run
     if run.cache_key is None:
         try:
-            ex._compute_cache_key()
+            ex.compute_cache_key()
         except Exception as exc:
             final = ex.failed(exc, before_call=True)
             if final is None:
@@ -261,8 +271,6 @@ class _DeferredResults(ResultStore):
         self.writes: list[tuple[str, str]] = []
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
-        from .context import task_run_ctx
-
         current = task_run_ctx.get()
         if current is None or current.task_run.id != self.main_id:
             raise ResultNotPersisted("a task run started inside a task on a remote worker keeps "
@@ -271,8 +279,6 @@ class _DeferredResults(ResultStore):
         return _DEFERRED + key, 0
 
     def read(self, location: str) -> Any:
-        from .results import ResultMissing
-
         raise ResultMissing(f"results are not readable on a worker ({location!r})")
 
     def delete(self, location: str) -> None:
@@ -297,9 +303,9 @@ class _DetachedContext(FlowRunContext):
                            facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
         flow_run.start_ts = facts.get("start_ts")
         flow_run.run_count = detached.flow_run_count
-        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty())  # type: ignore[arg-type]
+        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty(),  # type: ignore[arg-type]
+                         result_store=_DeferredResults(detached.task_run_id))
         self.store = _RecordingStore(detached.task_run_id)
-        self._result_store = _DeferredResults(detached.task_run_id)
         # submit() inside a task on a worker: the run is made there, in this thread.
         self.task_runner = InlineTaskRunner()
         self._main_task = task
@@ -311,7 +317,7 @@ class _DetachedContext(FlowRunContext):
             return self._policy
         # A task called inside the task: the default rules of its own options (retries,
         # timeouts); no plugin policies, and no cache, on a worker.
-        from headwater.plugins.retries import RetryPolicy
+        from headwater.plugins.retries import RetryPolicy  # layering: the default plugin's rules
 
         return RetryPolicy(task)
 
@@ -323,15 +329,15 @@ class _DetachedContext(FlowRunContext):
 class _DetachedExecution(TaskExecution):
     """The engine's TaskExecution, with the flow-process decisions it cannot make itself."""
 
-    __slots__ = ("_persist_decided",)
+    __slots__ = ("persist_decided",)
 
     def persists(self) -> bool:
-        return self._persist_decided
+        return self.persist_decided
 
     def finish_logs(self, state: S.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
         if task_logger.isEnabledFor(logging.INFO):
-            task_logger.info("Finished in state %s", state, extra=task_extra(self))
+            task_logger.info("Finished in state %s", state, extra=task_extra(self.context))
 
 
 _capture: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -381,16 +387,14 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     _install_capture(detached.log_level)
     if task.spec.log_prints:
         # An unpickled task skipped Task.__init__, which turns this on where it is made.
-        from .run_logging import enable_log_prints
-
         enable_log_prints()
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key
     fctx = _DetachedContext(detached, task, policy, flow_facts)
     ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
-    ex._persist_decided = detached.persist
-    ex.retries_done = detached.retries_done
+    ex.persist_decided = detached.persist
+    ex.context.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)
     flow_token = flow_run_ctx.set(fctx)  # tasks called inside the task join this run
@@ -463,57 +467,40 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str
 def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     """Record a detached run's outcome as if it had run here; return its final state.
 
-    Order as in the engine: the history up to the final state, then the result written
-    and only after it the cache entry, then the final state, the run's logs and its
-    state callbacks.
+    The history up to the final state is replayed, then the run ends through the
+    engine's own completion path: a completed result is persisted here (the worker only
+    asked for it) and only then is its cache entry written, then the final state, the
+    run's logs and its state callbacks.
     """
-    fctx = ex.flow_context
+    flow_context = ex.flow_context
     run = ex.task_run
     final = outcome.final
     for state in outcome.states[:-1]:
-        transition(fctx, run, state)
+        transition(flow_context, run, state)
     for inner, inner_states in outcome.nested:
-        fctx.store.create_task_run(inner)
+        flow_context.store.create_task_run(inner)
         for state in inner_states:
-            transition(fctx, inner, state)
+            transition(flow_context, inner, state)
     run.run_count = outcome.run_count
     if run.start_ts is None:
         run.start_ts = outcome.start_ts
     run.cache_key = outcome.cache_key
     location = outcome.result_location
-    if location is not None and location.startswith(_DEFERRED):
-        location = None
-    size: int | None = None
-    digest: str | None = None
+    run.result_location = None if location is not None and location.startswith(_DEFERRED) else location
     if outcome.result_writes and final.is_completed():
-        for key, serializer in outcome.result_writes:
-            try:
-                location, size, digest = unpack_written(fctx.result_store.write(key, final.data, serializer))
-                run.stash[RESULT_SIZE] = size
-                if digest is not None:  # for the cache entry, as in the engine
-                    run.stash[RESULT_DIGEST] = digest
-            except ResultNotPersisted as exc:
-                location = None
-                task_logger.warning("Result of type %s was not persisted (so not cached): %s",
-                                    type(final.data).__name__, exc, extra=task_extra(ex))
-            except (StoreError, ConfigurationError) as exc:
-                # As in the engine: unusable storage is a setup mistake; the run fails.
-                location = None
-                task_logger.error("Could not persist the result: %s", exc, extra=task_extra(ex))
-                final = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
-                break
-    run.result_location = location
-    if location is not None:  # a cache entry only for a result safely stored
-        for entry in outcome.cache_entries:
-            if entry.location.startswith(_DEFERRED):
-                entry.location, entry.size, entry.digest = location, size, digest
-            fctx.store.write_cache_entry(entry)
+        failure = ex.persist_if_wanted(final.data)
+        if failure is not None:
+            final = failure
+        elif run.result_location is not None:  # a cache entry only for a result safely stored
+            for entry in outcome.cache_entries:
+                if entry.location.startswith(_DEFERRED):
+                    entry.location = run.result_location
+                    entry.size, entry.digest = ex.result_size_and_digest()
+                flow_context.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
-    transition(fctx, run, final)
-    _replay_logs(outcome.logs, task_extra(ex))
-    callbacks = _callbacks_for(ex.task.spec, final)
-    if callbacks:
-        _run_callbacks(callbacks, ex.task, run, final, task_logger, task_extra(ex))
+    transition(flow_context, run, final)
+    _replay_logs(outcome.logs, task_extra(ex.context))
+    ex.run_callbacks(final)
     return final
 
 

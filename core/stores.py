@@ -61,7 +61,7 @@ class FlowSummary:
 
 def active_flow_info(run: FlowRun) -> FlowInfo | None:
     """The info of the flow whose run ``run`` is being created in this context, if any."""
-    from .context import flow_run_ctx
+    from .engine.context import flow_run_ctx
 
     fctx = flow_run_ctx.get()
     flow = getattr(fctx, "flow", None)

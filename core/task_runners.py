@@ -22,10 +22,10 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from .futures import Work
+from .engine.futures import Work
 
 if TYPE_CHECKING:
-    from .context import FlowRunContext
+    from .engine.context import FlowRunContext
 
 __all__ = ["TaskRunner", "InlineTaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 

@@ -9,6 +9,7 @@ import functools
 import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from .identity import source_dir_of, task_key
 from .parameters import Binder
 from .specs import TaskSpec, build_spec, check_decorated
 
@@ -22,8 +23,6 @@ class Task(Generic[R]):
 
     def __init__(self, fn: Callable[..., R], **options: Any) -> None:
         check_decorated(fn, "@task")
-        from .task_creation import task_key
-        from .flow_engine import source_dir_of
 
         self.fn = fn
         self._options = options
@@ -69,17 +68,17 @@ class Task(Generic[R]):
         return f"Task(name={self.name!r})"
 
 
-#: ``headwater.task_calls``, imported on the first call of a task (not at ``import
+#: ``headwater.engine.calls``, imported on the first call of a task (not at ``import
 #: headwater``); kept here because an import statement per call cost a microsecond.
 _calls: Any = None
 
 
 def _load_calls() -> Any:
     global _calls
-    from . import task_calls
+    from .engine import calls  # layering: the decorator starts the engine; import time
 
-    _calls = task_calls
-    return task_calls
+    _calls = calls
+    return calls
 
 
 @overload

@@ -18,21 +18,25 @@ import threading
 from typing import Any, Callable
 
 from headwater import states as S
-from headwater.context import FlowRunContext
-from headwater.engine import TaskExecution, finish_run, transition
 from headwater.errors import ConfigurationError, HeadwaterError
-from headwater.futures import Future, Work, when_all_done
 from headwater.remote import (
+    FlowRunContext,
+    Future,
     NotPicklable,
+    TaskExecution,
     UpstreamRef,
+    Work,
     check_cache,
     detach,
+    finish_run,
     flow_facts,
+    not_ready,
     record_outcome,
     replace_futures,
+    transition,
+    when_all_done,
 )
 from headwater.run_logging import flow_extra, flow_logger, task_extra, task_logger
-from headwater.task_calls import not_ready
 from headwater.task_runners import TaskRunner
 
 __all__ = ["DaskTaskRunner", "DaskRunnerError"]
@@ -444,7 +448,7 @@ def _fail_unpicklable(ex: TaskExecution, future: Future, error: NotPicklable) ->
     state = S.Failed(message=f"Task run could not be sent to Dask: {error}", data=error)
     run.end_ts = state.ts
     transition(ex.flow_context, run, state)
-    task_logger.error("%s", error, extra=task_extra(ex))
+    task_logger.error("%s", error, extra=task_extra(ex.context))
     future.set_state(state)
     future.observed = True  # raised to the caller of submit(): handled there
     raise error
