@@ -40,7 +40,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import states as S
+from . import states
 from .bindings import FlowBindings
 from .engine.calls import not_ready
 from .engine.context import FlowRunContext, flow_run_ctx, task_run_ctx
@@ -155,7 +155,7 @@ class Outcome:
     """What a worker sends back: enough for the flow process to record the run."""
 
     task_run_id: str
-    states: list[S.State] = field(default_factory=list)
+    states: list[states.State] = field(default_factory=list)
     run_count: int = 0
     start_ts: float | None = None
     end_ts: float | None = None
@@ -168,51 +168,51 @@ class Outcome:
     #: ``(created, levelno, logger name, message, run_label)`` per captured record.
     logs: list[tuple[float, int, str, str, str]] = field(default_factory=list)
     #: Task runs started inside the task (a task called in its body), with their states.
-    nested: list[tuple[TaskRun, list[S.State]]] = field(default_factory=list)
+    nested: list[tuple[TaskRun, list[states.State]]] = field(default_factory=list)
 
     @property
-    def final(self) -> S.State:
+    def final(self) -> states.State:
         return self.states[-1]
 
 
 # -- the flow-process side, before sending -------------------------------------------------
 
 
-def check_cache(ex: TaskExecution) -> S.State | None:
+def check_cache(execution: TaskExecution) -> states.State | None:
     """In the flow process, before a run leaves it: compute the cache key and ask the
     policy. Return ``None`` when the run must run; otherwise the state it is in, already
     recorded: a final one (a ``Cached`` hit, or a key function that failed for good) ends
     the run here; ``AwaitingRetry`` (type SCHEDULED) means the key function failed and a
-    retry is due at its ``scheduled_time``: call again then (with the same ``ex``).
+    retry is due at its ``scheduled_time``: call again then (with the same ``execution``).
     """
-    policy = ex.policy
+    policy = execution.policy
     if not policy.uses_cache:
         return None
-    run = ex.task_run
+    run = execution.task_run
     if run.cache_key is None:
         try:
-            ex.compute_cache_key()
+            execution.compute_cache_key()
         except Exception as exc:
-            final = ex.failed(exc, before_call=True)
+            final = execution.failed(exc, before_call=True)
             if final is None:
                 return run.state
-            ex.finish_logs(final)
+            execution.finish_logs(final)
             return final
-    early = ex.propose_running()
+    early = execution.propose_running()
     if early is not None:
-        transition(ex.flow_context, run, early)
-        ex.finish_logs(early)
+        transition(execution.flow_context, run, early)
+        execution.finish_logs(early)
     return early
 
 
-def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> DetachedRun:
-    """Pack ``ex`` for a worker. ``parameters`` defaults to the run's own (which must then
+def detach(execution: TaskExecution, parameters: dict[str, Any] | None = None) -> DetachedRun:
+    """Pack ``execution`` for a worker. ``parameters`` defaults to the run's own (which must then
     hold no futures; see :func:`replace_futures`)."""
-    run = ex.task_run
-    fctx = ex.flow_context
-    flow_run = fctx.flow_run
+    run = execution.task_run
+    flow_context = execution.flow_context
+    flow_run = flow_context.flow_run
     start_after = 0.0
-    if ex.retries_done and run.state is not None and run.state.name == "AwaitingRetry":
+    if execution.retries_done and run.state is not None and run.state.name == "AwaitingRetry":
         scheduled = run.state.state_details.scheduled_time
         start_after = scheduled.timestamp() if scheduled is not None else 0.0
     return DetachedRun(
@@ -222,7 +222,7 @@ def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> Detac
         flow_run_name=flow_run.name if flow_run is not None else "",
         flow_name=flow_run.flow_name if flow_run is not None else "",
         flow_run_count=flow_run.run_count if flow_run is not None else 0,
-        cache_key=run.cache_key, persist=ex.persists(), retries_done=ex.retries_done,
+        cache_key=run.cache_key, persist=execution.persists(), retries_done=execution.retries_done,
         start_after=start_after, log_level=task_logger.getEffectiveLevel(),
     )
 
@@ -237,15 +237,15 @@ class _RecordingStore(RunStore):
 
     def __init__(self, main_id: str) -> None:
         self.main_id = main_id
-        self.states: list[S.State] = []
-        self.nested: dict[str, tuple[TaskRun, list[S.State]]] = {}
+        self.states: list[states.State] = []
+        self.nested: dict[str, tuple[TaskRun, list[states.State]]] = {}
         self.cache_entries: list[CacheEntry] = []
 
     def create_task_run(self, run: TaskRun) -> None:
         if run.id != self.main_id:
             self.nested[run.id] = (run, [])
 
-    def record_state(self, run: Any, state: S.State) -> None:
+    def record_state(self, run: Any, state: states.State) -> None:
         if run.id == self.main_id:
             self.states.append(state)
         else:
@@ -334,7 +334,7 @@ class _DetachedExecution(TaskExecution):
     def persists(self) -> bool:
         return self.persist_decided
 
-    def finish_logs(self, state: S.State) -> None:
+    def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
         if task_logger.isEnabledFor(logging.INFO):
             task_logger.info("Finished in state %s", state, extra=task_extra(self.context))
@@ -370,10 +370,10 @@ def _install_capture(level: int) -> None:
         root.setLevel(level)
 
 
-def flow_facts(fctx: FlowRunContext) -> dict[str, Any]:
+def flow_facts(flow_context: FlowRunContext) -> dict[str, Any]:
     """What ``headwater.runtime.flow_run`` reads, for :func:`run_detached` (send it once
     per flow run; drop ``parameters`` if they cannot be pickled)."""
-    run = fctx.flow_run
+    run = flow_context.flow_run
     if run is None:
         return {}
     return {"parameters": run.parameters, "tags": tuple(run.tags), "start_ts": run.start_ts}
@@ -391,13 +391,13 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key
-    fctx = _DetachedContext(detached, task, policy, flow_facts)
-    ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
-    ex.persist_decided = detached.persist
-    ex.context.retries_done = detached.retries_done
+    flow_context = _DetachedContext(detached, task, policy, flow_facts)
+    execution = _DetachedExecution(task, run, flow_context, detached.parameters)  # type: ignore[arg-type]
+    execution.persist_decided = detached.persist
+    execution.context.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)
-    flow_token = flow_run_ctx.set(fctx)  # tasks called inside the task join this run
+    flow_token = flow_run_ctx.set(flow_context)  # tasks called inside the task join this run
     try:
         wait = detached.start_after - time.time()
         if wait > 0:
@@ -406,34 +406,33 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
             if task.is_async:
                 import anyio
 
-                final = anyio.run(execute_async, ex)
+                final = anyio.run(execute_async, execution)
             else:
-                final = execute_sync(ex)
+                final = execute_sync(execution)
         except BaseException as exc:  # an interrupt or an engine error: end it Crashed
             if run.state is not None and run.state.is_final():
                 final = run.state
             else:
-                final = S.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
+                final = states.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
                 run.end_ts = final.ts
-                fctx.store.record_state(run, final)
+                flow_context.store.record_state(run, final)
     finally:
         flow_run_ctx.reset(flow_token)
         _capture.reset(token)
-    states = fctx.store.states
-    if not states or states[-1] is not final:
-        states.append(final)
-    return Outcome(task_run_id=run.id, states=states, run_count=run.run_count,
+    history = flow_context.store.states
+    if not history or history[-1] is not final:
+        history.append(final)
+    return Outcome(task_run_id=run.id, states=history, run_count=run.run_count,
                    start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
-                   result_location=run.result_location, result_writes=fctx.result_store.writes,
-                   cache_entries=fctx.store.cache_entries, logs=logs,
-                   nested=[_sendable_run(r, st) for r, st in fctx.store.nested.values()])
+                   result_location=run.result_location, result_writes=flow_context.result_store.writes,
+                   cache_entries=flow_context.store.cache_entries, logs=logs,
+                   nested=[_sendable_run(r, st) for r, st in flow_context.store.nested.values()])
 
 
-def _sendable_run(run: TaskRun, states: list[S.State]) -> tuple[TaskRun, list[S.State]]:
-    run._body = None  # the live call, and plugins' per-run values, stay here
-    run._stash = None
+def _sendable_run(run: TaskRun, history: list[states.State]) -> tuple[TaskRun, list[states.State]]:
+    run.drop_live_parts()  # the live call, and plugins' per-run values, stay here
     run.state = None  # set again as the flow process records the states
-    return run, states
+    return run, history
 
 
 def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str = "") -> bytes:
@@ -455,7 +454,7 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str
         what = type(final.data).__name__
         error = NotPicklable(f"the result of task run {run_name or repr(outcome.task_run_id)} (a {what}) cannot be "
                              f"pickled to send it back from the worker: {type(exc).__name__}: {exc}")
-        outcome.states[-1] = S.Failed(message=f"Task run encountered an exception during execution: "
+        outcome.states[-1] = states.Failed(message=f"Task run encountered an exception during execution: "
                                               f"NotPicklable: {error}", data=error)
         outcome.result_writes, outcome.cache_entries = [], []
         return dumps(outcome)
@@ -464,7 +463,7 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str
 # -- the flow-process side, after the outcome is back --------------------------------------
 
 
-def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
+def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
     """Record a detached run's outcome as if it had run here; return its final state.
 
     The history up to the final state is replayed, then the run ends through the
@@ -472,8 +471,8 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     asked for it) and only then is its cache entry written, then the final state, the
     run's logs and its state callbacks.
     """
-    flow_context = ex.flow_context
-    run = ex.task_run
+    flow_context = execution.flow_context
+    run = execution.task_run
     final = outcome.final
     for state in outcome.states[:-1]:
         transition(flow_context, run, state)
@@ -488,19 +487,19 @@ def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
     location = outcome.result_location
     run.result_location = None if location is not None and location.startswith(_DEFERRED) else location
     if outcome.result_writes and final.is_completed():
-        failure = ex.persist_if_wanted(final.data)
+        failure = execution.persist_if_wanted(final.data)
         if failure is not None:
             final = failure
         elif run.result_location is not None:  # a cache entry only for a result safely stored
             for entry in outcome.cache_entries:
                 if entry.location.startswith(_DEFERRED):
                     entry.location = run.result_location
-                    entry.size, entry.digest = ex.result_size_and_digest()
+                    entry.size, entry.digest = execution.result_size_and_digest()
                 flow_context.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
     transition(flow_context, run, final)
-    _replay_logs(outcome.logs, task_extra(ex.context))
-    ex.run_callbacks(final)
+    _replay_logs(outcome.logs, task_extra(execution.context))
+    execution.run_callbacks(final)
     return final
 
 

@@ -171,7 +171,7 @@ class FlowExecution(FlowRunContext):
         args, kwargs = flow.binder.call_args(self.flow_run.parameters)
         wrapped = self.bindings.flow_run_call
         if wrapped is not None:
-            self.flow_run._body = lambda: flow.fn(*args, **kwargs)
+            self.flow_run.set_body(lambda: flow.fn(*args, **kwargs))
             return wrapped(flow_run=self.flow_run)
         return flow.fn(*args, **kwargs)
 
@@ -319,8 +319,8 @@ class FlowExecution(FlowRunContext):
             # Recorded and seen by state_changed hooks, unless a worker finished it first.
             # Whoever holds the future (an interactive session) must not wait forever.
             future.set_state(finish_run(self, run, state))
-        for ex in list(self.nested.values()):  # runs tasks called, in the flow's threads
-            run = ex.task_run
+        for execution in list(self.nested.values()):  # runs tasks called, in the flow's threads
+            run = execution.task_run
             if run.state is not None and run.state.has_ended():  # finish_run leaves final ones too
                 continue  # ended without running: it stays NotReady
             state = states.Cancelled(message="The flow run crashed before this task run finished.")

@@ -360,7 +360,7 @@ class TaskExecution:
         fn = task.fn
         wrapped = self.flow_context.bindings.task_run_call
         if wrapped is not None:
-            self.task_run._body = lambda: fn(*args, **kwargs)
+            self.task_run.set_body(lambda: fn(*args, **kwargs))
             return wrapped(task_run=self.task_run)
         return fn(*args, **kwargs)
 
