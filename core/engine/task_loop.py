@@ -338,7 +338,7 @@ class TaskExecution:
     def finish_logs(self, state: states.State) -> None:
         """The run's "Finished in state" line, then its state callbacks."""
         run = self.task_run
-        state._ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
+        state.note_ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
         if task_logger.isEnabledFor(_INFO):
             log_line(task_logger, _INFO, "Finished in state %s", (state,), task_extra(self.context))
         self.run_callbacks(state)
@@ -346,7 +346,7 @@ class TaskExecution:
     def run_callbacks(self, state: states.State) -> None:
         """Mark ``state`` as this run's end, then run the task's callbacks for it."""
         run = self.task_run
-        state._ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
+        state.note_ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
         callbacks = callbacks_for(self.task.spec, state)
         if callbacks:
             run_callbacks(callbacks, self.task, run, state, task_logger, task_extra(self.context))
