@@ -29,7 +29,7 @@ _LAZY = {
     "Flow": ("headwater.flows", "Flow"),
     "task": ("headwater.tasks", "task"),
     "Task": ("headwater.tasks", "Task"),
-    "unmapped": ("headwater.futures", "unmapped"),
+    "unmapped": ("headwater.engine.futures", "unmapped"),
     "get_run_logger": ("headwater.run_logging", "get_run_logger"),
     "hookimpl": ("headwater.plugin_manager", "hookimpl"),
     "Session": ("headwater.session", "Session"),

@@ -66,6 +66,7 @@ class FlowBindings:
     make_task_runner: Callable[..., Any] | None
     make_result_store: Callable[..., Any] | None
     make_state_policy: Callable[..., Any] | None
+    make_flow_state_policy: Callable[..., Any] | None
     flow_run_name: Callable[..., Any] | None
     task_run_name: Callable[..., Any] | None
     task_cache_key: Callable[..., Any] | None

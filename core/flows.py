@@ -8,7 +8,7 @@ import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
 from .errors import ConfigurationError
-from .identity import source_directory
+from .identity import source_dir_of
 from .parameters import Binder, ParameterValidator
 from .specs import FlowSpec, build_spec, check_decorated
 from .task_runners import TaskRunner
@@ -40,7 +40,7 @@ class Flow(Generic[R]):
             from .run_logging import enable_log_prints
 
             enable_log_prints()
-        self.source_dir = source_directory(fn)
+        self.source_dir = source_dir_of(fn)
         self._validator: ParameterValidator | None = None
         self._version: str | None = self.spec.version
         functools.update_wrapper(self, fn)
@@ -66,11 +66,11 @@ class Flow(Generic[R]):
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         # layering: calling a flow starts the engine (a higher layer than the decorators)
-        from .flow_engine import run_flow, run_flow_async
+        from .engine import flow_loop
 
         if self.is_async:
-            return run_flow_async(self, args, kwargs, return_state)
-        return run_flow(self, args, kwargs, return_state)
+            return flow_loop.run_flow_async(self, args, kwargs, return_state)
+        return flow_loop.run_flow(self, args, kwargs, return_state)
 
     def with_options(self, **changes: Any) -> Flow[R]:
         """A copy with some options changed, validated again."""

@@ -51,6 +51,7 @@ FLOW_SCOPED_HOOKS = (
     "headwater_make_task_runner",
     "headwater_make_result_store",
     "headwater_make_state_policy",
+    "headwater_make_flow_state_policy",
     "headwater_flow_run_name",
     "headwater_task_run_name",
     "headwater_task_cache_key",
@@ -206,6 +207,25 @@ def headwater_make_state_policy(task: Task, session: Session) -> StatePolicy | N
     Kind: first result wins. The default ``retries`` plugin returns the retry policy;
     the ``caching`` plugin wraps it (``wrapper=True``) with cache lookups when the task
     has a ``cache_key_fn``.
+
+    In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
+    directory.
+    """
+
+
+@hookspec(firstresult=True)
+def headwater_make_flow_state_policy(flow: Flow, session: Session) -> StatePolicy | None:
+    """Build the policy that decides whether a failed flow run is retried.
+
+    Called at most once per flow run, at its first failed attempt (a run that never
+    fails never asks), with ``flow`` (the :class:`~headwater.flows.Flow`; its options
+    on ``flow.spec``) and ``session``. Return a :class:`headwater.policy.StatePolicy`
+    (only its ``propose_failed`` is asked, with a
+    :class:`headwater.policy.FlowRunAttempts` as ``ctx``), or ``None`` to leave the
+    choice to the next plugin. With no policy at all, a failed flow run is not retried.
+
+    Kind: first result wins. The default ``retries`` plugin returns the retry policy of
+    the flow's ``retries`` and ``retry_delay_seconds``.
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
     directory.

@@ -20,7 +20,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 _file_ids: dict[str, str | None] = {}  # file name as the code object has it -> identity
 _module_files: dict[str, str] = {}  # module name -> file, learned from the functions of tasks
@@ -108,19 +108,20 @@ def type_name(cls: type) -> str:
     return f"{where}:{cls.__qualname__}"
 
 
-def task_key(fn: Callable[..., Any], task_name: str) -> str:
+def task_key(task: Any) -> str:
     """A stable 8-hex key for a task: same in every process, unaffected by line numbers,
     and by how its file was started (script, ``headwater run``, import): the defining
     file relative to the project root, the qualified name and the task name
     (docs/caching.md)."""
+    fn = task.fn
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    ident = f"{function_origin(fn)}:{qualname}:{task_name}"
+    ident = f"{function_origin(fn)}:{qualname}:{task.name}"
     return hashlib.sha1(ident.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def source_directory(fn: Callable[..., Any]) -> Path | None:
-    """The directory of the file defining ``fn`` (its ``headwater_hooks.py`` files
-    apply to it), or None for code with no file (a REPL, ``python -c``, exec'd text)."""
+def source_dir_of(fn: Any) -> Path | None:
+    """The directory of the file that defines ``fn`` (where its ``headwater_hooks.py``
+    files are looked up), or ``None`` for code with no file on disk."""
     try:
         path = inspect.getsourcefile(fn)
     except TypeError:

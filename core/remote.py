@@ -20,6 +20,14 @@ store. It works in three steps, each a function here:
 
 Futures inside arguments are swapped for :class:`UpstreamRef` placeholders by
 :func:`replace_futures` and filled in on the worker by :func:`fill_upstream`.
+
+This module is the whole interface such a runner needs (headwater-dask uses nothing
+else of the engine): besides the steps above, the objects it receives
+(:class:`Work`, :class:`Future`, :class:`TaskExecution` as ``work.execution``,
+:class:`FlowRunContext` at ``start``) and the engine's ways to settle a run it holds:
+:func:`finish_run` (a final state, unless the run has one), :func:`transition` (any
+state), :func:`not_ready` (an upstream run did not complete) and
+:func:`when_all_done` (call back once some futures are done).
 """
 
 from __future__ import annotations
@@ -32,21 +40,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import states as S
-from .engine import (
-    TaskExecution,
-    _callbacks_for,
-    _run_callbacks,
-    execute_async,
-    execute_sync,
-    transition,
-)
+from . import states
 from .bindings import FlowBindings
-from .context import FlowRunContext, flow_run_ctx
-from .errors import ConfigurationError, HeadwaterError, StoreError
-from .futures import Future, swap_nested
-from .results import RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, ResultStore, unpack_written
-from .run_logging import flow_logger, record_message, task_extra, task_logger
+from .engine.calls import not_ready
+from .engine.context import FlowRunContext, flow_run_ctx, task_run_ctx
+from .engine.futures import Future, Work, swap_nested, when_all_done
+from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
+from .errors import HeadwaterError
+from .results import ResultMissing, ResultNotPersisted, ResultStore
+from .run_logging import enable_log_prints, flow_logger, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -57,6 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DetachedRun",
+    "FlowRunContext",
+    "Future",
+    "TaskExecution",
+    "Work",
+    "finish_run",
+    "not_ready",
+    "transition",
+    "when_all_done",
     "NotPicklable",
     "Outcome",
     "RemoteError",
@@ -145,7 +155,7 @@ class Outcome:
     """What a worker sends back: enough for the flow process to record the run."""
 
     task_run_id: str
-    states: list[S.State] = field(default_factory=list)
+    states: list[states.State] = field(default_factory=list)
     run_count: int = 0
     start_ts: float | None = None
     end_ts: float | None = None
@@ -158,51 +168,51 @@ class Outcome:
     #: ``(created, levelno, logger name, message, run_label)`` per captured record.
     logs: list[tuple[float, int, str, str, str]] = field(default_factory=list)
     #: Task runs started inside the task (a task called in its body), with their states.
-    nested: list[tuple[TaskRun, list[S.State]]] = field(default_factory=list)
+    nested: list[tuple[TaskRun, list[states.State]]] = field(default_factory=list)
 
     @property
-    def final(self) -> S.State:
+    def final(self) -> states.State:
         return self.states[-1]
 
 
 # -- the flow-process side, before sending -------------------------------------------------
 
 
-def check_cache(ex: TaskExecution) -> S.State | None:
+def check_cache(execution: TaskExecution) -> states.State | None:
     """In the flow process, before a run leaves it: compute the cache key and ask the
     policy. Return ``None`` when the run must run; otherwise the state it is in, already
     recorded: a final one (a ``Cached`` hit, or a key function that failed for good) ends
     the run here; ``AwaitingRetry`` (type SCHEDULED) means the key function failed and a
-    retry is due at its ``scheduled_time``: call again then (with the same ``ex``).
+    retry is due at its ``scheduled_time``: call again then (with the same ``execution``).
     """
-    policy = ex.policy
+    policy = execution.policy
     if not policy.uses_cache:
         return None
-    run = ex.task_run
+    run = execution.task_run
     if run.cache_key is None:
         try:
-            ex._compute_cache_key()
+            execution.compute_cache_key()
         except Exception as exc:
-            final = ex.failed(exc, before_call=True)
+            final = execution.failed(exc, before_call=True)
             if final is None:
                 return run.state
-            ex.finish_logs(final)
+            execution.finish_logs(final)
             return final
-    early = ex.propose_running()
+    early = execution.propose_running()
     if early is not None:
-        transition(ex.flow_context, run, early)
-        ex.finish_logs(early)
+        transition(execution.flow_context, run, early)
+        execution.finish_logs(early)
     return early
 
 
-def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> DetachedRun:
-    """Pack ``ex`` for a worker. ``parameters`` defaults to the run's own (which must then
+def detach(execution: TaskExecution, parameters: dict[str, Any] | None = None) -> DetachedRun:
+    """Pack ``execution`` for a worker. ``parameters`` defaults to the run's own (which must then
     hold no futures; see :func:`replace_futures`)."""
-    run = ex.task_run
-    fctx = ex.flow_context
-    flow_run = fctx.flow_run
+    run = execution.task_run
+    flow_context = execution.flow_context
+    flow_run = flow_context.flow_run
     start_after = 0.0
-    if ex.retries_done and run.state is not None and run.state.name == "AwaitingRetry":
+    if execution.retries_done and run.state is not None and run.state.name == "AwaitingRetry":
         scheduled = run.state.state_details.scheduled_time
         start_after = scheduled.timestamp() if scheduled is not None else 0.0
     return DetachedRun(
@@ -212,7 +222,7 @@ def detach(ex: TaskExecution, parameters: dict[str, Any] | None = None) -> Detac
         flow_run_name=flow_run.name if flow_run is not None else "",
         flow_name=flow_run.flow_name if flow_run is not None else "",
         flow_run_count=flow_run.run_count if flow_run is not None else 0,
-        cache_key=run.cache_key, persist=ex.persists(), retries_done=ex.retries_done,
+        cache_key=run.cache_key, persist=execution.persists(), retries_done=execution.retries_done,
         start_after=start_after, log_level=task_logger.getEffectiveLevel(),
     )
 
@@ -227,15 +237,15 @@ class _RecordingStore(RunStore):
 
     def __init__(self, main_id: str) -> None:
         self.main_id = main_id
-        self.states: list[S.State] = []
-        self.nested: dict[str, tuple[TaskRun, list[S.State]]] = {}
+        self.states: list[states.State] = []
+        self.nested: dict[str, tuple[TaskRun, list[states.State]]] = {}
         self.cache_entries: list[CacheEntry] = []
 
     def create_task_run(self, run: TaskRun) -> None:
         if run.id != self.main_id:
             self.nested[run.id] = (run, [])
 
-    def record_state(self, run: Any, state: S.State) -> None:
+    def record_state(self, run: Any, state: states.State) -> None:
         if run.id == self.main_id:
             self.states.append(state)
         else:
@@ -261,8 +271,6 @@ class _DeferredResults(ResultStore):
         self.writes: list[tuple[str, str]] = []
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int]:
-        from .context import task_run_ctx
-
         current = task_run_ctx.get()
         if current is None or current.task_run.id != self.main_id:
             raise ResultNotPersisted("a task run started inside a task on a remote worker keeps "
@@ -271,8 +279,6 @@ class _DeferredResults(ResultStore):
         return _DEFERRED + key, 0
 
     def read(self, location: str) -> Any:
-        from .results import ResultMissing
-
         raise ResultMissing(f"results are not readable on a worker ({location!r})")
 
     def delete(self, location: str) -> None:
@@ -297,9 +303,9 @@ class _DetachedContext(FlowRunContext):
                            facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
         flow_run.start_ts = facts.get("start_ts")
         flow_run.run_count = detached.flow_run_count
-        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty())  # type: ignore[arg-type]
+        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty(),  # type: ignore[arg-type]
+                         result_store=_DeferredResults(detached.task_run_id))
         self.store = _RecordingStore(detached.task_run_id)
-        self._result_store = _DeferredResults(detached.task_run_id)
         # submit() inside a task on a worker: the run is made there, in this thread.
         self.task_runner = InlineTaskRunner()
         self._main_task = task
@@ -311,7 +317,7 @@ class _DetachedContext(FlowRunContext):
             return self._policy
         # A task called inside the task: the default rules of its own options (retries,
         # timeouts); no plugin policies, and no cache, on a worker.
-        from headwater.plugins.retries import RetryPolicy
+        from headwater.plugins.retries import RetryPolicy  # layering: the default plugin's rules
 
         return RetryPolicy(task)
 
@@ -323,15 +329,15 @@ class _DetachedContext(FlowRunContext):
 class _DetachedExecution(TaskExecution):
     """The engine's TaskExecution, with the flow-process decisions it cannot make itself."""
 
-    __slots__ = ("_persist_decided",)
+    __slots__ = ("persist_decided",)
 
     def persists(self) -> bool:
-        return self._persist_decided
+        return self.persist_decided
 
-    def finish_logs(self, state: S.State) -> None:
+    def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
         if task_logger.isEnabledFor(logging.INFO):
-            task_logger.info("Finished in state %s", state, extra=task_extra(self))
+            task_logger.info("Finished in state %s", state, extra=task_extra(self.context))
 
 
 _capture: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -364,10 +370,10 @@ def _install_capture(level: int) -> None:
         root.setLevel(level)
 
 
-def flow_facts(fctx: FlowRunContext) -> dict[str, Any]:
+def flow_facts(flow_context: FlowRunContext) -> dict[str, Any]:
     """What ``headwater.runtime.flow_run`` reads, for :func:`run_detached` (send it once
     per flow run; drop ``parameters`` if they cannot be pickled)."""
-    run = fctx.flow_run
+    run = flow_context.flow_run
     if run is None:
         return {}
     return {"parameters": run.parameters, "tags": tuple(run.tags), "start_ts": run.start_ts}
@@ -381,19 +387,17 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     _install_capture(detached.log_level)
     if task.spec.log_prints:
         # An unpickled task skipped Task.__init__, which turns this on where it is made.
-        from .run_logging import enable_log_prints
-
         enable_log_prints()
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key
-    fctx = _DetachedContext(detached, task, policy, flow_facts)
-    ex = _DetachedExecution(task, run, fctx, detached.parameters)  # type: ignore[arg-type]
-    ex._persist_decided = detached.persist
-    ex.retries_done = detached.retries_done
+    flow_context = _DetachedContext(detached, task, policy, flow_facts)
+    execution = _DetachedExecution(task, run, flow_context, detached.parameters)  # type: ignore[arg-type]
+    execution.persist_decided = detached.persist
+    execution.context.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)
-    flow_token = flow_run_ctx.set(fctx)  # tasks called inside the task join this run
+    flow_token = flow_run_ctx.set(flow_context)  # tasks called inside the task join this run
     try:
         wait = detached.start_after - time.time()
         if wait > 0:
@@ -402,34 +406,33 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
             if task.is_async:
                 import anyio
 
-                final = anyio.run(execute_async, ex)
+                final = anyio.run(execute_async, execution)
             else:
-                final = execute_sync(ex)
+                final = execute_sync(execution)
         except BaseException as exc:  # an interrupt or an engine error: end it Crashed
             if run.state is not None and run.state.is_final():
                 final = run.state
             else:
-                final = S.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
+                final = states.Crashed(message=f"Task run crashed: {type(exc).__name__}: {exc}", data=exc)
                 run.end_ts = final.ts
-                fctx.store.record_state(run, final)
+                flow_context.store.record_state(run, final)
     finally:
         flow_run_ctx.reset(flow_token)
         _capture.reset(token)
-    states = fctx.store.states
-    if not states or states[-1] is not final:
-        states.append(final)
-    return Outcome(task_run_id=run.id, states=states, run_count=run.run_count,
+    history = flow_context.store.states
+    if not history or history[-1] is not final:
+        history.append(final)
+    return Outcome(task_run_id=run.id, states=history, run_count=run.run_count,
                    start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
-                   result_location=run.result_location, result_writes=fctx.result_store.writes,
-                   cache_entries=fctx.store.cache_entries, logs=logs,
-                   nested=[_sendable_run(r, st) for r, st in fctx.store.nested.values()])
+                   result_location=run.result_location, result_writes=flow_context.result_store.writes,
+                   cache_entries=flow_context.store.cache_entries, logs=logs,
+                   nested=[_sendable_run(r, st) for r, st in flow_context.store.nested.values()])
 
 
-def _sendable_run(run: TaskRun, states: list[S.State]) -> tuple[TaskRun, list[S.State]]:
-    run._body = None  # the live call, and plugins' per-run values, stay here
-    run._stash = None
+def _sendable_run(run: TaskRun, history: list[states.State]) -> tuple[TaskRun, list[states.State]]:
+    run.drop_live_parts()  # the live call, and plugins' per-run values, stay here
     run.state = None  # set again as the flow process records the states
-    return run, states
+    return run, history
 
 
 def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str = "") -> bytes:
@@ -451,7 +454,7 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str
         what = type(final.data).__name__
         error = NotPicklable(f"the result of task run {run_name or repr(outcome.task_run_id)} (a {what}) cannot be "
                              f"pickled to send it back from the worker: {type(exc).__name__}: {exc}")
-        outcome.states[-1] = S.Failed(message=f"Task run encountered an exception during execution: "
+        outcome.states[-1] = states.Failed(message=f"Task run encountered an exception during execution: "
                                               f"NotPicklable: {error}", data=error)
         outcome.result_writes, outcome.cache_entries = [], []
         return dumps(outcome)
@@ -460,60 +463,43 @@ def make_sendable(outcome: Outcome, dumps: Callable[[Any], bytes], run_name: str
 # -- the flow-process side, after the outcome is back --------------------------------------
 
 
-def record_outcome(ex: TaskExecution, outcome: Outcome) -> S.State:
+def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
     """Record a detached run's outcome as if it had run here; return its final state.
 
-    Order as in the engine: the history up to the final state, then the result written
-    and only after it the cache entry, then the final state, the run's logs and its
-    state callbacks.
+    The history up to the final state is replayed, then the run ends through the
+    engine's own completion path: a completed result is persisted here (the worker only
+    asked for it) and only then is its cache entry written, then the final state, the
+    run's logs and its state callbacks.
     """
-    fctx = ex.flow_context
-    run = ex.task_run
+    flow_context = execution.flow_context
+    run = execution.task_run
     final = outcome.final
     for state in outcome.states[:-1]:
-        transition(fctx, run, state)
+        transition(flow_context, run, state)
     for inner, inner_states in outcome.nested:
-        fctx.store.create_task_run(inner)
+        flow_context.store.create_task_run(inner)
         for state in inner_states:
-            transition(fctx, inner, state)
+            transition(flow_context, inner, state)
     run.run_count = outcome.run_count
     if run.start_ts is None:
         run.start_ts = outcome.start_ts
     run.cache_key = outcome.cache_key
     location = outcome.result_location
-    if location is not None and location.startswith(_DEFERRED):
-        location = None
-    size: int | None = None
-    digest: str | None = None
+    run.result_location = None if location is not None and location.startswith(_DEFERRED) else location
     if outcome.result_writes and final.is_completed():
-        for key, serializer in outcome.result_writes:
-            try:
-                location, size, digest = unpack_written(fctx.result_store.write(key, final.data, serializer))
-                run.stash[RESULT_SIZE] = size
-                if digest is not None:  # for the cache entry, as in the engine
-                    run.stash[RESULT_DIGEST] = digest
-            except ResultNotPersisted as exc:
-                location = None
-                task_logger.warning("Result of type %s was not persisted (so not cached): %s",
-                                    type(final.data).__name__, exc, extra=task_extra(ex))
-            except (StoreError, ConfigurationError) as exc:
-                # As in the engine: unusable storage is a setup mistake; the run fails.
-                location = None
-                task_logger.error("Could not persist the result: %s", exc, extra=task_extra(ex))
-                final = S.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
-                break
-    run.result_location = location
-    if location is not None:  # a cache entry only for a result safely stored
-        for entry in outcome.cache_entries:
-            if entry.location.startswith(_DEFERRED):
-                entry.location, entry.size, entry.digest = location, size, digest
-            fctx.store.write_cache_entry(entry)
+        failure = execution.persist_if_wanted(final.data)
+        if failure is not None:
+            final = failure
+        elif run.result_location is not None:  # a cache entry only for a result safely stored
+            for entry in outcome.cache_entries:
+                if entry.location.startswith(_DEFERRED):
+                    entry.location = run.result_location
+                    entry.size, entry.digest = execution.result_size_and_digest()
+                flow_context.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
-    transition(fctx, run, final)
-    _replay_logs(outcome.logs, task_extra(ex))
-    callbacks = _callbacks_for(ex.task.spec, final)
-    if callbacks:
-        _run_callbacks(callbacks, ex.task, run, final, task_logger, task_extra(ex))
+    transition(flow_context, run, final)
+    _replay_logs(outcome.logs, task_extra(execution.context))
+    execution.run_callbacks(final)
     return final
 
 

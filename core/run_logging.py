@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from .context import flow_run_ctx, task_run_ctx
+from .engine.context import flow_run_ctx, task_run_ctx
 
 engine_logger = logging.getLogger("headwater.engine")
 flow_logger = logging.getLogger("headwater.flow_runs")
@@ -40,15 +40,19 @@ class RunLogger(logging.LoggerAdapter):
         return msg, kwargs
 
 
-def flow_extra(fctx: Any) -> dict[str, Any]:
-    return {"run_label": fctx.label, "flow_run_id": fctx.flow_run.id if fctx.flow_run else None,
+def flow_extra(flow_context: Any) -> dict[str, Any]:
+    """The ``extra`` of a flow run's log records, from its flow run context."""
+    flow_run = flow_context.flow_run
+    return {"run_label": flow_context.label, "flow_run_id": flow_run.id if flow_run else None,
             "task_run_id": None}
 
 
-def task_extra(tctx: Any) -> dict[str, Any]:
-    fr = tctx.flow_context.flow_run
-    return {"run_label": f"Task run {tctx.task_run.name!r}", "flow_run_id": fr.id if fr else None,
-            "task_run_id": tctx.task_run.id}
+def task_extra(context: Any) -> dict[str, Any]:
+    """The ``extra`` of a task run's log records, from its
+    :class:`~headwater.policy.TaskRunContext` (``task_run`` and ``flow_run``)."""
+    flow_run = context.flow_run
+    return {"run_label": f"Task run {context.task_run.name!r}",
+            "flow_run_id": flow_run.id if flow_run else None, "task_run_id": context.task_run.id}
 
 
 def log_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...],

@@ -66,6 +66,16 @@ class _Run:
         end = self.end_ts or (self.state.ts if self.state else self.start_ts)
         return end - self.start_ts
 
+    def set_body(self, body: Callable[[], Any] | None) -> None:
+        """Set what :meth:`call_body` calls (engine only: the run's bound call)."""
+        self._body = body
+
+    def drop_live_parts(self) -> None:
+        """Forget the bound call and the stash: what stays in this process when the run
+        is sent to another one."""
+        self._body = None
+        self._stash = None
+
     def call_body(self) -> Any:
         """Call the run's function with its bound arguments (one attempt)."""
         if self._body is None:

@@ -143,14 +143,20 @@ class State:
         details = self._details
         if details is None:
             details = self._details = StateDetails()
-        # After the details exist (``_ended_run`` may run in another thread meanwhile);
+        # After the details exist (``note_ended_run`` may run in another thread meanwhile);
         # getattr: a State pickled by an older headwater has no ``_run_ids``.
         ids = getattr(self, "_run_ids", None)
         if ids is not None and details.task_run_id is None and details.flow_run_id is None:
             details.flow_run_id, details.task_run_id = ids
         return details
 
-    def _ended_run(self, flow_run_id: str | None, task_run_id: str | None) -> None:
+    @property
+    def details_if_made(self) -> StateDetails | None:
+        """The details if anything made them, else ``None`` (reading this, unlike
+        ``state_details``, makes none: a store writing thousands of states skips them)."""
+        return self._details
+
+    def note_ended_run(self, flow_run_id: str | None, task_run_id: str | None) -> None:
         """Note which run this final state ended (engine only)."""
         self._run_ids = (flow_run_id, task_run_id)
         details = self._details
@@ -218,7 +224,9 @@ class State:
         """
         return self.type in FINAL_TYPES or (self.type is StateType.PENDING and self.name == "NotReady")
 
-    def _shows_type(self) -> bool:
+    def shows_type(self) -> bool:
+        """Whether the name alone does not say the type (``Cached`` is COMPLETED): then
+        ``str(state)`` adds ``type=...``."""
         return self.name.upper() != self.type.value
 
     def __repr__(self) -> str:
@@ -232,7 +240,7 @@ class State:
 
     def __str__(self) -> str:
         parts = [repr(self.message)] if self.message else []
-        if self._shows_type():
+        if self.shows_type():
             parts.append(f"type={self.type.name}")
         return f"{self.name}({', '.join(parts)})"
 

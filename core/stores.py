@@ -64,7 +64,7 @@ class FlowSummary:
 def active_flow_info(run: FlowRun) -> FlowInfo | None:
     """The info of the flow whose run ``run`` is being created in this context, if any."""
     # layering: the flow starting a run is known only to the engine's context
-    from .context import flow_run_ctx
+    from .engine.context import flow_run_ctx
 
     flow_context = flow_run_ctx.get()
     flow = getattr(flow_context, "flow", None)

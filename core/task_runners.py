@@ -23,8 +23,8 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .context import FlowRunContext
-    from .futures import Work
+    from .engine.context import FlowRunContext
+    from .engine.futures import Work
 
 __all__ = ["TaskRunner", "InlineTaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 
@@ -76,7 +76,7 @@ class InlineTaskRunner(TaskRunner):
 def __getattr__(name: str) -> Any:
     if name == "Work":
         # layering: the engine makes each Work; runner authors find it named here
-        from .futures import Work
+        from .engine.futures import Work
 
         return Work
     if name == "SequentialTaskRunner":

@@ -9,7 +9,7 @@ import functools
 import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
-from .identity import source_directory, task_key
+from .identity import source_dir_of, task_key
 from .parameters import Binder
 from .specs import TaskSpec, build_spec, check_decorated
 
@@ -38,8 +38,8 @@ class Task(Generic[R]):
             from .run_logging import enable_log_prints
 
             enable_log_prints()
-        self.task_key = task_key(fn, self.name)
-        self.source_dir = source_directory(fn)
+        self.task_key = task_key(self)
+        self.source_dir = source_dir_of(fn)
         functools.update_wrapper(self, fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -68,7 +68,7 @@ class Task(Generic[R]):
         return f"Task(name={self.name!r})"
 
 
-#: ``headwater.task_calls``, imported on the first call of a task (not at ``import
+#: ``headwater.engine.calls``, imported on the first call of a task (not at ``import
 #: headwater``); kept here because an import statement per call cost a microsecond.
 _calls: Any = None
 
@@ -76,10 +76,10 @@ _calls: Any = None
 def _load_calls() -> Any:
     global _calls
     # layering: calling a task starts the engine (a higher layer than the decorators)
-    from . import task_calls
+    from .engine import calls
 
-    _calls = task_calls
-    return task_calls
+    _calls = calls
+    return calls
 
 
 @overload

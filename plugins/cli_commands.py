@@ -62,7 +62,7 @@ def _state_line(state: Any) -> str:
     """A state as ``str(state)`` gives it (``Failed('boom')``), its name and message
     escaped and quoted as the console shows them."""
     parts = [quoted(state.message)] if state.message else []
-    if state._shows_type():
+    if state.shows_type():
         parts.append(f"type={state.type.name}")
     return f"{shown(state.name)}({', '.join(parts)})"
 

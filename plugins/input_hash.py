@@ -180,7 +180,7 @@ def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
         except Unhashable as exc:
             # One warning per flow run, task, parameter and type: a map over a thousand
             # such inputs says it once, and the next flow run says it again.
-            flow_run = getattr(getattr(context, "flow_context", None), "flow_run", None)
+            flow_run = getattr(context, "flow_run", None)
             marker = (getattr(flow_run, "id", None), task.name, name, type(exc.value).__qualname__)
             if marker not in _warned:
                 if len(_warned) > 10_000:  # bounded: a long-lived process must not grow

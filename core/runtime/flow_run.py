@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import flow_run_ctx
+from ..engine.context import flow_run_ctx
 
 _EMPTY: dict[str, Any] = {
     "id": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import task_run_ctx
+from ..engine.context import task_run_ctx
 
 _EMPTY: dict[str, Any] = {
     "id": None,

@@ -89,7 +89,7 @@ def state_dict(state: State | None) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"type": state.type.value, "name": state.name, "message": state.message,
                            "timestamp": iso(state.ts), "ts": state.ts}
-    details = state._details.to_dict() if state._details is not None else {}
+    details = state.details_if_made.to_dict() if state.details_if_made is not None else {}
     if details.get("scheduled_time"):
         out["scheduled_time"] = details["scheduled_time"]
     return out

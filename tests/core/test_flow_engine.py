@@ -74,6 +74,9 @@ def test_a_flow_runs_without_the_naming_retries_and_runner_plugins(tmp_path):
                 raise ValueError("first attempt fails")
             return double.submit(21).result(), flow_run.name, flow_run.id
 
+        # Retries are the retries plugin's: without it a failed flow run is final.
+        state = doubled(return_state=True)
+        assert state.is_failed() and len(attempts) == 1, (state, attempts)
         value, name, run_id = doubled()
         assert value == 42, value
         assert name == "flow-run-" + run_id.replace("-", "")[:8], (name, run_id)

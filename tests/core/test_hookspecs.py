@@ -29,6 +29,8 @@ FROZEN = {
         "(flow: 'Flow', session: 'Session') -> 'ResultStore | None'", "firstresult"),
     "headwater_make_state_policy": (
         "(task: 'Task', session: 'Session') -> 'StatePolicy | None'", "firstresult"),
+    "headwater_make_flow_state_policy": (
+        "(flow: 'Flow', session: 'Session') -> 'StatePolicy | None'", "firstresult"),
     "headwater_flow_run_name": (
         "(flow: 'Flow', parameters: 'dict[str, Any]') -> 'str | None'", "firstresult"),
     "headwater_task_run_name": (

@@ -12,7 +12,7 @@ import cloudpickle
 import pytest
 
 from headwater import flow, get_run_logger, get_store, task
-from headwater.engine import TaskExecution
+from headwater.remote import TaskExecution
 from headwater.remote import (
     RemoteError,
     UpstreamRef,

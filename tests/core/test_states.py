@@ -216,7 +216,7 @@ def test_run_ids_reach_details_made_before_or_after_the_run_ended():
 
     early, late = S.Completed(), S.Completed()
     early.state_details  # made before the run is noted
-    early._ended_run("flow-1", "task-1")
-    late._ended_run("flow-1", "task-1")
+    early.note_ended_run("flow-1", "task-1")
+    late.note_ended_run("flow-1", "task-1")
     for state in (early, late):
         assert (state.state_details.flow_run_id, state.state_details.task_run_id) == ("flow-1", "task-1")

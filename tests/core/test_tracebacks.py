@@ -49,7 +49,7 @@ def test_the_exception_raised_to_the_flow_caller_keeps_user_frames_only(capsys):
     assert user == [
         "test_the_exception_raised_to_the_flow_caller_keeps_user_frames_only",
         "pipeline", "divide", "_helper"]
-    assert set(_core_files(info.value)) <= {"flows.py", "flow_engine.py"}
+    assert set(_core_files(info.value)) <= {"flows.py", "flow_loop.py"}
     assert len(_core_files(info.value)) <= 2
 
 
@@ -145,4 +145,4 @@ def test_debug_logging_keeps_full_tracebacks(tmp_path, capsys):
     finally:
         logger.setLevel(level)
     assert "states.py" in _core_files(info.value)
-    assert os.path.join(CORE, "engine.py") in capsys.readouterr().err
+    assert os.path.join(CORE, "engine", "task_loop.py") in capsys.readouterr().err

@@ -222,7 +222,7 @@ def test_ctrl_c_while_a_flow_run_finishes_is_recorded_as_the_caller_saw_it(tmp_p
 
 
 SLOW_FINAL_WRITE = """
-    from headwater.flow_engine import FlowExecution
+    from headwater.engine.flow_loop import FlowExecution
     from headwater.plugins.sqlite_store import SQLiteRunStore
 
     flush, record_final = SQLiteRunStore.flush, FlowExecution._record_final

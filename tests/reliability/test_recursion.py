@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from headwater import Session, engine, flow, task
+from headwater import Session, flow, task
+from headwater.engine import task_creation
 from headwater.states import StateType
 
 from .procs import child_env
@@ -74,7 +75,7 @@ def test_a_task_calling_itself_without_end_fails_once_clearly(tmp_path, monkeypa
     assert "MAX_TASK_NESTING" in result.stderr
 
     runs = _task_runs(home, monkeypatch)
-    assert len(runs) == engine.MAX_TASK_NESTING
+    assert len(runs) == task_creation.MAX_TASK_NESTING
     assert {run.state.type for run in runs} == {StateType.FAILED}
     assert all(run.run_count == 1 for run in runs), "nothing is retried"
 
@@ -96,7 +97,7 @@ def test_runs_hit_by_pythons_recursion_limit_still_reach_a_final_state(tmp_path,
 def test_nesting_within_the_limit_works_and_the_limit_is_a_clear_error(headwater_session):
     from headwater.errors import TaskNestingError
 
-    limit = engine.MAX_TASK_NESTING
+    limit = task_creation.MAX_TASK_NESTING
     @task
     def depth(n: int) -> int:
         return depth(n - 1) + 1 if n else 0

@@ -17,22 +17,26 @@ import sys
 import threading
 from typing import Any, Callable
 
-from headwater import states as S
-from headwater.context import FlowRunContext
-from headwater.engine import TaskExecution, finish_run, transition
+from headwater import states
 from headwater.errors import ConfigurationError, HeadwaterError
-from headwater.futures import Future, Work, when_all_done
 from headwater.remote import (
+    FlowRunContext,
+    Future,
     NotPicklable,
+    TaskExecution,
     UpstreamRef,
+    Work,
     check_cache,
     detach,
+    finish_run,
     flow_facts,
+    not_ready,
     record_outcome,
     replace_futures,
+    transition,
+    when_all_done,
 )
 from headwater.run_logging import flow_extra, flow_logger, task_extra, task_logger
-from headwater.task_calls import not_ready
 from headwater.task_runners import TaskRunner
 
 __all__ = ["DaskTaskRunner", "DaskRunnerError"]
@@ -193,32 +197,32 @@ class DaskTaskRunner(TaskRunner):
                 self._settle(work, _crashed(work, exc, "could not be sent to Dask"))
             raise
 
-    def _dispatch(self, work: Work, ex: TaskExecution) -> None:
+    def _dispatch(self, work: Work, execution: TaskExecution) -> None:
         """Send ``work`` to Dask, or settle it here, or arrange to come back when it can go."""
         if self._client is None:
             raise DaskRunnerError(f"the flow run's Dask client is closed; task run "
                                   f"{work.run_obj.name!r} was not sent")
         run = work.run_obj
         upstream = work.upstream
-        uses_cache = ex.policy.uses_cache
+        uses_cache = execution.policy.uses_cache
         with self._lock:
             # A cached task needs its inputs here, to look up its key; other runs wait here
             # only on runs that are not on Dask yet (themselves waiting for a cache lookup).
             waiting = [f for f in upstream if not f.done()
                        and (uses_cache or f.task_run_id not in self._inflight)]
         if waiting:
-            self._when_done(waiting, work, ex)
+            self._when_done(waiting, work, execution)
             return
         failed = next((f for f in upstream if f.done() and not f.state.is_completed()), None)
         if failed is not None:
-            self._settle(work, not_ready(ex, failed))
+            self._settle(work, not_ready(execution, failed))
             return
         if uses_cache:
             resolved = {k: replace_futures(v, lambda f: f.result()) for k, v in run.parameters.items()}
-            ex.parameters = run.parameters = resolved
-            state = check_cache(ex)
-            if state is not None and state.type is S.StateType.SCHEDULED:
-                self._later(ex.retry_delay(state), work, ex)  # the key function failed
+            execution.parameters = run.parameters = resolved
+            state = check_cache(execution)
+            if state is not None and state.type is states.StateType.SCHEDULED:
+                self._later(execution.retry_delay(state), work, execution)  # the key function failed
                 return
             if state is not None:
                 self._settle(work, state)
@@ -241,7 +245,7 @@ class DaskTaskRunner(TaskRunner):
         try:
             parameters = {k: replace_futures(v, swap) for k, v in run.parameters.items()}
         except _UpstreamNotCompleted as failed:
-            self._settle(work, not_ready(ex, failed.future))
+            self._settle(work, not_ready(execution, failed.future))
             return
         for future in upstream:  # wait_for=[...]: ordering without data
             if future.task_run_id not in index:
@@ -251,55 +255,55 @@ class DaskTaskRunner(TaskRunner):
                     index[future.task_run_id] = len(deps)
                     deps.append(dask_future)
                 elif not future.state.is_completed():
-                    self._settle(work, not_ready(ex, future))
+                    self._settle(work, not_ready(execution, future))
                     return
         try:
-            token, task_blob = self._task_blob(ex)
-            run_blob = _dumps_run(ex, detach(ex, parameters))
+            token, task_blob = self._task_blob(execution)
+            run_blob = _dumps_run(execution, detach(execution, parameters))
         except NotPicklable as error:
-            _fail_unpicklable(ex, work.future, error)
+            _fail_unpicklable(execution, work.future, error)
         from headwater_dask.worker import run_task
 
         with self._lock:
             dask_future = self._client.submit(run_task, token, task_blob, run_blob, *deps,
                                               key=f"{work.task.name}-{run.id}", pure=False)
             self._inflight[run.id] = dask_future
-        dask_future.add_done_callback(lambda done: self._on_done(work, ex, done))
+        dask_future.add_done_callback(lambda done: self._on_done(work, execution, done))
 
-    def _when_done(self, waiting: list[Future], work: Work, ex: TaskExecution) -> None:
-        when_all_done(waiting, lambda: self._redispatch(work, ex))
+    def _when_done(self, waiting: list[Future], work: Work, execution: TaskExecution) -> None:
+        when_all_done(waiting, lambda: self._redispatch(work, execution))
 
-    def _later(self, delay: float, work: Work, ex: TaskExecution) -> None:
-        timer = threading.Timer(delay, self._redispatch, (work, ex))
+    def _later(self, delay: float, work: Work, execution: TaskExecution) -> None:
+        timer = threading.Timer(delay, self._redispatch, (work, execution))
         timer.daemon = True
         timer.start()
 
-    def _redispatch(self, work: Work, ex: TaskExecution) -> None:
+    def _redispatch(self, work: Work, execution: TaskExecution) -> None:
         try:
-            self._dispatch(work, ex)
+            self._dispatch(work, execution)
         except BaseException as exc:  # nobody to raise to: end the run instead
             if not work.future.done():
                 self._settle(work, _crashed(work, exc, "could not be sent to Dask"))
 
-    def _task_blob(self, ex: TaskExecution) -> tuple[str, bytes]:
-        task = ex.task
+    def _task_blob(self, execution: TaskExecution) -> tuple[str, bytes]:
+        task = execution.task
         cached = self._tasks.get(id(task))
         if cached is None:
-            flow_run = ex.flow_context.flow_run
+            flow_run = execution.flow_context.flow_run
             token = f"{flow_run.id if flow_run else ''}:{id(task)}"
-            facts = flow_facts(ex.flow_context)
+            facts = flow_facts(execution.flow_context)
             try:
                 _dumps_by_value(facts, task)
             except Exception:  # the flow's own parameters are a convenience on workers
                 facts = {**facts, "parameters": {}}
-            blob = _dumps_named((task, ex.policy, facts), task, lambda: _describe_task(task))
+            blob = _dumps_named((task, execution.policy, facts), task, lambda: _describe_task(task))
             cached = (token, blob, task)  # the task is kept so its id stays unique
             self._tasks[id(task)] = cached
         return cached[0], cached[1]
 
     # -- results ----------------------------------------------------------------------------
 
-    def _on_done(self, work: Work, ex: TaskExecution, done: Any) -> None:
+    def _on_done(self, work: Work, execution: TaskExecution, done: Any) -> None:
         """In Dask's callback thread: record the outcome, then finish the future."""
         from headwater_dask.worker import NOT_READY
 
@@ -308,15 +312,15 @@ class DaskTaskRunner(TaskRunner):
             if done.status == "finished":
                 blob = done.result()
                 if blob == NOT_READY:
-                    self._not_ready_when_recorded(work, ex)
+                    self._not_ready_when_recorded(work, execution)
                     return
-                final = record_outcome(ex, pickle.loads(blob))
+                final = record_outcome(execution, pickle.loads(blob))
             elif run.state is not None and run.state.is_final():
                 final = run.state  # cancelled with a crashed flow run, which recorded it
             else:
                 failed = next((f for f in work.upstream if f.done() and not f.state.is_completed()), None)
                 if failed is not None:
-                    final = not_ready(ex, failed)
+                    final = not_ready(execution, failed)
                 else:
                     error = _dask_error(done)
                     final = _crashed(work, error, "was lost by Dask")
@@ -324,13 +328,13 @@ class DaskTaskRunner(TaskRunner):
             final = _crashed(work, exc, "could not be recorded")
         self._settle(work, final)
 
-    def _not_ready_when_recorded(self, work: Work, ex: TaskExecution) -> None:
+    def _not_ready_when_recorded(self, work: Work, execution: TaskExecution) -> None:
         # An upstream run did not complete, but its outcome may still be waiting in this
         # very callback thread: never block here, settle once every upstream is recorded.
         def settle() -> None:
             upstream = work.upstream
             failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
-            self._settle(work, not_ready(ex, failed))
+            self._settle(work, not_ready(execution, failed))
 
         pending = [f for f in work.upstream if not f.done()]
         if pending:
@@ -338,7 +342,7 @@ class DaskTaskRunner(TaskRunner):
         else:
             settle()
 
-    def _settle(self, work: Work, final: S.State) -> None:
+    def _settle(self, work: Work, final: states.State) -> None:
         work.future.set_state(final)
         with self._lock:
             self._inflight.pop(work.run_obj.id, None)
@@ -353,10 +357,10 @@ class _UpstreamNotCompleted(Exception):
 # -- states the flow process settles itself -----------------------------------------------
 
 
-def _crashed(work: Work, exc: BaseException, what: str) -> S.State:
+def _crashed(work: Work, exc: BaseException, what: str) -> states.State:
     """End the run Crashed, saying what went wrong on the way to or from Dask; a run that
     is final already (its flow run crashed meanwhile) keeps its state."""
-    state = S.Crashed(message=f"Task run {what}: {type(exc).__name__}: {exc}", data=exc)
+    state = states.Crashed(message=f"Task run {what}: {type(exc).__name__}: {exc}", data=exc)
     return finish_run(work.execution.flow_context, work.run_obj, state)
 
 
@@ -377,8 +381,8 @@ def _describe_task(task: Any) -> str:
     return f"task {task.name!r} ({getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)})"
 
 
-def _dumps_run(ex: TaskExecution, detached: Any) -> bytes:
-    task = ex.task
+def _dumps_run(execution: TaskExecution, detached: Any) -> bytes:
+    task = execution.task
     try:
         return _dumps_by_value(detached, task)
     except Exception:
@@ -392,7 +396,7 @@ def _dumps_run(ex: TaskExecution, detached: Any) -> bytes:
             raise NotPicklable(
                 f"argument {name!r} of task {task.name!r} cannot be pickled to send it to Dask "
                 f"workers: {type(value).__name__} {shown}: {type(exc).__name__}: {exc}") from None
-    raise NotPicklable(f"task run {ex.task_run.name!r} cannot be pickled to send it to Dask workers")
+    raise NotPicklable(f"task run {execution.task_run.name!r} cannot be pickled to send it to Dask workers")
 
 
 def _dumps_named(value: Any, task: Any, describe: Callable[[], str]) -> bytes:
@@ -438,13 +442,13 @@ def _is_installed(module: Any) -> bool:
             or top in sys.stdlib_module_names or top in ("headwater", "headwater_dask"))
 
 
-def _fail_unpicklable(ex: TaskExecution, future: Future, error: NotPicklable) -> None:
+def _fail_unpicklable(execution: TaskExecution, future: Future, error: NotPicklable) -> None:
     """Record the run Failed, finish its future, and raise ``error`` to submit()'s caller."""
-    run = ex.task_run
-    state = S.Failed(message=f"Task run could not be sent to Dask: {error}", data=error)
+    run = execution.task_run
+    state = states.Failed(message=f"Task run could not be sent to Dask: {error}", data=error)
     run.end_ts = state.ts
-    transition(ex.flow_context, run, state)
-    task_logger.error("%s", error, extra=task_extra(ex))
+    transition(execution.flow_context, run, state)
+    task_logger.error("%s", error, extra=task_extra(execution.context))
     future.set_state(state)
     future.observed = True  # raised to the caller of submit(): handled there
     raise error

@@ -12,7 +12,7 @@ from typing import Any
 
 import cloudpickle
 
-from headwater import states as S
+from headwater import states
 from headwater.remote import Outcome, RemoteError, fill_upstream, make_sendable, run_detached
 
 #: Returned instead of an outcome when an upstream run did not complete: the flow
@@ -69,5 +69,5 @@ def _cannot_load(what: str, exc: BaseException) -> bytes:
     error = RemoteError(f"{what} could not be loaded on the Dask worker on {socket.gethostname()}: "
                         f"{type(exc).__name__}: {exc}. Install the packages the task needs on "
                         f"every worker (see docs/distributed.md)")
-    failed = S.Failed(message=f"Task run encountered an exception before it started: {error}", data=error)
+    failed = states.Failed(message=f"Task run encountered an exception before it started: {error}", data=error)
     return cloudpickle.dumps(Outcome(task_run_id="", states=[failed], end_ts=failed.ts))

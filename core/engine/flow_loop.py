@@ -1,5 +1,10 @@
-"""The run loop for flows: name the run, start its task runner, run the body (with
-retries), wait for every submitted task, and settle the final state.
+"""The flow loop: name the run, start its task runner, run the body (with retries),
+wait for every submitted task, and settle the final state.
+
+:class:`FlowExecution` holds the steps; :func:`headwater.engine.attempts.flow_attempts`
+strings them into attempts; :func:`run_flow` and :func:`run_flow_async` drive that with
+the sync or async driver. Retries are the flow's state policy's answer
+(``headwater_make_flow_state_policy``; the retries plugin by default).
 
 A flow run fails when its body raises, when it returns a failed state, or when a task
 it submitted failed and the flow never looked at that task's outcome.
@@ -10,25 +15,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import states as S
+from .. import states
+from ..errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
+from ..ids import random_id
+from ..policy import FlowRunAttempts, PolicyAnswerError, StatePolicy, check_failed_answer, is_retry, policy_name
+from ..run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
+from ..runs import FlowRun
+from ..session import Session
+from ..task_runners import InlineTaskRunner
+from ..tracebacks import describe, for_log, logged_in, without_headwater_frames
+from .attempts import flow_attempts
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import _callbacks_for, _run_callbacks, end_unfinished, finish_run, transition
-from .errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
+from .drivers import drive, drive_async
 from .futures import Future
-from .ids import random_id
-from .policy import delay_for
-from .run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
-from .runs import FlowRun
-from .session import Session
-from .task_runners import InlineTaskRunner
-from .timeouts import call_in_thread, call_with_deadline, secs as _secs
-from .tracebacks import describe, for_log, logged_in, without_headwater_frames
+from .task_loop import callbacks_for, end_unfinished, finish_run, run_callbacks, transition
+from .timeouts import call_in_thread, call_with_deadline, secs
 
 if TYPE_CHECKING:
-    from .flows import Flow
+    from ..flows import Flow
 
 _INFO = logging.INFO
 
@@ -46,11 +52,13 @@ class FlowExecution(FlowRunContext):
                       parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
                       parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
-        self.retries_done = 0
-        self.final: S.State | None = None
+        #: What the flow's state policy sees of the run (``retries_done`` among it).
+        self.attempts = FlowRunAttempts(flow, run)
+        self.final: states.State | None = None
         self.closed = False
-        self.recorded: S.State | None = None  # the final state, once recorded
+        self.recorded: states.State | None = None  # the final state, once recorded
         self._tokens: list[Any] = []
+        self._flow_policy: StatePolicy | None = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -68,7 +76,7 @@ class FlowExecution(FlowRunContext):
         task_run_ctx.reset(self._tokens.pop())
         flow_run_ctx.reset(self._tokens.pop())
 
-    def create(self) -> S.State | None:
+    def create(self) -> states.State | None:
         """Validate the parameters, then name and record the run (so a name template sees
         the coerced values: a date given as text formats as a date). Return a final
         state on failure."""
@@ -86,7 +94,7 @@ class FlowExecution(FlowRunContext):
             problem = problem or exc
         self.label = f"Flow run {run.name!r}"
         self.store.create_flow_run(run)
-        transition(self, run, S.Pending())
+        transition(self, run, states.Pending())
         if engine_logger.isEnabledFor(_INFO):
             # flow_run_id (no run_label, so the console still names the logger) files the
             # line under the run in the run store.
@@ -107,13 +115,13 @@ class FlowExecution(FlowRunContext):
             raise RunNameError(f"flow run name for {self.flow.name!r} must not be blank, got {name!r}")
         return name
 
-    def fail_early(self, exc: BaseException) -> S.State:
-        state = S.Failed(message=f"Flow run could not start: {exc}", data=exc)
+    def fail_early(self, exc: BaseException) -> states.State:
+        state = states.Failed(message=f"Flow run could not start: {exc}", data=exc)
         flow_logger.error("%s", state.message, extra=flow_extra(self))
         self.settle(state)
         return state
 
-    def start_runner(self) -> S.State | None:
+    def start_runner(self) -> states.State | None:
         """Make and start the task runner. A bad ``task_runner`` (unknown name, wrong
         type) or a runner that cannot start fails the run before its body: return that
         final state."""
@@ -135,7 +143,7 @@ class FlowExecution(FlowRunContext):
 
     def begin_attempt(self) -> None:
         run = self.flow_run
-        state = S.Retrying() if self.retries_done else S.Running()
+        state = states.Retrying() if self.attempts.retries_done else states.Running()
         run.run_count += 1
         if run.start_ts is None:
             run.start_ts = state.ts
@@ -151,7 +159,7 @@ class FlowExecution(FlowRunContext):
         try:
             self.store.flush()
         except StoreError:
-            self.final = S.Crashed(message="The run could not be recorded.")
+            self.final = states.Crashed(message="The run could not be recorded.")
             self.closed = True
             if self.task_runner is not None:
                 self.task_runner.shutdown(wait=False)
@@ -163,9 +171,29 @@ class FlowExecution(FlowRunContext):
         args, kwargs = flow.binder.call_args(self.flow_run.parameters)
         wrapped = self.bindings.flow_run_call
         if wrapped is not None:
-            self.flow_run._body = lambda: flow.fn(*args, **kwargs)
+            self.flow_run.set_body(lambda: flow.fn(*args, **kwargs))
             return wrapped(flow_run=self.flow_run)
         return flow.fn(*args, **kwargs)
+
+    def call_body_with_timeout(self) -> Any:
+        """:meth:`call_body`, in a thread given up after the flow's timeout (if any)."""
+        timeout = self.flow.spec.timeout_seconds
+        if timeout is None:
+            return self.call_body()
+        return call_in_thread(self.call_body, timeout, self.label, self.abandoned)
+
+    async def call_body_async(self) -> Any:
+        """Await an async flow's body once, within the flow's timeout (if any)."""
+        timeout = self.flow.spec.timeout_seconds
+        if timeout is None:
+            return await self.call_body()
+        return await call_with_deadline(self.call_body, timeout, self.label)
+
+    async def wait_for_futures_async(self) -> None:
+        """:meth:`wait_for_futures` in a worker thread, so the event loop runs on."""
+        import anyio  # import time: only async flows need it
+
+        await anyio.to_thread.run_sync(self.wait_for_futures)
 
     def failed(self, exc: BaseException) -> float | None:
         """Answer a failed attempt: a delay to retry after, or None when final."""
@@ -173,9 +201,9 @@ class FlowExecution(FlowRunContext):
             self.crash(exc)
             raise exc
         if isinstance(exc, TaskTimeout):
-            state = S.TimedOut(message=str(exc), data=exc)
+            state = states.TimedOut(message=str(exc), data=exc)
         else:
-            state = S.Failed(message=f"Flow run encountered an exception: {describe(exc)}",
+            state = states.Failed(message=f"Flow run encountered an exception: {describe(exc)}",
                              data=exc)
             logged = logged_in(exc)
             if logged is None:
@@ -185,51 +213,85 @@ class FlowExecution(FlowRunContext):
                 flow_logger.error("Encountered exception during execution: %s (raised in %s; "
                                   "its traceback is logged there)", describe(exc), logged,
                                   extra=flow_extra(self))
-        return self._retry_or_settle(state)
+        return self._retry_or_settle(exc, state)
 
-    def _retry_or_settle(self, state: S.State) -> float | None:
-        spec = self.flow.spec
-        if self.retries_done < spec.retries:
-            delay = delay_for(spec.retry_delay_seconds, self.retries_done, None)
-            self.retries_done += 1
-            transition(self, self.flow_run, S.AwaitingRetry(
-                message=state.message,
-                scheduled_time=_dt_from_ts(time.time() + delay)))
-            flow_logger.info("Retry %d/%d will start %s second(s) from now", self.retries_done,
-                             spec.retries, _secs(delay), extra=flow_extra(self))
-            with self._lock:  # the next attempt counts its own task runs
-                self.pending.clear()
-                self.failures.clear()
-                self.submitted = 0
-            return delay
-        self.settle(state)
-        return None
+    @property
+    def policy(self) -> StatePolicy:
+        """The flow's state policy (``headwater_make_flow_state_policy``), made on the
+        first failure: a run that never fails never asks for it."""
+        policy = self._flow_policy
+        if policy is None:
+            make = self.bindings.make_flow_state_policy
+            policy = make(flow=self.flow, session=self.session) if make else None
+            self._flow_policy = policy = policy if policy is not None else StatePolicy()
+        return policy
+
+    def _retry_or_settle(self, exc: BaseException, state: states.State) -> float | None:
+        """Ask the flow's policy about a failed attempt: a retry (return the delay in
+        seconds) or a final state (settled; return None)."""
+        answer = self._answer_to_failure(exc, state)
+        if not is_retry(answer):
+            self.settle(answer)
+            return None
+        attempts = self.attempts
+        attempts.retries_done += 1
+        scheduled = answer.state_details.scheduled_time
+        delay = max(0.0, scheduled.timestamp() - time.time()) if scheduled is not None else 0.0
+        transition(self, self.flow_run, answer)
+        flow_logger.info("Retry %d/%d will start %s second(s) from now", attempts.retries_done,
+                         self.flow.spec.retries, secs(delay), extra=flow_extra(self))
+        with self._lock:  # the next attempt counts its own task runs
+            self.pending.clear()
+            self.failures.clear()
+            self.submitted = 0
+        return delay
+
+    def _answer_to_failure(self, exc: BaseException, state: states.State) -> states.State:
+        """The policy's checked answer; a policy that raises or answers what the engine
+        cannot act on fails the run with an error naming it."""
+        policy = self.policy
+        try:
+            answer = policy.propose_failed(self.attempts, exc, state)
+        except Exception as policy_exc:
+            flow_logger.error("Retry policy failed:", exc_info=policy_exc, extra=flow_extra(self))
+            return states.Failed(message=f"The retry policy of flow {self.flow.name!r} raised "
+                                         f"{type(policy_exc).__name__}: {policy_exc}", data=policy_exc)
+        try:
+            answer = check_failed_answer(policy, answer, f"flow run {self.flow_run.name!r}")
+        except PolicyAnswerError as error:
+            flow_logger.error("%s", error, extra=flow_extra(self))
+            return states.Failed(message=str(error), data=error)
+        if answer.type is states.StateType.COMPLETED:
+            flow_logger.warning("State policy %s answered the failed attempt with %s: the run is "
+                                "recorded as completed", policy_name(policy), answer, extra=flow_extra(self))
+        return answer
 
     def body_returned(self, value: Any) -> float | None:
         """Settle a body that returned: wait for its futures, then judge the outcome."""
-        self.wait_for_futures()
-        returned_state: S.State | None = None
+        returned_state: states.State | None = None
         if isinstance(value, Future):
             returned_state = value.wait()
-        elif isinstance(value, S.State):
+        elif isinstance(value, states.State):
             returned_state = value
         if returned_state is not None and not returned_state.is_completed():
-            return self._retry_or_settle(S.Failed(
-                message=f"Flow run returned a state that is not completed: {returned_state}",
-                data=returned_state.result(raise_on_failure=False)))
+            data = returned_state.result(raise_on_failure=False)
+            error = data if isinstance(data, BaseException) else RunFailed(
+                f"Flow run returned a state that is not completed: {returned_state}")
+            return self._retry_or_settle(error, states.Failed(
+                message=f"Flow run returned a state that is not completed: {returned_state}", data=data))
         if returned_state is not None:
             value = returned_state.data
         unobserved = self.unobserved_failures()
         if unobserved:
             total = self.submitted
             # A NotReady run did not fail, it never ran (its upstream failed): not counted.
-            failed = sum(1 for f in self.failures if not f._state.is_pending())
+            failed = sum(1 for f in self.failures if not f.final_state.is_pending())
             message = (f"{failed}/{total} states failed." if failed
                        else f"{len(self.failures)}/{total} states did not complete.")
             names = ", ".join(repr(f.task_run_name) for f in unobserved[:5])
             exc = RunFailed(f"{message} Task runs that failed without being handled: {names}")
-            return self._retry_or_settle(S.Failed(message=message, data=exc))
-        self.settle(S.Completed(message="All states completed.", data=value))
+            return self._retry_or_settle(exc, states.Failed(message=message, data=exc))
+        self.settle(states.Completed(message="All states completed.", data=value))
         return None
 
     def wait_for_futures(self) -> None:
@@ -239,7 +301,7 @@ class FlowExecution(FlowRunContext):
             if not pending:
                 return
             for future in pending:
-                future._wait_quietly()
+                future.wait_quietly()
 
     def crash(self, exc: BaseException) -> None:
         """End the run Crashed; end its unfinished task runs too, so none stays Running."""
@@ -251,19 +313,19 @@ class FlowExecution(FlowRunContext):
             run = work.run_obj if work is not None else None
             if run is None:
                 continue
-            state = S.Cancelled(message="The flow run crashed before this task run finished.")
+            state = states.Cancelled(message="The flow run crashed before this task run finished.")
             if run.state is not None and run.state.is_running():
-                state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+                state = states.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
             # Recorded and seen by state_changed hooks, unless a worker finished it first.
             # Whoever holds the future (an interactive session) must not wait forever.
             future.set_state(finish_run(self, run, state))
-        for ex in list(self.nested.values()):  # runs tasks called, in the flow's threads
-            run = ex.task_run
+        for execution in list(self.nested.values()):  # runs tasks called, in the flow's threads
+            run = execution.task_run
             if run.state is not None and run.state.has_ended():  # finish_run leaves final ones too
                 continue  # ended without running: it stays NotReady
-            state = S.Cancelled(message="The flow run crashed before this task run finished.")
+            state = states.Cancelled(message="The flow run crashed before this task run finished.")
             if run.state is not None and run.state.is_running():
-                state = S.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
+                state = states.Crashed(message=f"The flow run was interrupted by {type(exc).__name__}.")
             finish_run(self, run, state)
         if self.task_runner is not None:
             try:
@@ -271,11 +333,11 @@ class FlowExecution(FlowRunContext):
             except Exception:
                 pass
             self.task_runner = None
-        self.settle(S.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc))
+        self.settle(states.Crashed(message=f"Execution was interrupted by {type(exc).__name__}.", data=exc))
 
     # -- the end ------------------------------------------------------------------------------
 
-    def settle(self, state: S.State) -> None:
+    def settle(self, state: states.State) -> None:
         """Make ``state`` the run's final state. It is recorded by :meth:`finish`, after
         the task runner stopped and the state callbacks ran, so an interrupt meanwhile
         can still make it Crashed: a history holds one final state, and it is the one
@@ -298,7 +360,7 @@ class FlowExecution(FlowRunContext):
         run.end_ts = state.ts
         transition(self, run, state)
 
-    def finish(self) -> S.State:
+    def finish(self) -> states.State:
         assert self.final is not None
         self.closed = True
         try:
@@ -307,9 +369,9 @@ class FlowExecution(FlowRunContext):
             state = self.final
             if flow_logger.isEnabledFor(_INFO):
                 flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
-            callbacks = _callbacks_for(self.flow.spec, state)
+            callbacks = callbacks_for(self.flow.spec, state)
             if callbacks:
-                _run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
+                run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))
             # Everything recorded before the final state (the Finished line hands the
             # run's buffered task lines to the store; callbacks may log): the caller reads
             # the store as soon as the call returns. An interrupt here still ends the run
@@ -346,16 +408,10 @@ class FlowExecution(FlowRunContext):
         if state is None or state.is_crashed() or self.recorded is not None:
             return  # recorded already: a final state is never replaced
         name = type(exc).__name__
-        self.final = S.Crashed(message=f"Execution was interrupted by {name} while the run was "
+        self.final = states.Crashed(message=f"Execution was interrupted by {name} while the run was "
                                        f"finishing (its body had ended in state {state.name}).", data=exc)
         self.final.state_details.flow_run_id = self.flow_run.id
         flow_logger.error("%s", self.final.message, extra=flow_extra(self))
-
-
-def _dt_from_ts(ts: float) -> Any:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
 def _fallback_name(run_id: str) -> str:
@@ -363,112 +419,64 @@ def _fallback_name(run_id: str) -> str:
     return f"flow-run-{run_id.replace('-', '')[:8]}"
 
 
-def _result(state: S.State, return_state: bool) -> Any:
+def _result(state: states.State, return_state: bool) -> Any:
     return state if return_state else state.result()
 
 
 def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowExecution:
     """Bind the arguments, create and name the run, start its task runner. A run that
     fails here (bad parameters, a bad runner) has its final state set already."""
-    fx = FlowExecution(flow, flow.binder.bind(args, kwargs), Session.current())
-    fx.enter()
+    execution = FlowExecution(flow, flow.binder.bind(args, kwargs), Session.current())
+    execution.enter()
     try:
-        if fx.create() is None:
-            fx.start_runner()
+        if execution.create() is None:
+            execution.start_runner()
     except BaseException as exc:
-        _interrupted(fx, exc)
-        fx.exit()
+        _interrupted(execution, exc)
+        execution.exit()
         raise
-    return fx
+    return execution
 
 
-def _interrupted(fx: FlowExecution, exc: BaseException) -> None:
+def _interrupted(execution: FlowExecution, exc: BaseException) -> None:
     """End a run that an exception escaped from: Crashed, runner stopped, logged. An
     interrupt after the run settled (while it finished) reaches the caller all the
     same, so it is recorded Crashed too."""
-    if fx.final is None:
-        fx.crash(exc)
-    elif not isinstance(exc, Exception) and exc is not fx.final.data:  # (not the outcome re-raised)
-        fx.interrupted_while_finishing(exc)
-    if not fx.closed:
-        fx.finish()
+    if execution.final is None:
+        execution.crash(exc)
+    elif not isinstance(exc, Exception) and exc is not execution.final.data:  # (not the outcome re-raised)
+        execution.interrupted_while_finishing(exc)
+    if not execution.closed:
+        execution.finish()
 
 
 def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
     """``my_flow(...)`` for a sync flow."""
-    fx = _start(flow, args, kwargs)
+    execution = _start(flow, args, kwargs)
     try:
-        if fx.final is not None:  # failed before the body could run
-            return _result(fx.finish(), return_state)
-        timeout = flow.spec.timeout_seconds
-        while True:
-            fx.begin_attempt()
-            try:
-                if timeout is None:
-                    value = fx.call_body()
-                else:
-                    value = call_in_thread(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}",
-                                           fx.abandoned)
-                delay = fx.body_returned(value)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    fx.wait_for_futures()
-                delay = fx.failed(exc)
-            if delay is None:
-                break
-            if delay:
-                time.sleep(delay)
-        return _result(fx.finish(), return_state)
+        if execution.final is None:  # else it failed before the body could run
+            drive(flow_attempts(execution), execution.call_body_with_timeout, execution.wait_for_futures)
+        return _result(execution.finish(), return_state)
     except BaseException as exc:
-        _interrupted(fx, exc)
+        _interrupted(execution, exc)
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        fx.exit()
+        execution.exit()
 
 
 async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
                          return_state: bool) -> Any:
     """``await my_flow(...)`` for an async flow."""
-    import anyio
-
-    fx = _start(flow, args, kwargs)
+    execution = _start(flow, args, kwargs)
     try:
-        if fx.final is not None:  # failed before the body could run
-            return _result(fx.finish(), return_state)
-        timeout = flow.spec.timeout_seconds
-        while True:
-            fx.begin_attempt()
-            try:
-                if timeout is None:
-                    value = await fx.call_body()
-                else:
-                    value = await call_with_deadline(fx.call_body, timeout, f"Flow run {fx.flow_run.name!r}")
-                await anyio.to_thread.run_sync(fx.wait_for_futures)
-                delay = fx.body_returned(value)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    await anyio.to_thread.run_sync(fx.wait_for_futures)
-                delay = fx.failed(exc)
-            if delay is None:
-                break
-            await anyio.sleep(delay)
-        return _result(fx.finish(), return_state)
+        if execution.final is None:  # else it failed before the body could run
+            await drive_async(flow_attempts(execution), execution.call_body_async,
+                              execution.wait_for_futures_async)
+        return _result(execution.finish(), return_state)
     except BaseException as exc:
-        _interrupted(fx, exc)
+        _interrupted(execution, exc)
         # The caller's traceback shows its own frames and the flow's, not the run loop's.
         raise without_headwater_frames(exc)
     finally:
-        fx.exit()
-
-
-def source_dir_of(fn: Any) -> Path | None:
-    import inspect
-
-    try:
-        path = inspect.getsourcefile(fn)
-    except TypeError:
-        return None
-    if not path or path.startswith("<"):
-        return None
-    return Path(path).resolve().parent
+        execution.exit()

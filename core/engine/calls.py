@@ -11,39 +11,39 @@ from __future__ import annotations
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
-from . import states as S
+from .. import states
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine import TaskExecution, execute_async, execute_sync, finish_run, never_started
-from .futures import (Future, Work, _in_event_loop, _run_coroutine_function, collect_futures, resolve_futures,
+from .futures import (Future, Work, collect_futures, in_event_loop, resolve_futures, run_coroutine_function,
                       unmapped, when_all_done)
 from .task_creation import create_task_run, standalone_context
+from .task_loop import TaskExecution, execute_async, execute_sync, finish_run, never_started
 
 if TYPE_CHECKING:
-    from .tasks import Task
+    from ..tasks import Task
 
 
 def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool,
               wait_for: Any) -> Any:
     """``task(...)``: run now, in this thread, and return the result (or state)."""
-    fctx = flow_run_ctx.get()
-    if fctx is None:
-        fctx = standalone_context(task)
+    flow_context = flow_run_ctx.get()
+    if flow_context is None:
+        flow_context = standalone_context(task)
     parameters = task.binder.bind(args, kwargs)
     upstream = upstream_of(task, parameters, wait_for)
-    ex = create_task_run(task, fctx, parameters, upstream)
+    execution = create_task_run(task, flow_context, parameters, upstream)
     try:
-        not_ready = _wait_upstream(ex, upstream) if upstream else None
+        not_ready = _wait_upstream(execution, upstream) if upstream else None
         if not_ready is None:
             if task.is_async:
-                return _call_async_task(ex, return_state)
-            state = execute_sync(ex)
+                return _call_async_task(execution, return_state)
+            state = execute_sync(execution)
     except BaseException as exc:
         # An interrupt while waiting for upstream runs, or before the attempt loop began
         # (which ends its own runs): the run never started. Noted first without a call
         # (see engine.execute_sync): at the recursion limit the calls fail too.
-        fctx.unfinished.append((ex, exc, get_ident()))
-        if not _cancelled(ex):
-            never_started(ex, exc)
+        flow_context.unfinished.append((execution, exc, get_ident()))
+        if not _cancelled(execution):
+            never_started(execution, exc)
         raise
     if not_ready is not None:
         return not_ready if return_state else not_ready.result()
@@ -52,18 +52,18 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
     return state.result()
 
 
-async def _async_result(ex: TaskExecution, return_state: bool) -> Any:
-    state = await execute_async(ex)
+async def _async_result(execution: TaskExecution, return_state: bool) -> Any:
+    state = await execute_async(execution)
     return state if return_state else state.result()
 
 
-def _call_async_task(ex: TaskExecution, return_state: bool) -> Any:
+def _call_async_task(execution: TaskExecution, return_state: bool) -> Any:
     """An async task called: awaitable when its caller is async, else run to completion
     here (in a thread of its own if this thread's event loop is blocked by a sync body,
     as in a sync flow called from a notebook cell)."""
     if _caller_is_async():
-        return _async_result(ex, return_state)
-    return _run_coroutine_function(lambda: _async_result(ex, return_state))
+        return _async_result(execution, return_state)
+    return run_coroutine_function(lambda: _async_result(execution, return_state))
 
 
 def _caller_is_async() -> bool:
@@ -72,53 +72,53 @@ def _caller_is_async() -> bool:
     caller = task_run_ctx.get()
     if caller is not None:
         return caller.task.is_async
-    fctx = flow_run_ctx.get()
-    if fctx is not None and fctx.flow is not None:
-        return fctx.flow.is_async
-    return _in_event_loop()
+    flow_context = flow_run_ctx.get()
+    if flow_context is not None and flow_context.flow is not None:
+        return flow_context.flow.is_async
+    return in_event_loop()
 
 
-def _wait_upstream(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
+def _wait_upstream(execution: TaskExecution, upstream: list[Future]) -> states.State | None:
     """Wait for upstream futures; resolve them into the parameters, or end NotReady."""
     for future in upstream:
         future.wait()
     failed = next((f for f in upstream if not f.state.is_completed()), None)
     if failed is not None:
-        return not_ready(ex, failed)
-    resolved = {k: resolve_futures(v) for k, v in ex.parameters.items()}
-    ex.parameters = resolved
-    ex.task_run.parameters = resolved
+        return not_ready(execution, failed)
+    resolved = {k: resolve_futures(v) for k, v in execution.parameters.items()}
+    execution.context.parameters = resolved
+    execution.task_run.parameters = resolved
     return None
 
 
-def not_ready(ex: TaskExecution, failed: Future) -> S.State:
+def not_ready(execution: TaskExecution, failed: Future) -> states.State:
     """End the run ``NotReady`` because the upstream run of ``failed`` did not complete;
     return the run's last state. Task runners that settle runs themselves use it too.
 
     A run the crashing flow run ended meanwhile keeps that final state (check and set
     under the run's lock, as ``finish_run`` does)."""
-    state = S.NotReady(message=f"Upstream task run {failed.task_run_name!r} did not reach a "
+    state = states.NotReady(message=f"Upstream task run {failed.task_run_name!r} did not reach a "
                                f"'COMPLETED' state ({failed.state}).")
-    last = finish_run(ex.flow_context, ex.task_run, state)
+    last = finish_run(execution.flow_context, execution.task_run, state)
     if last is state:
-        ex.finish_logs(state)
+        execution.finish_logs(state)
     return last
 
 
 def _flow_context_for(task: Task, method: str, advice: str) -> FlowRunContext:
     """The active flow run's context; ``.submit``/``.map`` outside a flow is an error."""
-    fctx = flow_run_ctx.get()
-    if fctx is None or fctx.flow_run is None:
+    flow_context = flow_run_ctx.get()
+    if flow_context is None or flow_context.flow_run is None:
         raise RuntimeError(f"{task.name}.{method}() was called outside a flow. {advice}")
-    return fctx
+    return flow_context
 
 
 def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> Future:
     """``task.submit(...)``: hand the run to the flow's task runner; return its future."""
-    fctx = _flow_context_for(task, "submit", "Submitting needs a flow run's task runner: call it "
+    flow_context = _flow_context_for(task, "submit", "Submitting needs a flow run's task runner: call it "
                              f"inside a @flow function, or call the task directly: {task.name}(...)")
     parameters = task.binder.bind(args, kwargs)
-    return _submit(task, fctx, parameters, wait_for)
+    return _submit(task, flow_context, parameters, wait_for)
 
 
 #: The upstream of most runs: shared, and a tuple so nothing can add to it (an empty
@@ -156,114 +156,110 @@ def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[F
     return upstream or _NO_UPSTREAM
 
 
-def _not_to_run(ex: TaskExecution, upstream: list[Future]) -> S.State | None:
+def _not_to_run(execution: TaskExecution, upstream: list[Future]) -> states.State | None:
     """The state a submitted run ends in without running: the flow ended it already, or
     an upstream run did not complete (``NotReady``). ``None``: run it."""
-    if _cancelled(ex):
-        return ex.task_run.state
+    if _cancelled(execution):
+        return execution.task_run.state
     if upstream:
-        return _wait_upstream(ex, upstream)
+        return _wait_upstream(execution, upstream)
     return None
 
 
-def _submit(task: Task, fctx: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
+def _submit(task: Task, flow_context: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
     upstream = upstream_of(task, parameters, wait_for)
-    ex = create_task_run(task, fctx, parameters, upstream)
+    execution = create_task_run(task, flow_context, parameters, upstream)
     try:
-        future = Future(ex.task_run, fctx)
+        future = Future(execution.task_run, flow_context)
         if task.is_async:
-            work = Work(future, ex, None, _run_submitted_async, upstream)
+            work = Work(future, execution, None, _run_submitted_async, upstream)
         else:
-            work = Work(future, ex, _run_submitted_sync, None, upstream)
+            work = Work(future, execution, _run_submitted_sync, None, upstream)
         future.work = work
-        fctx.track(future)  # told when the future finishes: it is the future's owner
+        flow_context.track(future)  # told when the future finishes: it is the future's owner
     except BaseException as exc:  # interrupted before the flow run could see the run
-        fctx.unfinished.append((ex, exc, get_ident()))
-        never_started(ex, exc)
+        flow_context.unfinished.append((execution, exc, get_ident()))
+        never_started(execution, exc)
         raise
-    if fctx.crashed:
+    if flow_context.crashed:
         # The flow run crashed meanwhile (this is a task's thread): it may have ended
         # its runs before this one was tracked, so end it here; nothing runs it now.
-        future.set_state(finish_run(fctx, ex.task_run, S.Cancelled(
+        future.set_state(finish_run(flow_context, execution.task_run, states.Cancelled(
             message="The flow run crashed before this task run started.")))
         return future
-    runner = fctx.task_runner
+    runner = flow_context.task_runner
     pending = [f for f in upstream if not f.done()] if upstream else upstream
     if not pending or runner.handles_dependencies:
         work.ready = True
         try:
-            _hand_to_runner(runner, work, ex)
+            _hand_to_runner(runner, work, execution)
         except BaseException:
             future.observed = True  # raised to the caller: not a silent failure
             raise
     else:
-        _submit_when_done(runner, work, pending, ex)
+        _submit_when_done(runner, work, pending, execution)
     return future
 
 
-def _run_submitted_sync(work: Work) -> S.State:
+def _run_submitted_sync(work: Work) -> states.State:
     """A submitted sync run, in whichever thread runs it; its final state."""
-    ex = work.execution
-    # In a worker thread an interrupt or an engine error must still end the run,
-    # never leave it Running or its future unfinished.
+    execution = work.execution
     try:
-        early = _not_to_run(ex, work.upstream)
-        return early if early is not None else execute_sync(ex)
+        early = _not_to_run(execution, work.upstream)
+        return early if early is not None else execute_sync(execution)
     except BaseException as exc:
-        state = _crash_state(ex, exc)
-        if isinstance(exc, Exception):
-            return state
-        # An interrupt in the thread that runs the flow (sequential runner, or a
-        # waiter running the work itself) must still stop the flow.
-        work.future.set_state(state)
-        raise
+        return _escaped_submitted(work, exc)
 
 
-async def _run_submitted_async(work: Work) -> S.State:
+async def _run_submitted_async(work: Work) -> states.State:
     """A submitted async run, on the event loop that runs it; its final state."""
-    ex = work.execution
+    execution = work.execution
     try:
-        early = _not_to_run(ex, work.upstream)
-        return early if early is not None else await execute_async(ex)
+        early = _not_to_run(execution, work.upstream)
+        return early if early is not None else await execute_async(execution)
     except BaseException as exc:
-        state = _crash_state(ex, exc)
-        if isinstance(exc, Exception):
-            return state
-        work.future.set_state(state)  # cancelled by the event loop: end the run, then obey
-        raise
+        return _escaped_submitted(work, exc)
 
 
-def _cancelled(ex: TaskExecution) -> bool:
+def _escaped_submitted(work: Work, exc: BaseException) -> states.State:
+    """In a worker an interrupt or an engine error must still end the run, never leave
+    it Running or its future unfinished: the run's final state for an error; an
+    interrupt (in the thread that runs the flow: the sequential runner, or a waiter
+    running the work itself; or a cancelled event loop) ends the future, then is raised
+    again, so it still stops the flow."""
+    state = work.execution.crash(exc)
+    if isinstance(exc, Exception):
+        return state
+    work.future.set_state(state)
+    raise exc
+
+
+def _cancelled(execution: TaskExecution) -> bool:
     """True when the flow run ended this run (Cancelled) before a worker started it."""
-    state = ex.task_run.state
+    state = execution.task_run.state
     return state is not None and state.is_final()
 
 
-def _hand_to_runner(runner: Any, work: Work, ex: TaskExecution) -> None:
+def _hand_to_runner(runner: Any, work: Work, execution: TaskExecution) -> None:
     """``runner.submit(work)``; if the runner itself fails, the run ends Crashed (so the
     flow never waits for it forever) and the error propagates."""
     try:
         runner.submit(work)
     except BaseException as exc:
         if not work.future.done():
-            work.future.set_state(_crash_state(ex, exc))
+            work.future.set_state(execution.crash(exc))
         raise
 
 
-def _submit_when_done(runner: Any, work: Work, pending: list[Future], ex: TaskExecution) -> None:
+def _submit_when_done(runner: Any, work: Work, pending: list[Future], execution: TaskExecution) -> None:
     def hand_over() -> None:
         work.ready = True
         try:
-            _hand_to_runner(runner, work, ex)
+            _hand_to_runner(runner, work, execution)
         except Exception:
             pass  # recorded as Crashed on the run; the thread finishing upstream goes on
 
     when_all_done(pending, hand_over)
-
-
-def _crash_state(ex: TaskExecution, exc: BaseException) -> S.State:
-    """End the run Crashed (unless final already); return its final state."""
-    return ex.crash(exc)
 
 
 def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> list[Future]:
@@ -274,7 +270,7 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     length. ``unmapped(x)``, other values and parameters left at their default are passed
     whole to every run. A future is mapped over its result, and every run depends on it.
     """
-    fctx = _flow_context_for(task, "map", "Mapping submits to a flow run's task runner: call it "
+    flow_context = _flow_context_for(task, "map", "Mapping submits to a flow run's task runner: call it "
                              "inside a @flow function")
     parameters = task.binder.bind(args, kwargs)
     # Only arguments the caller passed are mapped: a default that happens to be a list
@@ -321,7 +317,7 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
         for name, items in iterables.items():
             call[name] = items[i]
         ordered = {n: call[n] for n in parameters}
-        futures.append(_submit(task, fctx, ordered, wait_for))
+        futures.append(_submit(task, flow_context, ordered, wait_for))
     return futures
 
 

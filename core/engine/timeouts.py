@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Awaitable, Callable
 
-from .errors import TaskTimeout
+from ..errors import TaskTimeout
 
 
 def secs(value: float) -> str:

@@ -1,0 +1,133 @@
+"""A flow run's shared state (:class:`FlowRunContext`), and the active flow run and
+task run, held in context variables.
+
+Context variables (not thread-locals) so that async tasks, and worker threads started
+with a copy of the context, see the run that started them. The task run variable holds
+the run's :class:`~headwater.policy.TaskRunContext`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, UnknownComponentError
+from ..policy import StatePolicy, TaskRunContext
+from ..results import unknown_serializer
+
+if TYPE_CHECKING:
+    from ..bindings import FlowBindings
+    from ..flows import Flow
+    from ..results import ResultStore
+    from ..runs import FlowRun
+    from ..session import Session
+    from ..stores import RunStore
+    from ..tasks import Task
+    from .futures import Future
+
+#: How many locks guard the runs' state changes (a run's lock is picked by its id).
+RUN_LOCKS = 16
+
+
+class FlowRunContext:
+    """Everything a flow run's tasks share, made once per flow run."""
+
+    def __init__(self, flow: Flow | None, flow_run: FlowRun | None, session: Session,
+                 bindings: FlowBindings, result_store: ResultStore | None = None) -> None:
+        self.flow = flow
+        self.flow_run = flow_run
+        self.session = session
+        self.bindings = bindings
+        self.store: RunStore = session.store
+        self.task_runner: Any = None
+        self.label = f"Flow run {flow_run.name!r}" if flow_run is not None else ""
+        self._result_store = result_store  # else made on first use
+        self._policies: dict[int, StatePolicy] = {}
+        self._counters: dict[str, itertools.count] = {}
+        self._lock = threading.Lock()
+        # A run's state changes under one of these (picked by its id): one lock for all
+        # runs had the flow's worker threads queueing on it, each wait a GIL hand-over.
+        self.run_locks = tuple(threading.Lock() for _ in range(RUN_LOCKS))
+        # Submitted futures not yet finished, and failures nobody looked at.
+        self.pending: set[Future] = set()
+        self.failures: list[Future] = []
+        self.submitted = 0
+        self.crashed = False
+        # Threads still running a body after a flow timeout gave up on them: they may not
+        # start new task runs or subflows (timeouts.call_in_thread).
+        self.abandoned: set[int] = set()
+        # Unfinished task runs that tasks called (by run id), for crash() to end.
+        self.nested: dict[str, Any] = {}
+        # (task execution, exception, thread id) of runs whose end could not be recorded
+        # where it happened (engine.end_unfinished): mostly empty.
+        self.unfinished: list[Any] = []
+
+    @property
+    def result_store(self) -> ResultStore:
+        if self._result_store is None:
+            make = self.bindings.make_result_store
+            store = make(flow=self.flow, session=self.session) if make else None
+            if store is None:
+                raise ConfigurationError("no plugin made a result store (is local_results disabled?)")
+            self._result_store = store
+        return self._result_store
+
+    def policy_for(self, task: Task) -> StatePolicy:
+        policy = self._policies.get(id(task))
+        if policy is None:
+            if task.spec.result_serializer is not None:
+                self._check_serializer(task)
+            make = self.bindings.make_state_policy
+            policy = make(task=task, session=self.session) if make else None
+            if policy is None:
+                policy = StatePolicy()
+            self._policies[id(task)] = policy
+        return policy
+
+    def _check_serializer(self, task: Task) -> None:
+        # Checked before the task's first run in this flow run: an unknown name found only
+        # when the result is written would waste the work of the body.
+        known = self.session.registry.names("serializer")
+        name = task.spec.result_serializer
+        if known and name not in known:
+            raise UnknownComponentError(f"task {task.name!r} was not run: "
+                                        f"{unknown_serializer(name, known)}")
+
+    def lock_for(self, run_id: str) -> threading.Lock:
+        """The lock a run's state changes are made under (one of :data:`RUN_LOCKS`)."""
+        return self.run_locks[hash(run_id) % RUN_LOCKS]
+
+    def next_index(self, task_key: str) -> int:
+        counter = self._counters.get(task_key)
+        if counter is None:
+            with self._lock:
+                counter = self._counters.setdefault(task_key, itertools.count())
+        return next(counter)
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self.pending.add(future)
+            self.submitted += 1
+
+    def finished(self, future: Future) -> None:
+        # No lock: list.append and set.discard are single steps under the GIL, and every
+        # reader copies (list(self.pending)) in one step too. A failure is counted before
+        # the future leaves ``pending``: the flow run, once it sees nothing pending,
+        # must find every failure.
+        state = future.final_state
+        if state is not None and not state.is_completed():
+            self.failures.append(future)
+        self.pending.discard(future)
+
+    def unobserved_failures(self) -> list[Future]:
+        return [f for f in self.failures if not f.observed]
+
+
+flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
+    "headwater_flow_run", default=None
+)
+task_run_ctx: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
+    "headwater_task_run", default=None
+)

@@ -1,0 +1,72 @@
+"""Flow retries are a state policy's answer, as task retries are: the retries plugin's
+by default, replaceable through headwater_make_flow_state_policy."""
+
+from __future__ import annotations
+
+from headwater import Session, flow, hookimpl
+from headwater.plugins.retries import RetryPolicy
+from headwater.policy import StatePolicy
+from headwater.states import StateType
+
+calls: list[str] = []
+
+
+@flow(retries=3, retry_delay_seconds=0)
+def fetch(kind: str):
+    calls.append(kind)
+    if len(calls) < 3:
+        raise (ConnectionError if kind == "network" else ValueError)(f"{kind} failed")
+    return len(calls)
+
+
+class OnlyNetworkErrors(RetryPolicy):
+    """Retry a flow only when it lost the network."""
+
+    def propose_failed(self, ctx, exc, state):
+        if not isinstance(exc, ConnectionError):
+            return state
+        return super().propose_failed(ctx, exc, state)
+
+
+class NetworkRetries:
+    @hookimpl(tryfirst=True)
+    def headwater_make_flow_state_policy(self, flow, session):
+        return OnlyNetworkErrors(flow)
+
+
+def test_the_default_policy_retries_a_failed_flow_run(headwater_home):
+    calls.clear()
+    with Session() as session:
+        assert fetch("disk") == 3
+        session.store.flush()
+        (run,) = session.store.read_flow_runs()
+        names = [s.name for s in session.store.read_states(run.id)]
+    assert names.count("AwaitingRetry") == 2 and names[-1] == "Completed"
+
+
+def test_a_plugin_policy_decides_which_failures_retry_a_flow(headwater_home):
+    with Session(plugins=[NetworkRetries()]):
+        calls.clear()
+        assert fetch("network") == 3  # retried twice
+        calls.clear()
+        state = fetch("disk", return_state=True)
+        assert state.type is StateType.FAILED and calls == ["disk"]  # not retried
+
+
+class Garbage(StatePolicy):
+    def propose_failed(self, ctx, exc, state):
+        return None
+
+
+class GarbagePolicy:
+    @hookimpl(tryfirst=True)
+    def headwater_make_flow_state_policy(self, flow, session):
+        return Garbage()
+
+
+def test_a_flow_policy_answer_the_engine_cannot_act_on_fails_the_run_naming_it(headwater_home):
+    calls.clear()
+    with Session(plugins=[GarbagePolicy()]):
+        state = fetch("disk", return_state=True)
+    assert state.type is StateType.FAILED and calls == ["disk"]
+    assert "test_flow_retries.Garbage answered propose_failed() with None for flow run" in state.message
