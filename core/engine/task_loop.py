@@ -252,13 +252,14 @@ class TaskExecution:
             return self._refused(error)
 
     def persist_if_wanted(self, value: Any) -> states.State | None:
-        """Persist ``value`` when the run has a cache key or wants its result persisted.
-        Returns a Failed state when the storage is unusable (``None`` otherwise)."""
-        run = self.task_run
-        if run.cache_key is None and not self.persists():
+        """Persist ``value`` under the key the policy names (``result_key``: a cache key,
+        or ``persist_result``), if any. Returns a Failed state when the storage is
+        unusable (``None`` otherwise)."""
+        key = self.result_key()
+        if key is None:
             return None
         try:
-            self._persist(value)
+            self._persist(key, value)
         except (StoreError, ConfigurationError) as exc:
             # Unusable storage or an unknown serializer is a setup mistake, not a flaky
             # attempt: fail now, with the error naming the setting, no retries.
@@ -307,18 +308,12 @@ class TaskExecution:
             task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self.context))
         return finish_run(self.flow_context, run, state)
 
-    def persists(self) -> bool:
-        """Whether the run's result is persisted without a cache key: the task's
-        ``persist_result``, else its flow's."""
-        wanted = self.task.spec.persist_result
-        if wanted is None:
-            flow = self.flow_context.flow
-            wanted = bool(flow is not None and flow.spec.persist_result)
-        return wanted
+    def result_key(self) -> str | None:
+        """The policy's key for this run's result, or ``None`` (not persisted)."""
+        return self.policy.result_key(self.context)
 
-    def _persist(self, value: Any) -> None:
+    def _persist(self, key: str, value: Any) -> None:
         run = self.task_run
-        key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
         serializer = self.task.spec.result_serializer or DEFAULT_SERIALIZER
         try:
             run.result_location, size, digest = unpack_written(
