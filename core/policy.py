@@ -243,7 +243,18 @@ def is_retry(answer: State) -> bool:
         answer.name == "AwaitingRetry" or answer.state_details.scheduled_time is not None)
 
 
+def answering_policy(policy: Any, method: str) -> Any:
+    """The policy in a chain of wrappers whose own ``method`` gave the answer: wrappers
+    that only delegate it (:class:`WrappingPolicy`'s) are looked through, so an error
+    names the policy to fix, not the plugin that wrapped it."""
+    while isinstance(policy, WrappingPolicy) and \
+            getattr(type(policy), method, None) is getattr(WrappingPolicy, method):
+        policy = policy.inner
+    return policy
+
+
 def _refuse(policy: Any, method: str, answer: Any, expected: str, subject: str) -> PolicyAnswerError:
+    policy = answering_policy(policy, method)
     shown = repr(answer)
     if len(shown) > 80:
         shown = shown[:77] + "..."

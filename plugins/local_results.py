@@ -251,16 +251,21 @@ class PersistedResults(WrappingPolicy):
 
     def __init__(self, inner: StatePolicy, task: Any) -> None:
         super().__init__(inner)
-        self.wanted = task.spec.persist_result  # None: as the flow says
+        # A policy lives for one flow run, so "as the flow says" (None) is settled at the
+        # first result; and the inner policy is asked only if it can name a key at all:
+        # both run for every task run.
+        self.wanted: bool | None = task.spec.persist_result
+        self.inner_names_keys = type(inner).result_key is not StatePolicy.result_key
 
     def result_key(self, ctx: Any) -> str | None:
-        key = self.inner.result_key(ctx)
-        if key is not None:
-            return key
+        if self.inner_names_keys:
+            key = self.inner.result_key(ctx)
+            if key is not None:
+                return key
         wanted = self.wanted
         if wanted is None:
             flow = ctx.flow
-            wanted = flow is not None and flow.spec.persist_result
+            wanted = self.wanted = bool(flow is not None and flow.spec.persist_result)
         return f"run-{ctx.task_run.id}" if wanted else None
 
 
