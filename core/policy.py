@@ -73,6 +73,7 @@ class TaskRunContext:
     - ``nesting``: how many task runs enclose this one (0 for a task its flow called),
     - ``flow_run``: the :class:`~headwater.runs.FlowRun` it belongs to, or ``None``
       (a task called outside a flow),
+    - ``flow``: the :class:`~headwater.flows.Flow` of that flow run, or ``None``,
     - ``store``, ``result_store``, ``session``: the run store, the result store (made
       on first use) and the session.
 
@@ -95,6 +96,11 @@ class TaskRunContext:
         self.flow_run = flow_run
         #: The flow run's shared resources (the engine's flow run context).
         self.resources = resources
+
+    @property
+    def flow(self) -> Any:
+        """The :class:`~headwater.flows.Flow` the run belongs to, or ``None``."""
+        return getattr(self.resources, "flow", None)
 
     @property
     def store(self) -> RunStore:
@@ -145,8 +151,8 @@ Answer = Union[RunningAnswer, FailedAnswer, CompletedAnswer]
 
 
 class StatePolicy:
-    """The do-nothing policy: run once, no cache, no timeout, results not persisted
-    unless the task (or its flow) asks. The in-memory double of the policy interface.
+    """The do-nothing policy: run once, no cache, no timeout, results not persisted.
+    The in-memory double of the policy interface.
 
     Subclass it, or wrap another policy (:class:`WrappingPolicy`) and delegate to it.
     Every method receives the run's context (:class:`TaskRunContext` for task runs,
@@ -181,6 +187,14 @@ class StatePolicy:
         policy's class."""
         return state
 
+    def result_key(self, ctx: TaskRunContext) -> str | None:
+        """After a successful attempt, before ``propose_completed``: the key under which
+        the result store keeps the result, or ``None`` to keep it in memory only. The
+        ``caching`` plugin answers ``cache-<cache key>`` for a run with a cache key, the
+        ``local_results`` plugin ``run-<run id>`` for a run whose task (or flow) has
+        ``persist_result=True``."""
+        return None
+
 
 class WrappingPolicy(StatePolicy):
     """A policy that adds to another one; every method delegates unless overridden."""
@@ -198,6 +212,9 @@ class WrappingPolicy(StatePolicy):
 
     def propose_completed(self, ctx: TaskRunContext, state: State) -> CompletedAnswer:
         return self.inner.propose_completed(ctx, state)
+
+    def result_key(self, ctx: TaskRunContext) -> str | None:
+        return self.inner.result_key(ctx)
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":  # not set yet (unpickling, copying): no endless recursion
@@ -226,7 +243,18 @@ def is_retry(answer: State) -> bool:
         answer.name == "AwaitingRetry" or answer.state_details.scheduled_time is not None)
 
 
+def answering_policy(policy: Any, method: str) -> Any:
+    """The policy in a chain of wrappers whose own ``method`` gave the answer: wrappers
+    that only delegate it (:class:`WrappingPolicy`'s) are looked through, so an error
+    names the policy to fix, not the plugin that wrapped it."""
+    while isinstance(policy, WrappingPolicy) and \
+            getattr(type(policy), method, None) is getattr(WrappingPolicy, method):
+        policy = policy.inner
+    return policy
+
+
 def _refuse(policy: Any, method: str, answer: Any, expected: str, subject: str) -> PolicyAnswerError:
+    policy = answering_policy(policy, method)
     shown = repr(answer)
     if len(shown) > 80:
         shown = shown[:77] + "..."

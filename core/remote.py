@@ -143,7 +143,9 @@ class DetachedRun:
     flow_run_name: str
     flow_name: str
     cache_key: str | None
-    persist: bool
+    #: Where the result is persisted (the policy's ``result_key``, asked in the flow
+    #: process, which knows the flow), or None: kept in memory.
+    result_key: str | None
     retries_done: int = 0
     start_after: float = 0.0  # epoch seconds: a retry scheduled before the run left
     log_level: int = logging.INFO
@@ -222,7 +224,7 @@ def detach(execution: TaskExecution, parameters: dict[str, Any] | None = None) -
         flow_run_name=flow_run.name if flow_run is not None else "",
         flow_name=flow_run.flow_name if flow_run is not None else "",
         flow_run_count=flow_run.run_count if flow_run is not None else 0,
-        cache_key=run.cache_key, persist=execution.persists(), retries_done=execution.retries_done,
+        cache_key=run.cache_key, result_key=execution.result_key(), retries_done=execution.retries_done,
         start_after=start_after, log_level=task_logger.getEffectiveLevel(),
     )
 
@@ -329,10 +331,10 @@ class _DetachedContext(FlowRunContext):
 class _DetachedExecution(TaskExecution):
     """The engine's TaskExecution, with the flow-process decisions it cannot make itself."""
 
-    __slots__ = ("persist_decided",)
+    __slots__ = ("result_key_decided",)
 
-    def persists(self) -> bool:
-        return self.persist_decided
+    def result_key(self) -> str | None:
+        return self.result_key_decided
 
     def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
@@ -393,7 +395,7 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     run.cache_key = detached.cache_key
     flow_context = _DetachedContext(detached, task, policy, flow_facts)
     execution = _DetachedExecution(task, run, flow_context, detached.parameters)  # type: ignore[arg-type]
-    execution.persist_decided = detached.persist
+    execution.result_key_decided = detached.result_key
     execution.context.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)

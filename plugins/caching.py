@@ -121,6 +121,12 @@ class CachePolicy(WrappingPolicy):
         return Cached(data=value, cache_key=key, cache_expiration=expires,
                       task_run_id=run.id)
 
+    def result_key(self, ctx: Any) -> str | None:
+        """A run with a cache key keeps its result under that key (the entry points to
+        it); without one (a key function that answered None), as the inner policy says."""
+        key = ctx.task_run.cache_key
+        return f"cache-{key}" if key is not None else self.inner.result_key(ctx)
+
     def propose_completed(self, ctx: Any, state: State) -> State:
         state = self.inner.propose_completed(ctx, state)
         run = ctx.task_run

@@ -30,6 +30,7 @@ from typing import Any
 
 from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
+from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import (
     CloudpickleSerializer,
     JSONSerializer,
@@ -240,3 +241,39 @@ def headwater_register_components(registry: Any) -> None:
 def headwater_make_result_store(flow: Any, session: Any) -> ResultStore:
     serializers = {name: s for name, s, _ in session.registry.items("serializer")}
     return LocalResultStore(session.settings.local_storage_path, serializers)
+
+
+class PersistedResults(WrappingPolicy):
+    """Adds ``persist_result`` to another policy: a run whose task says
+    ``persist_result=True`` (or says nothing, in a flow that says so) keeps its result in
+    the result store under ``run-<run id>``, unless the inner policy names a key (a
+    cache key wins)."""
+
+    def __init__(self, inner: StatePolicy, task: Any) -> None:
+        super().__init__(inner)
+        # A policy lives for one flow run, so "as the flow says" (None) is settled at the
+        # first result; and the inner policy is asked only if it can name a key at all:
+        # both run for every task run.
+        self.wanted: bool | None = task.spec.persist_result
+        self.inner_names_keys = type(inner).result_key is not StatePolicy.result_key
+
+    def result_key(self, ctx: Any) -> str | None:
+        if self.inner_names_keys:
+            key = self.inner.result_key(ctx)
+            if key is not None:
+                return key
+        wanted = self.wanted
+        if wanted is None:
+            flow = ctx.flow
+            wanted = self.wanted = bool(flow is not None and flow.spec.persist_result)
+        return f"run-{ctx.task_run.id}" if wanted else None
+
+
+@hookimpl(wrapper=True)
+def headwater_make_state_policy(task: Any, session: Any) -> Any:
+    """Wrap the policy of every task that may persist its result (``persist_result``
+    not ``False``) in a :class:`PersistedResults`."""
+    policy = yield
+    if policy is not None and task.spec.persist_result is not False:
+        return PersistedResults(policy, task)
+    return policy

@@ -95,10 +95,6 @@ class FlowRunContext:
             raise UnknownComponentError(f"task {task.name!r} was not run: "
                                         f"{unknown_serializer(name, known)}")
 
-    def lock_for(self, run_id: str) -> threading.Lock:
-        """The lock a run's state changes are made under (one of :data:`RUN_LOCKS`)."""
-        return self.run_locks[hash(run_id) % RUN_LOCKS]
-
     def next_index(self, task_key: str) -> int:
         counter = self._counters.get(task_key)
         if counter is None:

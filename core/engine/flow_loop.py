@@ -53,7 +53,7 @@ class FlowExecution(FlowRunContext):
                       parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
         #: What the flow's state policy sees of the run (``retries_done`` among it).
-        self.attempts = FlowRunAttempts(flow, run)
+        self.policy_context = FlowRunAttempts(flow, run)
         self.final: states.State | None = None
         self.closed = False
         self.recorded: states.State | None = None  # the final state, once recorded
@@ -143,7 +143,7 @@ class FlowExecution(FlowRunContext):
 
     def begin_attempt(self) -> None:
         run = self.flow_run
-        state = states.Retrying() if self.attempts.retries_done else states.Running()
+        state = states.Retrying() if self.policy_context.retries_done else states.Running()
         run.run_count += 1
         if run.start_ts is None:
             run.start_ts = state.ts
@@ -233,12 +233,12 @@ class FlowExecution(FlowRunContext):
         if not is_retry(answer):
             self.settle(answer)
             return None
-        attempts = self.attempts
-        attempts.retries_done += 1
+        policy_context = self.policy_context
+        policy_context.retries_done += 1
         scheduled = answer.state_details.scheduled_time
         delay = max(0.0, scheduled.timestamp() - time.time()) if scheduled is not None else 0.0
         transition(self, self.flow_run, answer)
-        flow_logger.info("Retry %d/%d will start %s second(s) from now", attempts.retries_done,
+        flow_logger.info("Retry %d/%d will start %s second(s) from now", policy_context.retries_done,
                          self.flow.spec.retries, secs(delay), extra=flow_extra(self))
         with self._lock:  # the next attempt counts its own task runs
             self.pending.clear()
@@ -251,7 +251,7 @@ class FlowExecution(FlowRunContext):
         cannot act on fails the run with an error naming it."""
         policy = self.policy
         try:
-            answer = policy.propose_failed(self.attempts, exc, state)
+            answer = policy.propose_failed(self.policy_context, exc, state)
         except Exception as policy_exc:
             flow_logger.error("Retry policy failed:", exc_info=policy_exc, extra=flow_extra(self))
             return states.Failed(message=f"The retry policy of flow {self.flow.name!r} raised "

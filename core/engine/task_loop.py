@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import states
 from ..errors import ConfigurationError, StoreError, TaskNestingError, TaskTimeout
-from ..policy import (PolicyAnswerError, TaskRunContext, check_completed_answer, check_failed_answer,
-                      check_running_answer, is_retry, policy_name)
+from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check_completed_answer,
+                      check_failed_answer, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from ..run_logging import log_line, log_prints_var, task_extra, task_logger
 from ..runs import TaskRun
 from ..tracebacks import describe, for_log, logged_in
 from .attempts import task_attempts
-from .context import FlowRunContext, task_run_ctx
+from .context import RUN_LOCKS, FlowRunContext, task_run_ctx
 from .drivers import drive, drive_async
 from .timeouts import call_in_thread, call_with_deadline, secs
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 _INFO = logging.INFO
+_FINAL = states.FINAL_TYPES
 _get_ident = threading.get_ident
 
 def transition(flow_context: FlowRunContext, run: Any, state: states.State) -> None:
@@ -59,7 +60,7 @@ def finish_run(flow_context: FlowRunContext, run: Any, state: states.State) -> s
     worker) uses this, so a run never records two final states."""
     # Check and set are one step under the run's lock: a crashing flow run ends its
     # unfinished task runs from another thread while workers may be moving them on.
-    with flow_context.lock_for(run.id):
+    with flow_context.run_locks[hash(run.id) % RUN_LOCKS]:
         previous = run.state
         if previous is not None and previous.is_final():
             return previous
@@ -213,7 +214,7 @@ class TaskExecution:
             return self._refused(error, exc)
         if answer.type is states.StateType.COMPLETED:
             task_logger.warning("State policy %s answered the failed attempt with %s: the run is "
-                                "recorded as completed", policy_name(self.policy), answer,
+                                "recorded as completed", policy_name(answering_policy(self.policy, "propose_failed")), answer,
                                 extra=task_extra(self.context))
         return answer
 
@@ -238,34 +239,28 @@ class TaskExecution:
         return finish_run(flow_context, self.task_run, self.settle_result(value))
 
     def settle_result(self, value: Any) -> states.State:
-        """The final state of a run whose body returned ``value``: persisted when the run
-        has a cache key or wants it persisted, then answered by the policy. Both local
-        runs and runs recorded from another process (``headwater.remote``) end here."""
-        state = states.Completed(data=value)
-        failure = self.persist_if_wanted(value)
-        if failure is not None:
-            return failure
-        answer = self.policy.propose_completed(self.context, state)
+        """The final state of a run whose body returned ``value``: persisted under the
+        policy's ``result_key`` (if any), then answered by the policy. Both local runs
+        and runs recorded from another process (``headwater.remote``) end here."""
+        key = self.result_key()
+        if key is not None:
+            failure = self._persist(key, value)
+            if failure is not None:
+                return failure
+        policy = self.policy
+        answer = policy.propose_completed(self.context, states.Completed(data=value))
+        if isinstance(answer, states.State) and answer.type in _FINAL:
+            return answer
         try:
-            return check_completed_answer(self.policy, answer, self._subject())
+            return check_completed_answer(policy, answer, self._subject())
         except PolicyAnswerError as error:
             return self._refused(error)
 
     def persist_if_wanted(self, value: Any) -> states.State | None:
-        """Persist ``value`` when the run has a cache key or wants its result persisted.
-        Returns a Failed state when the storage is unusable (``None`` otherwise)."""
-        run = self.task_run
-        if run.cache_key is None and not self.persists():
-            return None
-        try:
-            self._persist(value)
-        except (StoreError, ConfigurationError) as exc:
-            # Unusable storage or an unknown serializer is a setup mistake, not a flaky
-            # attempt: fail now, with the error naming the setting, no retries.
-            task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self.context))
-            self.error = exc
-            return states.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
-        return None
+        """Persist ``value`` under the policy's ``result_key``, if any. Returns a Failed
+        state when the storage is unusable (``None`` otherwise)."""
+        key = self.result_key()
+        return self._persist(key, value) if key is not None else None
 
     # -- the policy's answers ---------------------------------------------------------------
 
@@ -275,6 +270,8 @@ class TaskExecution:
         early = self.policy.propose_running(self.context)
         if early is None:
             return None
+        if isinstance(early, states.State) and early.type in _FINAL:
+            return early
         try:
             return check_running_answer(self.policy, early, self._subject())
         except PolicyAnswerError as error:
@@ -307,18 +304,13 @@ class TaskExecution:
             task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self.context))
         return finish_run(self.flow_context, run, state)
 
-    def persists(self) -> bool:
-        """Whether the run's result is persisted without a cache key: the task's
-        ``persist_result``, else its flow's."""
-        wanted = self.task.spec.persist_result
-        if wanted is None:
-            flow = self.flow_context.flow
-            wanted = bool(flow is not None and flow.spec.persist_result)
-        return wanted
+    def result_key(self) -> str | None:
+        """The policy's key for this run's result, or ``None`` (not persisted)."""
+        return self.policy.result_key(self.context)
 
-    def _persist(self, value: Any) -> None:
+    def _persist(self, key: str, value: Any) -> states.State | None:
+        """Write ``value`` under ``key``; a Failed state when the storage is unusable."""
         run = self.task_run
-        key = f"cache-{run.cache_key}" if run.cache_key is not None else f"run-{run.id}"
         serializer = self.task.spec.result_serializer or DEFAULT_SERIALIZER
         try:
             run.result_location, size, digest = unpack_written(
@@ -329,6 +321,13 @@ class TaskExecution:
         except ResultNotPersisted as exc:
             task_logger.warning("Result of type %s was not persisted (so not cached): %s",
                                 type(value).__name__, exc, extra=task_extra(self.context))
+        except (StoreError, ConfigurationError) as exc:
+            # Unusable storage or an unknown serializer is a setup mistake, not a flaky
+            # attempt: fail now, with the error naming the setting, no retries.
+            task_logger.error("Could not persist the result: %s", exc, extra=task_extra(self.context))
+            self.error = exc
+            return states.Failed(message=f"Task run could not persist its result: {exc}", data=exc)
+        return None
 
     def result_size_and_digest(self) -> tuple[int | None, str | None]:
         """Size and digest of the result this run persisted (for its cache entry)."""
@@ -341,7 +340,9 @@ class TaskExecution:
         state.note_ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
         if task_logger.isEnabledFor(_INFO):
             log_line(task_logger, _INFO, "Finished in state %s", (state,), task_extra(self.context))
-        self.run_callbacks(state)
+        callbacks = callbacks_for(self.task.spec, state)
+        if callbacks:
+            run_callbacks(callbacks, self.task, run, state, task_logger, task_extra(self.context))
 
     def run_callbacks(self, state: states.State) -> None:
         """Mark ``state`` as this run's end, then run the task's callbacks for it."""

@@ -9,7 +9,7 @@ import pytest
 
 from headwater import flow, task
 from headwater.plugins.retries import RetryPolicy
-from headwater.policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, TaskRunContext,
+from headwater.policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, TaskRunContext, WrappingPolicy,
                               check_completed_answer, check_failed_answer, check_running_answer, is_retry)
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import (AwaitingRetry, Cached, Completed, Failed, Pending, Running, Scheduled,
@@ -42,6 +42,14 @@ def test_other_failure_answers_are_refused_naming_the_policy_and_the_answer(answ
     message = str(info.value)
     assert "test_policy.Odd answered propose_failed() with " + repr(answer) in message
     assert "for task run 'load-0'" in message and "expected" in message
+
+
+def test_a_refused_answer_names_the_wrapped_policy_that_gave_it_not_the_wrapper():
+    class Delegating(WrappingPolicy):  # wraps, changes nothing about failures
+        pass
+
+    with pytest.raises(PolicyAnswerError, match=r"test_policy\.Odd answered propose_failed"):
+        check_failed_answer(Delegating(Delegating(Odd())), None)
 
 
 def test_running_answers_are_none_or_final():
