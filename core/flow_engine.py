@@ -82,7 +82,7 @@ class FlowExecution(FlowRunContext):
         try:
             run.name = self._name()
         except Exception as exc:
-            run.name = _fallback_name(run.id)
+            run.name = run.id  # the last resort, so the failed run can still be found
             problem = problem or exc
         self.label = f"Flow run {run.name!r}"
         self.store.create_flow_run(run)
@@ -100,7 +100,7 @@ class FlowExecution(FlowRunContext):
         namer = self.bindings.flow_run_name
         name = namer(flow=self.flow, parameters=self.flow_run.parameters) if namer else None
         if name is None:
-            return _fallback_name(self.flow_run.id)
+            return self.flow_run.id  # the last resort: no plugin named it
         if not isinstance(name, str):
             raise RunNameError(f"flow run name for {self.flow.name!r} must be a string, got {name!r}")
         if not name.strip():  # a run no one could find by its name
@@ -356,11 +356,6 @@ def _dt_from_ts(ts: float) -> Any:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
-
-
-def _fallback_name(run_id: str) -> str:
-    """The name of a flow run no naming plugin named (or whose namer failed)."""
-    return f"flow-run-{run_id.replace('-', '')[:8]}"
 
 
 def _result(state: S.State, return_state: bool) -> Any:

@@ -297,7 +297,11 @@ class _DetachedContext(FlowRunContext):
                            facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
         flow_run.start_ts = facts.get("start_ts")
         flow_run.run_count = detached.flow_run_count
-        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty())  # type: ignore[arg-type]
+        bindings = FlowBindings.empty()
+        from headwater.plugins.run_naming import headwater_task_run_name  # as in the flow process
+
+        bindings.task_run_name = headwater_task_run_name
+        super().__init__(None, flow_run, _NoSession(), bindings)  # type: ignore[arg-type]
         self.store = _RecordingStore(detached.task_run_id)
         self._result_store = _DeferredResults(detached.task_run_id)
         # submit() inside a task on a worker: the run is made there, in this thread.

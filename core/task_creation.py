@@ -62,7 +62,7 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
         # it should it crash meanwhile (submitted runs it knows by their futures).
         ex.nesting = nesting
         fctx.nested[run.id] = ex
-    run.name = _task_run_name(ex, fctx) or f"{task.name}-{task.task_key}-{fctx.next_index(task.task_key)}"
+    run.name = _task_run_name(ex, fctx) or run.id  # the last resort: no plugin named it
     try:
         fctx.store.create_task_run(run)
         transition(ex.flow_context, run, S.Pending())
@@ -81,11 +81,16 @@ def create_task_run(task: Task, fctx: FlowRunContext, parameters: dict[str, Any]
 def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:
     bindings = fctx.bindings
     namer = bindings.task_run_name
-    if namer is None or (ex.task.spec.task_run_name is None and "task_run_name" in bindings.default_bound):
-        return None  # the default namer would answer None: save the call
+    if namer is None:
+        return None
+    index = fctx.next_index(ex.task.task_key)
+    if ex.task.spec.task_run_name is None and "task_run_name" in bindings.default_bound:
+        # run_naming alone and no template: it reads no headwater.runtime and answers a
+        # string, so the context switch and the checks are saved.
+        return namer(task=ex.task, parameters=ex.parameters, index=index)
     token = task_run_ctx.set(ex)  # so naming callables can read headwater.runtime.task_run
     try:
-        name = namer(task=ex.task, parameters=ex.parameters)
+        name = namer(task=ex.task, parameters=ex.parameters, index=index)
     finally:
         task_run_ctx.reset(token)
     if name is not None and not isinstance(name, str):
