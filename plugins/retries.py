@@ -24,6 +24,10 @@ __all__ = ["RetryPolicy", "delay_for", "headwater_make_state_policy"]
 
 
 class RetryPolicy(StatePolicy):
+    """The default state policy of a task: its ``retries`` (with ``retry_delay_seconds``,
+    ``retry_jitter_factor`` and ``retry_condition_fn``) and its ``timeout_seconds``, read
+    from the task's options once. Made per task per flow run; stateless between runs."""
+
     def __init__(self, task: Any) -> None:
         spec = task.spec
         self.retries = spec.retries
