@@ -85,9 +85,10 @@ def _task_run_name(ex: TaskExecution, fctx: FlowRunContext) -> str | None:
         return None
     index = fctx.next_index(ex.task.task_key)
     if ex.task.spec.task_run_name is None and "task_run_name" in bindings.default_bound:
-        # run_naming alone and no template: it reads no headwater.runtime and answers a
-        # string, so the context switch and the checks are saved.
-        return namer(task=ex.task, parameters=ex.parameters, index=index)
+        # run_naming's own function alone and no template: it reads no headwater.runtime
+        # and answers a string, so the context switch and the checks are saved, and it
+        # is called positionally (keywords cost about 0.1 us more per task run).
+        return namer(ex.task, ex.parameters, index)
     token = task_run_ctx.set(ex)  # so naming callables can read headwater.runtime.task_run
     try:
         name = namer(task=ex.task, parameters=ex.parameters, index=index)

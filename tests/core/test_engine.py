@@ -212,9 +212,9 @@ def test_with_only_the_default_namer_task_runs_are_named_by_a_plain_call(headwat
     assert namer is run_naming.headwater_task_run_name
     calls = []
 
-    def counting(**kwargs):
-        calls.append(kwargs["task"].name)
-        return namer(**kwargs)
+    def counting(task, parameters, index):
+        calls.append(task.name)
+        return namer(task, parameters, index)
 
     bindings.task_run_name = counting
     names()
