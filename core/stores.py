@@ -190,7 +190,7 @@ class RunReader:
 
     def read_flows(self) -> list[FlowSummary]:
         """Every flow with runs (or recorded info), the flow run most recently first."""
-        return flow_summaries(self.read_flow_runs(limit=2**62))
+        return _flow_summaries(self.read_flow_runs(limit=2**62))
 
     def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
         """The state history of every task run of one flow run, by task run id."""
@@ -233,7 +233,7 @@ def require_part(store: Any, part: type, needed_for: str) -> Any:
         f"has none (no {', '.join(missing)}); set HEADWATER_DATABASE_URL to a store that has one")
 
 
-def flow_summaries(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
+def _flow_summaries(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
     """Flow summaries for a store that computes none itself: the rules live with the
     store plugins (``headwater.plugins.sqlite_reads.summarize_flows``)."""
     # Imported on call, not at module level: core loads no plugin when imported, and
@@ -328,4 +328,4 @@ class MemoryRunStore(RunStore):
         return rows[:limit]
 
     def read_flows(self) -> list[FlowSummary]:
-        return flow_summaries(self.read_flow_runs(limit=2**62), list(self.flows.values()))
+        return _flow_summaries(self.read_flow_runs(limit=2**62), list(self.flows.values()))

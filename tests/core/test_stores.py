@@ -220,3 +220,39 @@ def test_the_dashboard_on_a_store_without_the_reader_part_fails_before_serving(w
     with Session(env=dict(os.environ)) as session:
         with pytest.raises(StoreError, match=r"^`headwater ui` needs a run store with a reader part"):
             make_server(session, port=0)
+
+
+def test_a_reader_gets_flow_summaries_and_counts_from_the_five_required_reads():
+    """A store implementing only RunReader's required methods answers read_flows and
+    count_flow_runs through the defaults (as the dashboard asks them)."""
+    recorded = MemoryRunStore()
+    with Session(plugins=[StoreOf(recorded)]):
+        doubles(1)
+        doubles(1)
+        cached_doubles.with_options(name="other")(return_state=True)
+
+    class ReadOnly(RunReader):
+        """Reads another store's runs; implements nothing else."""
+
+        def read_flow_runs(self, limit=50, offset=0, flow_name=None, state=None, parent_flow_run_id=None):
+            return recorded.read_flow_runs(limit, offset, flow_name, state, parent_flow_run_id)
+
+        def read_flow_run(self, id_or_name):
+            return recorded.read_flow_run(id_or_name)
+
+        def read_task_runs(self, flow_run_id=None, limit=None):
+            return recorded.read_task_runs(flow_run_id, limit)
+
+        def read_task_run(self, task_run_id):
+            return recorded.read_task_run(task_run_id)
+
+        def read_states(self, run_id):
+            return recorded.read_states(run_id)
+
+    reader = ReadOnly()
+    summaries = {s.name: s for s in reader.read_flows()}
+    assert summaries["doubles"].run_count == 2 and summaries["other"].run_count == 1
+    assert reader.count_flow_runs() == 3 and reader.count_flow_runs(flow_name="doubles") == 2
+    (run,) = reader.read_flow_runs(flow_name="other")
+    assert reader.read_task_run_states(run.id) == {t.id: recorded.read_states(t.id)
+                                                  for t in recorded.read_task_runs(run.id)}
