@@ -47,8 +47,8 @@ class FlowBindings:
                 bound = caller
             setattr(self, hook_name[len("headwater_"):], bound)
         #: Short names of the hooks bound to a default plugin's own implementation alone,
-        #: so the engine may skip a call whose default answer it knows (a task without
-        #: ``task_run_name`` gets the engine's own name).
+        #: so the engine may skip work around a call whose default it knows (naming a
+        #: task without ``task_run_name`` needs no ``headwater.runtime``).
         self.default_bound: frozenset[str] = frozenset(default_bound)
 
     @classmethod

@@ -35,11 +35,6 @@ class Flow(Generic[R]):
         self.tags = self.spec.tags
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"flow {self.name!r}")
-        if self.spec.log_prints:
-            # layering: print capture belongs to run logging, part of the engine
-            from .run_logging import enable_log_prints
-
-            enable_log_prints()
         self.source_dir = source_dir_of(fn)
         self._validator: ParameterValidator | None = None
         self._version: str | None = self.spec.version

@@ -241,7 +241,8 @@ def headwater_flow_run_name(flow: Flow, parameters: dict[str, Any]) -> str | Non
     name, or ``None`` to leave it to the next plugin.
 
     Kind: first result wins. The default (``run_naming``, ``trylast``) formats the
-    flow's ``flow_run_name`` or generates an ``adjective-animal`` slug.
+    flow's ``flow_run_name`` or generates an ``adjective-animal`` slug. With no answer at
+    all (``run_naming`` disabled), or when naming raised, the run is named by its id.
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
     directory.
@@ -249,16 +250,20 @@ def headwater_flow_run_name(flow: Flow, parameters: dict[str, Any]) -> str | Non
 
 
 @hookspec(firstresult=True)
-def headwater_task_run_name(task: Task, parameters: dict[str, Any]) -> str | None:
+def headwater_task_run_name(task: Task, parameters: dict[str, Any], index: int | str) -> str | None:
     """Name a new task run.
 
-    Called per task run (bound once per flow run), with ``task`` and ``parameters`` (the
-    bound parameters), while ``headwater.runtime.task_run`` answers (``task_run.name`` is
-    still empty). Return the name, or ``None`` for the default
-    ``{task name}-{8 hex of the task key}-{counter}``.
+    Called per task run (bound once per flow run), with ``task``, ``parameters`` (the
+    bound parameters) and ``index`` (how many runs of this task, by its task key, the
+    flow run created before this one: 0, 1, ...; text such as ``"3f2a9c1d.0"`` for a run
+    a task starts inside a run on an out-of-process runner), while
+    ``headwater.runtime.task_run`` answers (``task_run.name`` is still empty). Return the
+    name, or ``None`` to leave it to the next plugin.
 
-    Kind: first result wins. The default (``run_naming``) formats the task's
-    ``task_run_name`` when it has one.
+    Kind: first result wins. The default (``run_naming``, ``trylast``) formats the task's
+    ``task_run_name`` when it has one, else answers
+    ``{task name}-{8 hex of the task key}-{index}``. With no answer at all (``run_naming``
+    disabled), the run is named by its id.
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
     directory.

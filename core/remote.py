@@ -48,7 +48,7 @@ from .engine.futures import Future, Work, swap_nested, when_all_done
 from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
 from .errors import HeadwaterError
 from .results import ResultMissing, ResultNotPersisted, ResultStore
-from .run_logging import enable_log_prints, flow_logger, record_message, task_extra, task_logger
+from .run_logging import flow_logger, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -305,7 +305,12 @@ class _DetachedContext(FlowRunContext):
                            facts.get("parameters") or {}, frozenset(facts.get("tags") or ()))
         flow_run.start_ts = facts.get("start_ts")
         flow_run.run_count = detached.flow_run_count
-        super().__init__(None, flow_run, _NoSession(), FlowBindings.empty(),  # type: ignore[arg-type]
+        bindings = FlowBindings.empty()
+        # layering: the default namer, so runs started on a worker are named as in the flow process
+        from headwater.plugins.run_naming import headwater_task_run_name
+
+        bindings.task_run_name = headwater_task_run_name
+        super().__init__(None, flow_run, _NoSession(), bindings,  # type: ignore[arg-type]
                          result_store=_DeferredResults(detached.task_run_id))
         self.store = _RecordingStore(detached.task_run_id)
         # submit() inside a task on a worker: the run is made there, in this thread.
@@ -387,9 +392,6 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     failing task (its exception is in the outcome's final state). ``flow_facts`` (from
     :func:`flow_facts`) fill in ``headwater.runtime.flow_run``."""
     _install_capture(detached.log_level)
-    if task.spec.log_prints:
-        # An unpickled task skipped Task.__init__, which turns this on where it is made.
-        enable_log_prints()
     run = TaskRun(detached.task_run_id, detached.task_name, detached.task_key, detached.name,
                   detached.parameters, detached.tags, detached.flow_run_id)
     run.cache_key = detached.cache_key

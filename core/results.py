@@ -1,4 +1,5 @@
-"""Where persisted results live: the ResultStore interface and the serializers.
+"""Where persisted results live: the ResultStore and Serializer interfaces, digests,
+errors, and the in-memory result store.
 
 A result store turns a value into bytes with a named serializer and keeps the bytes
 under a location string that it alone interprets. A store may also return a digest of
@@ -9,7 +10,6 @@ refuses bytes that changed since (docs/caching.md).
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Protocol
 
 from .errors import HeadwaterError, UnknownComponentError
@@ -85,38 +85,19 @@ def read_result(store: ResultStore, location: str, digest: str | None) -> Any:
 
 
 class Serializer(Protocol):
-    """Turns a result into bytes and back; registered by name with ``add_serializer``."""
+    """Turns values into bytes and back; registered by name with
+    ``registry.add_serializer`` and chosen by ``@task(result_serializer=name)``. The
+    built-in ``"cloudpickle"`` and ``"json"`` are in ``headwater.plugins.local_results``."""
 
     def dumps(self, value: Any) -> bytes: ...
     def loads(self, data: bytes) -> Any: ...
 
 
-class CloudpickleSerializer:
-    """Any Python object cloudpickle can pickle. Trusted, local data only."""
-
-    def dumps(self, value: Any) -> bytes:
-        import cloudpickle
-
-        return cloudpickle.dumps(value)
-
-    def loads(self, data: bytes) -> Any:
-        import pickle
-
-        return pickle.loads(data)
-
-
-class JSONSerializer:
-    """JSON-compatible values only; readable by any tool."""
-
-    def dumps(self, value: Any) -> bytes:
-        return json.dumps(value).encode()
-
-    def loads(self, data: bytes) -> Any:
-        return json.loads(data)
-
-
 class ResultStore:
-    """Subclass and return an instance from ``headwater_make_result_store``."""
+    """Keeps persisted results: ``write`` a value under a key, ``read`` it back by the
+    location ``write`` returned, ``delete`` it. Subclass and return an instance from
+    ``headwater_make_result_store``; :class:`MemoryResultStore` is the in-memory one,
+    ``headwater.plugins.local_results.LocalResultStore`` the default."""
 
     def write(self, key: str, value: Any,
               serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int] | tuple[str, int, str]:
@@ -151,11 +132,19 @@ def unknown_serializer(name: str, known: Any) -> UnknownComponentError:
 
 
 class MemoryResultStore(ResultStore):
-    """Keeps serialized results in a dict; for tests."""
+    """The in-memory double of :class:`ResultStore`: serialized results in a dict (``data``:
+    location -> (serializer name, bytes)), with digests, for tests. Its locations are the
+    keys. ``serializers`` maps names to serializers; by default the built-in
+    ``"cloudpickle"`` and ``"json"``."""
 
     def __init__(self, serializers: dict[str, Serializer] | None = None) -> None:
         self.data: dict[str, tuple[str, bytes]] = {}
-        self.serializers = serializers or {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
+        if serializers is None:
+            # layering: the serializers are local_results'; core loads no plugin when imported
+            from headwater.plugins.local_results import builtin_serializers
+
+            serializers = builtin_serializers()
+        self.serializers = serializers
 
     def write(self, key: str, value: Any, serializer: str = DEFAULT_SERIALIZER) -> tuple[str, int, str]:
         if serializer not in self.serializers:

@@ -90,7 +90,7 @@ class FlowRun(_Run):
     """One run of a flow: its id, name, parameters, current state, and the parent
     flow run and task run when it is a subflow."""
 
-    __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id")
+    __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id", "flow_info")
     kind = "flow"
 
     def __init__(self, id: str, flow_name: str, name: str = "", parameters: dict[str, Any] | None = None,
@@ -101,6 +101,9 @@ class FlowRun(_Run):
         self.flow_version = flow_version
         self.parent_flow_run_id = parent_flow_run_id
         self.parent_task_run_id = parent_task_run_id
+        #: What the flow says about itself (``headwater.stores.FlowInfo``), set by the
+        #: engine when it creates the run, for the store to record; else ``None``.
+        self.flow_info: Any = None
 
 
 class TaskRun(_Run):

@@ -1,8 +1,16 @@
-"""The run store interface, and an in-memory store for tests and throwaway sessions.
+"""The run store interface in three parts, its values, and the in-memory store.
 
-A run store records flow runs, task runs, every state, and the cache index. The
-engine writes through ``create_*``/``record_state`` (which may buffer: ``flush`` makes
-everything written so far durable); everyone else reads through ``read_*``.
+A run store records flow runs, task runs, every state, and the cache index. Its
+interface has three parts that a store implements separately:
+
+* :class:`RunWriter`: what the engine records (``create_*``, ``record_state``, which may
+  buffer: ``flush`` makes everything written so far durable);
+* :class:`CacheIndex`: which stored result answers which cache key;
+* :class:`RunReader`: the read API of ``get_store()``, the CLI and the dashboard.
+
+:class:`RunStore` is the three together; :class:`MemoryRunStore` is the in-memory one,
+used by tests and ``memory://`` URLs. The values: :class:`CacheEntry`,
+:class:`FlowInfo`, :class:`FlowSummary`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .errors import StoreError
 from .runs import FlowRun, TaskRun
 from .states import State
 
@@ -33,6 +42,7 @@ class CacheEntry:
     digest: str | None = None
 
     def is_expired(self, now: float | None = None) -> bool:
+        """Whether the entry's expiration has passed (at ``now``, default: the time now)."""
         return self.expiration is not None and (now or time.time()) >= self.expiration
 
 
@@ -62,46 +72,23 @@ class FlowSummary:
 
 
 def active_flow_info(run: FlowRun) -> FlowInfo | None:
-    """The info of the flow whose run ``run`` is being created in this context, if any."""
-    # layering: the flow starting a run is known only to the engine's context
-    from .engine.context import flow_run_ctx
-
-    flow_context = flow_run_ctx.get()
-    flow = getattr(flow_context, "flow", None)
-    if flow is None or getattr(flow_context, "flow_run", None) is not run:
-        return None
-    tags = getattr(flow.spec, "tags", None) or ()
-    return FlowInfo(flow.name, flow.description, flow.version, sorted(tags), time.time())
+    """The info of the flow whose run ``run`` is being created, if the engine gave it
+    (``run.flow_info``): a store records it with the run."""
+    return getattr(run, "flow_info", None)
 
 
-def summarize_flows(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
-    """Flow summaries from flow runs (newest first) and recorded infos; newest-run first."""
-    out: dict[str, FlowSummary] = {}
-    for run in runs:
-        summary = out.get(run.flow_name)
-        if summary is None:
-            summary = out[run.flow_name] = FlowSummary(run.flow_name, version=run.flow_version,
-                                                       last_run=run)
-        summary.run_count += 1
-        kind = run.state.type.value if run.state else "NONE"
-        summary.state_counts[kind] = summary.state_counts.get(kind, 0) + 1
-    return merge_flow_infos(out, infos)
+class RunWriter:
+    """The writer part of a run store: what the engine records while flows run.
 
+    ``create_flow_run``, ``create_task_run`` and ``record_state`` are required; the
+    others have defaults (log lines are dropped, nothing is buffered). A store may buffer
+    writes: ``flush`` makes everything written so far durable, and the engine calls it
+    before a flow call returns. A store with only this part runs and records flows; tasks
+    with a ``cache_key_fn`` are refused (see :class:`CacheIndex`).
+    """
 
-def merge_flow_infos(summaries: dict[str, FlowSummary], infos: Iterable[FlowInfo]) -> list[FlowSummary]:
-    """Add recorded flow infos to summaries by flow name; flows without runs go last."""
-    for info in infos:
-        summary = summaries.setdefault(info.name, FlowSummary(info.name))
-        summary.description, summary.tags = info.description, list(info.tags)
-        summary.version = info.version or summary.version
-    return list(summaries.values())
-
-
-class RunStore:
-    """What every run store provides. Subclass and register a factory by URL scheme."""
-
-    # -- writes ---------------------------------------------------------------------
     def create_flow_run(self, run: FlowRun) -> None:
+        """Record a new flow run (its first state follows with ``record_state``)."""
         raise NotImplementedError
 
     def create_task_run(self, run: TaskRun) -> None:
@@ -120,9 +107,20 @@ class RunStore:
         """Make every write so far durable."""
 
     def close(self) -> None:
+        """Flush, then release what the store holds (files, threads); called once."""
         self.flush()
 
-    # -- cache index ----------------------------------------------------------------
+
+class CacheIndex:
+    """The cache index part of a run store: which result answers which cache key.
+
+    Needed by tasks with a ``cache_key_fn`` (the ``caching`` plugin) and by ``headwater
+    cache``. Without it, calling such a task raises ``ConfigurationError`` naming the
+    store, and ``headwater cache`` exits with a one-line error. Unlike the writer part,
+    the index is not buffered: an entry is durable, and visible to other processes,
+    when ``write_cache_entry`` returns.
+    """
+
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         """The entry for ``key`` (expired or not), or None. Must see entries other
         processes wrote: the index is not buffered."""
@@ -141,13 +139,24 @@ class RunStore:
         caller's to delete)."""
         raise NotImplementedError
 
-    # -- reads ------------------------------------------------------------------------
+
+class RunReader:
+    """The reader part of a run store: the read API of ``get_store()``, the CLI and the
+    dashboard.
+
+    ``read_flow_runs``, ``read_flow_run``, ``read_task_runs``, ``read_task_run`` and
+    ``read_states`` are required; the others have defaults built on them (override them
+    when the store can answer faster). Without this part, ``headwater runs`` and
+    ``headwater ui`` exit with a one-line error naming the store.
+    """
+
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
                        state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
         """Flow runs, newest first. ``state`` matches a state type or name."""
         raise NotImplementedError
 
     def read_flow_run(self, id_or_name: str) -> FlowRun | None:
+        """The flow run with this id, else the newest one with this name, else None."""
         raise NotImplementedError
 
     def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
@@ -155,6 +164,7 @@ class RunStore:
         raise NotImplementedError
 
     def read_task_run(self, task_run_id: str) -> TaskRun | None:
+        """The task run with this id, or None."""
         raise NotImplementedError
 
     def read_states(self, run_id: str) -> list[State]:
@@ -173,15 +183,62 @@ class RunStore:
 
     def read_flows(self) -> list[FlowSummary]:
         """Every flow with runs (or recorded info), the flow run most recently first."""
-        return summarize_flows(self.read_flow_runs(limit=2**62))
+        return _flow_summaries(self.read_flow_runs(limit=2**62))
 
     def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
         """The state history of every task run of one flow run, by task run id."""
         return {t.id: self.read_states(t.id) for t in self.read_task_runs(flow_run_id=flow_run_id)}
 
 
+class RunStore(RunWriter, CacheIndex, RunReader):
+    """A complete run store: writer, cache index and reader. Subclass it (or only the
+    parts a store provides) and register a factory by URL scheme
+    (``registry.add_run_store``); docs/plugins.md, "Writing a run store"."""
+
+
+#: The methods a store must have to provide each part (the others have defaults).
+REQUIRED_METHODS: dict[type, tuple[str, ...]] = {
+    RunWriter: ("create_flow_run", "create_task_run", "record_state"),
+    CacheIndex: ("read_cache_entry", "write_cache_entry", "read_cache_entries", "delete_cache_entries"),
+    RunReader: ("read_flow_runs", "read_flow_run", "read_task_runs", "read_task_run", "read_states"),
+}
+
+_PART_NAMES = {RunWriter: "writer", CacheIndex: "cache index", RunReader: "reader"}
+
+
+def has_part(store: object, part: type) -> bool:
+    """Whether ``store`` provides ``part`` (:class:`RunWriter`, :class:`CacheIndex` or
+    :class:`RunReader`): it subclasses it, or has every required method of it."""
+    if isinstance(store, part):
+        return True
+    return all(callable(getattr(store, name, None)) for name in REQUIRED_METHODS[part])
+
+
+def require_part(store: Any, part: type, needed_for: str) -> Any:
+    """``store`` itself if it provides ``part``; else a :class:`StoreError` naming the
+    store, the missing part and what needed it (the CLI prints it as one line)."""
+    if has_part(store, part):
+        return store
+    missing = [name for name in REQUIRED_METHODS[part] if not callable(getattr(store, name, None))]
+    raise StoreError(
+        f"{needed_for} needs a run store with a {_PART_NAMES[part]} part "
+        f"(headwater.stores.{part.__name__}), but the run store {type(store).__qualname__} "
+        f"has none (no {', '.join(missing)}); set HEADWATER_DATABASE_URL to a store that has one")
+
+
+def _flow_summaries(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
+    """Flow summaries for a store that computes none itself: the rules live with the
+    store plugins (``headwater.plugins.sqlite_reads.summarize_flows``)."""
+    # Only a store without its own ``read_flows`` (the in-memory one) gets here.
+    # layering: the summary rules are the store plugins'; core loads no plugin when imported
+    from headwater.plugins.sqlite_reads import summarize_flows
+
+    return summarize_flows(runs, infos)
+
+
 class MemoryRunStore(RunStore):
-    """Keeps everything in dictionaries; used by tests and ``memory://`` URLs."""
+    """The in-memory double of every part: keeps everything in dictionaries, for tests,
+    ``memory://`` URLs, and as the model a third-party store can follow."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -264,4 +321,4 @@ class MemoryRunStore(RunStore):
         return rows[:limit]
 
     def read_flows(self) -> list[FlowSummary]:
-        return summarize_flows(self.read_flow_runs(limit=2**62), list(self.flows.values()))
+        return _flow_summaries(self.read_flow_runs(limit=2**62), list(self.flows.values()))

@@ -1,6 +1,7 @@
 """Task runners: where submitted task runs execute (docs/task-runners.md).
 
-The interface is small. A runner gets each submitted task run as a :class:`Work` whose
+The interface is small. A runner gets each submitted task run as a
+:class:`~headwater.futures.Work` (``from headwater.futures import Work``) whose
 upstream futures are already done (unless it sets ``handles_dependencies``), and must
 call ``work.run()`` for a sync task, or await ``work.arun()`` for an async one, exactly
 once, anywhere it likes::
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .engine.context import FlowRunContext
     from .engine.futures import Work
 
-__all__ = ["TaskRunner", "InlineTaskRunner", "Work", "SequentialTaskRunner", "ConcurrentTaskRunner"]
+__all__ = ["TaskRunner", "InlineTaskRunner", "SequentialTaskRunner", "ConcurrentTaskRunner"]
 
 
 class TaskRunner:
@@ -74,19 +75,10 @@ class InlineTaskRunner(TaskRunner):
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Work":
-        # layering: the engine makes each Work; runner authors find it named here
-        from .engine.futures import Work
-
-        return Work
-    if name == "SequentialTaskRunner":
+    if name in ("SequentialTaskRunner", "ConcurrentTaskRunner"):
+        # Named here (their public path), imported only when asked for.
         # layering: the built-in runners are default plugins, above core
-        from headwater.plugins.sequential_runner import SequentialTaskRunner
+        from headwater.plugins import concurrent_runner, sequential_runner
 
-        return SequentialTaskRunner
-    if name == "ConcurrentTaskRunner":
-        # layering: the built-in runners are default plugins, above core
-        from headwater.plugins.concurrent_runner import ConcurrentTaskRunner
-
-        return ConcurrentTaskRunner
+        return getattr(sequential_runner if name == "SequentialTaskRunner" else concurrent_runner, name)
     raise AttributeError(f"module 'headwater.task_runners' has no attribute {name!r}")

@@ -33,11 +33,6 @@ class Task(Generic[R]):
         self.tags = self.spec.tags
         self.is_async = inspect.iscoroutinefunction(fn)
         self.binder = Binder(fn, f"task {self.name!r}")
-        if self.spec.log_prints:
-            # layering: print capture belongs to run logging, part of the engine
-            from .run_logging import enable_log_prints
-
-            enable_log_prints()
         self.task_key = task_key(self)
         self.source_dir = source_dir_of(fn)
         functools.update_wrapper(self, fn)

@@ -19,12 +19,12 @@ import time
 import uuid
 from typing import Any
 
-from headwater.errors import HeadwaterError
+from headwater.errors import ConfigurationError, HeadwaterError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultMissing, read_result
 from headwater.states import Cached, State
-from headwater.stores import CacheEntry
+from headwater.stores import CacheEntry, CacheIndex, has_part
 
 
 class CacheKeyError(HeadwaterError):
@@ -157,6 +157,13 @@ def headwater_make_state_policy(task: Any, session: Any) -> Any:
     """Wrap the policy of every task that has a ``cache_key_fn`` in a :class:`CachePolicy`."""
     policy = yield
     if task.spec.cache_key_fn is not None and policy is not None:
+        store = session.store
+        if not has_part(store, CacheIndex):
+            # Running it uncached would silently break what cache_key_fn promises.
+            raise ConfigurationError(
+                f"task {task.name!r} was not run: it has a cache_key_fn, but the run store "
+                f"{type(store).__qualname__} has no cache index (headwater.stores.CacheIndex); "
+                f"use a store with one, or remove cache_key_fn")
         return CachePolicy(policy, task)
     return policy
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
+from headwater.stores import CacheIndex, RunReader, require_part
 
 from .cli_run import cmd_run
 from .cli_text import quoted, shown
@@ -126,7 +127,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if getattr(args, "runs_command", None) == "show":
         return cmd_runs_show(args)
     session = _session()
-    store = session.store
+    store = require_part(session.store, RunReader, "`headwater runs`")
     if args.state is not None and not _known_state(store, args.state):
         types, names = _state_words()
         print(f"headwater: error: --state {args.state!r} is not a state; state types: {', '.join(types)}; "
@@ -200,7 +201,7 @@ def _log_window(lines: list[Any], keep: int | None) -> tuple[list[Any], int, lis
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    store = _session().store
+    store = require_part(_session().store, RunReader, "`headwater runs show`")
     args.logs_given = args.logs is not None
     args.logs = None if args.logs == "all" else (args.logs or LOG_LINES)
     run = store.read_flow_run(args.run)
@@ -283,7 +284,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    store = _session().store
+    store = require_part(_session().store, CacheIndex, "`headwater cache`")
     if args.cache_command == "clear":
         if not args.yes:
             print("headwater: error: `headwater cache clear` deletes cache entries; add --yes to confirm",

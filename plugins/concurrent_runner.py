@@ -19,7 +19,8 @@ from typing import Any
 
 from headwater.errors import ConfigurationError, UnknownComponentError
 from headwater.plugin_manager import hookimpl
-from headwater.task_runners import TaskRunner, Work
+from headwater.futures import Work
+from headwater.task_runners import TaskRunner
 
 
 class ConcurrentTaskRunner(TaskRunner):

@@ -18,6 +18,9 @@ _handler: logging.Handler | None = None
 
 
 class RunFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm | LEVEL   | Flow run 'red-orca' - message``: a line names its run
+    (``run_label``) or else its logger; tracebacks without headwater's own frames."""
+
     _second = -1
     _clock = ""
 

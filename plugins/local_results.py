@@ -20,7 +20,9 @@ swap in a whole directory, which must pass the same check.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
 import re
 import stat
 import tempfile
@@ -32,11 +34,10 @@ from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import (
-    CloudpickleSerializer,
-    JSONSerializer,
     ResultMissing,
     ResultNotPersisted,
     ResultStore,
+    Serializer,
     check_digest,
     unknown_serializer,
 )
@@ -56,6 +57,40 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # No symlink followed; no hang on a FIFO someone made in its place (no effect on files).
 _O_FILE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | _O_CLOEXEC
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
+
+
+class CloudpickleSerializer:
+    """Any Python object cloudpickle can pickle (``"cloudpickle"``, the default).
+    Loading runs code: trusted, local data only."""
+
+    def dumps(self, value: Any) -> bytes:
+        """The value pickled by cloudpickle (functions and classes by value included)."""
+        # Imported on the first write, not with the plugin: importing cloudpickle takes
+        # about 25 ms (python -X importtime), and a flow that persists nothing never needs it.
+        import cloudpickle
+
+        return cloudpickle.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        """The value back (plain ``pickle`` reads what cloudpickle wrote)."""
+        return pickle.loads(data)
+
+
+class JSONSerializer:
+    """JSON-compatible values only (``"json"``); readable by any tool."""
+
+    def dumps(self, value: Any) -> bytes:
+        """The value as JSON text, UTF-8."""
+        return json.dumps(value).encode()
+
+    def loads(self, data: bytes) -> Any:
+        """The value back from JSON."""
+        return json.loads(data)
+
+
+def builtin_serializers() -> dict[str, Serializer]:
+    """The serializers this plugin registers, by name: ``"cloudpickle"`` and ``"json"``."""
+    return {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
 
 
 class ResultUntrusted(ResultMissing):
@@ -83,6 +118,11 @@ def _check(st: os.stat_result, path: str, kind: str) -> None:
 
 
 class LocalResultStore(ResultStore):
+    """The default result store: one file per result under ``path``
+    (``HEADWATER_LOCAL_STORAGE_PATH``), named by a SHA-256 of its key, written atomically
+    and loaded only when trusted (the module's docstring says how). ``serializers`` maps
+    the names a task's ``result_serializer`` may give to serializers."""
+
     def __init__(self, path: Path, serializers: dict[str, Any]) -> None:
         self.path = Path(path)
         self.serializers = serializers
@@ -232,8 +272,8 @@ def sweep_stale_temp_files(directory: Path, older_than: float = STALE_TEMP_SECON
 
 @hookimpl
 def headwater_register_components(registry: Any) -> None:
-    registry.add_serializer("cloudpickle", CloudpickleSerializer(), source="local_results")
-    registry.add_serializer("json", JSONSerializer(), source="local_results")
+    for name, serializer in builtin_serializers().items():
+        registry.add_serializer(name, serializer, source="local_results")
     registry.add_result_store("local", LocalResultStore, source="local_results")
 
 

@@ -1,5 +1,9 @@
-"""Run names: ``flow_run_name`` / ``task_run_name`` templates and callables, and
-generated ``adjective-animal`` slugs for flow runs without one.
+"""Run names: ``flow_run_name`` / ``task_run_name`` templates and callables, generated
+``adjective-animal`` slugs for flow runs without one, and ``{task name}-{task key}-{index}``
+for task runs without one.
+
+Without this plugin (``HEADWATER_DISABLE_PLUGINS=run_naming``) and any other namer, the
+engine names each run by its id: the last resort.
 
 A template is Python format syntax over the bound parameters (defaults included):
 ``"{name}-on-{date:%A}"``. A callable takes no arguments and may read
@@ -71,6 +75,7 @@ def render_name(template: Any, parameters: dict[str, Any], owner: str) -> str:
 
 @hookimpl(trylast=True)
 def headwater_flow_run_name(flow: Any, parameters: dict[str, Any]) -> str | None:
+    """The flow's ``flow_run_name`` rendered, or a generated slug."""
     template = flow.spec.flow_run_name
     if template is None:
         return generate_slug()
@@ -78,8 +83,10 @@ def headwater_flow_run_name(flow: Any, parameters: dict[str, Any]) -> str | None
 
 
 @hookimpl(trylast=True)
-def headwater_task_run_name(task: Any, parameters: dict[str, Any]) -> str | None:
+def headwater_task_run_name(task: Any, parameters: dict[str, Any], index: int | str) -> str | None:
+    """The task's ``task_run_name`` rendered, or ``{task name}-{task key}-{index}``
+    (``hello_task-e97fb216-0``): the same task in another flow run gets the same names."""
     template = task.spec.task_run_name
     if template is None:
-        return None  # the engine's default: {task name}-{task key}-{counter}
+        return f"{task.name}-{task.task_key}-{index}"
     return render_name(template, parameters, f"task {task.name!r}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
-from headwater.task_runners import TaskRunner, Work
+from headwater.futures import Work
+from headwater.task_runners import TaskRunner
 
 
 class SequentialTaskRunner(TaskRunner):

@@ -14,13 +14,37 @@ import json
 import os
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateDetails, StateType
-from headwater.stores import FlowInfo, FlowSummary, merge_flow_infos
+from headwater.stores import FlowInfo, FlowSummary
 
 from . import sqlite_liveness as liveness
+
+
+def summarize_flows(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
+    """Flow summaries from flow runs (newest first) and recorded infos; newest-run first.
+    What a store without its own ``read_flows`` answers (``RunReader.read_flows``)."""
+    out: dict[str, FlowSummary] = {}
+    for run in runs:
+        summary = out.get(run.flow_name)
+        if summary is None:
+            summary = out[run.flow_name] = FlowSummary(run.flow_name, version=run.flow_version,
+                                                       last_run=run)
+        summary.run_count += 1
+        kind = run.state.type.value if run.state else "NONE"
+        summary.state_counts[kind] = summary.state_counts.get(kind, 0) + 1
+    return merge_flow_infos(out, infos)
+
+
+def merge_flow_infos(summaries: dict[str, FlowSummary], infos: Iterable[FlowInfo]) -> list[FlowSummary]:
+    """Add recorded flow infos to summaries by flow name; flows without runs go last."""
+    for info in infos:
+        summary = summaries.setdefault(info.name, FlowSummary(info.name))
+        summary.description, summary.tags = info.description, list(info.tags)
+        summary.version = info.version or summary.version
+    return list(summaries.values())
 
 
 class SQLiteReads:

@@ -21,8 +21,10 @@ from .. import states
 from ..errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
 from ..ids import random_id
 from ..policy import FlowRunAttempts, PolicyAnswerError, StatePolicy, check_failed_answer, is_retry, policy_name
-from ..run_logging import activate, deactivate, engine_logger, flow_extra, flow_logger, log_prints_var
+from ..run_logging import (activate, deactivate, enable_log_prints, engine_logger, flow_extra, flow_logger,
+                           log_prints_var)
 from ..runs import FlowRun
+from ..stores import FlowInfo
 from ..session import Session
 from ..task_runners import InlineTaskRunner
 from ..tracebacks import describe, for_log, logged_in, without_headwater_frames
@@ -66,6 +68,8 @@ class FlowExecution(FlowRunContext):
         self._tokens.append(flow_run_ctx.set(self))
         self._tokens.append(task_run_ctx.set(None))
         if self.flow.spec.log_prints is not None:
+            if self.flow.spec.log_prints:
+                enable_log_prints()  # print goes through the run logger from now on (once per process)
             self._tokens.append(log_prints_var.set(self.flow.spec.log_prints))
         activate(self)
 
@@ -90,9 +94,12 @@ class FlowExecution(FlowRunContext):
         try:
             run.name = self._name()
         except Exception as exc:
-            run.name = _fallback_name(run.id)
+            run.name = run.id  # the last resort, so the failed run can still be found
             problem = problem or exc
         self.label = f"Flow run {run.name!r}"
+        flow = self.flow
+        run.flow_info = FlowInfo(flow.name, flow.description, flow.version, sorted(flow.spec.tags or ()),
+                                 time.time())
         self.store.create_flow_run(run)
         transition(self, run, states.Pending())
         if engine_logger.isEnabledFor(_INFO):
@@ -108,7 +115,7 @@ class FlowExecution(FlowRunContext):
         namer = self.bindings.flow_run_name
         name = namer(flow=self.flow, parameters=self.flow_run.parameters) if namer else None
         if name is None:
-            return _fallback_name(self.flow_run.id)
+            return self.flow_run.id  # the last resort: no plugin named it
         if not isinstance(name, str):
             raise RunNameError(f"flow run name for {self.flow.name!r} must be a string, got {name!r}")
         if not name.strip():  # a run no one could find by its name
@@ -412,11 +419,6 @@ class FlowExecution(FlowRunContext):
                                        f"finishing (its body had ended in state {state.name}).", data=exc)
         self.final.state_details.flow_run_id = self.flow_run.id
         flow_logger.error("%s", self.final.message, extra=flow_extra(self))
-
-
-def _fallback_name(run_id: str) -> str:
-    """The name of a flow run no naming plugin named (or whose namer failed)."""
-    return f"flow-run-{run_id.replace('-', '')[:8]}"
 
 
 def _result(state: states.State, return_state: bool) -> Any:

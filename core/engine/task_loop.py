@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, StoreError, TaskNestingError, TaskTimeo
 from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check_completed_answer,
                       check_failed_answer, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
-from ..run_logging import log_line, log_prints_var, task_extra, task_logger
+from ..run_logging import enable_log_prints, log_line, log_prints_var, task_extra, task_logger
 from ..runs import TaskRun
 from ..tracebacks import describe, for_log, logged_in
 from .attempts import task_attempts
@@ -410,7 +410,11 @@ def _enter(execution: TaskExecution) -> tuple[Any, Any]:
     """Make ``execution`` the active task run (and its ``log_prints`` choice)."""
     token = task_run_ctx.set(execution.context)
     wants_prints = execution.task.spec.log_prints  # None: as the flow says
-    return token, (log_prints_var.set(wants_prints) if wants_prints is not None else None)
+    if wants_prints is None:
+        return token, None
+    if wants_prints:
+        enable_log_prints()  # print goes through the run logger from now on (once per process)
+    return token, log_prints_var.set(wants_prints)
 
 
 def _leave(execution: TaskExecution, tokens: tuple[Any, Any]) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from headwater.states import State, StateType
-from headwater.stores import RunStore
+from headwater.stores import CacheIndex, RunStore, has_part
 
 #: Run ids (uuid4 text, or the first characters of one) and run names in URLs.
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -196,9 +196,11 @@ def logs(store: RunStore, flow_run_id: str | None = None, task_run_id: str | Non
 
 
 def cache_entries(store: RunStore) -> dict[str, Any]:
-    """The cache index: key, task, the task run that wrote it, location, expiry, size."""
+    """The cache index: key, task, the task run that wrote it, location, expiry, size
+    (none for a store without a cache index)."""
     now = time.time()
-    entries = sorted(store.read_cache_entries(), key=lambda e: e.created, reverse=True)
+    found = store.read_cache_entries() if has_part(store, CacheIndex) else []
+    entries = sorted(found, key=lambda e: e.created, reverse=True)
     return {"cache_entries": [{
         "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id, "location": e.location,
         "serializer": e.serializer, "created": iso(e.created), "expires": iso(e.expiration),

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from headwater.errors import HeadwaterError
-from headwater.stores import MemoryRunStore, RunStore
+from headwater.stores import MemoryRunStore, RunReader, RunStore, require_part
 
 from . import LOOPBACK_HOSTS, host_name
 from . import data as D
@@ -101,7 +101,7 @@ class StoreSource:
 
                     if not sqlite_path(url).exists():
                         return self._empty
-                self._store = self.session.store
+                self._store = require_part(self.session.store, RunReader, "`headwater ui`")
         return self._store
 
 
@@ -317,5 +317,6 @@ def make_server(session: Any, host: str = "127.0.0.1", port: int = 4200, verbose
     It answers only requests whose ``Host`` is a loopback name, ``host``, or one of
     ``allowed_hosts`` (any port); others get 421.
     """
-    return DashboardServer((host, port), StoreSource(session), verbose=verbose,
-                           allowed_hosts=allowed_hosts)
+    source = StoreSource(session)
+    source.get()  # a store without a reader part: its one-line error now, not per request
+    return DashboardServer((host, port), source, verbose=verbose, allowed_hosts=allowed_hosts)

@@ -34,7 +34,8 @@ FROZEN = {
     "headwater_flow_run_name": (
         "(flow: 'Flow', parameters: 'dict[str, Any]') -> 'str | None'", "firstresult"),
     "headwater_task_run_name": (
-        "(task: 'Task', parameters: 'dict[str, Any]') -> 'str | None'", "firstresult"),
+        "(task: 'Task', parameters: 'dict[str, Any]', index: 'int | str') -> 'str | None'",
+        "firstresult"),
     "headwater_task_cache_key": (
         "(task: 'Task', context: 'Any', parameters: 'dict[str, Any]') -> 'str | None'", "firstresult"),
     "headwater_flow_run_call": ("(flow_run: 'FlowRun') -> 'Any'", "firstresult"),

@@ -149,3 +149,30 @@ def test_futures_become_placeholders_and_back():
     swapped = replace_futures(value, lambda f: UpstreamRef(order[f.task_run_id]))
     assert swapped == {"xs": [UpstreamRef(0), (UpstreamRef(1), 3)], "s": {UpstreamRef(0)}}
     assert fill_upstream(pickle.loads(pickle.dumps(swapped)), ["A", "B"]) == {"xs": ["A", ("B", 3)], "s": {"A"}}
+
+
+@task
+def inner(x):
+    return x + 1
+
+
+@task
+def outer(x):
+    return inner(x) + inner(x)
+
+
+def test_task_runs_started_on_the_worker_get_the_default_names():
+    """A task called inside a detached run is named as in the flow process,
+    '{task}-{key}-{index}', its index prefixed by the end of the parent run's id so it
+    cannot clash with the flow process's own."""
+
+    @flow(task_runner=RoundTripRunner())
+    def nested():
+        return outer.submit(1).result()
+
+    assert nested() == 4
+    runs = {r.name: r for r in get_store().read_task_runs()}
+    (parent,) = [r for r in runs.values() if r.task_name == "outer"]
+    prefix = parent.id[-8:]
+    assert sorted(n for n in runs if n.startswith("inner")) == [
+        f"inner-{inner.task_key}-{prefix}.0", f"inner-{inner.task_key}-{prefix}.1"]

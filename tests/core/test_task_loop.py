@@ -188,10 +188,11 @@ def test_an_async_flow_over_its_deadline_times_out(headwater_session):
     assert state.name == "TimedOut"
 
 
-def test_a_task_without_a_run_name_template_calls_no_namer(headwater_session):
-    """With only the default naming plugin, a task without task_run_name is named
-    '{task}-{key}-{n}' without a call to the naming hook (decided once per flow
-    directory, not per task run); a task with a template is still named by it."""
+def test_with_only_the_default_namer_task_runs_are_named_by_a_plain_call(headwater_session):
+    """With only the default naming plugin, the namer bound once per flow directory is
+    run_naming's own function, called directly for each task run (no pluggy call): a task
+    without task_run_name is named '{task}-{key}-{n}', one with a template by it."""
+    from headwater.plugins import run_naming
 
     @task
     def plain():
@@ -207,16 +208,17 @@ def test_a_task_without_a_run_name_template_calls_no_namer(headwater_session):
         templated(7)
 
     bindings = headwater_session.bindings_for(names.source_dir)
-    calls = []
     namer = bindings.task_run_name
+    assert namer is run_naming.headwater_task_run_name
+    calls = []
 
-    def counting(**kwargs):
-        calls.append(kwargs["task"].name)
-        return namer(**kwargs)
+    def counting(task, parameters, index):
+        calls.append(task.name)
+        return namer(task, parameters, index)
 
     bindings.task_run_name = counting
     names()
-    assert calls == ["templated"]
+    assert calls == ["plain", "templated"]
     headwater_session.store.flush()
     assert sorted(r.name for r in headwater_session.store.read_task_runs()) == [
         "named-7", f"plain-{plain.task_key}-0"]

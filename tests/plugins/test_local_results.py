@@ -12,8 +12,8 @@ import pytest
 
 from headwater import flow, task
 from headwater.errors import StoreError
-from headwater.plugins.local_results import LocalResultStore
-from headwater.results import CloudpickleSerializer, JSONSerializer, ResultMissing, ResultNotPersisted
+from headwater.plugins.local_results import CloudpickleSerializer, JSONSerializer, LocalResultStore
+from headwater.results import ResultMissing, ResultNotPersisted
 from headwater.session import Session
 
 

@@ -56,8 +56,7 @@ def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def result_bytes(value: Any, tmp_path: Path) -> bytes:
     """The file the local result store writes for ``value`` (a valid headwater result)."""
-    from headwater.plugins.local_results import LocalResultStore
-    from headwater.results import CloudpickleSerializer
+    from headwater.plugins.local_results import CloudpickleSerializer, LocalResultStore
 
     store = LocalResultStore(tmp_path / "elsewhere", {"cloudpickle": CloudpickleSerializer()})
     location = store.write("another", value)[0]

@@ -222,3 +222,46 @@ def test_a_name_template_formats_the_coerced_parameters():
     store = get_store()
     store.flush()
     assert store.read_flow_runs(limit=1)[0].name == "marvin-on-Thursday"
+
+
+def test_a_task_run_namer_gets_the_index_and_may_leave_a_run_to_the_default():
+    """A plugin's headwater_task_run_name sees each run's index within the flow run; a
+    None answer leaves the run to run_naming's '{task}-{8 hex}-{index}'."""
+    from headwater import Session, hookimpl
+
+    class EvenNames:
+        @hookimpl
+        def headwater_task_run_name(self, task, index):
+            return f"even-{index}" if index % 2 == 0 else None
+
+    @task
+    def step():
+        return task_run.name
+
+    @flow
+    def steps():
+        return [step() for _ in range(3)]
+
+    with Session(plugins=[EvenNames()]):
+        names = steps()
+    assert names[0] == "even-0" and names[2] == "even-2"
+    assert names[1] == f"step-{step.task_key}-1"
+
+
+def test_without_run_naming_a_run_is_named_by_its_id(tmp_path):
+    """The last resort when no plugin names a run: its id, for flow and task runs."""
+    from headwater import Session
+
+    @task
+    def step():
+        return task_run.name, task_run.id
+
+    @flow
+    def steps():
+        return flow_run.name, flow_run.id, step()
+
+    env = {"HEADWATER_HOME": str(tmp_path), "HEADWATER_DISABLE_PLUGINS": "run_naming",
+           "HEADWATER_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    with Session(env=env):
+        flow_name, flow_id, (task_name, task_id) = steps()
+    assert (flow_name, task_name) == (flow_id, task_id)
