@@ -254,11 +254,11 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
             conn.execute("ROLLBACK")
             raise
 
-    def _retry(self, fn: Any) -> Any:
-        return retry_busy(fn)
+    def _retry(self, operation: Any) -> Any:
+        return retry_busy(operation)
 
-    def _write_txn(self, fn: Any) -> Any:
-        return write_transaction(self._conn(), fn)
+    def _write_txn(self, write: Any) -> Any:
+        return write_transaction(self._conn(), write)
 
     # -- crash detection -------------------------------------------------------------
 

@@ -38,13 +38,13 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def retry_busy(fn: Callable[[], Any], seconds: float = BUSY_RETRY_SECONDS) -> Any:
-    """Run ``fn``, retrying with back-off while another process holds the write lock."""
+def retry_busy(operation: Callable[[], Any], seconds: float = BUSY_RETRY_SECONDS) -> Any:
+    """Run ``operation``, retrying with back-off while another process holds the write lock."""
     deadline = time.monotonic() + seconds
     delay = 0.01
     while True:
         try:
-            return fn()
+            return operation()
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
             if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
@@ -60,13 +60,13 @@ def read_only(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text)
 
 
-def write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-    """``fn(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
+def write_transaction(conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``write(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
 
     def attempt() -> Any:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            out = fn(conn)
+            out = write(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -166,7 +166,7 @@ class BatchWriter:
         #: Runs another process marked Crashed: their later states are not written (a
         #: final state is never followed by another), their rows are kept as marked.
         self.taken: set[str] = set()
-        constants = ",".join(sql_literal(v) for v in self.process)
+        constants = ",".join(sql_literal(value) for value in self.process)
         self._task_one = "(" + ",".join("?" * len(TASK_RUN_COLUMNS)) + "," + constants + ")"
 
     def rows(self, batch: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
@@ -244,21 +244,21 @@ class BatchWriter:
         """Before a batch is written: which of this writer's unfinished flow runs (and
         those in the batch) another process has marked Crashed. One indexed SELECT per
         batch, over a handful of ids; a second one only when such a run is found."""
-        ids = [rid for rid in self.open_flows.union(flows) if rid not in self.taken]
+        ids = [run_id for run_id in self.open_flows.union(flows) if run_id not in self.taken]
         if ids:
             marks = ",".join("?" * len(ids))
-            crashed = [rid for (rid,) in conn.execute(
+            crashed = [run_id for (run_id,) in conn.execute(
                 f"SELECT id FROM flow_runs WHERE id IN ({marks}) AND state_type = 'CRASHED'", ids)]
             if crashed:
                 marks = ",".join("?" * len(crashed))
                 self.taken.update(crashed)
-                self.taken.update(rid for (rid,) in conn.execute(
+                self.taken.update(run_id for (run_id,) in conn.execute(
                     f"SELECT id FROM task_runs WHERE flow_run_id IN ({marks}) AND state_type = 'CRASHED'", crashed))
-        for rid, row in flows.items():
-            if row[FLOW_ROW_STATE_TYPE] in _FINAL or rid in self.taken:
-                self.open_flows.discard(rid)
+        for run_id, row in flows.items():
+            if row[FLOW_ROW_STATE_TYPE] in _FINAL or run_id in self.taken:
+                self.open_flows.discard(run_id)
             else:
-                self.open_flows.add(rid)
+                self.open_flows.add(run_id)
 
     def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
                     also: Callable[[sqlite3.Connection], Any] | None = None) -> Callable[[sqlite3.Connection], None]:

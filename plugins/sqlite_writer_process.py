@@ -132,7 +132,7 @@ class WriterProcess:
             done: set[int] = set()
             if numbers:
                 try:
-                    done = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
+                    done = {number for (number,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
                                                         (writer,))}
                 except Exception:  # noqa: BLE001 - no table: it never wrote one
                     pass
@@ -140,8 +140,8 @@ class WriterProcess:
                 conn.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,))
             except Exception:  # noqa: S110 - a few stale rows under a name never used again
                 pass
-            numbers = [n for n in numbers if n not in done]
-        return [self._unconfirmed[n] for n in numbers]
+            numbers = [number for number in numbers if number not in done]
+        return [self._unconfirmed[number] for number in numbers]
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -223,11 +223,11 @@ class WriterProcess:
                 continue
             try:  # anything else the child printed (a sitecustomize, say) is not ours
                 number, status, rest = line.decode().split(" ", 2)
-                number_ = int(number)
+                batch_number = int(number)
                 value = int(rest) if status == "ok" else json.loads(rest)
             except ValueError:
                 continue
-            self._unconfirmed.pop(number_, None)
+            self._unconfirmed.pop(batch_number, None)
             if status == "ok":
                 self.seq = value
             else:
@@ -366,7 +366,7 @@ def main(argv: list[str]) -> int:
             _checkpoint(conn)
             unchecked = 0
     try:  # a clean end: no batch of ours is in doubt
-        write_transaction(conn, lambda c: c.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
+        write_transaction(conn, lambda connection: connection.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
     except Exception:  # noqa: S110 - left for the flow process's next take-back, harmless
         pass
     conn.close()
