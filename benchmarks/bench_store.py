@@ -9,6 +9,7 @@ Each task run is created and given 3 states (Pending, Running, Completed), then
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -28,7 +29,8 @@ def write_headwater(path: Path, runs: int) -> float:
     from headwater.runs import TaskRun
     from headwater.plugins.sqlite_store import SQLiteRunStore
 
-    store = SQLiteRunStore(path)
+    # Made directly, not by a Session: the writer under test is passed on by hand.
+    store = SQLiteRunStore(path, writer=os.environ.get("HEADWATER_STORE_WRITER", "auto"))
     start = time.perf_counter()
     for i in range(runs):
         run = TaskRun(f"{i}-{time.time_ns()}", "bench", "abcd1234", f"bench-{i}", {"x": i})

@@ -126,9 +126,15 @@ def print_facts(facts: dict[str, Any]) -> None:
 # -- child processes ----------------------------------------------------------------------
 
 
+#: Settings the children inherit from the benchmark's own environment.
+_KEPT = ("HEADWATER_STORE_WRITER",)
+
+
 def child_env(home: str, **extra: str) -> dict[str, str]:
-    """A clean environment for one child: its own home, no user plugins, quiet unless told."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    """A clean environment for one child: its own home, no user plugins, quiet unless told.
+    ``HEADWATER_STORE_WRITER`` is kept: ``HEADWATER_STORE_WRITER=thread make bench``
+    measures the store's writer thread alone (docs/performance.md)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_") or k in _KEPT}
     env["HEADWATER_HOME"] = home
     env["HEADWATER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env.setdefault("PYTHONHASHSEED", "0")

@@ -25,6 +25,7 @@ KEYS = (
     "PLUGINS",
     "DISABLE_PLUGINS",
     "DISABLE_PLUGIN_AUTOLOAD",
+    "STORE_WRITER",
 )
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -41,6 +42,9 @@ class Settings:
     plugins: tuple[str, ...] = ()
     disable_plugins: frozenset[str] = field(default_factory=frozenset)
     disable_plugin_autoload: bool = False
+    #: Who writes the SQLite run store's batches: "auto", "thread" or "process" (checked
+    #: by the store, ``plugins/sqlite_writers.py``, which knows the choices).
+    store_writer: str = "auto"
     #: Where a key's value came from when not the environment: key -> (pyproject path,
     #: key as written there). Used only to word error messages.
     origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -88,6 +92,7 @@ class Settings:
             disable_plugins=frozenset(_names(values.get("DISABLE_PLUGINS"))),
             disable_plugin_autoload=_flag("DISABLE_PLUGIN_AUTOLOAD", values.get("DISABLE_PLUGIN_AUTOLOAD"),
                                           origins),
+            store_writer=str(values.get("STORE_WRITER") or "auto"),
             origins=origins,
         )
 
@@ -105,7 +110,7 @@ def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> 
     return f"{PREFIX}{key}={value!r}"
 
 
-_STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER")
+_STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER", "STORE_WRITER")
 
 
 def _check_type(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> None:

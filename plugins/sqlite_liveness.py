@@ -43,17 +43,11 @@ from typing import Callable
 
 from headwater.states import State, StateType
 
+from .sqlite_tuning import HEARTBEAT_SECONDS, MARK_SECONDS, STALE_SECONDS  # noqa: F401 - read as liveness.X too
 from .sqlite_writer import read_only, retry_busy
 
 #: This host's name as runs record it.
 HOST = socket.gethostname()
-#: Seconds between two heartbeats of a flow process's store writer.
-HEARTBEAT_SECONDS = 10.0
-#: Another host's unfinished run whose process sent no heartbeat for this long is shown
-#: Crashed (six missed heartbeats: room for a busy machine and clocks a little apart).
-STALE_SECONDS = 60.0
-#: A reader that finds dead runs of this host marks them in the store at most this often.
-MARK_SECONDS = 5.0
 
 #: State types of a run that may still be running (``NotReady``, type PENDING, excepted).
 UNFINISHED = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING")

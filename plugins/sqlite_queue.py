@@ -4,22 +4,23 @@ Appending to the queue takes no lock. ``flush()`` queues a marker (in a queue of
 own, read before the entries) and waits until the writer has committed everything
 queued before it. A flow more than ``MAX_PENDING`` entries ahead of the writer waits
 until it is within half of that, so memory does not grow with the number of task runs.
-What an entry holds, and how a batch of them is written, is ``sqlite_writer``.
+What an entry holds is ``sqlite_rows``; who writes a batch of them (the thread itself,
+or a writer process) is the queue's ``Writer`` (``sqlite_writers``).
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from headwater.errors import StoreError
 
-from .sqlite_writer import FLOW, TASK_HEADER, TASK_STATE
+from .sqlite_rows import FLOW, TASK_HEADER, TASK_STATE, describe_entry
+from .sqlite_tuning import MAX_PENDING, WAKE_AT
 
-BATCH_SECONDS = 0.05
-MAX_PENDING = 20_000  # queued entries (about 5,000 task runs) before a recording thread waits
-_WAKE_AT = 5_000  # entries that wake the writer before its next tick
+if TYPE_CHECKING:  # the protocol only: sqlite_writers imports the writer process's module
+    from .sqlite_writers import Writer
 
 
 def _drain(queue: collections.deque[Any]) -> list[Any]:
@@ -31,18 +32,18 @@ def _drain(queue: collections.deque[Any]) -> list[Any]:
 class WriteQueue:
     """One store's queue of writes in one process, and the thread that writes it.
 
-    ``write(entries, log_rows, marks)`` is called in the writer thread with each batch
-    and the flush markers queued after it (each an ``Event``, set once it returns, also
-    when it raised: the error is reported by ``flush``; a writer that only hands the
-    batch on must make sure it is committed before returning when ``marks`` is not
-    empty). ``on_exit()`` runs in the
-    writer thread when it stops after ``close``.
+    Recording threads ``put`` entries and log rows (no lock taken) and ``flush``. The
+    writer thread, started by the first ``put``, hands each batch to ``writer``
+    (``Writer.write``) with the flush markers queued after it (each an ``Event``, set
+    once it returns, also when it raised: the error is reported by ``flush``), every
+    ``writer.tick`` seconds or sooner when woken. When it stops after ``close`` it
+    calls ``writer.close()``, then ``on_exit()`` (the store closes its connection).
     """
 
-    def __init__(self, label: str, write: Callable[[list[Any], list[Any], list[Any]], None],
-                 on_exit: Callable[[], None]) -> None:
+    def __init__(self, label: str, writer: Writer, on_exit: Callable[[], None]) -> None:
         self.label = label
-        self._write = write
+        #: Who writes the batches; the store replaces it in a forked child.
+        self.writer = writer
         self._on_exit = on_exit
         self._entries: collections.deque[tuple[Any, ...]] = collections.deque()
         self._logs: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -52,7 +53,6 @@ class WriteQueue:
         self._start_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.tick = BATCH_SECONDS  # seconds between batches when nothing wakes the writer
         #: Called by the writer thread after each pass (the store's heartbeat); keeps its own pace.
         self.on_idle: Callable[[], None] | None = None
         self.closed = False
@@ -69,7 +69,7 @@ class WriteQueue:
         entries.append(entry)
         if self._finished:  # closed while appending: the writer may have gone already
             self._refuse(entry)
-        if len(entries) > _WAKE_AT:
+        if len(entries) > WAKE_AT:
             if len(entries) > MAX_PENDING:
                 self._wait_for_writer()
             elif not self._wake.is_set():
@@ -97,10 +97,8 @@ class WriteQueue:
         # reach the file. Shutdown stays quiet: run_logs swallows store errors, and the
         # session closes its store only after its flows returned.
         what = ""
-        if entry is not None and entry[0] in (TASK_HEADER, TASK_STATE):
-            what = f" (task run {entry[1]})"
-        elif entry is not None and entry[0] == FLOW:
-            what = f" (flow run {entry[1][1]!r})"
+        if entry is not None and entry[0] in (TASK_HEADER, TASK_STATE, FLOW):
+            what = f" ({describe_entry(entry)})"
         raise StoreError(f"the run store {self.label} is closed; nothing more can be written "
                          f"to it{what}: open a new Session")
 
@@ -116,7 +114,7 @@ class WriteQueue:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.tick)
+            self._wake.wait(self.writer.tick)
             self._wake.clear()
             closing = self.closed
             self._write_now()
@@ -127,7 +125,10 @@ class WriteQueue:
                 # accepted, and whatever was appended meanwhile is written now.
                 self._finished = True
                 self._write_now()
-                self._on_exit()
+                try:
+                    self.writer.close()
+                finally:
+                    self._on_exit()
                 return
 
     def _write_now(self) -> None:
@@ -137,7 +138,7 @@ class WriteQueue:
         if not batch and not lines and not marks:
             return
         try:
-            self._write(batch, lines, marks)
+            self.writer.write(batch, lines, marks)
         except BaseException as exc:  # reported by flush(); the thread goes on
             self._error = exc
         finally:

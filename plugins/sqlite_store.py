@@ -17,10 +17,12 @@
   write``). The home directory is created 0700 and the file 0600.
 
 The read API is ``sqlite_reads``; the cache index ``sqlite_cache``; the write queue
-``sqlite_queue`` and the batch writer ``sqlite_writer``; the writer process for busy flows
-``sqlite_writer_process``; crash detection ``sqlite_liveness``; the files' privacy
-``sqlite_privacy``. Also serves ``memory://`` with the in-memory store, for throwaway
-sessions.
+``sqlite_queue``; the queue entries and rows ``sqlite_rows``; the batch writer
+``sqlite_writer``; who writes the batches, the thread or a writer process for busy flows
+(``HEADWATER_STORE_WRITER``), ``sqlite_writers`` and ``sqlite_writer_process``; crash
+detection ``sqlite_liveness``; the files' privacy ``sqlite_privacy``; every tuning
+constant ``sqlite_tuning``. Also serves ``memory://`` with the in-memory store, for
+throwaway sessions.
 """
 
 from __future__ import annotations
@@ -45,13 +47,12 @@ from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
-from .sqlite_queue import BATCH_SECONDS, WriteQueue
-from .sqlite_writer import (BatchWriter, connect, flow_entry, flow_info_entry, read_only, retry_busy, task_header,
-                            task_state, write_transaction)
-from .sqlite_writer_process import PROCESS_AT, PROCESS_TICK, WriterProcess, spawning, start_writer_process
+from .sqlite_queue import WriteQueue
+from .sqlite_rows import flow_entry, flow_info_entry, task_header, task_state
+from .sqlite_writer import BatchWriter, connect, read_only, retry_busy, write_transaction
+from .sqlite_writers import ThreadWriter, Writer, check_writer_choice, choose_writer
 
 SCHEMA_VERSION = 1
-_HOST = HOST
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow_runs (
@@ -99,7 +100,24 @@ _SCHEMA += _FLOWS_TABLE + ";\n"
 
 
 class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
-    def __init__(self, path: Path | str, home: Path | None = None) -> None:
+    """The default run store: every run, state and log line of every flow, in one SQLite
+    file that many processes may share (the module docstring says how).
+
+    ``path``: the database file (created 0600, in a 0700 directory, when missing).
+    ``home``: HEADWATER_HOME; a store inside it warns once when others may read it.
+    ``writer``: who writes the queued batches, ``"auto"``, ``"thread"`` or ``"process"``
+    (``HEADWATER_STORE_WRITER``, see ``sqlite_writers``); another value is a
+    ``ConfigurationError``.
+
+    Writes (``create_flow_run``, ``create_task_run``, ``record_state``, ``record_logs``)
+    may come from any thread: they append to the queue and return. ``flush()`` waits
+    until everything queued before it is committed; ``close()`` flushes and stops the
+    writer. Reads (``SQLiteReads``) and the cache index (``SQLiteCacheIndex``) use one
+    connection per thread and see what is committed.
+    """
+
+    def __init__(self, path: Path | str, home: Path | None = None, writer: str = "auto") -> None:
+        self._writer_choice = check_writer_choice(writer)
         # Absolute once: connections opened later (the writer thread's, the writer
         # process's) must reach this file even if the program changes directory.
         self.path = Path(path).absolute()
@@ -117,14 +135,14 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
         """This process's writer: its identity on the rows, its queue and thread."""
         self._pid = os.getpid()
         self._pid_start = own_token(self._pid)  # start time and pid namespace
-        self._rows = BatchWriter(_HOST, self._pid, self._pid_start)
-        self._queue = WriteQueue(str(self.path), self._write_batch, self._writer_exit)
-        self._queue.on_idle = Heartbeat(self._conn, _HOST, self._pid, self._pid_start)
-        parent = getattr(self, "_process", None)
+        self._rows = BatchWriter(HOST, self._pid, self._pid_start)
+        parent: Writer | None = getattr(self, "_writer", None)
         if parent is not None:
-            parent.forget()  # a forked child: the parent's writer process is not ours
-        self._process: WriterProcess | None = None
-        self._may_spawn = True
+            parent.forget()  # a forked child: the parent's writer (its process) is not ours
+        thread = ThreadWriter(self._rows, self._conn, self._read_only_message)
+        self._writer = choose_writer(self._writer_choice, self.path, thread)
+        self._queue = WriteQueue(str(self.path), self._writer, self._close_connection)
+        self._queue.on_idle = Heartbeat(self._conn, HOST, self._pid, self._pid_start)
         self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
         self._open_flows: set[str] = set()  # flow runs created here, not yet final
         self._created: dict[str, tuple[Any, ...]] = {}  # headers waiting for their run's first state
@@ -236,11 +254,11 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
             conn.execute("ROLLBACK")
             raise
 
-    def _retry(self, fn: Any) -> Any:
-        return retry_busy(fn)
+    def _retry(self, operation: Any) -> Any:
+        return retry_busy(operation)
 
-    def _write_txn(self, fn: Any) -> Any:
-        return write_transaction(self._conn(), fn)
+    def _write_txn(self, write: Any) -> Any:
+        return write_transaction(self._conn(), write)
 
     # -- crash detection -------------------------------------------------------------
 
@@ -303,43 +321,6 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
         self._queue.put_logs(rows)
 
-    def _write_batch(self, batch: list[Any], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
-        """In the writer thread: one batch, one transaction; busy flows hand their batches
-        to a writer process (sqlite_writer_process) so writing them takes no GIL time."""
-        process = self._process
-        if process is None and self._may_spawn and len(batch) + len(logs) >= PROCESS_AT:
-            with spawning:  # no fork between starting the child and owning its pipes
-                process = self._process = start_writer_process(self.path, self._rows)
-            self._may_spawn = process is not None
-        if process is not None and process.is_ready():
-            if process.send(batch, logs, marks):
-                # Smaller batches: the child writes while the flow runs, and the last
-                # batch, which the flow's final flush waits for, stays short.
-                self._queue.tick = PROCESS_TICK
-                return
-            self._queue.tick = BATCH_SECONDS
-            # The process is gone: what it did not confirm (this batch too) is written
-            # here, and so is everything after.
-            self._process = None
-            self._may_spawn = False
-            self._queue.tick = BATCH_SECONDS
-            self._take_back(process)
-            return
-        if process is not None and not process.alive:  # it never started
-            self._process = None
-            self._may_spawn = False
-            process.close()
-        self._write_here(batch, logs)
-
-    def _write_here(self, batch: list[Any], logs: list[tuple[Any, ...]]) -> None:
-        if batch or logs:  # (a flush with nothing queued: nothing to write here)
-            try:
-                self._rows.write(self._conn(), batch, logs)
-            except sqlite3.OperationalError as exc:
-                if read_only(exc):
-                    raise StoreError(self._read_only_message()) from None
-                raise
-
     def _read_only_message(self) -> str:
         """What to do about a store this process cannot write (a flow's first flush says
         it, before the flow's body runs)."""
@@ -352,22 +333,8 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
                 f"can be recorded: check its permissions and those of {self.path.parent}, "
                 f"or point HEADWATER_DATABASE_URL elsewhere")
 
-    def _take_back(self, process: WriterProcess) -> None:
-        """End ``process`` and write here what it did not confirm; raise what it reported."""
-        process.close()
-        self._rows.seq = max(self._rows.seq, process.seq)
-        for old_batch, old_logs in process.unconfirmed(self._conn()):
-            self._write_here(old_batch, old_logs)
-        if process.error is not None:
-            raise StoreError(f"the store's writer process could not write a batch: {process.error}")
-
-    def _writer_exit(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            try:
-                self._take_back(process)
-            except Exception:  # noqa: S110 - flush() before close() reported errors already
-                pass
+    def _close_connection(self) -> None:
+        """In the writer thread, as it ends: its connection is closed with it."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
@@ -421,7 +388,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def _make_sqlite(url: str, session: Any) -> RunStore:
-    return SQLiteRunStore(sqlite_path(url), home=session.settings.home)
+    settings = session.settings
+    writer = check_writer_choice(settings.store_writer, settings.describe("STORE_WRITER", settings.store_writer))
+    return SQLiteRunStore(sqlite_path(url), home=settings.home, writer=writer)
 
 
 def _make_memory(url: str, session: Any) -> RunStore:

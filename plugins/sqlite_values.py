@@ -10,9 +10,7 @@ from typing import Any, Iterable
 
 from headwater.states import StateDetails
 
-#: A parameter value whose JSON is longer than this is stored as a short summary, so a
-#: flow called with a million-item list keeps a run row of a few hundred bytes.
-MAX_PARAMETER_CHARS = 10_000
+from .sqlite_tuning import MAX_PARAMETER_CHARS, MAX_REPR_CHARS
 
 
 def readable(value: Any) -> Any:
@@ -45,7 +43,7 @@ def readable(value: Any) -> Any:
         text = repr(value)
     except Exception as exc:  # noqa: BLE001 - user code: the run is recorded all the same
         return f"<{type(value).__qualname__} object: repr() raised {type(exc).__name__}>"
-    return text if len(text) <= 2000 else text[:1997] + "..."
+    return text if len(text) <= MAX_REPR_CHARS else text[:MAX_REPR_CHARS - 3] + "..."
 
 
 _ENCODER = json.JSONEncoder(default=readable)

@@ -1,100 +1,50 @@
-"""The SQLite run store's queue entries and the batch writer that writes them.
+"""The SQLite run store's batch writer: a batch of queue entries as rows, in one transaction.
 
-The thread that records a state turns it into a queue entry at once: a tuple of plain
-values (ids, text, numbers), not the run and state objects. So the queue keeps no run
-alive (the garbage collector stops tracking such tuples after one pass, and a long flow
-keeps no growing heap for it to walk), and the writer thread, which shares the GIL with
-the flow's threads, only has to bind values. ``BatchWriter`` turns a batch of entries
-into rows, one transaction per batch; the queue and its thread are ``sqlite_queue``.
+What an entry holds, and the rows' columns, is ``sqlite_rows``; the queue and its thread
+``sqlite_queue``; which writer runs ``BatchWriter`` (the writer thread, or a writer
+process) ``sqlite_writers``. Also here: the connection every part of the store uses,
+and its write transactions, retried while another process holds the write lock.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from headwater.errors import StoreError
-from headwater.states import StateType
-from headwater.stores import FlowInfo
 
-from .sqlite_values import details_json, parameters_json, plain_values, tags_json
-
-#: Queue entry kinds (the first item of every entry).
-TASK_HEADER, TASK_STATE, FLOW, FLOW_INFO = range(4)
-
-#: Rows per INSERT statement (fewer when SQLite allows fewer variables).
-ROWS_PER_STATEMENT = 500
-
-# -- queue entries ----------------------------------------------------------------------------
-
-
-#: Items in a TASK_HEADER entry; a longer one carries the run's first state after them
-#: (a TASK_STATE entry), so most runs cost three queue entries, not four.
-HEADER_LEN = 10
-
-
-def task_header(run: Any) -> tuple[Any, ...]:
-    """What a task run's row holds from its creation on (kind TASK_HEADER)."""
-    return (TASK_HEADER, run.id, run.flow_run_id, run.name, run.task_name, run.task_key,
-            parameters_json(run.parameters), tags_json(run.tags),
-            json.dumps(list(run.upstream_ids)) if run.upstream_ids else "[]", time.time())
-
-
-def task_state(run: Any, state: Any) -> tuple[Any, ...]:
-    """One state of a task run and the run's changing columns as they are now (TASK_STATE)."""
-    details = state._details
-    # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
-    type_ = state.type
-    # A run's parameters change once: futures passed in become their results just before
-    # it starts running, so a Running state of a run with upstream runs carries them.
-    parameters = parameters_json(run.parameters) if run.upstream_ids and type_ is StateType.RUNNING else None
-    return (TASK_STATE, run.id, "task", type_._value_, state.name, state.message, state.ts,
-            details_json(details) if details is not None else None,
-            run.cache_key, run.result_location, run.start_ts, run.end_ts, run.run_count, parameters)
-
-
-def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
-    """A flow run's row as it is now, and ``state`` (if any) for its history (FLOW)."""
-    st = run.state
-    row = (run.id, run.name, run.flow_name, run.flow_version, run.parent_flow_run_id, run.parent_task_run_id,
-           parameters_json(run.parameters), tags_json(run.tags),
-           st.type._value_ if st else None, st.name if st else None, st.message if st else None,
-           run.start_ts, run.end_ts, run.run_count)
-    state_row = None
-    if state is not None:
-        details = details_json(state._details) if state._details is not None else None
-        state_row = (run.id, "flow", state.type._value_, state.name, state.message, state.ts, details)
-    return (FLOW, row, state.ts if state is not None else time.time(), state_row)
-
-
-def flow_info_entry(info: FlowInfo) -> tuple[Any, ...]:
-    """What a flow says about itself (FLOW_INFO)."""
-    return (FLOW_INFO, info.name, info.description, info.version, json.dumps(info.tags), info.updated)
+from .sqlite_rows import (FLOW, FLOW_CREATED, FLOW_INFO, FLOW_INFO_COLUMNS, FLOW_INFO_ROW, FLOW_ROW, FLOW_ROW_ID,
+                          FLOW_ROW_STATE_TYPE, FLOW_RUN_COLUMNS, FLOW_STATE_ROW, HEADER_CREATED, HEADER_LEN,
+                          HEADER_PARAMETERS, HEADER_RUN_ID, HEADER_TAGS, LOG_COLUMNS, PROCESS_COLUMNS,
+                          STATE_COLUMNS, STATE_MESSAGE, STATE_NAME, STATE_PARAMETERS, STATE_ROW,
+                          STATE_RUN_FIELDS, STATE_RUN_ID, STATE_TS, STATE_TYPE, TASK_HEADER, TASK_RUN_COLUMNS,
+                          TASK_STATE, describe_entry, empty_header)
+from .sqlite_tuning import BUSY_RETRY_SECONDS, BUSY_TIMEOUT_SECONDS, ROWS_PER_STATEMENT
+from .sqlite_values import plain_values
 
 
 # -- connections and transactions ----------------------------------------------------------
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection as every part of the store uses it (autocommit, waits up to 30 s for
-    another process's write lock)."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
+    """A connection as every part of the store uses it (autocommit, waits up to
+    ``BUSY_TIMEOUT_SECONDS`` for another process's write lock)."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
-def retry_busy(fn: Callable[[], Any], seconds: float = 120.0) -> Any:
-    """Run ``fn``, retrying with back-off while another process holds the write lock."""
+def retry_busy(operation: Callable[[], Any], seconds: float = BUSY_RETRY_SECONDS) -> Any:
+    """Run ``operation``, retrying with back-off while another process holds the write lock."""
     deadline = time.monotonic() + seconds
     delay = 0.01
     while True:
         try:
-            return fn()
+            return operation()
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
             if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
@@ -110,13 +60,13 @@ def read_only(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text)
 
 
-def write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-    """``fn(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
+def write_transaction(conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``write(conn)`` in one write transaction (rolled back if it raises), retried while busy."""
 
     def attempt() -> Any:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            out = fn(conn)
+            out = write(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -168,9 +118,11 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]
         start += size
 
 
-_TASK_COLUMNS = ("INSERT INTO task_runs (id, flow_run_id, name, task_name, task_key, parameters, tags, "
-                 "upstream, cache_key, result_location, start_ts, end_ts, run_count, state_type, "
-                 "state_name, state_message, created, seq, host, pid, pid_start)")
+def _columns(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+_TASK_INSERT = f"INSERT INTO task_runs ({_columns(TASK_RUN_COLUMNS + PROCESS_COLUMNS)})"
 # Only what changes after creation: a row written again keeps its name and seq, and its
 # parameters unless futures among them were resolved.
 _TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.parameters, parameters), "
@@ -182,6 +134,22 @@ _TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.par
                 # also when the writer process writes what the dead process sent it.
                 "WHERE task_runs.state_type IS NOT 'CRASHED'")
 
+
+_FLOW_INSERT = (f"INSERT INTO flow_runs ({_columns(FLOW_RUN_COLUMNS + PROCESS_COLUMNS + ('created',))}) "
+                f"VALUES ({','.join('?' * (len(FLOW_RUN_COLUMNS) + len(PROCESS_COLUMNS) + 1))}) "
+                "ON CONFLICT(id) DO UPDATE SET "
+                "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
+                "state_name=excluded.state_name, state_message=excluded.state_message, "
+                "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count "
+                # As for task runs: a run another process marked Crashed stays so.
+                "WHERE flow_runs.state_type IS NOT 'CRASHED'")
+_STATE_INSERT = f"INSERT INTO states ({_columns(STATE_COLUMNS)})"
+_LOG_INSERT = f"INSERT INTO logs ({_columns(LOG_COLUMNS)})"
+_FLOW_INFO_INSERT = (f"INSERT OR REPLACE INTO flows ({_columns(FLOW_INFO_COLUMNS)}) "
+                     f"VALUES ({','.join('?' * len(FLOW_INFO_COLUMNS))})")
+#: A task run created but given no state yet: cache_key, result_location, start_ts,
+#: end_ts, run_count (STATE_RUN_FIELDS).
+_NO_RUN_FIELDS = (None, None, None, None, 0)
 
 _FINAL = frozenset(("COMPLETED", "FAILED", "CANCELLED", "CRASHED"))
 
@@ -198,8 +166,8 @@ class BatchWriter:
         #: Runs another process marked Crashed: their later states are not written (a
         #: final state is never followed by another), their rows are kept as marked.
         self.taken: set[str] = set()
-        constants = ",".join(sql_literal(v) for v in self.process)
-        self._task_one = "(" + ",".join("?" * 18) + "," + constants + ")"
+        constants = ",".join(sql_literal(value) for value in self.process)
+        self._task_one = "(" + ",".join("?" * len(TASK_RUN_COLUMNS)) + "," + constants + ")"
 
     def rows(self, batch: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
         """The batch as a function writing its rows (called inside a transaction)."""
@@ -214,41 +182,44 @@ class BatchWriter:
         for entry in batch:
             kind = entry[0]
             if kind == TASK_HEADER:
-                headers[entry[1]] = entry
+                headers[entry[HEADER_RUN_ID]] = entry
                 if len(entry) == HEADER_LEN:
                     continue
                 entry = entry[HEADER_LEN:]  # the run's first state, queued with it
                 kind = TASK_STATE
             if kind == TASK_STATE:
-                run_id = entry[1]
-                state_rows.append(entry[1:8])
+                run_id = entry[STATE_RUN_ID]
+                state_rows.append(entry[STATE_ROW])
                 latest[run_id] = entry
-                if entry[13] is not None:
-                    resolved[run_id] = entry[13]
+                if entry[STATE_PARAMETERS] is not None:
+                    resolved[run_id] = entry[STATE_PARAMETERS]
                 if run_id not in first_ts:
-                    first_ts[run_id] = entry[6]
+                    first_ts[run_id] = entry[STATE_TS]
             elif kind == FLOW:
-                run_id = entry[1][0]
-                flows[run_id] = entry[1]
+                run_id = entry[FLOW_ROW][FLOW_ROW_ID]
+                flows[run_id] = entry[FLOW_ROW]
                 if run_id not in flow_created:
-                    flow_created[run_id] = entry[2]
-                if entry[3] is not None:
-                    state_rows.append(entry[3])
+                    flow_created[run_id] = entry[FLOW_CREATED]
+                if entry[FLOW_STATE_ROW] is not None:
+                    state_rows.append(entry[FLOW_STATE_ROW])
             elif kind == FLOW_INFO:
-                infos[entry[1]] = entry[1:]
+                row = entry[FLOW_INFO_ROW]
+                infos[row[0]] = row  # by the flow's name
+        # Rows in the order of TASK_RUN_COLUMNS.
         task_rows, created_only = [], []
         for run_id, entry in latest.items():
             header = headers.pop(run_id, None)
             if header is None:  # created in an earlier batch: the row exists, only updated
-                header = (TASK_HEADER, run_id, None, "", "", "", None, "[]", "[]", first_ts[run_id])
-            parameters = resolved.get(run_id, header[6])
+                header = empty_header(run_id, first_ts[run_id])
+            parameters = resolved.get(run_id, header[HEADER_PARAMETERS])
             self.seq += 1
-            task_rows.append((*header[1:6], parameters, *header[7:9], *entry[8:13], entry[3], entry[4],
-                              entry[5], header[9], self.seq))
+            task_rows.append((*header[HEADER_RUN_ID:HEADER_PARAMETERS], parameters,
+                              *header[HEADER_TAGS:HEADER_CREATED], *entry[STATE_RUN_FIELDS], entry[STATE_TYPE],
+                              entry[STATE_NAME], entry[STATE_MESSAGE], header[HEADER_CREATED], self.seq))
         for header in headers.values():  # created; its first state comes in the next batch
             self.seq += 1
-            created_only.append((*header[1:9], None, None, None, None, 0, None, None, None, header[9],
-                                 self.seq))
+            created_only.append((*header[HEADER_RUN_ID:HEADER_CREATED], *_NO_RUN_FIELDS, None, None, None,
+                                 header[HEADER_CREATED], self.seq))
         flow_rows = [(*row, *self.process, flow_created[run_id]) for run_id, row in flows.items()]
         info_rows = list(infos.values())
         task_one = self._task_one
@@ -258,26 +229,14 @@ class BatchWriter:
             if self.open_flows or flows:
                 self._find_taken(conn, flows)
                 if self.taken:
-                    states = [row for row in state_rows if row[0] not in self.taken]
+                    states = [row for row in state_rows if row[0] not in self.taken]  # by run_id
             if flow_rows:
-                conn.executemany(
-                    "INSERT INTO flow_runs (id, name, flow_name, flow_version, parent_flow_run_id, "
-                    "parent_task_run_id, parameters, tags, state_type, state_name, state_message, "
-                    "start_ts, end_ts, run_count, host, pid, pid_start, created) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                    "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
-                    "state_name=excluded.state_name, state_message=excluded.state_message, "
-                    "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count "
-                    # As for task runs: a run another process marked Crashed stays so.
-                    "WHERE flow_runs.state_type IS NOT 'CRASHED'",
-                    flow_rows)
-            insert_rows(conn, _TASK_COLUMNS, created_only, task_one, " ON CONFLICT(id) DO NOTHING")
-            insert_rows(conn, _TASK_COLUMNS, task_rows, task_one, _TASK_UPDATE)
-            insert_rows(conn, "INSERT INTO states (run_id, run_kind, type, name, message, ts, details)",
-                        states)
+                conn.executemany(_FLOW_INSERT, flow_rows)
+            insert_rows(conn, _TASK_INSERT, created_only, task_one, " ON CONFLICT(id) DO NOTHING")
+            insert_rows(conn, _TASK_INSERT, task_rows, task_one, _TASK_UPDATE)
+            insert_rows(conn, _STATE_INSERT, states)
             if info_rows:
-                conn.executemany("INSERT OR REPLACE INTO flows (name, description, version, tags, updated) "
-                                 "VALUES (?,?,?,?,?)", info_rows)
+                conn.executemany(_FLOW_INFO_INSERT, info_rows)
 
         return write
 
@@ -285,21 +244,21 @@ class BatchWriter:
         """Before a batch is written: which of this writer's unfinished flow runs (and
         those in the batch) another process has marked Crashed. One indexed SELECT per
         batch, over a handful of ids; a second one only when such a run is found."""
-        ids = [rid for rid in self.open_flows.union(flows) if rid not in self.taken]
+        ids = [run_id for run_id in self.open_flows.union(flows) if run_id not in self.taken]
         if ids:
             marks = ",".join("?" * len(ids))
-            crashed = [rid for (rid,) in conn.execute(
+            crashed = [run_id for (run_id,) in conn.execute(
                 f"SELECT id FROM flow_runs WHERE id IN ({marks}) AND state_type = 'CRASHED'", ids)]
             if crashed:
                 marks = ",".join("?" * len(crashed))
                 self.taken.update(crashed)
-                self.taken.update(rid for (rid,) in conn.execute(
+                self.taken.update(run_id for (run_id,) in conn.execute(
                     f"SELECT id FROM task_runs WHERE flow_run_id IN ({marks}) AND state_type = 'CRASHED'", crashed))
-        for rid, row in flows.items():
-            if row[8] in _FINAL or rid in self.taken:
-                self.open_flows.discard(rid)
+        for run_id, row in flows.items():
+            if row[FLOW_ROW_STATE_TYPE] in _FINAL or run_id in self.taken:
+                self.open_flows.discard(run_id)
             else:
-                self.open_flows.add(rid)
+                self.open_flows.add(run_id)
 
     def transaction(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
                     also: Callable[[sqlite3.Connection], Any] | None = None) -> Callable[[sqlite3.Connection], None]:
@@ -308,7 +267,7 @@ class BatchWriter:
 
         def write(conn: sqlite3.Connection) -> None:
             write_rows(conn)
-            insert_rows(conn, "INSERT INTO logs (flow_run_id, task_run_id, ts, level, logger, message)", logs)
+            insert_rows(conn, _LOG_INSERT, logs)
             if also is not None:
                 also(conn)
 
@@ -409,13 +368,3 @@ def row_error(exc: BaseException) -> bool:
         return "too big" in str(exc)  # a value over SQLite's length limit
     return isinstance(exc, (ValueError, TypeError, OverflowError, sqlite3.InterfaceError,
                             sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.IntegrityError))
-
-
-def describe_entry(entry: tuple[Any, ...]) -> str:
-    """A queue entry as a user knows it, for the report of one that could not be written."""
-    kind = entry[0]
-    if kind in (TASK_HEADER, TASK_STATE):
-        return f"task run {entry[1]}"
-    if kind == FLOW:
-        return f"flow run {entry[1][1]!r} ({entry[1][0]})"
-    return f"flow {entry[1]!r}"

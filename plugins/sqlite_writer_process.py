@@ -3,7 +3,8 @@
 A flow's threads and the store's writer thread share one GIL, so in a flow making
 thousands of task runs a second the writer's work (binding values, SQLite's own work
 between the GIL hand-overs) slowed the flow down. Once a batch is large
-(``PROCESS_AT`` entries), the writer thread starts this module as a child process
+(``PROCESS_AT`` entries, see ``sqlite_writers``: under ``HEADWATER_STORE_WRITER=auto``;
+at once under ``process``), the writer thread starts this module as a child process
 (``python -m headwater.plugins.sqlite_writer_process``) and, once the child says it is
 ready, only pickles each batch (plain tuples) into its stdin. The child writes each batch in one
 transaction, as the thread would, and answers one line per batch. Batches that piled up
@@ -35,36 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Entries in one batch that start the writer process: about a thousand task runs made
-#: within one writer tick (50 ms).
-PROCESS_AT = 3_000
+from .sqlite_tuning import ANSWER_TIMEOUT, AUTOCHECKPOINT_PAGES, IDLE_MS, JOURNAL_LIMIT, MERGE_AT, PIPE_BYTES
 
-#: Seconds between batches while the child writes them.
-PROCESS_TICK = 0.01
-
-#: Seconds without any answer from a child that has batches to confirm before it is
-#: taken for stuck: it is killed and the thread writes what it did not confirm. (The
-#: child itself waits up to two minutes for another process's write lock.)
-ANSWER_TIMEOUT = 300.0
-
-_LENGTH = 8  # bytes of the length before each pickled batch
-PIPE_BYTES = 1 << 20  # the child's stdin pipe, where the system allows (see _widen)
-
-#: Pages (4 KB) of write-ahead log at which SQLite checkpoints inside a commit of the
-#: child (its default is 1,000): the child's own checkpoint, when the flow is idle,
-#: usually comes first.
-AUTOCHECKPOINT_PAGES = 4_000
-
-#: Bytes the write-ahead log file is cut back to after a checkpoint.
-JOURNAL_LIMIT = 16 << 20
-
-#: Entries beyond which the child stops adding batches already waiting in the pipe to
-#: the transaction it is about to write (see ``_receive``).
-MERGE_AT = 6_000
-
-#: Milliseconds without a new batch after which the child takes the flow for idle and
-#: checkpoints (batches come every PROCESS_TICK while a flow is busy).
-IDLE_MS = 30
+#: Bytes of the length before each pickled batch (the pipe's framing, not a tuning).
+_LENGTH = 8
 
 # Held while a writer process is started and handed to its store, and across os.fork():
 # a process forked in between would keep the child's stdin open without knowing it.
@@ -157,7 +132,7 @@ class WriterProcess:
             done: set[int] = set()
             if numbers:
                 try:
-                    done = {n for (n,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
+                    done = {number for (number,) in conn.execute("SELECT number FROM writer_batches WHERE writer = ?",
                                                         (writer,))}
                 except Exception:  # noqa: BLE001 - no table: it never wrote one
                     pass
@@ -165,8 +140,8 @@ class WriterProcess:
                 conn.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,))
             except Exception:  # noqa: S110 - a few stale rows under a name never used again
                 pass
-            numbers = [n for n in numbers if n not in done]
-        return [self._unconfirmed[n] for n in numbers]
+            numbers = [number for number in numbers if number not in done]
+        return [self._unconfirmed[number] for number in numbers]
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -248,11 +223,11 @@ class WriterProcess:
                 continue
             try:  # anything else the child printed (a sitecustomize, say) is not ours
                 number, status, rest = line.decode().split(" ", 2)
-                number_ = int(number)
+                batch_number = int(number)
                 value = int(rest) if status == "ok" else json.loads(rest)
             except ValueError:
                 continue
-            self._unconfirmed.pop(number_, None)
+            self._unconfirmed.pop(batch_number, None)
             if status == "ok":
                 self.seq = value
             else:
@@ -391,7 +366,7 @@ def main(argv: list[str]) -> int:
             _checkpoint(conn)
             unchecked = 0
     try:  # a clean end: no batch of ours is in doubt
-        write_transaction(conn, lambda c: c.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
+        write_transaction(conn, lambda connection: connection.execute("DELETE FROM writer_batches WHERE writer = ?", (writer,)))
     except Exception:  # noqa: S110 - left for the flow process's next take-back, harmless
         pass
     conn.close()

@@ -9,7 +9,8 @@ import time
 from headwater import states as S
 from headwater.plugins.sqlite_store import SQLiteRunStore
 from headwater.plugins.sqlite_queue import WriteQueue
-from headwater.plugins.sqlite_writer import BatchWriter, task_header, task_state
+from headwater.plugins.sqlite_rows import task_header, task_state
+from headwater.plugins.sqlite_writer import BatchWriter
 from headwater.runs import TaskRun
 
 
@@ -68,10 +69,19 @@ def test_flush_waits_for_everything_queued_before_it_from_every_thread():
     returns, and the writer sees each thread's entries in the order it appended them."""
     written: list = []
 
-    def write(batch, logs, marks):
-        written.extend(batch)
+    class ListWriter:
+        tick = 0.05
 
-    queue = WriteQueue("test", write, lambda: None)
+        def write(self, batch, logs, marks):
+            written.extend(batch)
+
+        def close(self):
+            pass
+
+        def forget(self):
+            pass
+
+    queue = WriteQueue("test", ListWriter(), lambda: None)
 
     def produce(label: str) -> None:
         for i in range(2000):

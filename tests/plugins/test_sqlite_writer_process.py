@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import headwater.plugins.sqlite_store as sqlite_store
+import headwater.plugins.sqlite_writers as sqlite_writers
 import headwater.plugins.sqlite_writer_process as writer_process
 from headwater import Session, flow, task
 from headwater.plugins.sqlite_store import SQLiteRunStore
@@ -43,7 +44,7 @@ def _ready_process(store: SQLiteRunStore) -> writer_process.WriterProcess:
     """Run flows until the store has handed batches to a ready writer process."""
     doubles(5)  # a batch above the (lowered) threshold starts the process
     store.flush()
-    process = store._process
+    process = store._writer.process
     assert process is not None, "no writer process was started"
     _until(process.is_ready)
     return process
@@ -70,7 +71,7 @@ def _script_env(home: Path) -> dict[str, str]:
 @pytest.fixture
 def low_threshold(monkeypatch):
     """Every batch of 5 entries or more goes to the writer process."""
-    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
+    monkeypatch.setattr(sqlite_writers, "PROCESS_AT", 5)
 
 
 def test_batches_go_to_a_writer_process_that_names_the_flow_process(headwater_session, low_threshold):
@@ -103,7 +104,7 @@ def test_when_the_writer_process_dies_nothing_is_lost(headwater_session, low_thr
     for n in (40, 200):
         doubles(n)
     store.flush()
-    assert store._process is None
+    assert store._writer.process is None
     _histories_whole(store, 3)
 
 
@@ -116,20 +117,20 @@ def test_the_writer_process_ignores_ctrl_c(headwater_session, low_threshold):
     time.sleep(0.1)
     doubles(100)
     store.flush()
-    assert process._proc.poll() is None and store._process is process
+    assert process._proc.poll() is None and store._writer.process is process
     _histories_whole(store, 2)
 
 
 BUSY = textwrap.dedent('''
     import os, sys, time
-    import headwater.plugins.sqlite_store as sqlite_store
-    sqlite_store.PROCESS_AT = 5
+    import headwater.plugins.sqlite_writers as sqlite_writers
+    sqlite_writers.PROCESS_AT = 5
     from headwater import flow, get_store, task
 
     @task
     def step(i):
         if i == 50:
-            print(get_store()._process._proc.pid, flush=True)
+            print(get_store()._writer.process._proc.pid, flush=True)
             time.sleep(60)  # killed here
         return i
 
@@ -138,7 +139,7 @@ BUSY = textwrap.dedent('''
         for i in range(10):
             step(i)
         get_store().flush()
-        while not get_store()._process.is_ready():
+        while not get_store()._writer.process.is_ready():
             time.sleep(0.01)
         for i in range(100):
             step(i)
@@ -183,7 +184,7 @@ def test_the_writer_process_writes_every_batch_it_received_when_nobody_reads_its
     child still writes every batch already in its pipe, and exits cleanly."""
     import pickle
 
-    from headwater.plugins.sqlite_writer import task_header
+    from headwater.plugins.sqlite_rows import task_header
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
@@ -213,8 +214,8 @@ def _plain_run(name: str) -> object:
 SIGPIPE_DEFAULT = textwrap.dedent('''
     import signal, sys, time
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as command line tools often do
-    import headwater.plugins.sqlite_store as sqlite_store
-    sqlite_store.PROCESS_AT = 5
+    import headwater.plugins.sqlite_writers as sqlite_writers
+    sqlite_writers.PROCESS_AT = 5
     from headwater import flow, get_store, task
 
     @task
@@ -228,10 +229,10 @@ SIGPIPE_DEFAULT = textwrap.dedent('''
     many(10)
     store = get_store()
     store.flush()
-    while not store._process.is_ready():
+    while not store._writer.process.is_ready():
         time.sleep(0.01)
-    store._process._proc.kill()
-    store._process._proc.wait()
+    store._writer.process._proc.kill()
+    store._writer.process._proc.wait()
     many(50)
     store.flush()
     print("survived", len(store.read_task_runs()), flush=True)
@@ -263,7 +264,7 @@ def test_many_open_files_do_not_break_the_writer_process(headwater_session, low_
     try:
         store = headwater_session.store
         _ready_process(store)
-        assert store._process._stdout_fd > 1023
+        assert store._writer.process._stdout_fd > 1023
         doubles(100)
         store.flush()
         _histories_whole(store, 2)
@@ -283,7 +284,7 @@ def test_without_a_usable_interpreter_the_thread_writes(headwater_session, low_t
     doubles(5)
     doubles(200)
     store.flush()
-    assert store._process is None
+    assert store._writer.process is None
     _histories_whole(store, 2)
 
 
@@ -325,7 +326,7 @@ def test_a_forked_child_lets_go_of_the_parents_writer_process(headwater_session,
 def test_a_batch_the_dead_writer_process_committed_is_not_written_twice(headwater_session, low_threshold):
     """The writer process dies after committing a batch but before saying so: taking its
     work back, the thread skips that batch (no state recorded twice)."""
-    from headwater.plugins.sqlite_writer import task_header
+    from headwater.plugins.sqlite_rows import task_header
 
     store = headwater_session.store
     process = _ready_process(store)
@@ -337,7 +338,7 @@ def test_a_batch_the_dead_writer_process_committed_is_not_written_twice(headwate
     process._proc.wait()
     doubles(10)
     store.flush()
-    assert store._process is None
+    assert store._writer.process is None
     assert "written-twice" not in {r.name for r in store.read_task_runs()}
     _histories_whole(store, 3)
 
@@ -355,7 +356,7 @@ def test_batches_the_writer_process_confirmed_are_let_go_during_a_flow(headwater
     def watch(i: int) -> int:
         if i % 200 == 199:
             time.sleep(0.03)  # a few writer ticks
-            held.append(len(get_store()._process._unconfirmed))
+            held.append(len(get_store()._writer.process._unconfirmed))
         return i
 
     @flow
@@ -422,7 +423,7 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
     each, all with the same order number), and if one of them cannot be written, the
     others still are: only that one is answered with an error, and of that one only the
     entry that cannot be written is missing."""
-    from headwater.plugins.sqlite_writer import TASK_STATE, task_header
+    from headwater.plugins.sqlite_rows import TASK_STATE, task_header
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
@@ -464,7 +465,7 @@ def test_the_writer_process_checkpoints_once_the_flow_is_idle(tmp_path, start_ch
     the database file itself: a copy of the database file alone (no -wal) holds the rows."""
     import shutil
 
-    from headwater.plugins.sqlite_writer import task_header
+    from headwater.plugins.sqlite_rows import task_header
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
@@ -496,7 +497,8 @@ def test_a_writer_process_that_fell_behind_does_not_deadlock_its_flow_process(tm
     the other forever."""
     import threading
 
-    from headwater.plugins.sqlite_writer import BatchWriter, task_header
+    from headwater.plugins.sqlite_rows import task_header
+    from headwater.plugins.sqlite_writer import BatchWriter
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()
@@ -546,7 +548,7 @@ def test_a_dead_writer_process_leaves_no_batch_records_behind(headwater_session,
     process._proc.wait()
     doubles(10)
     store.flush()
-    assert store._process is None
+    assert store._writer.process is None
     assert store._conn().execute(count, (name,)).fetchone()[0] == 0
     _histories_whole(store, 3)
 
@@ -555,7 +557,7 @@ def test_the_write_ahead_log_stays_bounded_while_a_flow_never_pauses(tmp_path, s
     """Small batches, one after another, never leaving the child idle: SQLite's own
     checkpoint still runs in the child, so the log file stays at a bounded size instead
     of growing with everything written."""
-    from headwater.plugins.sqlite_writer import task_header
+    from headwater.plugins.sqlite_rows import task_header
 
     db = tmp_path / "runs.db"
     SQLiteRunStore(db).close()

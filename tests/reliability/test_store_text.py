@@ -13,9 +13,11 @@ import threading
 import pytest
 
 import headwater.plugins.sqlite_store as sqlite_store
+import headwater.plugins.sqlite_writers as sqlite_writers
 from headwater import flow, get_run_logger, task
 from headwater.errors import StoreError
-from headwater.plugins.sqlite_writer import FLOW, BatchWriter, flow_entry
+from headwater.plugins.sqlite_rows import FLOW, flow_entry
+from headwater.plugins.sqlite_writer import BatchWriter
 from headwater.plugins.sqlite_writer_process import WriterProcess
 from headwater.runs import FlowRun
 from headwater.states import Completed, Running
@@ -59,10 +61,10 @@ def ready_writer_process(store: sqlite_store.SQLiteRunStore, monkeypatch: pytest
     """The store's writer process, started by a flow run and ready to take batches.
 
     ``PROCESS_AT`` is lowered so that a small flow's batch is enough to start it."""
-    monkeypatch.setattr(sqlite_store, "PROCESS_AT", 5)
+    monkeypatch.setattr(sqlite_writers, "PROCESS_AT", 5)
     steady(20)  # starts the writer process
     store.flush()
-    process = store._process
+    process = store._writer.process
     assert process is not None
     for _ in range(500):
         if process.is_ready():
@@ -247,7 +249,7 @@ def test_a_value_the_writer_process_cannot_be_sent_is_written_as_text(headwater_
         run.state = Completed(message=threading.Lock() if run.id == "lock-3" else "fine")  # type: ignore[arg-type]
         store.record_state(run, run.state)
     store.flush()
-    assert process._next > sent and store._process is process
+    assert process._next > sent and store._writer.process is process
     messages = {run.id: store.read_flow_run(run.id).state.message for run in runs}
     assert messages.pop("lock-3").startswith("<unlocked _thread.lock object")
     assert set(messages.values()) == {"fine"}
