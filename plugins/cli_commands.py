@@ -393,8 +393,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         rows = []
         for r in records:
             name, detail = _plugin_name_and_detail(r)
-            rows.append([name, r.source, detail, _first_line(r.status),
-                         ", ".join(h.replace("headwater_", "") for h in r.hooks)])
+            hooks = [h.replace("headwater_", "") for h in r.hooks]
+            # Two hooks a line, the rest on lines below: the table stays narrow however
+            # many hooks a plugin implements.
+            lines = [", ".join(hooks[i:i + 2]) + ("," if i + 2 < len(hooks) else "")
+                     for i in range(0, len(hooks), 2)] or [""]
+            rows.append([name, r.source, detail, _first_line(r.status), lines[0]])
+            rows.extend(["", "", "", "", more] for more in lines[1:])
         print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
         if failed:
             print("\nErrors:")

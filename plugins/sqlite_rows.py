@@ -109,7 +109,7 @@ def empty_header(run_id: str, created: float) -> tuple[Any, ...]:
 
 def task_state(run: Any, state: Any) -> tuple[Any, ...]:
     """One state of a task run and the run's changing columns as they are now (TASK_STATE)."""
-    details = state._details
+    details = state.details_if_made
     # ``_value_`` is the enum's plain attribute; ``.value`` is a slower descriptor.
     state_type = state.type
     # A run's parameters change once: futures passed in become their results just before
@@ -130,7 +130,8 @@ def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
            current.message if current else None, run.start_ts, run.end_ts, run.run_count)
     state_row = None
     if state is not None:
-        details = details_json(state._details) if state._details is not None else None
+        made = state.details_if_made
+        details = details_json(made) if made is not None else None
         state_row = (run.id, "flow", state.type._value_, state.name, state.message, state.ts, details)
     return (FLOW, row, state.ts if state is not None else time.time(), state_row)
 
