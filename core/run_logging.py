@@ -88,15 +88,15 @@ def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
 
     Works in tasks, flows, and threads they start (while one flow run is active).
     """
-    tctx = task_run_ctx.get()
-    if tctx is not None:
-        return RunLogger(task_logger, **_unpack(task_extra(tctx)))
-    fctx = flow_run_ctx.get()
-    if fctx is None or fctx.flow_run is None:
+    task_context = task_run_ctx.get()
+    if task_context is not None:
+        return RunLogger(task_logger, **_unpack(task_extra(task_context)))
+    flow_context = flow_run_ctx.get()
+    if flow_context is None or flow_context.flow_run is None:
         with _active_lock:
-            fctx = _innermost_of_one_chain(_active_flow_contexts)
-    if fctx is not None and fctx.flow_run is not None:
-        return RunLogger(flow_logger, **_unpack(flow_extra(fctx)))
+            flow_context = _innermost_of_one_chain(_active_flow_contexts)
+    if flow_context is not None and flow_context.flow_run is not None:
+        return RunLogger(flow_logger, **_unpack(flow_extra(flow_context)))
     return logging.getLogger("headwater")
 
 
@@ -120,15 +120,15 @@ def _unpack(extra: dict[str, Any]) -> dict[str, Any]:
             "task_run_id": extra["task_run_id"]}
 
 
-def activate(fctx: Any) -> None:
+def activate(flow_context: Any) -> None:
     with _active_lock:
-        _active_flow_contexts.append(fctx)
+        _active_flow_contexts.append(flow_context)
 
 
-def deactivate(fctx: Any) -> None:
+def deactivate(flow_context: Any) -> None:
     with _active_lock:
-        if fctx in _active_flow_contexts:
-            _active_flow_contexts.remove(fctx)
+        if flow_context in _active_flow_contexts:
+            _active_flow_contexts.remove(flow_context)
 
 
 # -- log_prints -------------------------------------------------------------------------
