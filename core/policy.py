@@ -203,6 +203,13 @@ class WrappingPolicy(StatePolicy):
         self.inner = inner
         self.timeout_seconds = inner.timeout_seconds
         self.uses_cache = inner.uses_cache
+        # A method this wrapper does not change is the inner policy's own, bound here:
+        # the engine asks several questions per task run, and a frame of delegation per
+        # question and per wrapper showed in the per-task cost.
+        cls = type(self)
+        for name in _QUESTIONS:
+            if getattr(cls, name) is getattr(WrappingPolicy, name):
+                setattr(self, name, getattr(inner, name))
 
     def propose_running(self, ctx: TaskRunContext) -> RunningAnswer:
         return self.inner.propose_running(ctx)
@@ -220,6 +227,10 @@ class WrappingPolicy(StatePolicy):
         if name == "inner":  # not set yet (unpickling, copying): no endless recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+#: The methods a wrapper delegates unless it overrides them.
+_QUESTIONS = ("propose_running", "propose_failed", "propose_completed", "result_key")
 
 
 # -- checking the answers --------------------------------------------------------------------

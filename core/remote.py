@@ -53,8 +53,9 @@ from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
 
+from .policy import StatePolicy, WrappingPolicy
+
 if TYPE_CHECKING:
-    from .policy import StatePolicy
     from .tasks import Task
 
 __all__ = [
@@ -224,7 +225,7 @@ def detach(execution: TaskExecution, parameters: dict[str, Any] | None = None) -
         flow_run_name=flow_run.name if flow_run is not None else "",
         flow_name=flow_run.flow_name if flow_run is not None else "",
         flow_run_count=flow_run.run_count if flow_run is not None else 0,
-        cache_key=run.cache_key, result_key=execution.result_key(), retries_done=execution.retries_done,
+        cache_key=run.cache_key, result_key=execution.policy.result_key(execution.context), retries_done=execution.retries_done,
         start_after=start_after, log_level=task_logger.getEffectiveLevel(),
     )
 
@@ -333,13 +334,22 @@ class _DetachedContext(FlowRunContext):
         return f"{self._prefix}.{super().next_index(task_key)}"
 
 
+class _DecidedKey(WrappingPolicy):
+    """The run's policy, with the result key the flow process decided (it knows the
+    flow, which the worker does not)."""
+
+    def __init__(self, inner: StatePolicy, key: str | None) -> None:
+        super().__init__(inner)
+        self.key = key
+
+    def result_key(self, ctx: Any) -> str | None:
+        return self.key
+
+
 class _DetachedExecution(TaskExecution):
     """The engine's TaskExecution, with the flow-process decisions it cannot make itself."""
 
-    __slots__ = ("result_key_decided",)
-
-    def result_key(self) -> str | None:
-        return self.result_key_decided
+    __slots__ = ()
 
     def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
@@ -397,7 +407,7 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
     run.cache_key = detached.cache_key
     flow_context = _DetachedContext(detached, task, policy, flow_facts)
     execution = _DetachedExecution(task, run, flow_context, detached.parameters)  # type: ignore[arg-type]
-    execution.result_key_decided = detached.result_key
+    execution.policy = _DecidedKey(policy, detached.result_key)
     execution.context.retries_done = detached.retries_done
     logs: list[Any] = []
     token = _capture.set(logs)

@@ -82,10 +82,10 @@ def _task_run_name(execution: TaskExecution, flow_context: FlowRunContext) -> st
         # run_naming's own function alone and no template: it reads no headwater.runtime
         # and answers a string, so the context switch and the checks are saved, and it
         # is called positionally (keywords cost about 0.1 us more per task run).
-        return namer(execution.task, execution.parameters, index)
+        return namer(execution.task, execution.context.parameters, index)
     token = task_run_ctx.set(execution.context)  # so naming callables can read headwater.runtime.task_run
     try:
-        name = namer(task=execution.task, parameters=execution.parameters, index=index)
+        name = namer(task=execution.task, parameters=execution.context.parameters, index=index)
     finally:
         task_run_ctx.reset(token)
     if name is not None and not isinstance(name, str):

@@ -236,30 +236,25 @@ class TaskExecution:
             return ended  # finished in the background after its flow run crashed
         if isinstance(value, states.State):  # a task may return a state of its own making
             return finish_run(flow_context, self.task_run, value)
-        return finish_run(flow_context, self.task_run, self.settle_result(value))
-
-    def settle_result(self, value: Any) -> states.State:
-        """The final state of a run whose body returned ``value``: persisted under the
-        policy's ``result_key`` (if any), then answered by the policy. Both local runs
-        and runs recorded from another process (``headwater.remote``) end here."""
-        key = self.result_key()
+        # Persisted under the policy's result_key (if any), then answered by the policy.
+        policy = self.policy
+        key = policy.result_key(self.context)
         if key is not None:
             failure = self._persist(key, value)
             if failure is not None:
-                return failure
-        policy = self.policy
+                return finish_run(flow_context, self.task_run, failure)
         answer = policy.propose_completed(self.context, states.Completed(data=value))
-        if isinstance(answer, states.State) and answer.type in _FINAL:
-            return answer
-        try:
-            return check_completed_answer(policy, answer, self._subject())
-        except PolicyAnswerError as error:
-            return self._refused(error)
+        if not (isinstance(answer, states.State) and answer.type in _FINAL):
+            try:
+                answer = check_completed_answer(policy, answer, self._subject())
+            except PolicyAnswerError as error:
+                answer = self._refused(error)
+        return finish_run(flow_context, self.task_run, answer)
 
     def persist_if_wanted(self, value: Any) -> states.State | None:
         """Persist ``value`` under the policy's ``result_key``, if any. Returns a Failed
         state when the storage is unusable (``None`` otherwise)."""
-        key = self.result_key()
+        key = self.policy.result_key(self.context)
         return self._persist(key, value) if key is not None else None
 
     # -- the policy's answers ---------------------------------------------------------------
@@ -303,10 +298,6 @@ class TaskExecution:
         if isinstance(exc, Exception):
             task_logger.error("Crashed:", exc_info=exc, extra=task_extra(self.context))
         return finish_run(self.flow_context, run, state)
-
-    def result_key(self) -> str | None:
-        """The policy's key for this run's result, or ``None`` (not persisted)."""
-        return self.policy.result_key(self.context)
 
     def _persist(self, key: str, value: Any) -> states.State | None:
         """Write ``value`` under ``key``; a Failed state when the storage is unusable."""
@@ -411,7 +402,7 @@ def _enter(execution: TaskExecution) -> tuple[Any, Any]:
     token = task_run_ctx.set(execution.context)
     wants_prints = execution.task.spec.log_prints  # None: as the flow says
     if wants_prints is None:
-        return token, None
+        return token, None  # the usual case
     if wants_prints:
         enable_log_prints()  # print goes through the run logger from now on (once per process)
     return token, log_prints_var.set(wants_prints)
