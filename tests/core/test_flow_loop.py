@@ -1,4 +1,4 @@
-"""The flow run loop (core/flow_engine.py): outcomes, retries, logs, plugin independence."""
+"""The flow run loop (core/engine/flow_loop.py): outcomes, retries, logs, plugin independence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task run loop (core/engine.py): engine failures, timeouts, races, retries."""
+"""The task run loop (core/engine/task_loop.py): engine failures, timeouts, races, retries."""
 
 from __future__ import annotations
 
