@@ -440,7 +440,8 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
                    start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
                    result_location=run.result_location, result_writes=flow_context.result_store.writes,
                    cache_entries=flow_context.store.cache_entries, logs=logs,
-                   nested=[_sendable_run(r, st) for r, st in flow_context.store.nested.values()])
+                   nested=[_sendable_run(inner, inner_states)
+                           for inner, inner_states in flow_context.store.nested.values()])
 
 
 def _sendable_run(run: TaskRun, history: list[states.State]) -> tuple[TaskRun, list[states.State]]:
