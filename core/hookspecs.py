@@ -206,7 +206,9 @@ def headwater_make_state_policy(task: Task, session: Session) -> StatePolicy | N
 
     Kind: first result wins. The default ``retries`` plugin returns the retry policy;
     the ``caching`` plugin wraps it (``wrapper=True``) with cache lookups when the task
-    has a ``cache_key_fn``.
+    has a ``cache_key_fn``, and ``local_results`` wraps it to name the result key of a
+    task with ``persist_result``. Return a subclass of ``StatePolicy`` (one with only
+    some of its methods gets the do-nothing answer for the others).
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
     directory.

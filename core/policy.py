@@ -17,6 +17,7 @@ Three parts, each usable without the engine (a policy is tested with a fake cont
 
 from __future__ import annotations
 
+import datetime as _dt
 import random
 from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
@@ -197,19 +198,27 @@ class StatePolicy:
 
 
 class WrappingPolicy(StatePolicy):
-    """A policy that adds to another one; every method delegates unless overridden."""
+    """A policy that adds to another one; every method delegates unless overridden, and
+    ``timeout_seconds`` and ``uses_cache`` are the inner policy's unless the wrapper's
+    class sets them. ``inner`` is fixed once the wrapper is made."""
 
     def __init__(self, inner: StatePolicy) -> None:
         self.inner = inner
-        self.timeout_seconds = inner.timeout_seconds
-        self.uses_cache = inner.uses_cache
+        cls = type(self)
+        # The inner policy's settings, unless this wrapper's class sets its own.
+        if cls.timeout_seconds is StatePolicy.timeout_seconds:
+            self.timeout_seconds = getattr(inner, "timeout_seconds", None)
+        if cls.uses_cache is StatePolicy.uses_cache:
+            self.uses_cache = getattr(inner, "uses_cache", False)
         # A method this wrapper does not change is the inner policy's own, bound here:
         # the engine asks several questions per task run, and a frame of delegation per
-        # question and per wrapper showed in the per-task cost.
-        cls = type(self)
+        # question and per wrapper showed in the per-task cost. (So ``inner`` is fixed
+        # once made.) An inner policy that is not a StatePolicy and lacks a question
+        # gets the do-nothing answer.
         for name in _QUESTIONS:
             if getattr(cls, name) is getattr(WrappingPolicy, name):
-                setattr(self, name, getattr(inner, name))
+                method = getattr(inner, name, None)
+                setattr(self, name, method if method is not None else getattr(StatePolicy(), name))
 
     def propose_running(self, ctx: TaskRunContext) -> RunningAnswer:
         return self.inner.propose_running(ctx)
@@ -249,9 +258,14 @@ def policy_name(policy: Any) -> str:
 
 def is_retry(answer: State) -> bool:
     """Whether a ``propose_failed`` answer is a retry: a SCHEDULED state that says when
-    (``AwaitingRetry``, whose missing time means at once, or any ``scheduled_time``)."""
-    return answer.type is StateType.SCHEDULED and (
-        answer.name == "AwaitingRetry" or answer.state_details.scheduled_time is not None)
+    (``AwaitingRetry``, whose missing time means at once, or any ``scheduled_time``),
+    and says it as a ``datetime`` (seconds are a mistake the engine cannot act on)."""
+    if answer.type is not StateType.SCHEDULED:
+        return False
+    when = answer.state_details.scheduled_time
+    if when is None:
+        return answer.name == "AwaitingRetry"
+    return isinstance(when, _dt.datetime)
 
 
 def answering_policy(policy: Any, method: str) -> Any:
@@ -289,7 +303,7 @@ def check_failed_answer(policy: Any, answer: Any, subject: str = "") -> FailedAn
     if isinstance(answer, State) and (answer.type in FINAL_TYPES or is_retry(answer)):
         return answer
     raise _refuse(policy, "propose_failed", answer, "the proposed Failed state, another final "
-                  "state, or AwaitingRetry (with its scheduled_time) to retry", subject)
+                  "state, or AwaitingRetry (with its scheduled_time, a datetime) to retry", subject)
 
 
 def check_completed_answer(policy: Any, answer: Any, subject: str = "") -> CompletedAnswer:

@@ -489,6 +489,8 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
     flow_context = execution.flow_context
     run = execution.task_run
     final = outcome.final
+    if run.state is not None and run.state.is_final():
+        return run.state  # ended meanwhile (its flow run crashed): that state stays
     for state in outcome.states[:-1]:
         transition(flow_context, run, state)
     for inner, inner_states in outcome.nested:

@@ -295,7 +295,8 @@ class PersistedResults(WrappingPolicy):
         # first result; and the inner policy is asked only if it can name a key at all:
         # both run for every task run.
         self.wanted: bool | None = task.spec.persist_result
-        self.inner_names_keys = type(inner).result_key is not StatePolicy.result_key
+        self.inner_names_keys = getattr(type(inner), "result_key", StatePolicy.result_key) \
+            is not StatePolicy.result_key
 
     def result_key(self, ctx: Any) -> str | None:
         if self.inner_names_keys:

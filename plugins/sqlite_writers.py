@@ -186,7 +186,7 @@ def check_writer_choice(value: str, described: str | None = None) -> str:
 
 def choose_writer(choice: str, path: Path, thread: ThreadWriter) -> Writer:
     """The writer for ``HEADWATER_STORE_WRITER=choice`` (see the module docstring)."""
-    check_writer_choice(choice)
+    choice = check_writer_choice(choice)
     if choice == "thread":
         return thread
     return ProcessWriter(path, thread, at_once=choice == "process")

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, UnknownComponentError
-from ..policy import StatePolicy, TaskRunContext
+from ..policy import StatePolicy, TaskRunContext, WrappingPolicy
 from ..results import unknown_serializer
 
 if TYPE_CHECKING:
@@ -83,6 +83,10 @@ class FlowRunContext:
             policy = make(task=task, session=self.session) if make else None
             if policy is None:
                 policy = StatePolicy()
+            elif not isinstance(policy, StatePolicy):
+                # A policy with only some of the methods: the rest answer as the
+                # do-nothing policy does.
+                policy = WrappingPolicy(policy)
             self._policies[id(task)] = policy
         return policy
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
 from ..ids import random_id
-from ..policy import FlowRunAttempts, PolicyAnswerError, StatePolicy, check_failed_answer, is_retry, policy_name
+from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingPolicy, answering_policy,
+                      check_failed_answer, is_retry, policy_name)
 from ..run_logging import (activate, deactivate, enable_log_prints, engine_logger, flow_extra, flow_logger,
                            log_prints_var)
 from ..runs import FlowRun
@@ -32,7 +33,7 @@ from .attempts import flow_attempts
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .drivers import drive, drive_async
 from .futures import Future
-from .task_loop import callbacks_for, end_unfinished, finish_run, run_callbacks, transition
+from .task_loop import callbacks_for, end_unfinished, finish_run, retry_count, run_callbacks, transition
 from .timeouts import call_in_thread, call_with_deadline, secs
 
 if TYPE_CHECKING:
@@ -230,7 +231,15 @@ class FlowExecution(FlowRunContext):
         if policy is None:
             make = self.bindings.make_flow_state_policy
             policy = make(flow=self.flow, session=self.session) if make else None
-            self._flow_policy = policy = policy if policy is not None else StatePolicy()
+            if policy is None:
+                policy = StatePolicy()
+                if self.flow.spec.retries:
+                    flow_logger.warning("No plugin made a flow state policy (is the retries plugin "
+                                        "disabled?): retries=%d of flow %r do not apply",
+                                        self.flow.spec.retries, self.flow.name, extra=flow_extra(self))
+            elif not isinstance(policy, StatePolicy):
+                policy = WrappingPolicy(policy)  # the missing methods answer as the do-nothing policy
+            self._flow_policy = policy
         return policy
 
     def _retry_or_settle(self, exc: BaseException, state: states.State) -> float | None:
@@ -245,8 +254,9 @@ class FlowExecution(FlowRunContext):
         scheduled = answer.state_details.scheduled_time
         delay = max(0.0, scheduled.timestamp() - time.time()) if scheduled is not None else 0.0
         transition(self, self.flow_run, answer)
-        flow_logger.info("Retry %d/%d will start %s second(s) from now", policy_context.retries_done,
-                         self.flow.spec.retries, secs(delay), extra=flow_extra(self))
+        flow_logger.info("Retry %s will start %s second(s) from now",
+                         retry_count(policy_context.retries_done, self.flow.spec.retries), secs(delay),
+                         extra=flow_extra(self))
         with self._lock:  # the next attempt counts its own task runs
             self.pending.clear()
             self.failures.clear()
@@ -256,8 +266,8 @@ class FlowExecution(FlowRunContext):
     def _answer_to_failure(self, exc: BaseException, state: states.State) -> states.State:
         """The policy's checked answer; a policy that raises or answers what the engine
         cannot act on fails the run with an error naming it."""
-        policy = self.policy
         try:
+            policy = self.policy
             answer = policy.propose_failed(self.policy_context, exc, state)
         except Exception as policy_exc:
             flow_logger.error("Retry policy failed:", exc_info=policy_exc, extra=flow_extra(self))
@@ -270,7 +280,8 @@ class FlowExecution(FlowRunContext):
             return states.Failed(message=str(error), data=error)
         if answer.type is states.StateType.COMPLETED:
             flow_logger.warning("State policy %s answered the failed attempt with %s: the run is "
-                                "recorded as completed", policy_name(policy), answer, extra=flow_extra(self))
+                                "recorded as completed", policy_name(answering_policy(policy, "propose_failed")),
+                                answer, extra=flow_extra(self))
         return answer
 
     def body_returned(self, value: Any) -> float | None:

@@ -193,8 +193,9 @@ class TaskExecution:
             self.context.retries_done += 1
             delay = self.retry_delay(answer)
             if task_logger.isEnabledFor(_INFO):
-                task_logger.info("Retry %d/%d will start %s second(s) from now", self.context.retries_done,
-                                 self.task.spec.retries, secs(delay), extra=label)
+                task_logger.info("Retry %s will start %s second(s) from now",
+                                 retry_count(self.context.retries_done, self.task.spec.retries), secs(delay),
+                                 extra=label)
             return None
         self.error = exc
         return finish_run(flow_context, run, answer)
@@ -235,6 +236,13 @@ class TaskExecution:
         if ended is not None:
             return ended  # finished in the background after its flow run crashed
         if isinstance(value, states.State):  # a task may return a state of its own making
+            if value.type not in _FINAL:  # ... but a final one: an open run would look alive
+                message = (f"Task {self.task.name!r} returned the state {value}, which does not end "
+                           f"a run; expected a final state (Completed, Failed, ...) or a value")
+                error = ConfigurationError(message)
+                self.error = error
+                task_logger.error("%s", message, extra=task_extra(self.context))
+                value = states.Failed(message=message, data=error)
             return finish_run(flow_context, self.task_run, value)
         # Persisted under the policy's result_key (if any), then answered by the policy.
         policy = self.policy
@@ -369,6 +377,12 @@ class TaskExecution:
         if timeout is None:
             return await self.call()
         return await call_with_deadline(self.call, timeout, f"Task run {self.task_run.name!r}")
+
+
+def retry_count(done: int, allowed: int) -> str:
+    """``"2/3"`` for the log's retry line; ``"4"`` when a policy retries beyond the
+    option's count (a count over its total would read as a mistake)."""
+    return f"{done}/{allowed}" if done <= allowed else str(done)
 
 
 def callbacks_for(spec: Any, state: states.State) -> list[Callable[..., Any]]:

@@ -109,3 +109,29 @@ def test_the_retry_policy_of_a_flow_reads_its_attempts():
     assert policy.propose_failed(FlowRunAttempts(nightly, run, retries_done=1), ValueError("down"),
                                  failed) is failed
     assert answer.type is StateType.SCHEDULED
+
+
+def test_a_retry_time_given_in_seconds_is_refused_not_crashed_on():
+    """scheduled_time must be a datetime: 5 (seconds) is an easy mistake, refused with
+    the policy named instead of crashing the run when its delay is computed."""
+    answer = Scheduled(scheduled_time=5)
+    assert not is_retry(answer)
+    with pytest.raises(PolicyAnswerError, match="a datetime"):
+        check_failed_answer(Odd(), answer)
+
+
+def test_a_wrapper_keeps_its_own_class_settings_and_fills_in_missing_methods():
+    class Deadline(WrappingPolicy):
+        timeout_seconds = 0.2
+
+    class Duck:  # a policy that is not a StatePolicy and has one method
+        timeout_seconds = 5.0
+
+        def propose_failed(self, ctx, exc, state):
+            return state
+
+    wrapped = Deadline(RetryPolicy(extract))
+    assert wrapped.timeout_seconds == 0.2
+    duck = WrappingPolicy(Duck())
+    assert duck.timeout_seconds == 5.0 and not duck.uses_cache
+    assert duck.result_key(_context(0)) is None and duck.propose_running(_context(0)) is None

@@ -176,3 +176,27 @@ def test_task_runs_started_on_the_worker_get_the_default_names():
     prefix = parent.id[-8:]
     assert sorted(n for n in runs if n.startswith("inner")) == [
         f"inner-{inner.task_key}-{prefix}.0", f"inner-{inner.task_key}-{prefix}.1"]
+
+
+def test_an_outcome_for_a_run_the_flow_ended_meanwhile_changes_nothing(headwater_session):
+    """The flow run crashed and ended the run Cancelled while it was away: the outcome
+    that comes back later records no second final state and persists nothing."""
+    from headwater.engine.task_creation import create_task_run, standalone_context
+    from headwater.remote import finish_run
+    from headwater.states import Cancelled
+
+    @task(persist_result=True)
+    def away(x):
+        return x
+
+    flow_context = standalone_context(away)
+    execution = create_task_run(away, flow_context, {"x": 1}, ())
+    detached = detach(execution)
+    outcome = run_detached(away, execution.policy, detached)
+    assert outcome.final.is_completed()
+    cancelled = finish_run(flow_context, execution.task_run, Cancelled(message="flow crashed"))
+    assert record_outcome(execution, outcome) is cancelled
+    headwater_session.store.flush()
+    names = [s.name for s in headwater_session.store.read_states(execution.task_run.id)]
+    assert names == ["Pending", "Cancelled"]
+    assert execution.task_run.result_location is None

@@ -241,3 +241,27 @@ def test_a_failed_cache_key_fails_the_run_naming_the_step(headwater_session):
     assert state.message.startswith("Task run encountered an exception during cache key computation:")
     assert "no key today" in state.message
     assert called == []
+
+
+def test_a_task_returning_a_state_that_does_not_end_a_run_fails_naming_it(headwater_session):
+    """A run left Running or AwaitingRetry by its own return value would look alive in
+    the history forever: it ends Failed, naming the task and the state."""
+    from headwater import flow, task
+    from headwater.states import Completed, Running, StateType
+
+    @task
+    def still_going():
+        return Running()
+
+    @task
+    def done():
+        return Completed(message="by hand")
+
+    @flow
+    def returns_states():
+        return still_going(return_state=True), done(return_state=True)
+
+    odd, fine = returns_states()
+    assert odd.type is StateType.FAILED
+    assert "'still_going' returned the state Running()" in odd.message
+    assert fine.is_completed() and fine.message == "by hand"
