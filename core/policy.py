@@ -312,3 +312,11 @@ def check_completed_answer(policy: Any, answer: Any, subject: str = "") -> Compl
         return answer
     raise _refuse(policy, "propose_completed", answer, "a final state (the proposed Completed, or "
                   "Failed to reject the result)", subject)
+
+
+def check_result_key(policy: Any, answer: Any, subject: str = "") -> str | None:
+    """``answer`` if it is ``None`` or a non-empty string; else :class:`PolicyAnswerError`."""
+    if answer is None or (isinstance(answer, str) and answer):
+        return answer
+    raise _refuse(policy, "result_key", answer, "a non-empty string (the result store's key) or None",
+                  subject)

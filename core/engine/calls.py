@@ -40,7 +40,7 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
     except BaseException as exc:
         # An interrupt while waiting for upstream runs, or before the attempt loop began
         # (which ends its own runs): the run never started. Noted first without a call
-        # (see engine.execute_sync): at the recursion limit the calls fail too.
+        # (see task_loop._escaped): at the recursion limit the calls fail too.
         flow_context.unfinished.append((execution, exc, get_ident()))
         if not _cancelled(execution):
             never_started(execution, exc)

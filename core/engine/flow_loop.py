@@ -74,6 +74,21 @@ class FlowExecution(FlowRunContext):
             self._tokens.append(log_prints_var.set(self.flow.spec.log_prints))
         activate(self)
 
+    def __enter__(self) -> FlowExecution:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> bool:
+        """An exception that escaped the run ends it (``_interrupted``: Crashed, runner
+        stopped) and goes on to the caller, showing its own frames and the flow's, not
+        the run loop's; the run stops being the active one either way."""
+        try:
+            if exc is not None:
+                _interrupted(self, exc)
+                without_headwater_frames(exc)
+        finally:
+            self.exit()
+        return False
+
     def exit(self) -> None:
         deactivate(self)
         if len(self._tokens) == 3:
@@ -465,31 +480,17 @@ def _interrupted(execution: FlowExecution, exc: BaseException) -> None:
 
 def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
     """``my_flow(...)`` for a sync flow."""
-    execution = _start(flow, args, kwargs)
-    try:
+    with _start(flow, args, kwargs) as execution:
         if execution.final is None:  # else it failed before the body could run
             drive(flow_attempts(execution), execution.call_body_with_timeout, execution.wait_for_futures)
         return _result(execution.finish(), return_state)
-    except BaseException as exc:
-        _interrupted(execution, exc)
-        # The caller's traceback shows its own frames and the flow's, not the run loop's.
-        raise without_headwater_frames(exc)
-    finally:
-        execution.exit()
 
 
 async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
                          return_state: bool) -> Any:
     """``await my_flow(...)`` for an async flow."""
-    execution = _start(flow, args, kwargs)
-    try:
+    with _start(flow, args, kwargs) as execution:
         if execution.final is None:  # else it failed before the body could run
             await drive_async(flow_attempts(execution), execution.call_body_async,
                               execution.wait_for_futures_async)
         return _result(execution.finish(), return_state)
-    except BaseException as exc:
-        _interrupted(execution, exc)
-        # The caller's traceback shows its own frames and the flow's, not the run loop's.
-        raise without_headwater_frames(exc)
-    finally:
-        execution.exit()

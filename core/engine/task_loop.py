@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import states
 from ..errors import ConfigurationError, StoreError, TaskNestingError, TaskTimeout
 from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check_completed_answer,
-                      check_failed_answer, check_running_answer, is_retry, policy_name)
+                      check_failed_answer, check_result_key, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from ..run_logging import enable_log_prints, log_line, log_prints_var, task_extra, task_logger
 from ..runs import TaskRun
@@ -79,7 +79,7 @@ class TaskExecution:
     flow run's shared state, the policy, and the error that ended the run.
     """
 
-    __slots__ = ("context", "task", "task_run", "flow_context", "policy", "error")
+    __slots__ = ("context", "task", "task_run", "flow_context", "policy", "error", "_tokens")
 
     def __init__(self, task: Task, run: TaskRun, flow_context: FlowRunContext,
                  parameters: dict[str, Any]) -> None:
@@ -106,6 +106,35 @@ class TaskExecution:
     @property
     def nesting(self) -> int:
         return self.context.nesting
+
+    # -- the run active while its attempts run (``with execution:``) ---------------------
+
+    def __enter__(self) -> TaskExecution:
+        """Make this the active task run (and its ``log_prints`` choice)."""
+        token = task_run_ctx.set(self.context)
+        wants_prints = self.task.spec.log_prints  # None: as the flow says
+        if wants_prints is None:
+            self._tokens = (token, None)  # the usual case
+        else:
+            if wants_prints:
+                enable_log_prints()  # print goes through the run logger from now on (once per process)
+            self._tokens = (token, log_prints_var.set(wants_prints))
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> bool:
+        """An exception that escaped the attempts ends the run Crashed (``_escaped``); then
+        the run is no longer the active one. The exception goes on."""
+        try:
+            if exc is not None:
+                _escaped(self, exc)
+        finally:
+            token, prints = self._tokens
+            if prints is not None:
+                log_prints_var.reset(prints)
+            task_run_ctx.reset(token)
+            if self.context.nesting:
+                self.flow_context.nested.pop(self.task_run.id, None)
+        return False
 
     # -- the steps of an attempt (strung together by attempts.task_attempts) -------------
 
@@ -308,7 +337,13 @@ class TaskExecution:
         return finish_run(self.flow_context, run, state)
 
     def _persist(self, key: str, value: Any) -> states.State | None:
-        """Write ``value`` under ``key``; a Failed state when the storage is unusable."""
+        """Write ``value`` under ``key``; a Failed state when the storage is unusable or
+        the key is not one (the policy's ``result_key`` answered, say, a number)."""
+        if type(key) is not str or not key:
+            try:
+                check_result_key(self.policy, key, self._subject())
+            except PolicyAnswerError as error:
+                return self._refused(error)
         run = self.task_run
         serializer = self.task.spec.result_serializer or DEFAULT_SERIALIZER
         try:
@@ -411,26 +446,6 @@ def run_callbacks(callbacks: list[Callable[..., Any]], owner: Any, run: Any, sta
 # -- driving the attempts -----------------------------------------------------------------
 
 
-def _enter(execution: TaskExecution) -> tuple[Any, Any]:
-    """Make ``execution`` the active task run (and its ``log_prints`` choice)."""
-    token = task_run_ctx.set(execution.context)
-    wants_prints = execution.task.spec.log_prints  # None: as the flow says
-    if wants_prints is None:
-        return token, None  # the usual case
-    if wants_prints:
-        enable_log_prints()  # print goes through the run logger from now on (once per process)
-    return token, log_prints_var.set(wants_prints)
-
-
-def _leave(execution: TaskExecution, tokens: tuple[Any, Any]) -> None:
-    token, prints = tokens
-    if prints is not None:
-        log_prints_var.reset(prints)
-    task_run_ctx.reset(token)
-    if execution.context.nesting:
-        execution.flow_context.nested.pop(execution.task_run.id, None)
-
-
 def _escaped(execution: TaskExecution, exc: BaseException) -> None:
     """An exception escaped the attempts (the engine, the store or a policy failed, or
     an interrupt): end the run Crashed, unless it is final already, so no caller (a
@@ -448,28 +463,16 @@ def _escaped(execution: TaskExecution, exc: BaseException) -> None:
 
 def execute_sync(execution: TaskExecution) -> states.State:
     """Run the attempts of one task run in this thread; return its final state."""
-    tokens = _enter(execution)
-    try:
+    with execution:
         final = drive(task_attempts(execution), execution.call_with_timeout)
-    except BaseException as exc:
-        _escaped(execution, exc)
-        raise
-    finally:
-        _leave(execution, tokens)
     execution.finish_logs(final)
     return final
 
 
 async def execute_async(execution: TaskExecution) -> states.State:
     """Run the attempts of one async task run on this event loop; return its final state."""
-    tokens = _enter(execution)
-    try:
+    with execution:
         final = await drive_async(task_attempts(execution), execution.call_async)
-    except BaseException as exc:
-        _escaped(execution, exc)
-        raise
-    finally:
-        _leave(execution, tokens)
     execution.finish_logs(final)
     return final
 

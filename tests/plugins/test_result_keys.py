@@ -85,3 +85,26 @@ def test_a_plugin_policy_names_the_key_of_any_result(headwater_home):
         assert reports() == 8
     (store,) = stores
     assert list(store.data) == ["latest-never"]
+
+
+class NumberKeys(WrappingPolicy):
+    def result_key(self, ctx):
+        return 42
+
+
+class NumberedResults:
+    @hookimpl(wrapper=True)
+    def headwater_make_state_policy(self, task, session):
+        return NumberKeys((yield))
+
+
+def test_a_result_key_that_is_not_a_string_fails_the_run_naming_the_policy(headwater_home):
+    stores.clear()
+    with Session(plugins=[InMemoryResults(), NumberedResults()]) as session:
+        state = reports(return_state=True)
+        session.store.flush()
+        (run,) = session.store.read_task_runs(flow_run_id=state.state_details.flow_run_id)
+    assert state.is_failed()
+    assert all(store.data == {} for store in stores)  # nothing written under a bad key
+    assert run.state.is_failed()
+    assert "NumberKeys answered result_key() with 42" in run.state.message
