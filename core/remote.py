@@ -48,7 +48,7 @@ from .engine.futures import Future, Work, swap_nested, when_all_done
 from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
 from .errors import HeadwaterError
 from .results import ResultMissing, ResultNotPersisted, ResultStore
-from .run_logging import flow_logger, record_message, task_extra, task_logger
+from .run_logging import TASK_FINISHED, log_line, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -168,8 +168,8 @@ class Outcome:
     #: does the write (the value is the final state's data).
     result_writes: list[tuple[str, str]] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)
-    #: ``(created, levelno, logger name, message, run_label)`` per captured record.
-    logs: list[tuple[float, int, str, str, str]] = field(default_factory=list)
+    #: ``(created, levelno, logger name, message, run_label, run_event)`` per captured record.
+    logs: list[tuple[float, int, str, str, str, str | None]] = field(default_factory=list)
     #: Task runs started inside the task (a task called in its body), with their states.
     nested: list[tuple[TaskRun, list[states.State]]] = field(default_factory=list)
 
@@ -354,7 +354,8 @@ class _DetachedExecution(TaskExecution):
     def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
         if task_logger.isEnabledFor(logging.INFO):
-            task_logger.info("Finished in state %s", state, extra=task_extra(self.context))
+            log_line(task_logger, logging.INFO, "Finished in state %s", (state,), task_extra(self.context),
+                     TASK_FINISHED, state)
 
 
 _capture: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -372,15 +373,14 @@ def _capture_filter(record: logging.LogRecord) -> bool:
     if record.exc_info and record.exc_info[1] is not None:
         message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
     buffer.append((record.created, record.levelno, record.name, message,
-                   getattr(record, "run_label", "") or ""))
+                   getattr(record, "run_label", "") or "", getattr(record, "run_event", None)))
     return False
 
 
 def _install_capture(level: int) -> None:
     global _filter_installed
     if not _filter_installed:
-        task_logger.addFilter(_capture_filter)
-        flow_logger.addFilter(_capture_filter)  # "Created task run" of tasks it calls
+        task_logger.addFilter(_capture_filter)  # with "Created task run" of tasks it calls
         _filter_installed = True
     root = logging.getLogger("headwater")
     if root.level == logging.NOTSET:  # a fresh worker process: log what the flow logs
@@ -515,16 +515,22 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
                 flow_context.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
     transition(flow_context, run, final)
-    _replay_logs(outcome.logs, task_extra(execution.context))
+    _replay_logs(outcome.logs, task_extra(execution.context), final)
     execution.run_callbacks(final)
     return final
 
 
-def _replay_logs(rows: list[tuple[float, int, str, str, str]], extra: dict[str, Any]) -> None:
+def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra: dict[str, Any],
+                 final: states.State) -> None:
     """Hand captured records to this process's handlers (the console, a log store)."""
-    for created, levelno, name, message, label in rows:
+    for created, levelno, name, message, label, event in rows:
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(levelno):
+            continue
+        if event == TASK_FINISHED:  # counted as the engine's own line (the console's progress)
+            # Worded from the state recorded here, which is the run's (see record_outcome).
+            log_line(logger, levelno, "Finished in state %s", (final,),
+                     {**extra, "run_label": label or extra["run_label"]}, event, final, created=created)
             continue
         record = logger.makeRecord(name, levelno, "(worker)", 0, message, None, None,
                                    extra={**extra, "run_label": label or extra["run_label"]})

@@ -26,6 +26,7 @@ KEYS = (
     "DISABLE_PLUGINS",
     "DISABLE_PLUGIN_AUTOLOAD",
     "STORE_WRITER",
+    "CONSOLE",
 )
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -45,6 +46,9 @@ class Settings:
     #: Who writes the SQLite run store's batches: "auto", "thread" or "process" (checked
     #: by the store, ``plugins/sqlite_writers.py``, which knows the choices).
     store_writer: str = "auto"
+    #: What the console shows of big flow runs: "auto", "lines", "progress" or "quiet"
+    #: (checked by the console plugin, ``plugins/console_log.py``, which knows the choices).
+    console: str = "auto"
     #: Where a key's value came from when not the environment: key -> (pyproject path,
     #: key as written there). Used only to word error messages.
     origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -93,6 +97,7 @@ class Settings:
             disable_plugin_autoload=_flag("DISABLE_PLUGIN_AUTOLOAD", values.get("DISABLE_PLUGIN_AUTOLOAD"),
                                           origins),
             store_writer=str(values.get("STORE_WRITER") or "auto"),
+            console=str(values.get("CONSOLE") or "auto"),
             origins=origins,
         )
 
@@ -110,7 +115,8 @@ def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> 
     return f"{PREFIX}{key}={value!r}"
 
 
-_STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER", "STORE_WRITER")
+_STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER", "STORE_WRITER",
+                "CONSOLE")
 
 
 def _check_type(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> None:

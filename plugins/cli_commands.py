@@ -268,7 +268,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             # The label the console showed (see headwater.plugins.run_logs for how lines are filed).
             if task_id:
                 where = f"Task run {quoted(task_names.get(task_id, task_id))}"
-            elif line.get("logger") in (None, "headwater.flow_runs"):
+            elif line.get("logger") in (None, "headwater.flow_runs", "headwater.task_runs"):
                 where = f"Flow run {quoted(run.name)}"
             else:
                 where = shown(line["logger"])

@@ -10,6 +10,10 @@ one: ``Finished in state ...``), when a warning or error is logged, or when it h
 ``BATCH`` lines. ``headwater runs show`` and the dashboard read the lines back with
 ``store.read_logs(flow_run_id=...)``.
 
+The engine's own lines ("Created task run ...", "Finished in state ...") reach the
+handler as :class:`~headwater.run_logging.RunLine` objects through ``handle_run_line``:
+a tuple each, without a ``LogRecord``, formatted once.
+
 A line is filed the way the console labels it (its ``run_label``): under its task run
 when the label is ``Task run '...'``, else under its flow run only. ``runs show`` labels
 flow-level lines of ``headwater.flow_runs`` with the flow run, others (such as
@@ -26,7 +30,7 @@ import logging
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
-from headwater.run_logging import record_message
+from headwater.run_logging import RunLine, record_message
 
 #: Lines buffered before they are handed to the store even without a flow-level line.
 BATCH = 256
@@ -79,6 +83,20 @@ class RunLogHandler(logging.Handler):
         if now or len(buffer) >= BATCH:
             self.drain()
         return True
+
+    def handle_run_line(self, line: RunLine) -> None:
+        """The engine's routine lines (two per task run): one tuple each, no record, the
+        text formatted once (and shared with the console, which may format it too)."""
+        extra = line.extra
+        flow_run_id = extra["flow_run_id"]
+        task_run_id = extra["task_run_id"]
+        now = task_run_id is None or line.levelno >= logging.WARNING
+        if task_run_id is not None and not extra["run_label"].startswith("Task run"):
+            task_run_id = None  # filed as the console labels it (see handle)
+        buffer = self.buffer
+        buffer.append((flow_run_id, task_run_id, line.created, line.levelname, line.logger.name, line.message))
+        if now or len(buffer) >= BATCH:
+            self.drain()
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)

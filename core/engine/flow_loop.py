@@ -22,8 +22,8 @@ from ..errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTi
 from ..ids import random_id
 from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingPolicy, answering_policy,
                       check_failed_answer, is_retry, policy_name)
-from ..run_logging import (activate, deactivate, enable_log_prints, engine_logger, flow_extra, flow_logger,
-                           log_prints_var)
+from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
+                           flow_logger, log_line, log_prints_var)
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
@@ -401,7 +401,8 @@ class FlowExecution(FlowRunContext):
                 self.task_runner.shutdown(wait=True)
             state = self.final
             if flow_logger.isEnabledFor(_INFO):
-                flow_logger.info("Finished in state %s", state, extra=flow_extra(self))
+                log_line(flow_logger, _INFO, "Finished in state %s", (state,), flow_extra(self),
+                         FLOW_FINISHED, state)
             callbacks = callbacks_for(self.flow.spec, state)
             if callbacks:
                 run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..errors import RunNameError, TaskNestingError, TaskTimeout
 from ..ids import time_ordered_id
-from ..run_logging import flow_logger, log_line
+from ..run_logging import TASK_CREATED, log_line, task_logger
 from ..runs import TaskRun
 from ..session import Session
 from .context import FlowRunContext, task_run_ctx
@@ -60,9 +60,11 @@ def create_task_run(task: Task, flow_context: FlowRunContext, parameters: dict[s
     try:
         flow_context.store.create_task_run(run)
         transition(execution.flow_context, run, states.Pending())
-        if flow_context.flow_run is not None and flow_logger.isEnabledFor(_INFO):
-            log_line(flow_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
-                     {"run_label": flow_context.label, "flow_run_id": flow_context.flow_run.id, "task_run_id": run.id})
+        if flow_context.flow_run is not None and task_logger.isEnabledFor(_INFO):
+            # On the task runs' logger (a line per task run), labelled with the flow run.
+            log_line(task_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
+                     {"run_label": flow_context.label, "flow_run_id": flow_context.flow_run.id, "task_run_id": run.id},
+                     TASK_CREATED)
     except BaseException as exc:
         # Interrupted (or the store failed) between creating the run and recording its
         # first state: the store would keep a run with no state at all.
