@@ -1,5 +1,6 @@
 """The built-in ``headwater`` subcommands: ``runs``, ``runs show``, ``cache``, ``plugins``
-and ``run`` (its own module, ``cli_run``). Every listing takes ``--json``."""
+and ``run`` (its own module, ``cli_run``). Every listing takes ``--json``; state names and
+log levels are coloured when stdout is a terminal (see ``colours``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import argparse
 import datetime as dt
 import json
 import sys
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from headwater.plugin_manager import hookimpl
 from headwater.stores import CacheIndex, RunReader, require_part
 
 from .cli_run import cmd_run
 from .cli_text import quoted, shown
+from .colours import paint_level, paint_state, wants_colour
 
 
 def _session() -> Any:
@@ -45,27 +47,50 @@ def _duration(start: float | None, end: float | None) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
+def _table(rows: list[list[str]], headers: list[str],
+           paint: Mapping[int, Callable[[str], str]] | None = None) -> str:
+    """``rows`` under ``headers`` in aligned columns; ``paint`` maps a column's index to
+    what colours its (escaped) cells."""
     # Every cell escaped: a recorded name cannot move the cursor or start a row of its own.
     rows = [[shown(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    paint = paint or {}
+
+    def cell(column: int, text: str, width: int) -> str:
+        # Padding counted on the plain text: escape codes take no room on the screen.
+        return (paint[column](text) if column in paint else text) + " " * (width - len(text))
+
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(cell(i, c, w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
     return "\n".join(lines)
 
 
-def _state_text(state: Any) -> str:
-    return shown(state.name) if state is not None else "-"
+def _state_name(name: str, colour: bool, width: int = 0) -> str:
+    """A state's name escaped and padded to ``width``, in its colour when ``colour``."""
+    text = shown(name)
+    # The colour is looked up by the escaped name: it equals a palette name only when the
+    # recorded name does, so an odd name is never painted as another state.
+    return (paint_state(text, text) if colour else text) + " " * (width - len(text))
 
 
-def _state_line(state: Any) -> str:
+def _level_name(level: str, colour: bool, width: int = 0) -> str:
+    """A log level's name escaped and padded to ``width``, in its colour when ``colour``."""
+    text = shown(level)
+    return (paint_level(text) if colour else text) + " " * (width - len(text))
+
+
+def _state_text(state: Any, colour: bool = False) -> str:
+    return _state_name(state.name, colour) if state is not None else "-"
+
+
+def _state_line(state: Any, colour: bool = False) -> str:
     """A state as ``str(state)`` gives it (``Failed('boom')``), its name and message
-    escaped and quoted as the console shows them."""
+    escaped and quoted as the console shows them; the name in its colour when ``colour``."""
     parts = [quoted(state.message)] if state.message else []
     if state.shows_type():
         parts.append(f"type={state.type.name}")
-    return f"{shown(state.name)}({', '.join(parts)})"
+    return f"{_state_name(state.name, colour)}({', '.join(parts)})"
 
 
 def _run_dict(run: Any) -> dict[str, Any]:
@@ -145,9 +170,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(shown(_no_runs_text(session.settings.database_url)))
         return 0
     mark = _subflow_mark()
-    rows = [[(mark if r.parent_flow_run_id else "") + r.name, r.flow_name, _state_text(r.state),
+    rows = [[(mark if r.parent_flow_run_id else "") + r.name, r.flow_name,
+             r.state.name if r.state is not None else "-",
              _when(r.start_ts), _duration(r.start_ts, r.end_ts), r.id[:8]] for r in runs]
-    print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]))
+    paint = {2: lambda text: _state_name(text, colour=True)} if wants_colour(sys.stdout) else None
+    print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"], paint))
     return 0
 
 
@@ -229,14 +256,16 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in logs]
         print(json.dumps(out, indent=2))
         return 0
+    colour = wants_colour(sys.stdout)
     print(f"Flow run {quoted(run.name)} of flow {quoted(run.flow_name)}  (id {shown(run.id)})")
-    print(f"  state:      {_state_line(run.state)}" if run.state else "  state:      -")
+    print(f"  state:      {_state_line(run.state, colour)}" if run.state else "  state:      -")
     print(f"  parameters: {_parameters_text(run.parameters)}")
     print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
     origin = states[0].ts if states else (run.start_ts or 0)
     print("\nState history:")
     for state in states:
-        print(f"  +{state.ts - origin:8.3f}s  {shown(state.name):<14} {shown(state.message or '')}".rstrip())
+        print(f"  +{state.ts - origin:8.3f}s  {_state_name(state.name, colour, 14)} "
+              f"{shown(state.message or '')}".rstrip())
     if tasks:
         print(f"\nTask runs ({len(tasks)}):")
         end = max([t.end_ts or t.start_ts or origin for t in tasks] + [run.end_ts or origin])
@@ -247,13 +276,13 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             stop = task.end_ts or start
             left = int((start - origin) / span * width)
             bar = " " * left + "#" * max(1, int((stop - start) / span * width))
-            history = " > ".join(shown(s.name) for s in store.read_states(task.id))
+            history = " > ".join(_state_name(s.name, colour) for s in store.read_states(task.id))
             print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {shown(task.name):<28} "
                   f"{_duration(task.start_ts, task.end_ts):>8}  {history}")
     if children:
         print("\nSubflow runs:")
         for child in children:
-            print(f"  {shown(child.name)} ({shown(child.flow_name)}) {_state_text(child.state)} {shown(child.id[:8])}")
+            print(f"  {shown(child.name)} ({shown(child.flow_name)}) {_state_text(child.state, colour)} {shown(child.id[:8])}")
     logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
     if logs:
         print("\nLogs:")
@@ -274,7 +303,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
                 where = shown(line["logger"])
             # Newlines and tabs kept (a traceback spans lines); every other control escaped.
             first, *rest = shown(line["message"], lines=True).split("\n")
-            print(f"  {stamp} | {shown(line['level']):<7} | {where} - {first}")
+            print(f"  {stamp} | {_level_name(line['level'], colour, 7)} | {where} - {first}")
             for more in rest:  # a traceback: indented under its line
                 print(f"      {more}".rstrip())
     return 0

@@ -7,6 +7,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_headwater(headwater_session):
-    """Isolate every test: its own session, store, results and settings."""
+def _isolated_headwater(headwater_session, monkeypatch):
+    """Isolate every test: its own session, store, results and settings; the shell's
+    colour settings (FORCE_COLOR, NO_COLOR) cleared, so output is as for a pipe."""
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
     yield headwater_session
