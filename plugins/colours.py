@@ -3,7 +3,8 @@
 Used by the console lines (``console_log``) and the ``headwater runs`` tables. Colour is
 on only when the stream is a terminal that can show it: never when ``NO_COLOR`` is set
 (https://no-color.org), never when ``TERM=dumb``, never into a file or a pipe.
-``FORCE_COLOR`` (any value but ``0``) turns it on anyway, for a pager that understands it.
+``FORCE_COLOR`` turns it on anyway (for a pager that understands it), and ``FORCE_COLOR=0``
+turns it off.
 
 Copy the palette into a ``headwater_hooks.py`` module and change it there if you like:
 ``colours.STATE_COLOURS["Completed"] = colours.BLUE``.
@@ -53,8 +54,8 @@ def wants_colour(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
     if env.get("NO_COLOR"):
         return False
     force = env.get("FORCE_COLOR")
-    if force and force != "0":
-        return True
+    if force:
+        return force != "0"  # FORCE_COLOR=0 is an explicit "no colour", as in Node's tools
     if env.get("TERM") == "dumb":
         return False
     try:

@@ -53,6 +53,12 @@ def test_force_color_turns_colour_on_for_a_pipe() -> None:
     assert not wants_colour(io.StringIO(), {"FORCE_COLOR": ""})
 
 
+def test_force_color_zero_turns_colour_off_at_a_terminal(tty: TextIO) -> None:
+    """FORCE_COLOR=0 is an explicit "no colour", as Node's tools read it."""
+    assert wants_colour(tty, {})
+    assert not wants_colour(tty, {"FORCE_COLOR": "0"})
+
+
 def test_a_dumb_terminal_gets_no_colour_unless_forced(tty: TextIO) -> None:
     """TERM=dumb (Emacs shell buffers, some CI) means no escape codes, unless FORCE_COLOR."""
     assert not wants_colour(tty, {"TERM": "dumb"})
