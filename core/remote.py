@@ -48,7 +48,8 @@ from .engine.futures import Future, Work, swap_nested, when_all_done
 from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
 from .errors import HeadwaterError
 from .results import ResultMissing, ResultNotPersisted, ResultStore
-from .run_logging import TASK_FINISHED, log_line, record_message, task_extra, task_logger
+from .run_logging import TASK_CREATED, TASK_FINISHED, log_line, record_message, task_extra, task_logger
+from .task_lines import FINISHED
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
 from .task_runners import InlineTaskRunner
@@ -354,7 +355,7 @@ class _DetachedExecution(TaskExecution):
     def finish_logs(self, state: states.State) -> None:
         # State callbacks run in the flow process, after the outcome is recorded.
         if task_logger.isEnabledFor(logging.INFO):
-            log_line(task_logger, logging.INFO, "Finished in state %s", (state,), task_extra(self.context),
+            log_line(task_logger, logging.INFO, FINISHED, (state,), task_extra(self.context),
                      TASK_FINISHED, state)
 
 
@@ -527,10 +528,14 @@ def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(levelno):
             continue
-        if event == TASK_FINISHED:  # counted as the engine's own line (the console's progress)
+        if event == TASK_FINISHED:  # the engine's own line again: counted, kept as a fact
             # Worded from the state recorded here, which is the run's (see record_outcome).
-            log_line(logger, levelno, "Finished in state %s", (final,),
+            log_line(logger, levelno, FINISHED, (final,),
                      {**extra, "run_label": label or extra["run_label"]}, event, final, created=created)
+            continue
+        if event == TASK_CREATED:  # a task run the task started (its record is here now)
+            log_line(logger, levelno, "%s", (message,), {**extra, "run_label": label or extra["run_label"]},
+                     event, created=created)
             continue
         record = logger.makeRecord(name, levelno, "(worker)", 0, message, None, None,
                                    extra={**extra, "run_label": label or extra["run_label"]})

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from .errors import StoreError
 from .runs import FlowRun, TaskRun
 from .states import State
+from .task_lines import is_marker, merge_lines, task_lines
 
 
 @dataclass
@@ -315,10 +316,24 @@ class MemoryRunStore(RunStore):
 
     def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
-        rows = [r for r in self.logs
-                if (flow_run_id is None or r["flow_run_id"] == flow_run_id)
-                and (task_run_id is None or r["task_run_id"] == task_run_id)]
-        return rows[:limit]
+        with self._lock:
+            rows = [r for r in self.logs
+                    if (flow_run_id is None or r["flow_run_id"] == flow_run_id)
+                    and (task_run_id is None or r["task_run_id"] == task_run_id)]
+            if task_run_id is not None:
+                run = self.task_runs.get(task_run_id)
+                scope = {run.flow_run_id} if run is not None and run.flow_run_id else set()
+            else:
+                scope = {flow_run_id} if flow_run_id is not None else {r["flow_run_id"] for r in self.logs}
+            marked = {r["flow_run_id"] for r in self.logs if r["flow_run_id"] in scope and is_marker(r)}
+            facts = {flow: [(t.id, t.name, t.task_name, self._created(t), t.state, t.end_ts)
+                            for t in self.task_runs.values() if t.flow_run_id == flow] for flow in marked}
+        derived = [line for flow in sorted(marked) for line in task_lines(flow, facts[flow], task_run_id)]
+        return merge_lines(rows, derived, limit)
+
+    def _created(self, run: TaskRun) -> float:
+        history = self.states.get(run.id)
+        return history[0].ts if history else (run.start_ts or 0.0)
 
     def read_flows(self) -> list[FlowSummary]:
         return _flow_summaries(self.read_flow_runs(limit=2**62), list(self.flows.values()))

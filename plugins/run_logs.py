@@ -10,13 +10,16 @@ one: ``Finished in state ...``), when a warning or error is logged, or when it h
 ``BATCH`` lines. ``headwater runs show`` and the dashboard read the lines back with
 ``store.read_logs(flow_run_id=...)``.
 
-The engine's own lines ("Created task run ...", "Finished in state ...") reach the
-handler as :class:`~headwater.run_logging.RunLine` objects through ``handle_run_line``:
-a tuple each, without a ``LogRecord``, formatted once.
+The engine's own lines reach the handler as :class:`~headwater.run_logging.RunLine`
+objects through ``handle_run_line``, without a ``LogRecord``. A task run's two routine
+lines ("Created task run ...", "Finished in state ...") are not written at all: its
+record holds what they say, so the flow run gets one marker row and the store words
+them when they are read (``headwater.task_lines``); ``read_logs`` returns them with the
+others, in order.
 
 A line is filed the way the console labels it (its ``run_label``): under its task run
 when the label is ``Task run '...'``, else under its flow run only. ``runs show`` labels
-flow-level lines of ``headwater.flow_runs`` with the flow run, others (such as
+flow-level lines of ``headwater.flow_runs`` and ``headwater.task_runs`` with the flow run, others (such as
 ``headwater.engine - Created flow run ...``, which has no run label) with the logger name,
 as the console does.
 
@@ -30,7 +33,8 @@ import logging
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
-from headwater.run_logging import RunLine, record_message
+from headwater.run_logging import FLOW_FINISHED, TASK_CREATED, TASK_FINISHED, RunLine, record_message
+from headwater.task_lines import marker_row
 
 #: Lines buffered before they are handed to the store even without a flow-level line.
 BATCH = 256
@@ -52,6 +56,8 @@ class RunLogHandler(logging.Handler):
         # drain in another thread need no lock.
         self.buffer: collections.deque[tuple[Any, ...]] = collections.deque()
         self.sessions: list[Any] = []
+        #: Flow runs whose marker row is filed (until their "Finished in state" line).
+        self.marked: set[str] = set()
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # Overridden (not emit) to skip Handler's lock: this runs for every run log line.
@@ -60,6 +66,9 @@ class RunLogHandler(logging.Handler):
         task_run_id = data.get("task_run_id")
         if flow_run_id is None and task_run_id is None:
             return False
+        event = data.get("run_event")
+        if event is not None and self.routine(event, flow_run_id, record.created):
+            return True
         # Handed over at once for flow-level records only: a flow's "Created task run"
         # lines carry a task run id and stay batched.
         now = task_run_id is None or record.levelno >= logging.WARNING
@@ -85,18 +94,37 @@ class RunLogHandler(logging.Handler):
         return True
 
     def handle_run_line(self, line: RunLine) -> None:
-        """The engine's routine lines (two per task run): one tuple each, no record, the
-        text formatted once (and shared with the console, which may format it too)."""
+        """The engine's lines, without a record: a task run's routine two are not written
+        (see :meth:`routine`); a flow run's "Finished" line is, as one tuple."""
         extra = line.extra
-        flow_run_id = extra["flow_run_id"]
+        if self.routine(line.event, extra["flow_run_id"], line.created):
+            return
         task_run_id = extra["task_run_id"]
         now = task_run_id is None or line.levelno >= logging.WARNING
         if task_run_id is not None and not extra["run_label"].startswith("Task run"):
             task_run_id = None  # filed as the console labels it (see handle)
         buffer = self.buffer
-        buffer.append((flow_run_id, task_run_id, line.created, line.levelname, line.logger.name, line.message))
+        buffer.append((extra["flow_run_id"], task_run_id, line.created, line.levelname, line.logger.name,
+                       line.message))
         if now or len(buffer) >= BATCH:
             self.drain()
+
+    def routine(self, event: str | None, flow_run_id: str | None, ts: float) -> bool:
+        """Whether a line is a task run's routine line ("Created task run", "Finished in
+        state"), kept as its flow run's marker row instead of a row of its own: the store
+        words it from the task run's record when it is read (``headwater.task_lines``).
+        A flow run's own "Finished" line ends its marking."""
+        if flow_run_id is None:
+            return False
+        if event == FLOW_FINISHED:
+            self.marked.discard(flow_run_id)
+            return False
+        if event != TASK_CREATED and event != TASK_FINISHED:
+            return False
+        if flow_run_id not in self.marked:
+            self.marked.add(flow_run_id)
+            self.buffer.append(marker_row(flow_run_id, ts))
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)

@@ -19,6 +19,8 @@ from typing import Any, Iterable
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateDetails, StateType
 from headwater.stores import FlowInfo, FlowSummary
+from headwater.task_lines import LOGGER as LINES_LOGGER
+from headwater.task_lines import merge_lines, task_lines
 
 from . import sqlite_liveness as liveness
 
@@ -253,11 +255,46 @@ class SQLiteReads:
             where.append("task_run_id = ?")
             args.append(task_run_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._conn().execute(
+        conn = self._conn()
+        rows = conn.execute(
             f"SELECT flow_run_id, task_run_id, ts, level, logger, message FROM logs {clause} "
             f"ORDER BY seq LIMIT ?", (*args, int(limit))).fetchall()
         keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")
-        return [dict(zip(keys, r)) for r in rows]
+        recorded = [dict(zip(keys, r)) for r in rows]
+        derived: list[dict[str, Any]] = []
+        for marked in self._marked_flow_runs(conn, flow_run_id, task_run_id):
+            derived.extend(task_lines(marked, self._task_line_facts(conn, marked, task_run_id), task_run_id))
+        return merge_lines(recorded, derived, int(limit))
+
+    @staticmethod
+    def _marked_flow_runs(conn: sqlite3.Connection, flow_run_id: str | None,
+                          task_run_id: str | None) -> list[str]:
+        """The flow runs (among those asked for) whose task runs' routine lines were
+        logged: they have the marker row (see ``headwater.task_lines``)."""
+        if task_run_id is not None:
+            row = conn.execute("SELECT flow_run_id FROM task_runs WHERE id = ?", (task_run_id,)).fetchone()
+            if row is None or row[0] is None or (flow_run_id is not None and row[0] != flow_run_id):
+                return []
+            flow_run_id = row[0]
+        if flow_run_id is not None:
+            found = conn.execute("SELECT 1 FROM logs WHERE flow_run_id = ? AND message IS NULL AND logger = ? "
+                                 "AND task_run_id IS NULL LIMIT 1", (flow_run_id, LINES_LOGGER)).fetchone()
+            return [flow_run_id] if found else []
+        return [r[0] for r in conn.execute(
+            "SELECT DISTINCT flow_run_id FROM logs WHERE message IS NULL AND logger = ? AND task_run_id IS NULL "
+            "AND flow_run_id IS NOT NULL", (LINES_LOGGER,))]
+
+    def _task_line_facts(self, conn: sqlite3.Connection, flow_run_id: str,
+                         task_run_id: str | None) -> list[tuple[Any, ...]]:
+        """``(id, name, task_name, created, state, end_ts)`` of a flow run's task runs."""
+        sql = ("SELECT id, name, task_name, created, state_type, state_name, state_message, end_ts "
+               "FROM task_runs WHERE flow_run_id = ?")
+        args: list[Any] = [flow_run_id]
+        if task_run_id is not None:
+            sql += " AND id = ?"
+            args.append(task_run_id)
+        return [(rid, name, task_name, created or 0.0, self._state(st, sn, sm, end or created), end)
+                for rid, name, task_name, created, st, sn, sm, end in conn.execute(sql + " ORDER BY created, seq", args)]
 
 
 def _history_state(type_: str, name: str, message: str | None, ts: float, details: str | None) -> State:

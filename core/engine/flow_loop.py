@@ -24,6 +24,7 @@ from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingP
                       check_failed_answer, is_retry, policy_name)
 from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
                            flow_logger, log_line, log_prints_var)
+from ..task_lines import FINISHED
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
@@ -401,7 +402,7 @@ class FlowExecution(FlowRunContext):
                 self.task_runner.shutdown(wait=True)
             state = self.final
             if flow_logger.isEnabledFor(_INFO):
-                log_line(flow_logger, _INFO, "Finished in state %s", (state,), flow_extra(self),
+                log_line(flow_logger, _INFO, FINISHED, (state,), flow_extra(self),
                          FLOW_FINISHED, state)
             callbacks = callbacks_for(self.flow.spec, state)
             if callbacks:

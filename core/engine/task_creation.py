@@ -14,6 +14,7 @@ from .. import states
 from ..errors import RunNameError, TaskNestingError, TaskTimeout
 from ..ids import time_ordered_id
 from ..run_logging import TASK_CREATED, log_line, task_logger
+from ..task_lines import CREATED
 from ..runs import TaskRun
 from ..session import Session
 from .context import FlowRunContext, task_run_ctx
@@ -62,7 +63,7 @@ def create_task_run(task: Task, flow_context: FlowRunContext, parameters: dict[s
         transition(execution.flow_context, run, states.Pending())
         if flow_context.flow_run is not None and task_logger.isEnabledFor(_INFO):
             # On the task runs' logger (a line per task run), labelled with the flow run.
-            log_line(task_logger, _INFO, "Created task run %r for task %r", (run.name, task.name),
+            log_line(task_logger, _INFO, CREATED, (run.name, task.name),
                      {"run_label": flow_context.label, "flow_run_id": flow_context.flow_run.id, "task_run_id": run.id},
                      TASK_CREATED)
     except BaseException as exc:

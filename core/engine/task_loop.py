@@ -24,6 +24,7 @@ from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check
                       check_failed_answer, check_result_key, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from ..run_logging import TASK_FINISHED, enable_log_prints, log_line, log_prints_var, task_extra, task_logger
+from ..task_lines import FINISHED
 from ..runs import TaskRun
 from ..tracebacks import describe, for_log, logged_in
 from .attempts import task_attempts
@@ -373,7 +374,7 @@ class TaskExecution:
         run = self.task_run
         state.note_ended_run(run.flow_run_id, run.id)  # the final state tells which run it ended
         if task_logger.isEnabledFor(_INFO):
-            log_line(task_logger, _INFO, "Finished in state %s", (state,), task_extra(self.context),
+            log_line(task_logger, _INFO, FINISHED, (state,), task_extra(self.context),
                      TASK_FINISHED, state)
         callbacks = callbacks_for(self.task.spec, state)
         if callbacks:

@@ -52,6 +52,7 @@ LAYERS = {
     "headwater.states": VALUES,
     "headwater.runs": VALUES,
     "headwater.tracebacks": VALUES,
+    "headwater.task_lines": VALUES,
     "headwater.policy": INTERFACES,
     "headwater.results": INTERFACES,
     "headwater.stores": INTERFACES,
