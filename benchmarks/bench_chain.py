@@ -2,6 +2,7 @@
 a ThreadPoolExecutor chain where each job waits for the previous job's result.
 
 Each link waits for the one before, so this measures the latency of one hand-over.
+Measured at the default settings (INFO) and at WARNING, the children alternating.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from harness import Row, emit, main, median, run_child, size
+from harness import DEFAULT, LEVEL_OF, WARNING, Row, emit, interleaved_children, main, median, size, \
+    versus_warning
 
 N = size(2_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -55,12 +57,13 @@ def child(args: list[str]) -> None:
 
 
 def measure(args):
-    results = [run_child(__file__, [str(N), str(WORKERS)], HEADWATER_LOGGING_LEVEL="WARNING")
-               for _ in range(args.repeat)]
-    hw = [r["hw"] / N * 1e6 for r in results]
-    bare = median(r["bare"] / N * 1e6 for r in results)
-    return [Row("per link, WARNING log", median(hw), "us", bare, f"ThreadPoolExecutor({WORKERS}) chain",
-                samples=hw)], {"N": N, "workers": WORKERS}
+    results = interleaved_children(__file__, [str(N), str(WORKERS)], args.repeat)
+    hw = {label: [r["hw"] / N * 1e6 for r in runs] for label, runs in results.items()}
+    rows = [Row(f"per link, {label}", median(hw[label]), "us", median(r["bare"] / N * 1e6 for r in runs),
+                f"ThreadPoolExecutor({WORKERS}) chain", samples=hw[label], level=LEVEL_OF[label])
+            for label, runs in results.items()]
+    rows.append(versus_warning("per link", hw[DEFAULT], hw[WARNING], "us"))
+    return rows, {"N": N, "workers": WORKERS}
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@ The cluster (a LocalCluster of worker processes) is started once per child proce
 before either clock starts, and both sides use it. headwater's figure includes what the
 flow run adds: recording every run (Pending, Running, Completed) in the SQLite store,
 pickling each run's package, the worker's attempt loop and recording the outcome, plus
-connecting its own client. Reported, not budgeted (contrib/headwater-dask, issue #7).
+connecting its own client. Reported, not budgeted (contrib/headwater-dask, issue #7), at the
+default settings (INFO) and at WARNING, the children alternating.
 """
 
 from __future__ import annotations
 
 import time
 
-from harness import Row, emit, main, median, run_child, size
+from harness import DEFAULT, LEVEL_OF, WARNING, Row, emit, interleaved_children, main, median, size, \
+    versus_warning
 
 N = size(1_000)
 WORKERS = 2
@@ -68,17 +70,18 @@ def measure(args):
     except ImportError as exc:
         print(f"dask: skipped ({exc}); install it with `pip install -e contrib/headwater-dask`")
         return [], {"skipped": str(exc)}
-    results = [run_child(__file__, [str(N), str(WORKERS)], HEADWATER_LOGGING_LEVEL="WARNING")
-               for _ in range(args.repeat)]
-    ratios = [r["hw"] / r["bare"] for r in results]
-    hw = median(r["hw"] / N * 1e6 for r in results)
-    bare = median(r["bare"] / N * 1e6 for r in results)
-    added = median((r["hw"] - r["bare"]) / N * 1e6 for r in results)
-    return [
-        Row(f"per task, {N} tasks", hw, "us", bare, f"Client.submit, {WORKERS} worker processes",
-            samples=ratios, note=f"median of per-process ratios {median(ratios):.2f}x; "
-                                 f"headwater adds {added:.0f} us per task"),
-    ], {"N": N, "workers": WORKERS}
+    results = interleaved_children(__file__, [str(N), str(WORKERS)], args.repeat)
+    rows = []
+    for label, runs in results.items():
+        ratios = [r["hw"] / r["bare"] for r in runs]
+        added = median((r["hw"] - r["bare"]) / N * 1e6 for r in runs)
+        rows.append(Row(f"per task, {N} tasks, {label}", median(r["hw"] / N * 1e6 for r in runs), "us",
+                        median(r["bare"] / N * 1e6 for r in runs), f"Client.submit, {WORKERS} worker processes",
+                        samples=ratios, note=f"ratio: median of per-process ratios; headwater adds {added:.0f} us "
+                                             f"per task", level=LEVEL_OF[label], paired_ratio=median(ratios)))
+    per_task = {label: [r["hw"] / N * 1e6 for r in runs] for label, runs in results.items()}
+    rows.append(versus_warning(f"per task, {N} tasks", per_task[DEFAULT], per_task[WARNING], "us"))
+    return rows, {"N": N, "workers": WORKERS}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import PYTHON, Row, child_env, emit, main, median, time_process
+from harness import NO_LOGGING, PYTHON, Row, child_env, emit, main, median, time_process
 
 #: Modules ``import headwater`` must not import (DESIGN: keep the import light).
 FORBIDDEN = ("headwater.cli", "headwater.plugins", "sqlite3", "pluggy", "pydantic", "headwater_dask",
@@ -38,12 +38,12 @@ def measure(args):
     b, i = median(bare), median(imp)
     rows = [
         Row("whole process", i, "s", b, "python -c pass", "<= 150 ms and <= 5x",
-            i <= 0.150 and i / b <= 5, imp),
+            i <= 0.150 and i / b <= 5, imp, note=NO_LOGGING),
         Row("import cost alone", i - b, "s", note="headwater's process minus bare start-up"),
         Row("forbidden modules loaded", len(loaded), "", budget="0", ok=not loaded,
             note=", ".join(loaded) if loaded else "none of " + ", ".join(FORBIDDEN)),
     ]
-    return rows, {"processes_each": reps}
+    return rows, {"processes_each": reps, "log_level": NO_LOGGING}
 
 
 if __name__ == "__main__":

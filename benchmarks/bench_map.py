@@ -1,12 +1,14 @@
 """map: ``task.map`` over N inputs on the concurrent runner, results collected, against
-``ThreadPoolExecutor.map`` over the same inputs with the same number of workers."""
+``ThreadPoolExecutor.map`` over the same inputs with the same number of workers, at the
+default settings (INFO) and at WARNING, the children alternating."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from harness import Row, emit, main, median, run_child, size
+from harness import DEFAULT, LEVEL_OF, WARNING, Row, emit, interleaved_children, main, median, size, \
+    versus_warning
 
 N = size(10_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -46,12 +48,13 @@ def child(args: list[str]) -> None:
 
 
 def measure(args):
-    results = [run_child(__file__, [str(N), str(WORKERS)], HEADWATER_LOGGING_LEVEL="WARNING")
-               for _ in range(args.repeat)]
-    hw = [r["hw"] / N * 1e6 for r in results]
-    bare = median(r["bare"] / N * 1e6 for r in results)
-    return [Row("per element, WARNING log", median(hw), "us", bare, f"ThreadPoolExecutor({WORKERS}).map",
-                samples=hw)], {"N": N, "workers": WORKERS}
+    results = interleaved_children(__file__, [str(N), str(WORKERS)], args.repeat)
+    hw = {label: [r["hw"] / N * 1e6 for r in runs] for label, runs in results.items()}
+    rows = [Row(f"per element, {label}", median(hw[label]), "us", median(r["bare"] / N * 1e6 for r in runs),
+                f"ThreadPoolExecutor({WORKERS}).map", samples=hw[label], level=LEVEL_OF[label])
+            for label, runs in results.items()]
+    rows.append(versus_warning("per element", hw[DEFAULT], hw[WARNING], "us"))
+    return rows, {"N": N, "workers": WORKERS}
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 
 The store keeps the history; the process must not (DESIGN §7: no per-run objects kept
 beyond the store). Baselines: the same loop of plain calls, and a process that only
-imports headwater. Tasks return None, so the results themselves hold nothing.
+imports headwater. Tasks return None, so the results themselves hold nothing. The flows
+run at the default settings (INFO) and at WARNING, the processes alternating; the budget
+is checked at the default.
 """
 
 from __future__ import annotations
 
 import resource
 
-from harness import Row, emit, main, median, run_child, size
+from harness import DEFAULT, LEVEL_OF, LOG_LEVELS, WARNING, Row, emit, interleaved, main, median, \
+    run_child, size, versus_warning
 
 SMALL, LARGE = size(10_000), size(100_000)
+BUDGET = 1.5  # the large flow's peak against the small one's, at the default level
 
 
 def child(args: list[str]) -> None:
@@ -38,17 +42,26 @@ def child(args: list[str]) -> None:
 
 def measure(args):
     reps = max(1, min(args.repeat, 3))  # the 100,000-task process is the slow one
+    variants = {(n, label): (["flow", str(n)], env) for n in (SMALL, LARGE) for label, env in LOG_LEVELS.items()}
+    variants["plain"] = (["plain", str(LARGE)], {})  # no flow, no log line: one level is enough
 
-    def peak(mode: str, n: int) -> list[float]:
-        return [run_child(__file__, [mode, str(n)], HEADWATER_LOGGING_LEVEL="WARNING")["maxrss_kb"] / 1024
-                for _ in range(reps)]
+    def peak(variant: tuple[list[str], dict[str, str]]) -> float:
+        argv, env = variant
+        return run_child(__file__, argv, **env)["maxrss_kb"] / 1024
 
-    small, large, plain = peak("flow", SMALL), peak("flow", LARGE), peak("plain", LARGE)
-    s, lg = median(small), median(large)
-    return [
-        Row(f"peak RSS, {LARGE:,} tasks", lg, "MB", s, f"{SMALL:,} tasks", "<= 1.5x", lg / s <= 1.5, large),
-        Row(f"peak RSS, {SMALL:,} tasks", s, "MB", median(plain), f"{LARGE:,} plain calls", samples=small),
-    ], {"small": SMALL, "large": LARGE, "repeat_used": reps}
+    mb = interleaved(peak, variants, reps)
+    rows = []
+    for label in LOG_LEVELS:
+        large, small = mb[LARGE, label], mb[SMALL, label]
+        ratio, budgeted = median(large) / median(small), label == DEFAULT
+        rows.append(Row(f"peak RSS, {LARGE:,} tasks, {label}", median(large), "MB", median(small),
+                        f"{SMALL:,} tasks", f"<= {BUDGET:g}x" if budgeted else "",
+                        (ratio <= BUDGET) if budgeted else None, large, level=LEVEL_OF[label]))
+    for label in LOG_LEVELS:
+        rows.append(Row(f"peak RSS, {SMALL:,} tasks, {label}", median(mb[SMALL, label]), "MB", median(mb["plain"]),
+                        f"{LARGE:,} plain calls", samples=mb[SMALL, label], level=LEVEL_OF[label]))
+    rows.append(versus_warning(f"peak RSS, {LARGE:,} tasks", mb[LARGE, DEFAULT], mb[LARGE, WARNING], "MB"))
+    return rows, {"small": SMALL, "large": LARGE, "repeat_used": reps}
 
 
 if __name__ == "__main__":

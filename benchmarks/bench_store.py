@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import PYTHON, Row, child_env, emit, main, median, size
+from harness import NO_LOGGING, PYTHON, Row, child_env, emit, main, median, size
 
 RUNS = size(5_000)  # task runs per process: 15,000 state rows
 PROCS = 4
@@ -113,8 +113,9 @@ def measure(args):
         bare = [_run("bare", procs) for _ in range(reps)]
         rows.append(Row(f"state rows/s, {procs} process{'es' if procs > 1 else ''}", median(hw), "rows/s",
                         median(bare), "plain sqlite3", samples=hw,
-                        note="higher is better; all rows read back" if procs == 1 else ""))
-    return rows, {"task_runs_per_process": RUNS, "states_per_run": 3, "procs": PROCS, "repeat_used": reps}
+                        note=f"higher is better; all rows read back; {NO_LOGGING}" if procs == 1 else ""))
+    return rows, {"task_runs_per_process": RUNS, "states_per_run": 3, "procs": PROCS, "repeat_used": reps,
+                  "log_level": NO_LOGGING}
 
 
 if __name__ == "__main__":

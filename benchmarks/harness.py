@@ -5,6 +5,11 @@ Every case script measures in *fresh processes* (``python bench_x.py --child ...
 with its own temporary ``HEADWATER_HOME``, and reports the median of several
 repetitions. Each headwater figure sits next to a baseline that needs no headwater,
 measured in the same run, and the ratio of the two.
+
+A case that logs is measured at the default settings (no ``HEADWATER_LOGGING_LEVEL``:
+INFO, the store on), which is what users run and where its budget is checked, and at
+WARNING, reported beside it. The two alternate in one run (``interleaved``), and their
+ratio is the median of the per-pair ratios (``versus_warning``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,6 +35,22 @@ PYTHON = sys.executable
 #: ``BENCH_SMOKE=1``: every size a hundredth (at least 10), to check that the scripts
 #: run (tests/benchmarks), not to measure anything.
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+
+
+#: The two settings a case that logs is measured at, as row labels and the environment
+#: each child gets on top of ``child_env``: the default (INFO, every task run writes its
+#: lines) and WARNING (the per-task lines are dropped before they are made).
+DEFAULT = "INFO log (default)"
+WARNING = "WARNING log"
+LOG_LEVELS: dict[str, dict[str, str]] = {DEFAULT: {}, WARNING: {"HEADWATER_LOGGING_LEVEL": "WARNING"}}
+#: What ``Row.level`` says: a figure at the default settings, at WARNING, or neither.
+LEVEL_OF = {DEFAULT: "default", WARNING: "WARNING"}
+#: The note of a case in which headwater writes no log line at all.
+NO_LOGGING = "no logging in this case: the same at any log level"
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
 
 
 def size(n: int) -> int:
@@ -50,9 +71,16 @@ class Row:
     ok: bool | None = None
     samples: list[float] = field(default_factory=list)
     note: str = ""
+    #: "default" (the settings users run: INFO, store on), "WARNING", or "" (no log level).
+    level: str = ""
+    #: The ratio as measured pair by pair (median of per-pair ratios), shown instead of
+    #: value / baseline, which is a ratio of two medians.
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.baseline in (None, 0):
             return None
         return self.value / self.baseline
@@ -169,6 +197,55 @@ def run_child(script: str | Path, args: list[str], home: str | None = None,
             shutil.rmtree(home, ignore_errors=True)
 
 
+def interleaved(run_once: Callable[[V], R], variants: Mapping[K, V], repeat: int) -> dict[K, list[R]]:
+    """Run every variant once per repetition, in turn: rep 1 of each, then rep 2 of each...
+
+    Measured side by side like this, the machine's drift (other processes, the CPU's
+    clock) hits every variant alike. The results are listed per variant in repetition
+    order, so the i-th results of two variants are a pair (``paired_ratio``)."""
+    results: dict[K, list[R]] = {key: [] for key in variants}
+    for _ in range(repeat):
+        for key, variant in variants.items():
+            results[key].append(run_once(variant))
+    return results
+
+
+def interleaved_children(script: str | Path, args: list[str], repeat: int,
+                         variants: Mapping[str, dict[str, str]] = LOG_LEVELS,
+                         **env: str) -> dict[str, list[dict[str, Any]]]:
+    """``run_child(script, args)`` once per variant (extra environment) and repetition,
+    interleaved; by default at the two log levels, ``LOG_LEVELS``."""
+    return interleaved(lambda extra: run_child(script, args, **{**env, **extra}), variants, repeat)
+
+
+def paired_ratio(values: list[float], baselines: list[float]) -> float:
+    """The median of the per-pair ratios ``values[i] / baselines[i]``."""
+    if len(values) != len(baselines) or not values:
+        raise ValueError(f"paired_ratio needs two lists of the same non-zero length, got "
+                         f"{len(values)} and {len(baselines)} values")
+    return median(v / b for v, b in zip(values, baselines))
+
+
+def versus_warning(metric: str, default: list[float], warning: list[float], unit: str,
+                   budget: float | None = None) -> Row:
+    """The row ``<metric>, default vs WARNING``: the default-level figure against the same
+    at WARNING, measured in pairs (``interleaved``), with the median of the per-pair
+    ratios as its ratio and, when given, checked against ``budget`` (a ratio)."""
+    ratios = [d / w for d, w in zip(default, warning)]
+    ratio = paired_ratio(default, warning)
+    return Row(f"{metric}, default vs WARNING", median(default), unit, median(warning), WARNING,
+               f"<= {budget:g}x" if budget is not None else "",
+               (ratio <= budget) if budget is not None else None, ratios,
+               note=f"median of the per-pair ratios: {ratio:.2f}x ({len(ratios)} "
+               f"pair{'s' if len(ratios) != 1 else ''})", level="default",
+               paired_ratio=ratio)
+
+
+def default_first(rows: list[Row]) -> list[Row]:
+    """The rows with the default-level ones first, otherwise in their order."""
+    return sorted(rows, key=lambda row: row.level != "default")
+
+
 def time_process(argv: list[str], env: dict[str, str] | None = None) -> float:
     """Wall seconds of one whole process, output discarded."""
     start = time.perf_counter()
@@ -223,7 +300,9 @@ def format_table(case: str | None, rows: list[Row] | list[tuple[str, Row]]) -> s
 
 def report(case: str, rows: list[Row], facts: dict[str, Any], params: dict[str, Any],
            seconds: float) -> None:
-    """Print the case's table and write ``benchmarks/results/<case>.json``."""
+    """Print the case's table, default-level rows first, and write
+    ``benchmarks/results/<case>.json``."""
+    rows = default_first(rows)
     print(format_table(case, rows))
     print(f"({case}: {params}; {seconds:.1f} s)")
     RESULTS.mkdir(parents=True, exist_ok=True)

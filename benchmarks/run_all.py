@@ -1,6 +1,6 @@
 """Run every benchmark case (``make bench``), each in its own process, then print one
-summary table of the budgets. Results: ``benchmarks/results/<case>.json`` and
-``benchmarks/results/summary.json``.
+summary table of the budgets, each case's rows at the default settings (INFO log, store
+on) first. Results: ``benchmarks/results/<case>.json`` and ``benchmarks/results/summary.json``.
 
     .venv/bin/python benchmarks/run_all.py                 # everything, 5 repetitions
     .venv/bin/python benchmarks/run_all.py seq submit      # some cases
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from harness import HERE, RESULTS, Row, format_table, machine_facts, print_facts
+from harness import HERE, RESULTS, Row, default_first, format_table, machine_facts, print_facts
 
 ORDER = ["import", "hello", "seq", "submit", "chain", "map", "cache_hit", "retry", "memory", "store"]
 
@@ -24,6 +24,19 @@ ORDER = ["import", "hello", "seq", "submit", "chain", "map", "cache_hit", "retry
 def discover() -> list[str]:
     found = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
     return [c for c in ORDER if c in found] + [c for c in found if c not in ORDER]
+
+
+def summary_rows(cases: list[str]) -> list[tuple[str, Row]]:
+    """Every case's rows from its result file, case by case, default-level rows first."""
+    rows_by_case = []
+    for case in cases:
+        path = RESULTS / f"{case}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        rows = [Row(**{k: v for k, v in raw.items() if k != "ratio"}) for raw in data.get("rows", [])]
+        rows_by_case += [(case, row) for row in default_first(rows)]
+    return rows_by_case
 
 
 def main() -> int:
@@ -48,15 +61,7 @@ def main() -> int:
         if proc.returncode:
             failed.append(case)
     total = time.perf_counter() - began
-    rows_by_case = []
-    for case in cases:
-        path = RESULTS / f"{case}.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        for raw in data.get("rows", []):
-            raw = {k: v for k, v in raw.items() if k != "ratio"}
-            rows_by_case.append((case, Row(**raw)))
+    rows_by_case = summary_rows(cases)
     print(f"\n== summary ({total:.0f} s)")
     print_facts(facts)
     table = format_table(None, rows_by_case)
