@@ -514,7 +514,7 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
                     entry.location = run.result_location
                     entry.size, entry.digest = execution.result_size_and_digest()
                 flow_context.store.write_cache_entry(entry)
-    run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else final.ts
+    run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else time.time()
     transition(flow_context, run, final)
     _replay_logs(outcome.logs, task_extra(execution.context), final)
     execution.run_callbacks(final)

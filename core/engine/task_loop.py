@@ -67,7 +67,10 @@ def finish_run(flow_context: FlowRunContext, run: Any, state: states.State) -> s
             return previous
         run.state = state
         if state.is_final():
-            run.end_ts = state.ts
+            # When it is recorded (not when the state was made): after every line that
+            # explains it (an error is logged once its Failed state exists), before the
+            # run's "Finished" line, which the store words at this time (task_lines).
+            run.end_ts = max(state.ts, time.time())
     _record(flow_context, run, previous, state)  # outside the lock: observers may submit runs
     return state
 

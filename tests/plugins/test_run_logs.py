@@ -233,3 +233,90 @@ def test_stored_lines_carry_the_label_the_console_showed(
     traceback = following[:next(i for i, line in enumerate(following) if " | " in line)]
     assert traceback and all(line.startswith("      ") for line in traceback)
     assert "      ConnectionError: reset by peer" in traceback
+
+
+# -- a task run's routine lines: kept as facts, worded when read ---------------------------
+
+
+@task
+def double(n: int) -> int:
+    get_run_logger().info("doubling %d", n)
+    if n < 0:
+        raise ValueError("negative")
+    return 2 * n
+
+
+@flow(flow_run_name="routine")
+def routine_flow() -> int:
+    total = double(1) + double(2)
+    double.submit(-1).wait()
+    get_run_logger().info("total %d", total)
+    return total
+
+
+def _routine(store: Any, run_id: str, **where: Any) -> list[tuple[Any, ...]]:
+    return [(line["task_run_id"], line["logger"], line["message"])
+            for line in store.read_logs(flow_run_id=run_id, **where)]
+
+
+@pytest.mark.parametrize("url", ["sqlite", "memory://"])
+def test_routine_lines_are_read_back_in_order_though_not_written(
+        headwater_home: Any, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Every task run's "Created task run" and "Finished in state" lines are read back,
+    in the order they were logged among the other lines, on SQLite and in memory; the
+    store keeps one marker row for them, not a row per line."""
+    if url != "sqlite":
+        monkeypatch.setenv("HEADWATER_DATABASE_URL", url)
+    with Session() as session:
+        routine_flow(return_state=True)
+        store = session.store
+        store.flush()
+        run = store.read_flow_run("routine")
+        tasks = {t.name: t for t in store.read_task_runs(flow_run_id=run.id)}
+        names = sorted(tasks)
+        lines = _routine(store, run.id)
+        expected = [(None, "headwater.engine", "Created flow run 'routine' for flow 'routine-flow'"),
+                    (None, "headwater.flow_runs", "Using task runner 'ConcurrentTaskRunner'")]
+        for name in sorted(tasks):  # double-<key>-0, -1, -2: in the order they were made
+            task_run = tasks[name]
+            expected += [(None, "headwater.task_runs", f"Created task run {name!r} for task 'double'"),
+                         (task_run.id, "headwater.task_runs", f"doubling {task_run.parameters['n']}")]
+            if task_run.parameters["n"] < 0:
+                expected.append((task_run.id, "headwater.task_runs", "Encountered exception during execution:"))
+            expected.append((task_run.id, "headwater.task_runs", f"Finished in state {task_run.state}"))
+        expected += [(None, "headwater.flow_runs", "total 6"),
+                     (None, "headwater.flow_runs", f"Finished in state {run.state}")]
+        # An error line carries its traceback: compare first lines.
+        assert [(tid, logger, message.split("\n")[0]) for tid, logger, message in lines] == expected
+        # Filtering by task run gives that run's own lines, its "Finished" line last.
+        failed = next(t for t in tasks.values() if t.parameters["n"] < 0)
+        mine = store.read_logs(task_run_id=failed.id)
+        assert mine[-1]["message"] == f"Finished in state {failed.state}"
+        assert all(line["task_run_id"] == failed.id for line in mine)
+        # A limit cuts the merged lines, not the recorded ones alone.
+        assert [line["message"] for line in store.read_logs(flow_run_id=run.id, limit=2)] == \
+            [line[2] for line in lines[:2]]
+    if url == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(str(headwater_home / "headwater.db"))
+        stored = [m for (m,) in conn.execute("SELECT message FROM logs WHERE flow_run_id = ?", (run.id,))]
+        conn.close()
+        assert not any(m and m.startswith("Created task run") for m in stored)
+        assert stored.count(None) == 1  # the marker
+
+
+def test_routine_lines_are_not_read_back_when_they_were_not_logged(
+        headwater_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the per-task lines' logger above INFO, a run's log holds no "Created" or
+    "Finished" task lines: the store words only the lines that were logged."""
+    logger = logging.getLogger("headwater.task_runs")
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    with Session() as session:
+        routine_flow(return_state=True)
+        session.store.flush()
+        run = session.store.read_flow_run("routine")
+        messages = [line["message"] for line in session.store.read_logs(flow_run_id=run.id)]
+    assert not [m for m in messages if m.startswith("Created task run")]
+    assert [m for m in messages if m.startswith("Finished in state")] == [messages[-1]]  # the flow's
+    assert "total 6" in messages
