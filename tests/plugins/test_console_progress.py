@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -268,8 +269,9 @@ def test_quiet_prints_no_progress_line(tmp_path):
 
 
 class Screen:
-    """A tiny terminal: text, ``\\r``, ``\\n`` (the terminal turns it into ``\\r\\n``), erase line (``ESC[2K``) and cursor up
-    (``ESC[1A``); colour codes are dropped. Records every live progress line drawn."""
+    """A tiny terminal: text, ``\\r``, ``\\n`` (written as ``\\r\\n`` by the terminal),
+    erase line (``ESC[2K``) and cursor up (``ESC[1A``); colour codes are dropped.
+    Records every live progress line it erases."""
 
     def __init__(self) -> None:
         self.rows: list[list[str]] = [[]]
@@ -309,9 +311,10 @@ class Screen:
 
 
 def run_in_terminal(tmp_path: Path, body: str, *args: str, env: dict[str, str] | None = None,
-                    timeout: float = 120) -> tuple[str, Screen]:
+                    timeout: float = 120, interrupt_after: str | None = None) -> tuple[str, Screen]:
     """Run the script with stderr (and stdout) on a pseudo-terminal 160 columns wide;
-    what it wrote, and the screen it left."""
+    what it wrote, and the screen it left. With ``interrupt_after``, the script gets a
+    SIGINT (Ctrl-C) once it has written that text, and must end with an error."""
     import fcntl
     import struct
     import termios
@@ -337,6 +340,9 @@ def run_in_terminal(tmp_path: Path, body: str, *args: str, env: dict[str, str] |
                 if not data:
                     break
                 chunks.append(data)
+                if interrupt_after is not None and interrupt_after in COLOUR.sub("", b"".join(chunks).decode()):
+                    process.send_signal(signal.SIGINT)
+                    interrupt_after = None
             elif process.poll() is not None:
                 break
     finally:
@@ -344,7 +350,7 @@ def run_in_terminal(tmp_path: Path, body: str, *args: str, env: dict[str, str] |
         process.kill() if process.poll() is None else None
         process.wait()
     written = b"".join(chunks).decode()
-    assert process.returncode == 0, written
+    assert (process.returncode != 0) == (interrupt_after is None and "KeyboardInterrupt" in written), written
     screen = Screen()
     screen.feed(written)
     return written, screen
@@ -374,9 +380,43 @@ def test_a_terminal_gets_colour_unless_no_color(tmp_path):
     written, _ = run_in_terminal(tmp_path, RUN_MAIN, "30")
     assert f"{GREEN}29 Completed{RESET}, {RED}1 Failed{RESET}" in written
     assert f"Finished in state {GREEN}Completed('All states completed.'){RESET}" in written
+    assert f"| {RED}ERROR  {RESET} | Task run 'work-" in written
     written, screen = run_in_terminal(tmp_path, RUN_MAIN, "30", env={"NO_COLOR": "1"})
     assert "\x1b[3" not in written and "\x1b[0m" not in written
     assert "Finished in state Completed('All states completed.')" in screen.text[-1]
+
+
+INTERRUPTIBLE = """
+import signal
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, whatever the parent did
+""" + RUN_MAIN
+
+
+@needs_pty
+def test_ctrl_c_leaves_no_live_line_and_says_what_did_not_finish(tmp_path):
+    """Interrupted while its live line shows, the flow run ends Crashed: the live line is
+    gone, the summary counts what crashed, and the interrupted task run's line is printed."""
+    written, screen = run_in_terminal(tmp_path, INTERRUPTIBLE, "1000", "call", "0.03",
+                                      interrupt_after=" task runs: ")  # the live line is up
+    assert screen.live_seen
+    final = screen.text
+    assert not [row for row in final if re.search(r" - \d+/\d+ task runs", row)], final
+    found = [LINE.match(row) for row in final if LINE.match(row)]
+    summary = [m["message"] for m in found if re.match(r"\d+ task runs: ", m["message"])]
+    assert len(summary) == 1 and re.match(r"\d+ task runs: \d+ Completed, 1 Failed, 1 Crashed$", summary[0]), final
+    assert any(m["message"].startswith("Finished in state Crashed(") and m["where"].startswith("Task run")
+               for m in found)
+    assert found[-1]["message"].startswith("Finished in state Crashed(") and found[-1]["where"] == "Flow run 'fan-out'"
+    assert final[-1] == "KeyboardInterrupt"
+
+
+@needs_pty
+def test_a_dumb_terminal_gets_progress_lines_not_a_live_line(tmp_path):
+    """TERM=dumb cannot redraw a line: the lines a log gets, without colour."""
+    written, screen = run_in_terminal(tmp_path, PROGRESS_QUICKLY, "60", "call", "0.03", env={"TERM": "dumb"})
+    assert "\x1b" not in written
+    assert [row for row in screen.text if "task runs finished: " in row]
 
 
 @needs_pty
