@@ -414,9 +414,10 @@ def test_ctrl_c_leaves_no_live_line_and_says_what_did_not_finish(tmp_path):
     assert not [row for row in final if re.search(r" - \d+/\d+ task runs", row)], final
     found = [LINE.match(row) for row in final if LINE.match(row)]
     summary = [m["message"] for m in found if re.match(r"\d+ task runs: ", m["message"])]
-    # Almost always the interrupt lands in a task run's sleep (it crashes); else between two.
-    assert len(summary) == 1 and re.match(r"\d+ task runs: \d+ Completed, 1 Failed(, 1 Crashed)?$", summary[0]), \
-        final
+    # Mostly the interrupt lands in a task run's sleep (it crashes); else in the engine's
+    # own steps around it, where the task run ends without its line ("not finished").
+    assert len(summary) == 1, final
+    assert re.match(r"\d+ task runs: \d+ Completed, 1 Failed(, 1 Crashed|, 1 not finished)?$", summary[0]), final
     if summary[0].endswith("Crashed"):
         assert any(m["message"].startswith("Finished in state Crashed(") and m["where"].startswith("Task run")
                    for m in found)
