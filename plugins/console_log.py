@@ -268,10 +268,10 @@ def console_mode(settings: Any) -> str:
     return mode
 
 
-# Sessions that configured the handler and are still open, with the console mode each
-# asked for. The handler is process-wide: a nested ``with Session()`` closing must not
-# silence the outer one, nor leave its own mode behind.
-_modes: dict[int, str] = {}
+# Sessions that configured the handler and are still open, with the console mode and
+# logging level each asked for. The handler is process-wide: a nested ``with Session()``
+# closing must not silence the outer one, nor leave its own mode and level behind.
+_wishes: dict[int, tuple[str, str]] = {}
 
 
 @hookimpl
@@ -281,7 +281,7 @@ def headwater_configure(session: Any) -> None:
     mode = console_mode(session.settings)
     logger = logging.getLogger("headwater")
     logger.setLevel(session.settings.logging_level)
-    _modes[id(session)] = mode
+    _wishes[id(session)] = (mode, session.settings.logging_level)
     if _handler is None:
         _handler = ConsoleHandler(mode)
         logger.addHandler(_handler)
@@ -295,15 +295,16 @@ def headwater_configure(session: Any) -> None:
 @hookimpl
 def headwater_unconfigure(session: Any) -> None:
     """Detach the handler when the last session using it closes; else go back to the
-    console mode of the session opened most recently among those still open."""
+    console mode and level of the session opened most recently among those still open."""
     global _handler
-    _modes.pop(id(session), None)
+    _wishes.pop(id(session), None)
     if _handler is None:
         return
-    if _modes:
-        _handler.mode = list(_modes.values())[-1]
-        return
     logger = logging.getLogger("headwater")
+    if _wishes:
+        _handler.mode, level = list(_wishes.values())[-1]
+        logger.setLevel(level)
+        return
     logger.removeHandler(_handler)
     logger.propagate = True
     unregister_for_exit(_handler.output)

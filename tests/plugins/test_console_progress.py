@@ -563,7 +563,7 @@ def test_a_subflow_has_its_own_summary(tmp_path):
 
 def test_a_nested_session_leaves_the_outer_sessions_console_mode(monkeypatch, capsys):
     """A `with Session()` opened with HEADWATER_CONSOLE=lines and closed again: the
-    outer session's flows are shown in its own mode (auto) again."""
+    outer session's flows are shown in its own mode (auto) again, at its own level."""
     from headwater import Session, flow, task
 
     @task
@@ -581,6 +581,10 @@ def test_a_nested_session_leaves_the_outer_sessions_console_mode(monkeypatch, ca
         assert thirty() == 435
     inner = capsys.readouterr().err
     assert count(inner, r"^Created task run ") == 30 and count(inner, r"task runs:") == 0
+    monkeypatch.setenv("HEADWATER_LOGGING_LEVEL", "WARNING")
+    with Session():
+        assert thirty() == 435
+    assert messages(capsys.readouterr().err) == []
     assert thirty() == 435
     outer = capsys.readouterr().err
     assert count(outer, r"^Created task run ") == 20
