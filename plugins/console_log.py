@@ -30,6 +30,7 @@ levels are coloured (``colours``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -238,8 +239,6 @@ class ConsoleHandler(logging.Handler):
     def _choose_colour(self, formatter: RunFormatter) -> None:
         # Decided again only when the stream or the colour variables change: isatty is a
         # system call, and this runs for every printed line.
-        import os
-
         stream = sys.stderr
         key = (stream, os.environ.get("NO_COLOR"), os.environ.get("FORCE_COLOR"), os.environ.get("TERM"))
         if key != self._colour_for:
@@ -269,19 +268,20 @@ def console_mode(settings: Any) -> str:
     return mode
 
 
-# Sessions that configured the handler and are still open. The handler is
-# process-wide: a nested ``with Session()`` closing must not silence the outer one.
-_users = 0
+# Sessions that configured the handler and are still open, with the console mode and
+# logging level each asked for. The handler is process-wide: a nested ``with Session()``
+# closing must not silence the outer one, nor leave its own mode and level behind.
+_wishes: dict[int, tuple[str, str]] = {}
 
 
 @hookimpl
 def headwater_configure(session: Any) -> None:
     """Attach the console handler to the ``headwater`` logger (once per process)."""
-    global _handler, _users
+    global _handler
     mode = console_mode(session.settings)
     logger = logging.getLogger("headwater")
     logger.setLevel(session.settings.logging_level)
-    _users += 1
+    _wishes[id(session)] = (mode, session.settings.logging_level)
     if _handler is None:
         _handler = ConsoleHandler(mode)
         logger.addHandler(_handler)
@@ -294,13 +294,30 @@ def headwater_configure(session: Any) -> None:
 
 @hookimpl
 def headwater_unconfigure(session: Any) -> None:
-    """Detach the handler when the last session using it closes."""
-    global _handler, _users
-    _users = max(0, _users - 1)
-    if _handler is not None and _users == 0:
-        logger = logging.getLogger("headwater")
-        logger.removeHandler(_handler)
-        logger.propagate = True
-        unregister_for_exit(_handler.output)
-        _handler.close()
-        _handler = None
+    """Detach the handler when the last session using it closes; else go back to the
+    console mode and level of the session opened most recently among those still open."""
+    global _handler
+    _wishes.pop(id(session), None)
+    if _handler is None:
+        return
+    logger = logging.getLogger("headwater")
+    if _wishes:
+        _handler.mode, level = list(_wishes.values())[-1]
+        logger.setLevel(level)
+        return
+    logger.removeHandler(_handler)
+    logger.propagate = True
+    unregister_for_exit(_handler.output)
+    _handler.close()
+    _handler = None
+
+
+def _forget_parent_tallies() -> None:
+    # A forked child does not show its parent's flow runs' progress (the parent does).
+    if _handler is not None:
+        _handler.tally_lock = threading.Lock()
+        _handler.tallies = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_tallies)

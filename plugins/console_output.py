@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 #: Seconds a queued line may wait before it is written.
@@ -50,6 +51,7 @@ class ConsoleOutput:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        _every_output.add(self)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -116,6 +118,19 @@ class ConsoleOutput:
         if not self._armed:
             self._arm()
 
+    def forget_parent(self) -> None:
+        """In a forked child: the queued lines are the parent's to write (written here
+        too, they would show twice), the parent's live lines are not ours to clear, and
+        the ticker did not survive the fork (left marked as running, no line of the
+        child's would be written until exit)."""
+        self.lock = threading.RLock()  # the parent's may have been held at the fork
+        self.queue.clear()
+        self.live = []
+        self._drawn = 0
+        self._armed = False
+        self._thread = None
+        self._pid = os.getpid()
+
     def _busy(self) -> bool:
         return bool(self.queue) or bool(self.busy and self.busy())
 
@@ -157,6 +172,8 @@ def terminal_width(stream: Any, default: int = 80) -> int:
 
 
 _outputs: list[ConsoleOutput] = []
+# Every output alive in this process, so that a forked child can reset them.
+_every_output: weakref.WeakSet[ConsoleOutput] = weakref.WeakSet()
 
 
 def register_for_exit(output: ConsoleOutput) -> None:
@@ -175,3 +192,12 @@ def _flush_all() -> None:
     for output in list(_outputs):
         output.set_live([])
         output.flush(redraw=True)
+
+
+def _forget_parent_outputs() -> None:
+    for output in list(_every_output):
+        output.forget_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_outputs)

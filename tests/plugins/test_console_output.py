@@ -1,0 +1,86 @@
+"""The console's batched writer: lines written within a tenth of a second, once, in
+order, also from a forked child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from headwater.plugins.console_output import ConsoleOutput
+
+
+class Stream:
+    """A stream that records each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_queued_lines_are_written_together_in_order_within_a_tenth_of_a_second(monkeypatch):
+    import time
+
+    stream = Stream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    output = ConsoleOutput()
+    for i in range(100):
+        output.write(f"line {i}")
+    assert stream.writes == []  # queued, not a write per line
+    deadline = time.monotonic() + 5
+    while not stream.writes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert "".join(stream.writes) == "".join(f"line {i}\n" for i in range(100))
+    assert len(stream.writes) <= 2
+    output.write("urgent", now=True)
+    assert stream.writes[-1] == "urgent\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path):
+    """A task forks while its line is still queued: the parent prints it, once; the
+    child's own line is printed while the child runs (the ticker is started again in the
+    child), though the child leaves with os._exit."""
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent('''
+        import os, time
+        from headwater import flow, get_run_logger, task
+
+
+        @task
+        def forks() -> None:
+            get_run_logger().info("before the fork")
+            pid = os.fork()
+            if pid == 0:
+                get_run_logger().info("the child says hello")
+                time.sleep(0.5)
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+
+        @flow
+        def parent() -> None:
+            forks()
+
+
+        if __name__ == "__main__":
+            parent()
+        '''))
+    env = {k: v for k, v in os.environ.items() if k not in ("HEADWATER_CONSOLE", "NO_COLOR", "FORCE_COLOR")}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("before the fork") == 1
+    assert result.stderr.count("Created task run 'forks-") == 1
+    assert result.stderr.count("the child says hello") == 1
