@@ -148,6 +148,19 @@ def log_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...]
         logging.lastResort.handle(line.record())
 
 
+def flow_run_ended(logger: logging.Logger, flow_run_id: str) -> None:
+    """Tell the handlers that know run lines (their ``end_flow_run``) that a flow run
+    ended without its "Finished in state" line, its logger being above INFO: the
+    console's progress for it must not stay on the screen."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            end = getattr(handler, "end_flow_run", None)
+            if end is not None:
+                end(flow_run_id)
+        current = current.parent if current.propagate else None  # type: ignore[assignment]
+
+
 def record_message(record: logging.LogRecord) -> str:
     """``record.getMessage()``, or, when the arguments do not fit the format (a call such
     as ``logger.info("%s %s", 1)``), the format and arguments as they were given: the line

@@ -48,6 +48,9 @@ from headwater.run_logging import FLOW_FINISHED, TASK_CREATED, TASK_FINISHED, Ru
 MODES = ("auto", "lines", "progress", "quiet")
 #: In ``auto`` mode, a flow run's per-task lines are printed up to this many task runs.
 LINES_UP_TO = 20
+#: Said once when a flow run passes :data:`LINES_UP_TO` task runs in ``auto`` mode.
+SWITCH_NOTE = ("More than %d task runs: progress from here on instead of a line per task run "
+               "(every line is in the run store; HEADWATER_CONSOLE=lines prints them all)")
 #: Seconds between progress lines when the console is not a terminal.
 PROGRESS_EVERY = 5.0
 
@@ -115,7 +118,7 @@ class ConsoleHandler(logging.Handler):
         printed, without a ``LogRecord`` unless a formatter of the user's needs one."""
         extra = line.extra
         if line.event is not None and self.mode != "lines" and \
-                not self.count(line.event, extra["flow_run_id"], line.state, extra["run_label"]):
+                not self.count(line.event, extra["flow_run_id"], line.state, extra["run_label"], line.created):
             return
         formatter = self.formatter
         if isinstance(formatter, RunFormatter):
@@ -134,7 +137,8 @@ class ConsoleHandler(logging.Handler):
         data = record.__dict__
         event = data.get("run_event")
         if event is not None and self.mode != "lines" and \
-                not self.count(event, data.get("flow_run_id"), data.get("run_state"), data.get("run_label")):
+                not self.count(event, data.get("flow_run_id"), data.get("run_state"), data.get("run_label"),
+                               record.created):
             return True
         self.emit(record)
         return True
@@ -155,12 +159,14 @@ class ConsoleHandler(logging.Handler):
 
     # -- progress ------------------------------------------------------------------------------
 
-    def count(self, event: str, flow_run_id: str | None, state: Any, label: str | None) -> bool:
-        """Count a routine line into its flow run's tally; whether to print the line."""
+    def count(self, event: str, flow_run_id: str | None, state: Any, label: str | None,
+              created: float | None = None) -> bool:
+        """Count a routine line (logged at ``created``) into its flow run's tally; whether
+        to print the line."""
         if flow_run_id is None:
             return True
         summary = None
-        started = False
+        started = switched = False
         with self.tally_lock:
             tally = self.tallies.get(flow_run_id)
             if event == TASK_CREATED:
@@ -170,7 +176,7 @@ class ConsoleHandler(logging.Handler):
                     started = tally.progress
                 tally.created += 1
                 if not tally.progress and tally.created > LINES_UP_TO:
-                    tally.progress = started = True
+                    tally.progress = started = switched = True
                 show = not tally.progress
             elif event == TASK_FINISHED:
                 if tally is None:  # a run created before this handler was (or elsewhere)
@@ -185,6 +191,8 @@ class ConsoleHandler(logging.Handler):
                     summary = tally
             else:
                 return True
+        if switched:  # say why the lines stop, once
+            self.output.write(self._flow_line(tally.label, SWITCH_NOTE % LINES_UP_TO, created))
         if started and self.mode != "quiet":
             self.output.wake()  # the ticker shows the progress from now on
         if summary is not None:
@@ -192,8 +200,17 @@ class ConsoleHandler(logging.Handler):
             colour = isinstance(formatter, RunFormatter) and formatter.colour
             text = summary.summary(colours.paint_state if colour else None)
             self._update_live()  # the finished run's live line goes with the next flush
-            self.output.write(self._flow_line(summary.label, text))
+            self.output.write(self._flow_line(summary.label, text, created))
         return show
+
+    def end_flow_run(self, flow_run_id: str) -> None:
+        """A flow run ended without its "Finished in state" line (its logger is above
+        INFO): its progress goes, unsummarised, as its lines would have."""
+        with self.tally_lock:
+            tally = self.tallies.pop(flow_run_id, None)
+        if tally is not None and tally.progress:
+            self._update_live()
+            self.output.flush(redraw=True)
 
     def showing_progress(self) -> bool:
         """Whether some flow run's progress is on show (the ticker keeps ticking)."""
@@ -228,10 +245,10 @@ class ConsoleHandler(logging.Handler):
         self.output.set_live([tally.live(width, paint, now)
                               for tally in list(self.tallies.values()) if tally.progress])
 
-    def _flow_line(self, label: str, text: str) -> str:
+    def _flow_line(self, label: str, text: str, created: float | None = None) -> str:
         formatter = self.formatter
         if isinstance(formatter, RunFormatter):
-            return formatter.line(time.time(), "INFO", label, text)
+            return formatter.line(time.time() if created is None else created, "INFO", label, text)
         record = logging.LogRecord("headwater.flow_runs", logging.INFO, "(headwater)", 0, text, None, None)
         record.run_label = label
         return self.format(record)

@@ -109,6 +109,10 @@ class RunLogHandler(logging.Handler):
         if now or len(buffer) >= BATCH:
             self.drain()
 
+    def end_flow_run(self, flow_run_id: str) -> None:
+        """A flow run ended without its "Finished in state" line: its marking ends."""
+        self.marked.discard(flow_run_id)
+
     def routine(self, event: str | None, flow_run_id: str | None, ts: float) -> bool:
         """Whether a line is a task run's routine line ("Created task run", "Finished in
         state"), kept as its flow run's marker row instead of a row of its own: the store

@@ -23,7 +23,7 @@ from ..ids import random_id
 from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingPolicy, answering_policy,
                       check_failed_answer, is_retry, policy_name)
 from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
-                           flow_logger, log_line, log_prints_var)
+                           flow_logger, flow_run_ended, log_line, log_prints_var)
 from ..task_lines import FINISHED
 from ..runs import FlowRun
 from ..stores import FlowInfo
@@ -404,6 +404,8 @@ class FlowExecution(FlowRunContext):
             if flow_logger.isEnabledFor(_INFO):
                 log_line(flow_logger, _INFO, FINISHED, (state,), flow_extra(self),
                          FLOW_FINISHED, state)
+            elif self.flow_run is not None:
+                flow_run_ended(flow_logger, self.flow_run.id)
             callbacks = callbacks_for(self.flow.spec, state)
             if callbacks:
                 run_callbacks(callbacks, self.flow, self.flow_run, state, flow_logger, flow_extra(self))

@@ -149,7 +149,9 @@ def test_a_big_flow_prints_a_summary_and_every_failure(tmp_path, mode):
     assert [m for _, _, m in found][-2:] == ["300 task runs: 297 Completed, 3 Failed",
                                              "Finished in state Completed('All states completed.')"]
     assert found[-2][1] == "Flow run 'fan-out'"
-    assert len(found) < 60  # not two lines per task run
+    # Said once, by the flow run, right after the last Created line it prints.
+    assert count(err, r"^More than 20 task runs: progress from here on") == 1
+    assert len(found) < 65  # not two lines per task run
 
 
 def _name(found: list[tuple[str, str, str]], number: int) -> str:
@@ -589,3 +591,25 @@ def test_a_nested_session_leaves_the_outer_sessions_console_mode(monkeypatch, ca
     outer = capsys.readouterr().err
     assert count(outer, r"^Created task run ") == 20
     assert messages(outer)[-2] == "30 task runs: 30 Completed"
+
+
+QUIET_FLOW_LINES = '''
+import logging
+if __name__ == "__main__":
+    logging.getLogger("headwater.flow_runs").setLevel(logging.WARNING)
+    fan_out(int(sys.argv[1]), "call", 0.02)
+    time.sleep(0.5)  # the console's ticker would redraw a live line left behind
+    print("after the flow", flush=True)
+'''
+
+
+@needs_pty
+def test_a_flow_without_its_finished_line_leaves_no_live_line(tmp_path):
+    """With the flow runs' logger above INFO there is no "Finished in state" line to end
+    the progress: the live line goes all the same when the flow run ends."""
+    written, screen = run_in_terminal(tmp_path, QUIET_FLOW_LINES, "40")
+    assert screen.live_seen, written
+    assert not [row for row in screen.text if re.search(r" - \d+/\d+ task runs", row)], screen.text
+    assert screen.text[-1] == "after the flow"
+    # No summary either: the flow's lines are off.
+    assert not [row for row in screen.text if re.search(r" - \d+ task runs: \d+ Completed", row)]
