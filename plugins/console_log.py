@@ -16,14 +16,14 @@ A big flow run does not print two lines per task run. ``HEADWATER_CONSOLE`` choo
   :data:`PROGRESS_EVERY` seconds; and the summary line.
 - ``quiet``: no per-task lines and no progress; the summary line only.
 
-Whatever the mode, a task run that ends in a state other than Completed (Failed,
-Crashed, ...) has its "Finished in state" line printed, and so are retries, warnings,
-errors, ``get_run_logger()`` lines and ``log_prints`` output. The run store keeps every
+Whatever the mode, a task run that fails (Failed, TimedOut, Crashed) has its "Finished in
+state" line printed, and so are retries, warnings, errors, ``get_run_logger()`` lines and
+``log_prints`` output (a Cancelled task run of a big flow run is counted). The run store keeps every
 line either way (``run_logs``). Per-task lines come from the ``headwater.task_runs``
 logger, flow-level lines from ``headwater.flow_runs``.
 
-Lines are written in batches (``console_output``): at once for a flow-level line, a
-warning or an error, else within a tenth of a second. On a terminal, state names and
+Lines are written at once, but for a task run's routine lines, which are written in
+batches (``console_output``) within a tenth of a second. On a terminal, state names and
 levels are coloured (``colours``).
 """
 
@@ -51,6 +51,8 @@ LINES_UP_TO = 20
 #: Said once when a flow run passes :data:`LINES_UP_TO` task runs in ``auto`` mode.
 SWITCH_NOTE = ("More than %d task runs: progress from here on instead of a line per task run "
                "(every line is in the run store; HEADWATER_CONSOLE=lines prints them all)")
+#: Big flow runs remembered after they end (their late task runs are counted, not printed).
+ENDED_KEPT = 64
 #: Seconds between progress lines when the console is not a terminal.
 PROGRESS_EVERY = 5.0
 
@@ -106,6 +108,8 @@ class ConsoleHandler(logging.Handler):
         super().__init__()
         self.mode = mode
         self.tallies: dict[str, FlowTally] = {}
+        #: Big flow runs that ended, newest last, for the task runs that end after them.
+        self.ended: dict[str, FlowTally] = {}
         self.tally_lock = threading.Lock()
         self.output = ConsoleOutput(on_tick=self.tick, busy=self.showing_progress)
         self.setFormatter(RunFormatter())
@@ -120,13 +124,18 @@ class ConsoleHandler(logging.Handler):
         if line.event is not None and self.mode != "lines" and \
                 not self.count(line.event, extra["flow_run_id"], line.state, extra["run_label"], line.created):
             return
-        formatter = self.formatter
-        if isinstance(formatter, RunFormatter):
-            self._choose_colour(formatter)
-            text = formatter.line(line.created, line.levelname, extra["run_label"], line.message, line.state)
-        else:
-            text = self.format(line.record())
-        self.output.write(text, now=_urgent(line.levelno, extra))
+        try:
+            formatter = self.formatter
+            if isinstance(formatter, RunFormatter):
+                self._choose_colour(formatter)
+                text = formatter.line(line.created, line.levelname, extra["run_label"], line.message, line.state)
+            else:
+                text = self.format(line.record())
+            self.output.write(text, now=_urgent(line.levelno, line.event, extra))
+        except RecursionError:
+            raise
+        except Exception:  # a formatter of the user's: reported as logging does, the run goes on
+            self.handleError(line.record())
 
     # -- every other record ------------------------------------------------------------------
 
@@ -148,7 +157,8 @@ class ConsoleHandler(logging.Handler):
             formatter = self.formatter
             if isinstance(formatter, RunFormatter):
                 self._choose_colour(formatter)
-            self.output.write(self.format(record), now=_urgent(record.levelno, record.__dict__))
+            data = record.__dict__
+            self.output.write(self.format(record), now=_urgent(record.levelno, data.get("run_event"), data))
         except RecursionError:
             raise
         except Exception:
@@ -179,16 +189,24 @@ class ConsoleHandler(logging.Handler):
                     tally.progress = started = switched = True
                 show = not tally.progress
             elif event == TASK_FINISHED:
-                if tally is None:  # a run created before this handler was (or elsewhere)
-                    return True
+                if tally is None:
+                    # Ended after its flow run did (workers still draining after Ctrl-C), or
+                    # created before this handler was: counted where it can be, and shown
+                    # only if it failed when its flow run's progress was on show.
+                    tally = self.ended.get(flow_run_id)
+                    if tally is None:
+                        return True
                 tally.count_finished(state.name if state is not None else "?")
-                # A run that did not complete is a failure to read in full, whatever the mode.
-                show = not tally.progress or state is None or not state.is_completed()
+                # A failure is read in full, whatever the mode; a cancelled run is counted.
+                show = not tally.progress or state is None or _failed(state)
             elif event == FLOW_FINISHED:
                 tally = self.tallies.pop(flow_run_id, None)
                 show = True
                 if tally is not None and tally.progress:
                     summary = tally
+                    self.ended[flow_run_id] = tally
+                    while len(self.ended) > ENDED_KEPT:
+                        self.ended.pop(next(iter(self.ended)))
             else:
                 return True
         if switched:  # say why the lines stop, once
@@ -270,10 +288,19 @@ class ConsoleHandler(logging.Handler):
         super().close()
 
 
-def _urgent(levelno: int, data: dict[str, Any]) -> bool:
-    """Written at once: a flow-level line (no task run), a line outside any flow run,
-    a warning or an error. Other lines wait for the next flush (at most a tenth of a second)."""
-    return levelno >= logging.WARNING or data.get("task_run_id") is None or data.get("flow_run_id") is None
+def _failed(state: Any) -> bool:
+    """A final state to print in full even in a big flow run: Failed, TimedOut, Crashed."""
+    return state.is_failed() or state.is_crashed()
+
+
+def _urgent(levelno: int, event: str | None, data: dict[str, Any]) -> bool:
+    """Written at once: every line but a task run's routine ones ("Created task run",
+    "Finished in state" below WARNING) in a flow run, which are most of the lines and
+    wait for the next flush (at most a tenth of a second). So a line of yours, a retry or
+    an error is on the screen before anything else happens: a process killed right after
+    it (a segfault, SIGKILL) loses none of them, only routine lines queued meanwhile."""
+    return (levelno >= logging.WARNING or (event != TASK_CREATED and event != TASK_FINISHED)
+            or data.get("task_run_id") is None or data.get("flow_run_id") is None)
 
 
 def console_mode(settings: Any) -> str:
@@ -334,6 +361,7 @@ def _forget_parent_tallies() -> None:
     if _handler is not None:
         _handler.tally_lock = threading.Lock()
         _handler.tallies = {}
+        _handler.ended = {}
 
 
 if hasattr(os, "register_at_fork"):

@@ -51,14 +51,21 @@ class ConsoleOutput:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._written = 0.0  # time.monotonic() of the last write to the stream
+        #: Write every line at once (a forked child, which may end with os._exit).
+        self.direct = False
         _every_output.add(self)
 
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, line: str, now: bool = False) -> None:
-        """Queue ``line`` (without its newline); with ``now``, write everything queued."""
+        """Queue ``line`` (without its newline); with ``now``, write everything queued.
+
+        A line is written at once, too, when nothing was written for :data:`FLUSH_EVERY`
+        seconds: only a burst of lines waits (and then at most that long), so a process
+        killed after a quiet spell loses none of its last lines."""
         self.queue.append(line)
-        if now:
+        if now or self.direct or time.monotonic() - self._written >= FLUSH_EVERY:
             self.flush()
         elif not self._armed:
             self._arm()
@@ -91,8 +98,14 @@ class ConsoleOutput:
                 self._drawn = len(self.live)
             if not parts:
                 return
+            self._written = time.monotonic()
+            text = "".join(parts)
             try:
-                stream.write("".join(parts))
+                try:
+                    stream.write(text)
+                except UnicodeEncodeError:  # a stream that cannot show some character
+                    encoding = getattr(stream, "encoding", None) or "ascii"
+                    stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
                 stream.flush()
             except (ValueError, OSError):  # closed or gone (a test's capture, a closed pipe)
                 pass
@@ -130,6 +143,7 @@ class ConsoleOutput:
         self._armed = False
         self._thread = None
         self._pid = os.getpid()
+        self.direct = True  # a child may end with os._exit (multiprocessing's do): no queue
 
     def _busy(self) -> bool:
         return bool(self.queue) or bool(self.busy and self.busy())

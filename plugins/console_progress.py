@@ -4,7 +4,7 @@ A :class:`FlowTally` counts one flow run's task runs as the engine reports them 
 task run", "Finished in state"), and words the three kinds of progress text:
 
 - the live line a terminal redraws in place:
-  ``Flow run 'red-orca' - 12,345/20,000 task runs: 12,340 Completed, 5 Failed | 2,469/s | 0:05``
+  ``Flow run 'red-orca' - 12,345/20,000 task runs: 12,340 Completed, 5 Failed | 2,469/s | 5 s``
 - the line written every few seconds elsewhere (CI logs, files, pipes):
   ``12,345 task runs finished: 12,340 Completed, 5 Failed (of 20,000 created; 2,469/s, 5 s)``
 - the summary written before the run's ``Finished in state`` line:
@@ -77,17 +77,27 @@ class FlowTally:
 
     def live(self, width: int, paint: Callable[[str, str], str] | None = None,
              now: float | None = None) -> str:
-        """The live line for a terminal ``width`` columns wide (never wider: a wrapped
-        line could not be redrawn in place)."""
+        """The live line for a terminal ``width`` columns wide, never wider (a wrapped line
+        could not be redrawn in place): the words "task runs", the rate, the elapsed time,
+        then the counts by state are left out, in that order, until it fits; at worst it
+        is cut."""
         now = time.monotonic() if now is None else now
-        head = f"{self.label} - {self.finished:,}/{self.created:,} task runs"
-        tail = f" | {self.rate(now):,.0f}/s | {_elapsed(now - self.started)}"
+        short = f"{self.label} - {self.finished:,}/{self.created:,}"
+        long = short + " task runs"
+        rate = f"{self.rate(now):,.0f}/s"
+        elapsed = _elapsed(now - self.started)
         plain_states = self.states_text()
-        plain = f"{head}: {plain_states}{tail}" if plain_states else head + tail
-        if len(plain) < width:
-            states = self.states_text(paint)
-            return f"{head}: {states}{tail}" if plain_states else head + tail
-        return plain[:max(0, width - 1)]
+        for head, with_states, tail in ((long, True, [rate, elapsed]), (short, True, [rate, elapsed]),
+                                        (short, True, [elapsed]), (short, True, []), (long, False, [elapsed]),
+                                        (short, False, [])):
+            if with_states and not plain_states:
+                continue
+            plain = " | ".join([f"{head}: {plain_states}" if with_states else head, *tail])
+            if len(plain) < width:
+                if with_states and paint is not None:
+                    return " | ".join([f"{head}: {self.states_text(paint)}", *tail])
+                return plain
+        return short[:max(0, width - 1)]
 
 
 def _state_rank(name: str) -> tuple[int, str]:

@@ -39,6 +39,9 @@ from headwater.task_lines import marker_row
 #: Lines buffered before they are handed to the store even without a flow-level line.
 BATCH = 256
 
+#: Flow runs remembered as marked (see ``RunLogHandler.routine``) before starting afresh.
+MARKED_KEPT = 4096
+
 _handler: RunLogHandler | None = None
 _formatter = logging.Formatter()
 
@@ -126,6 +129,11 @@ class RunLogHandler(logging.Handler):
         if event != TASK_CREATED and event != TASK_FINISHED:
             return False
         if flow_run_id not in self.marked:
+            if len(self.marked) >= MARKED_KEPT:
+                # Flow runs whose task runs went on after their Finished line (workers
+                # draining after Ctrl-C) are never unmarked: forgetting them all costs at
+                # most a second marker row each, which reading takes as one.
+                self.marked.clear()
             self.marked.add(flow_run_id)
             self.buffer.append(marker_row(flow_run_id, ts))
         return True

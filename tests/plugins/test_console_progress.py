@@ -25,6 +25,8 @@ needs_pty = pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-ter
 # ``12:01:02.345 | INFO    | Flow run 'red-orca' - Finished in state Completed()``
 LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| (?P<level>[A-Z]+) *\| (?P<where>.*?) - (?P<message>.*)$")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+# A live line: "Flow run 'x' - 12/60 task runs: ..." (on a narrow terminal "... - 12/60").
+LIVE = re.compile(r"^Flow run '[^']*' - [\d,]+/[\d,]+( task runs|:| \||$)")
 GREEN, RED, RESET = "\x1b[32m", "\x1b[31m", "\x1b[0m"
 
 # A flow of ``n`` tasks, submitted (``mode="submit"``) or called (``"call"``); every
@@ -304,7 +306,7 @@ class Screen:
 
     def _note_live(self) -> None:
         text = "".join(self.rows[self.row])
-        if re.search(r" - \d+/\d+ task runs", text):
+        if LIVE.search(text):
             self.live_seen.append(text)
 
     @property
@@ -369,7 +371,7 @@ def test_a_terminal_shows_a_live_line_and_clears_it_at_the_end(tmp_path):
     assert match, live
     assert int(match[1]) < 60 and int(match[2]) <= 60
     final = screen.text
-    assert not [row for row in final if re.search(r" - \d+/\d+ task runs", row)], final
+    assert not [row for row in final if LIVE.search(row)], final
     tail = [LINE.match(row)["message"] for row in final[-2:]]
     assert tail == ["60 task runs: 59 Completed, 1 Failed", "Finished in state Completed('All states completed.')"]
     # Nothing written over: every line printed is on the final screen, whole.
@@ -384,7 +386,7 @@ def test_the_live_line_fits_a_narrow_terminal(tmp_path):
     written, screen = run_in_terminal(tmp_path, RUN_MAIN, "60", "call", "0.03", columns=40)
     assert screen.live_seen
     assert all(len(live) < 40 for live in screen.live_seen), screen.live_seen
-    assert not [row for row in screen.text if re.search(r" - \d+/\d+ task", row)]
+    assert not [row for row in screen.text if LIVE.search(row)]
 
 
 @needs_pty
@@ -413,7 +415,7 @@ def test_ctrl_c_leaves_no_live_line_and_says_what_did_not_finish(tmp_path):
                                       interrupt_after=" task runs: ")  # the live line is up
     assert screen.live_seen
     final = screen.text
-    assert not [row for row in final if re.search(r" - \d+/\d+ task runs", row)], final
+    assert not [row for row in final if LIVE.search(row)], final
     found = [LINE.match(row) for row in final if LINE.match(row)]
     summary = [m["message"] for m in found if re.match(r"\d+ task runs: ", m["message"])]
     # Mostly the interrupt lands in a task run's sleep (it crashes); else in the engine's
@@ -609,7 +611,66 @@ def test_a_flow_without_its_finished_line_leaves_no_live_line(tmp_path):
     the progress: the live line goes all the same when the flow run ends."""
     written, screen = run_in_terminal(tmp_path, QUIET_FLOW_LINES, "40")
     assert screen.live_seen, written
-    assert not [row for row in screen.text if re.search(r" - \d+/\d+ task runs", row)], screen.text
+    assert not [row for row in screen.text if LIVE.search(row)], screen.text
     assert screen.text[-1] == "after the flow"
     # No summary either: the flow's lines are off.
     assert not [row for row in screen.text if re.search(r" - \d+ task runs: \d+ Completed", row)]
+
+
+KILLED = '''
+import os, signal
+
+
+@task
+def last_words() -> None:
+    get_run_logger().info("about to die")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@flow(flow_run_name="doomed")
+def doomed() -> None:
+    for i in range(3):
+        work(i)  # routine lines just before: the console's queue is busy
+    last_words()
+
+
+if __name__ == "__main__":
+    doomed()
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL here")
+def test_a_line_of_yours_is_on_the_console_before_the_process_dies(tmp_path):
+    """Only the engine's routine lines wait in the console's queue: a line you log is
+    written before your next statement runs, so a process killed right after it (a
+    segfault, the OOM killer) still shows it."""
+    result = run_script(tmp_path, KILLED)
+    assert result.returncode == -signal.SIGKILL
+    assert "about to die" in messages(result.stderr)
+
+
+def test_a_big_flow_counts_cancelled_and_late_task_runs_without_printing_them():
+    """After Ctrl-C, workers still draining end their task runs Cancelled, some after the
+    flow run's own last line: in a big flow run they are counted, not printed, unless
+    they failed."""
+    from headwater import states
+    from headwater.plugins.console_log import LINES_UP_TO, ConsoleHandler
+    from headwater.run_logging import FLOW_FINISHED, TASK_CREATED, TASK_FINISHED
+
+    handler = ConsoleHandler("auto")
+    try:
+        for _ in range(LINES_UP_TO + 5):
+            handler.count(TASK_CREATED, "flow-1", None, "Flow run 'big'")
+        assert handler.count(TASK_FINISHED, "flow-1", states.Completed(), None) is False
+        assert handler.count(TASK_FINISHED, "flow-1", states.Cancelled(), None) is False
+        assert handler.count(TASK_FINISHED, "flow-1", states.Failed(), None) is True
+        assert handler.count(TASK_FINISHED, "flow-1", states.Crashed(), None) is True
+        assert handler.count(FLOW_FINISHED, "flow-1", states.Completed(), None) is True
+        # Late: after the flow run's Finished line.
+        assert handler.count(TASK_FINISHED, "flow-1", states.Cancelled(), None) is False
+        assert handler.count(TASK_FINISHED, "flow-1", states.TimedOut(), None) is True
+        assert handler.ended["flow-1"].by_state == {"Completed": 1, "Cancelled": 2, "Failed": 1, "Crashed": 1,
+                                                     "TimedOut": 1}
+    finally:
+        handler.output.set_live([])
+        handler.close()
