@@ -516,22 +516,31 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
                 flow_context.store.write_cache_entry(entry)
     run.end_ts = outcome.end_ts if outcome.end_ts is not None and final is outcome.final else time.time()
     transition(flow_context, run, final)
-    _replay_logs(outcome.logs, task_extra(execution.context), final)
+    # The final states of the task runs the task started itself, by the label of their lines.
+    nested_finals = {f"Task run {inner.name!r}": inner_states[-1]
+                     for inner, inner_states in outcome.nested if inner_states}
+    _replay_logs(outcome.logs, task_extra(execution.context), final, nested_finals)
     execution.run_callbacks(final)
     return final
 
 
 def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra: dict[str, Any],
-                 final: states.State) -> None:
-    """Hand captured records to this process's handlers (the console, a log store)."""
+                 final: states.State, nested_finals: dict[str, states.State]) -> None:
+    """Hand captured records to this process's handlers (the console, a log store).
+    ``final`` is the run's final state as recorded here; ``nested_finals`` those of the
+    task runs it started, by the label of their lines."""
     for created, levelno, name, message, label, event in rows:
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(levelno):
             continue
         if event == TASK_FINISHED:  # the engine's own line again: counted, kept as a fact
-            # Worded from the state recorded here, which is the run's (see record_outcome).
-            log_line(logger, levelno, FINISHED, (final,),
-                     {**extra, "run_label": label or extra["run_label"]}, event, final, created=created)
+            label = label or extra["run_label"]
+            line_extra = {**extra, "run_label": label}
+            if label in nested_finals:  # a task run the task called: its own state, as worded there
+                log_line(logger, levelno, "%s", (message,), line_extra, event, nested_finals[label],
+                         created=created)
+            else:  # the run's: worded from the state recorded here (see record_outcome)
+                log_line(logger, levelno, FINISHED, (final,), line_extra, event, final, created=created)
             continue
         if event == TASK_CREATED:  # a task run the task started (its record is here now)
             log_line(logger, levelno, "%s", (message,), {**extra, "run_label": label or extra["run_label"]},

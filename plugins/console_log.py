@@ -131,7 +131,7 @@ class ConsoleHandler(logging.Handler):
                 text = formatter.line(line.created, line.levelname, extra["run_label"], line.message, line.state)
             else:
                 text = self.format(line.record())
-            self.output.write(text, now=_urgent(line.levelno, line.event, extra))
+            self.output.write(text, now=_urgent(line.levelno, line.event, line.state, extra))
         except RecursionError:
             raise
         except Exception:  # a formatter of the user's: reported as logging does, the run goes on
@@ -158,7 +158,8 @@ class ConsoleHandler(logging.Handler):
             if isinstance(formatter, RunFormatter):
                 self._choose_colour(formatter)
             data = record.__dict__
-            self.output.write(self.format(record), now=_urgent(record.levelno, data.get("run_event"), data))
+            self.output.write(self.format(record),
+                              now=_urgent(record.levelno, data.get("run_event"), data.get("run_state"), data))
         except RecursionError:
             raise
         except Exception:
@@ -293,13 +294,17 @@ def _failed(state: Any) -> bool:
     return state.is_failed() or state.is_crashed()
 
 
-def _urgent(levelno: int, event: str | None, data: dict[str, Any]) -> bool:
-    """Written at once: every line but a task run's routine ones ("Created task run",
-    "Finished in state" below WARNING) in a flow run, which are most of the lines and
-    wait for the next flush (at most a tenth of a second). So a line of yours, a retry or
-    an error is on the screen before anything else happens: a process killed right after
-    it (a segfault, SIGKILL) loses none of them, only routine lines queued meanwhile."""
-    return (levelno >= logging.WARNING or (event != TASK_CREATED and event != TASK_FINISHED)
+def _urgent(levelno: int, event: str | None, state: Any, data: dict[str, Any]) -> bool:
+    """Written at once: every line but a task run's routine ones in a flow run ("Created
+    task run", "Finished in state" of a run that did not fail), which are most of the
+    lines and wait for the next flush (at most a tenth of a second). So a line of yours,
+    a retry, an error or a failed run's line is on the screen before anything else
+    happens: a process killed right after it (a segfault, SIGKILL) loses none of them."""
+    if event == TASK_FINISHED:
+        routine = state is None or not _failed(state)
+    else:
+        routine = event == TASK_CREATED
+    return (not routine or levelno >= logging.WARNING
             or data.get("task_run_id") is None or data.get("flow_run_id") is None)
 
 

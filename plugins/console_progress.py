@@ -16,10 +16,13 @@ The console plugin (``console_log``) decides when each is shown.
 from __future__ import annotations
 
 import time
-from typing import Callable
+import unicodedata
+from typing import Callable, Iterable
 
 #: The order states are listed in; any other state name follows, alphabetically.
 STATE_ORDER = ("Completed", "Cached", "Failed", "TimedOut", "Crashed", "Cancelled")
+#: States a narrow live line leaves out first (the others are what went wrong).
+_SUCCESSES = ("Completed", "Cached", "Cancelled")
 
 
 class FlowTally:
@@ -45,10 +48,12 @@ class FlowTally:
         self.finished += 1
         self.by_state[state_name] = self.by_state.get(state_name, 0) + 1
 
-    def states_text(self, paint: Callable[[str, str], str] | None = None) -> str:
-        """``12,340 Completed, 5 Failed``; ``paint(text, state_name)`` colours a part."""
+    def states_text(self, paint: Callable[[str, str], str] | None = None,
+                    names: Iterable[str] | None = None) -> str:
+        """``12,340 Completed, 5 Failed`` (only ``names``, if given); ``paint(text,
+        state_name)`` colours a part."""
         parts = []
-        for name in sorted(self.by_state, key=_state_rank):
+        for name in sorted(self.by_state if names is None else names, key=_state_rank):
             text = f"{self.by_state[name]:,} {name}"
             parts.append(paint(text, name) if paint else text)
         return ", ".join(parts)
@@ -78,26 +83,44 @@ class FlowTally:
     def live(self, width: int, paint: Callable[[str, str], str] | None = None,
              now: float | None = None) -> str:
         """The live line for a terminal ``width`` columns wide, never wider (a wrapped line
-        could not be redrawn in place): the words "task runs", the rate, the elapsed time,
-        then the counts by state are left out, in that order, until it fits; at worst it
-        is cut."""
+        could not be redrawn in place). Until it fits, it leaves out, in turn: the words
+        "task runs", the rate, the elapsed time, the Completed, Cached and Cancelled counts
+        (the failures stay), then every count; at worst it is cut."""
         now = time.monotonic() if now is None else now
         short = f"{self.label} - {self.finished:,}/{self.created:,}"
         long = short + " task runs"
         rate = f"{self.rate(now):,.0f}/s"
         elapsed = _elapsed(now - self.started)
-        plain_states = self.states_text()
-        for head, with_states, tail in ((long, True, [rate, elapsed]), (short, True, [rate, elapsed]),
-                                        (short, True, [elapsed]), (short, True, []), (long, False, [elapsed]),
-                                        (short, False, [])):
-            if with_states and not plain_states:
+        every, failures = set(self.by_state), {name for name in self.by_state if name not in _SUCCESSES}
+        for head, names, tail in ((long, every, [rate, elapsed]), (short, every, [rate, elapsed]),
+                                  (short, every, [elapsed]), (short, every, []), (short, failures, [elapsed]),
+                                  (short, failures, []), (long, set(), [elapsed]), (short, set(), [])):
+            if names and names is not every and names == every:
+                continue  # the same line as one tried before
+            states = self.states_text(names=names)
+            if names and not states:
                 continue
-            plain = " | ".join([f"{head}: {plain_states}" if with_states else head, *tail])
-            if len(plain) < width:
-                if with_states and paint is not None:
-                    return " | ".join([f"{head}: {self.states_text(paint)}", *tail])
+            plain = " | ".join([f"{head}: {states}" if names else head, *tail])
+            if columns(plain) < width:
+                if names and paint is not None:
+                    return " | ".join([f"{head}: {self.states_text(paint, names)}", *tail])
                 return plain
-        return short[:max(0, width - 1)]
+        return _cut(short, width - 1)
+
+
+def columns(text: str) -> int:
+    """How many terminal columns ``text`` takes: wide characters (CJK) take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _cut(text: str, width: int) -> str:
+    out, used = [], 0
+    for char in text:
+        used += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used > width:
+            break
+        out.append(char)
+    return "".join(out)
 
 
 def _state_rank(name: str) -> tuple[int, str]:

@@ -287,14 +287,18 @@ class SQLiteReads:
     def _task_line_facts(self, conn: sqlite3.Connection, flow_run_id: str,
                          task_run_id: str | None) -> list[tuple[Any, ...]]:
         """``(id, name, task_name, created, state, end_ts)`` of a flow run's task runs."""
-        sql = ("SELECT id, name, task_name, created, state_type, state_name, state_message, end_ts "
+        sql = ("SELECT id, name, task_name, created, state_type, state_name, state_message, start_ts, end_ts "
                "FROM task_runs WHERE flow_run_id = ?")
         args: list[Any] = [flow_run_id]
         if task_run_id is not None:
             sql += " AND id = ?"
             args.append(task_run_id)
-        return [(rid, name, task_name, created or 0.0, self._state(st, sn, sm, end or created), end)
-                for rid, name, task_name, created, st, sn, sm, end in conn.execute(sql + " ORDER BY created, seq", args)]
+        # A task run a task started on a worker is recorded here after it ran: its start
+        # time (the worker's) is then earlier than its row's creation.
+        return [(rid, name, task_name, min(created or 0.0, start) if start else (created or 0.0),
+                 self._state(st, sn, sm, end or created), end)
+                for rid, name, task_name, created, st, sn, sm, start, end
+                in conn.execute(sql + " ORDER BY created, seq", args)]
 
 
 def _history_state(type_: str, name: str, message: str | None, ts: float, details: str | None) -> State:

@@ -399,3 +399,51 @@ def test_an_unreachable_scheduler_fails_the_flow_run_clearly():
         unreachable()
     (run,) = get_store().read_flow_runs()
     assert run.state.is_failed()
+
+
+@task
+def inner_part(fail: bool) -> int:
+    if fail:
+        raise ValueError("inner part failed")
+    return 1
+
+
+@task
+def outer_part(inner_fails: bool, outer_fails: bool) -> int:
+    try:
+        value = inner_part(inner_fails)
+    except ValueError:
+        value = 0
+    if outer_fails:
+        raise RuntimeError("outer part failed")
+    return value
+
+
+def test_a_task_called_on_the_worker_reports_its_own_final_state(runner, capsys):
+    """A task run started by a task on the worker is shown and counted with its own
+    final state, not the calling task's; in the run store its "Created" line comes
+    before its "Finished" line."""
+
+    @flow(task_runner=runner, flow_run_name="nested-states")
+    def nested():
+        outcomes = [outer_part.submit(True, False), outer_part.submit(False, True)]
+        return [future.wait().type.value for future in outcomes]
+
+    assert nested() == ["COMPLETED", "FAILED"]
+    err = capsys.readouterr().err
+    store = get_store()
+    store.flush()
+    runs = {(r.task_name, r.parameters.get("fail", r.parameters.get("inner_fails"))): r
+            for r in store.read_task_runs()}
+    failed_inner, completed_inner = runs[("inner_part", True)], runs[("inner_part", False)]
+    assert f"Task run '{failed_inner.name}' - Finished in state Failed(" in err
+    assert f"Task run '{completed_inner.name}' - Finished in state Completed()" in err
+    run = store.read_flow_run("nested-states")
+    lines = store.read_logs(flow_run_id=run.id)
+    for inner in (failed_inner, completed_inner):
+        created = next(i for i, line in enumerate(lines)
+                       if line["message"] == f"Created task run {inner.name!r} for task 'inner_part'")
+        finished = next(i for i, line in enumerate(lines)
+                        if line["task_run_id"] == inner.id and line["message"].startswith("Finished in state"))
+        assert created < finished
+        assert lines[finished]["message"] == f"Finished in state {inner.state}"

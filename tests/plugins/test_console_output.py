@@ -101,3 +101,27 @@ def test_a_character_the_stream_cannot_encode_loses_no_line(monkeypatch):
     output.write("after", now=True)
     stream.flush()
     assert raw.getvalue().decode("ascii") == "before\ncaf\\xe9 au lait\nafter\n"
+
+
+def test_a_narrow_live_line_keeps_the_failures_and_counts_wide_characters():
+    """On an 80-column terminal a flow run with six kinds of final state still shows its
+    failures; a name in wide (CJK) characters is measured in columns, not characters."""
+    from headwater.plugins.console_progress import FlowTally, columns
+
+    tally = FlowTally("Flow run 'nightly'")
+    tally.created = 20_000
+    for name, times in (("Completed", 12_000), ("Cached", 400), ("Failed", 3), ("TimedOut", 1),
+                        ("Crashed", 1), ("Cancelled", 52)):
+        for _ in range(times):
+            tally.count_finished(name)
+    wide = tally.live(200)
+    assert "12,000 Completed" in wide and "52 Cancelled" in wide and "/s | " in wide
+    narrow = tally.live(80)
+    assert columns(narrow) < 80
+    assert "3 Failed, 1 TimedOut, 1 Crashed" in narrow and "Completed" not in narrow
+    cjk = FlowTally("Flow run '夜間バッチ処理の実行'")
+    cjk.created = 100
+    cjk.count_finished("Completed")
+    for width in (60, 40, 20):
+        assert columns(cjk.live(width)) < width
+    assert columns("夜間") == 4

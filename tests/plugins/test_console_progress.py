@@ -631,6 +631,9 @@ def last_words() -> None:
 def doomed() -> None:
     for i in range(3):
         work(i)  # routine lines just before: the console's queue is busy
+    work(7, return_state=True)  # fails (after its retry)
+    if sys.argv[1:] == ["at-once"]:
+        os.kill(os.getpid(), signal.SIGKILL)  # right after the failed run's last line
     last_words()
 
 
@@ -641,12 +644,16 @@ if __name__ == "__main__":
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL here")
 def test_a_line_of_yours_is_on_the_console_before_the_process_dies(tmp_path):
-    """Only the engine's routine lines wait in the console's queue: a line you log is
-    written before your next statement runs, so a process killed right after it (a
-    segfault, the OOM killer) still shows it."""
+    """Only the engine's routine lines wait in the console's queue: a line you log, or a
+    failed run's line, is written before your next statement runs, so a process killed
+    right after it (a segfault, the OOM killer) still shows it."""
     result = run_script(tmp_path, KILLED)
     assert result.returncode == -signal.SIGKILL
     assert "about to die" in messages(result.stderr)
+    # A failed run's Finished line is not routine either: shown when killed right after it.
+    result = run_script(tmp_path, KILLED, "at-once")
+    assert result.returncode == -signal.SIGKILL
+    assert count(result.stderr, r"^Finished in state Failed\(.*bad input 7") == 1
 
 
 def test_a_big_flow_counts_cancelled_and_late_task_runs_without_printing_them():
