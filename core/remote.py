@@ -49,9 +49,9 @@ from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish
 from .errors import HeadwaterError
 from .results import ResultMissing, ResultNotPersisted, ResultStore
 from .run_logging import TASK_CREATED, TASK_FINISHED, log_line, record_message, task_extra, task_logger
-from .task_lines import FINISHED
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
+from .task_lines import FINISHED
 from .task_runners import InlineTaskRunner
 
 from .policy import StatePolicy, WrappingPolicy

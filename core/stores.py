@@ -323,6 +323,8 @@ class MemoryRunStore(RunStore):
             if task_run_id is not None:
                 run = self.task_runs.get(task_run_id)
                 scope = {run.flow_run_id} if run is not None and run.flow_run_id else set()
+                if flow_run_id is not None:
+                    scope &= {flow_run_id}  # a task run of another flow run: nothing
             else:
                 scope = {flow_run_id} if flow_run_id is not None else {r["flow_run_id"] for r in self.logs}
             marked = {r["flow_run_id"] for r in self.logs if r["flow_run_id"] in scope and is_marker(r)}

@@ -24,10 +24,10 @@ from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingP
                       check_failed_answer, is_retry, policy_name)
 from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
                            flow_logger, flow_run_ended, log_line, log_prints_var)
-from ..task_lines import FINISHED
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
+from ..task_lines import FINISHED
 from ..task_runners import InlineTaskRunner
 from ..tracebacks import describe, for_log, logged_in, without_headwater_frames
 from .attempts import flow_attempts

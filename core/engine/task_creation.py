@@ -14,9 +14,9 @@ from .. import states
 from ..errors import RunNameError, TaskNestingError, TaskTimeout
 from ..ids import time_ordered_id
 from ..run_logging import TASK_CREATED, log_line, task_logger
-from ..task_lines import CREATED
 from ..runs import TaskRun
 from ..session import Session
+from ..task_lines import CREATED
 from .context import FlowRunContext, task_run_ctx
 from .futures import Future
 from .task_loop import TaskExecution, never_started, transition

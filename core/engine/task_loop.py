@@ -24,8 +24,8 @@ from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check
                       check_failed_answer, check_result_key, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
 from ..run_logging import TASK_FINISHED, enable_log_prints, log_line, log_prints_var, task_extra, task_logger
-from ..task_lines import FINISHED
 from ..runs import TaskRun
+from ..task_lines import FINISHED
 from ..tracebacks import describe, for_log, logged_in
 from .attempts import task_attempts
 from .context import RUN_LOCKS, FlowRunContext, task_run_ctx
