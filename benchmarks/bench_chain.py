@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness import DEFAULT, LEVEL_OF, WARNING, Row, emit, interleaved_children, main, median, size, \
-    versus_warning
+from harness import emit, interleaved_children, main, per_unit_rows, size
 
 N = size(2_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -58,12 +57,8 @@ def child(args: list[str]) -> None:
 
 def measure(args):
     results = interleaved_children(__file__, [str(N), str(WORKERS)], args.repeat)
-    hw = {label: [r["hw"] / N * 1e6 for r in runs] for label, runs in results.items()}
-    rows = [Row(f"per link, {label}", median(hw[label]), "us", median(r["bare"] / N * 1e6 for r in runs),
-                f"ThreadPoolExecutor({WORKERS}) chain", samples=hw[label], level=LEVEL_OF[label])
-            for label, runs in results.items()]
-    rows.append(versus_warning("per link", hw[DEFAULT], hw[WARNING], "us"))
-    return rows, {"N": N, "workers": WORKERS}
+    return per_unit_rows("per link", results, N, f"ThreadPoolExecutor({WORKERS}) chain"), \
+        {"N": N, "workers": WORKERS}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness import DEFAULT, LEVEL_OF, WARNING, Row, emit, interleaved_children, main, median, size, \
-    versus_warning
+from harness import emit, interleaved_children, main, per_unit_rows, size
 
 N = size(10_000)
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -49,12 +48,8 @@ def child(args: list[str]) -> None:
 
 def measure(args):
     results = interleaved_children(__file__, [str(N), str(WORKERS)], args.repeat)
-    hw = {label: [r["hw"] / N * 1e6 for r in runs] for label, runs in results.items()}
-    rows = [Row(f"per element, {label}", median(hw[label]), "us", median(r["bare"] / N * 1e6 for r in runs),
-                f"ThreadPoolExecutor({WORKERS}).map", samples=hw[label], level=LEVEL_OF[label])
-            for label, runs in results.items()]
-    rows.append(versus_warning("per element", hw[DEFAULT], hw[WARNING], "us"))
-    return rows, {"N": N, "workers": WORKERS}
+    return per_unit_rows("per element", results, N, f"ThreadPoolExecutor({WORKERS}).map"), \
+        {"N": N, "workers": WORKERS}
 
 
 if __name__ == "__main__":

@@ -218,6 +218,19 @@ def interleaved_children(script: str | Path, args: list[str], repeat: int,
     return interleaved(lambda extra: run_child(script, args, **{**env, **extra}), variants, repeat)
 
 
+def per_unit_rows(metric: str, results: dict[str, list[dict[str, Any]]], n: int,
+                  baseline_label: str) -> list[Row]:
+    """The rows of a case whose children emit ``{"hw": seconds, "bare": seconds}`` for
+    ``n`` units, from :func:`interleaved_children`: ``<metric>, <level>`` per level in
+    µs per unit beside the bare figure, then ``<metric>, default vs WARNING``."""
+    hw = {label: [r["hw"] / n * 1e6 for r in runs] for label, runs in results.items()}
+    rows = [Row(f"{metric}, {label}", median(hw[label]), "us", median(r["bare"] / n * 1e6 for r in runs),
+                baseline_label, samples=hw[label], level=LEVEL_OF[label])
+            for label, runs in results.items()]
+    rows.append(versus_warning(metric, hw[DEFAULT], hw[WARNING], "us"))
+    return rows
+
+
 def paired_ratio(values: list[float], baselines: list[float]) -> float:
     """The median of the per-pair ratios ``values[i] / baselines[i]``."""
     if len(values) != len(baselines) or not values:

@@ -56,6 +56,13 @@ def wants_colour(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
     force = env.get("FORCE_COLOR")
     if force:
         return force != "0"  # FORCE_COLOR=0 is an explicit "no colour", as in Node's tools
+    return is_terminal(stream, env)
+
+
+def is_terminal(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``stream`` is a terminal that can show colour and redraw a line (not
+    ``TERM=dumb``)."""
+    env = os.environ if environ is None else environ
     if env.get("TERM") == "dumb":
         return False
     try:

@@ -39,7 +39,7 @@ from typing import Any
 from headwater.errors import ConfigurationError
 from headwater.plugin_manager import hookimpl
 from headwater.plugins import colours
-from headwater.plugins.console_output import (ConsoleOutput, is_terminal, register_for_exit, terminal_width,
+from headwater.plugins.console_output import (ConsoleOutput, register_for_exit, terminal_width,
                                               unregister_for_exit)
 from headwater.plugins.console_progress import FlowTally
 from headwater.run_logging import FLOW_FINISHED, TASK_CREATED, TASK_FINISHED, RunLine, record_message
@@ -241,7 +241,7 @@ class ConsoleHandler(logging.Handler):
         if self.mode == "quiet":
             return
         stream = sys.stderr
-        if is_terminal(stream):
+        if colours.is_terminal(stream):
             self._update_live(stream)
             return
         self.output.set_live([])
@@ -254,7 +254,7 @@ class ConsoleHandler(logging.Handler):
 
     def _update_live(self, stream: Any = None) -> None:
         stream = sys.stderr if stream is None else stream
-        if self.mode == "quiet" or not is_terminal(stream):
+        if self.mode == "quiet" or not colours.is_terminal(stream):
             self.output.set_live([])
             return
         width = terminal_width(stream)

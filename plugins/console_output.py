@@ -22,6 +22,8 @@ import time
 import weakref
 from typing import Any, Callable
 
+from headwater.plugins.colours import is_terminal
+
 #: Seconds a queued line may wait before it is written.
 FLUSH_EVERY = 0.1
 
@@ -165,16 +167,6 @@ class ConsoleOutput:
             if self._busy():  # queued between the last look and disarming
                 self._armed = True
                 wake.set()
-
-
-def is_terminal(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal that can redraw a line (not ``TERM=dumb``)."""
-    if os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 def terminal_width(stream: Any, default: int = 80) -> int:
