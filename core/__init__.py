@@ -16,6 +16,7 @@ __all__ = [
     "unmapped",
     "get_run_logger",
     "get_store",
+    "retry_run",
     "hookimpl",
     "Session",
     "Flow",
@@ -33,6 +34,7 @@ _LAZY = {
     "get_run_logger": ("headwater.run_logging", "get_run_logger"),
     "hookimpl": ("headwater.plugin_manager", "hookimpl"),
     "Session": ("headwater.session", "Session"),
+    "retry_run": ("headwater.retry", "retry_run"),
     "State": ("headwater.states", "State"),
     "StateType": ("headwater.states", "StateType"),
 }
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from .flows import Flow, flow
     from .futures import unmapped
     from .plugin_manager import hookimpl
+    from .retry import retry_run
     from .run_logging import get_run_logger
     from .session import Session
     from .states import State, StateType

@@ -165,6 +165,8 @@ class Outcome:
     end_ts: float | None = None
     cache_key: str | None = None
     result_location: str | None = None
+    #: The hash of the run's inputs, when its result is to be persisted (``headwater.reuse``).
+    inputs_hash: str | None = None
     #: ``(key, serializer)`` of each result write the run asked for; the flow process
     #: does the write (the value is the final state's data).
     result_writes: list[tuple[str, str]] = field(default_factory=list)
@@ -439,7 +441,8 @@ def run_detached(task: Task, policy: StatePolicy, detached: DetachedRun,
         history.append(final)
     return Outcome(task_run_id=run.id, states=history, run_count=run.run_count,
                    start_ts=run.start_ts, end_ts=run.end_ts, cache_key=run.cache_key,
-                   result_location=run.result_location, result_writes=flow_context.result_store.writes,
+                   result_location=run.result_location, inputs_hash=run.inputs_hash,
+                   result_writes=flow_context.result_store.writes,
                    cache_entries=flow_context.store.cache_entries, logs=logs,
                    nested=[_sendable_run(inner, inner_states)
                            for inner, inner_states in flow_context.store.nested.values()])
@@ -509,6 +512,7 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
         if failure is not None:
             final = failure
         elif run.result_location is not None:  # a cache entry only for a result safely stored
+            run.inputs_hash = outcome.inputs_hash
             for entry in outcome.cache_entries:
                 if entry.location.startswith(_DEFERRED):
                     entry.location = run.result_location

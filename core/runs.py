@@ -90,7 +90,8 @@ class FlowRun(_Run):
     """One run of a flow: its id, name, parameters, current state, and the parent
     flow run and task run when it is a subflow."""
 
-    __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id", "flow_info")
+    __slots__ = ("flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id", "flow_info",
+                 "entry_point", "inputs_hash", "parameters_location", "result_location")
     kind = "flow"
 
     def __init__(self, id: str, flow_name: str, name: str = "", parameters: dict[str, Any] | None = None,
@@ -104,6 +105,16 @@ class FlowRun(_Run):
         #: What the flow says about itself (``headwater.stores.FlowInfo``), set by the
         #: engine when it creates the run, for the store to record; else ``None``.
         self.flow_info: Any = None
+        #: Where the flow is defined, as JSON (``headwater.reuse.EntryPoint``): what
+        #: ``headwater runs retry`` loads. None when it cannot be loaded again.
+        self.entry_point: str | None = None
+        #: A hash of the parameters (``headwater.reuse.inputs_hash``), None when they
+        #: cannot be hashed: a retried parent matches its subflow runs by it.
+        self.inputs_hash: str | None = None
+        #: Where the exact parameters are persisted (with persisted results), else None.
+        self.parameters_location: str | None = None
+        #: Where a subflow run's return value is persisted (with persisted results).
+        self.result_location: str | None = None
 
 
 class TaskRun(_Run):
@@ -111,7 +122,7 @@ class TaskRun(_Run):
     runs it waited for, and its cache key and result location once known."""
 
     __slots__ = ("task_name", "task_key", "flow_run_id", "cache_key", "result_location",
-                 "upstream_ids")
+                 "upstream_ids", "inputs_hash")
     kind = "task"
 
     def __init__(self, id: str, task_name: str, task_key: str = "", name: str = "",
@@ -124,3 +135,6 @@ class TaskRun(_Run):
         self.cache_key: str | None = None
         self.result_location: str | None = None
         self.upstream_ids: tuple[str, ...] = ()
+        #: A hash of the arguments, set when the result is persisted: a retried flow run
+        #: reuses this run for a call of the same task with the same inputs.
+        self.inputs_hash: str | None = None

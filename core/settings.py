@@ -27,6 +27,7 @@ KEYS = (
     "DISABLE_PLUGIN_AUTOLOAD",
     "STORE_WRITER",
     "CONSOLE",
+    "PERSIST_RESULTS",
 )
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -49,6 +50,9 @@ class Settings:
     #: What the console shows of big flow runs: "auto", "lines", "progress" or "quiet"
     #: (checked by the console plugin, ``plugins/console_log.py``, which knows the choices).
     console: str = "auto"
+    #: Persist every task's result (as ``@flow(persist_result=True)`` does for its tasks),
+    #: so ``headwater runs retry`` can reuse them; a task's own ``persist_result=False`` wins.
+    persist_results: bool = False
     #: Where a key's value came from when not the environment: key -> (pyproject path,
     #: key as written there). Used only to word error messages.
     origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -98,6 +102,7 @@ class Settings:
                                           origins),
             store_writer=str(values.get("STORE_WRITER") or "auto"),
             console=str(values.get("CONSOLE") or "auto"),
+            persist_results=_flag("PERSIST_RESULTS", values.get("PERSIST_RESULTS"), origins),
             origins=origins,
         )
 

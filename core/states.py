@@ -68,6 +68,7 @@ class StateDetails:
         "cache_key",
         "cache_expiration",
         "scheduled_time",
+        "reused_from",
     )
 
     def __init__(
@@ -77,12 +78,16 @@ class StateDetails:
         cache_key: str | None = None,
         cache_expiration: _dt.datetime | None = None,
         scheduled_time: _dt.datetime | None = None,
+        reused_from: str | None = None,
     ) -> None:
         self.flow_run_id = flow_run_id
         self.task_run_id = task_run_id
         self.cache_key = cache_key
         self.cache_expiration = cache_expiration
         self.scheduled_time = scheduled_time
+        #: The task run of an earlier attempt whose result a retried flow run reused
+        #: (``headwater runs retry``), on that ``Cached`` state.
+        self.reused_from = reused_from
 
     def to_dict(self) -> dict[str, Any]:
         out = {}

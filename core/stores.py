@@ -104,6 +104,16 @@ class RunWriter:
     def record_logs(self, rows: Iterable[tuple[str | None, str | None, float, str, str, str]]) -> None:
         """Store log lines: ``(flow_run_id, task_run_id, ts, level, logger, message)``."""
 
+    def reopen_flow_run(self, run: FlowRun, state: State) -> None:
+        """Make an ended flow run unfinished again for a new attempt (``headwater runs
+        retry``): append ``state`` to its history, make it the current state, clear its
+        end time, set its ``run_count`` and ``entry_point`` from ``run``, and treat the run
+        as this process's from now on (so it is not shown Crashed for its earlier
+        attempt's process being gone), also when it was Crashed. Durable when it returns.
+        A store without it cannot retry runs."""
+        raise StoreError(f"the run store {type(self).__qualname__} cannot retry flow runs (it has no "
+                         f"reopen_flow_run; docs/plugins.md, 'Writing a run store')")
+
     def flush(self) -> None:
         """Make every write so far durable."""
 
@@ -262,6 +272,13 @@ class MemoryRunStore(RunStore):
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
         with self._lock:
             self.states.setdefault(run.id, []).append(state)
+
+    def reopen_flow_run(self, run: FlowRun, state: State) -> None:
+        with self._lock:
+            self.states.setdefault(run.id, []).append(state)
+            run.state = state
+            run.end_ts = None
+            self.flow_runs[run.id] = run
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
         keys = ("flow_run_id", "task_run_id", "ts", "level", "logger", "message")

@@ -305,9 +305,29 @@ class PersistedResults(WrappingPolicy):
                 return key
         wanted = self.wanted
         if wanted is None:
-            flow = ctx.flow
-            wanted = self.wanted = bool(flow is not None and flow.spec.persist_result)
+            wanted = self.wanted = flow_persists(ctx.flow, ctx.session if ctx.resources is not None else None)
         return f"run-{ctx.task_run.id}" if wanted else None
+
+    def propose_completed(self, ctx: Any, state: Any) -> Any:
+        """A run whose result was persisted also records its inputs' hash: a retried flow
+        run (``headwater runs retry``) reuses the run for the same call."""
+        state = self.inner.propose_completed(ctx, state)
+        run = ctx.task_run
+        if run.result_location is not None and run.inputs_hash is None:
+            from headwater.reuse import inputs_hash  # import time: only persisting runs need it
+
+            run.inputs_hash = inputs_hash(ctx.parameters)
+        return state
+
+
+def flow_persists(flow: Any, session: Any) -> bool:
+    """Whether results are persisted by default in a run of ``flow``: its
+    ``persist_result``, else ``HEADWATER_PERSIST_RESULTS``."""
+    said = flow.spec.persist_result if flow is not None else None
+    if said is not None:
+        return bool(said)
+    settings = getattr(session, "settings", None)
+    return bool(getattr(settings, "persist_results", False))
 
 
 @hookimpl(wrapper=True)

@@ -62,10 +62,12 @@ class SQLiteReads:
     # state, if it has not ended (see sqlite_liveness).
     _FLOW_COLS = ("id, name, flow_name, flow_version, parent_flow_run_id, parent_task_run_id, "
                   "parameters, tags, state_type, state_name, state_message, start_ts, end_ts, "
-                  "run_count, created, host, pid, pid_start, " + liveness.last_state_sql("flow_runs"))
+                  "run_count, created, host, pid, pid_start, " + liveness.last_state_sql("flow_runs") +
+                  ", entry_point, inputs_hash, parameters_location, result_location")
     _TASK_COLS = ("id, flow_run_id, name, task_name, task_key, parameters, tags, cache_key, "
                   "result_location, upstream, state_type, state_name, state_message, start_ts, "
-                  "end_ts, run_count, created, host, pid, pid_start, " + liveness.last_state_sql("task_runs"))
+                  "end_ts, run_count, created, host, pid, pid_start, " + liveness.last_state_sql("task_runs") +
+                  ", inputs_hash")
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -107,19 +109,21 @@ class SQLiteReads:
 
     def _flow(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> FlowRun:
         (rid, name, flow_name, version, parent, parent_task, params, tags, st, sn, sm, start, end,
-         count, created, host, pid, token, last) = row
+         count, created, host, pid, token, last, entry_point, inputs_hash, parameters_at, result_at) = row
         run = FlowRun(rid, flow_name, name, json.loads(params or "{}"), frozenset(json.loads(tags or "[]")),
                       version, parent, parent_task)
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0
+        run.entry_point, run.inputs_hash = entry_point, inputs_hash
+        run.parameters_location, run.result_location = parameters_at, result_at
         return self._judged(run, judge, (host, pid, token), last or start or created)
 
     def _task(self, row: tuple[Any, ...], judge: liveness.Judge | None = None) -> TaskRun:
         (rid, frid, name, task_name, key, params, tags, cache_key, location, upstream, st, sn, sm,
-         start, end, count, created, host, pid, token, last) = row
+         start, end, count, created, host, pid, token, last, inputs_hash) = row
         run = TaskRun(rid, task_name, key or "", name, json.loads(params or "{}"),
                       frozenset(json.loads(tags or "[]")), frid)
-        run.cache_key, run.result_location = cache_key, location
+        run.cache_key, run.result_location, run.inputs_hash = cache_key, location, inputs_hash
         run.upstream_ids = tuple(json.loads(upstream or "[]"))
         run.state = self._state(st, sn, sm, end or created)
         run.start_ts, run.end_ts, run.run_count = start, end, count or 0

@@ -46,7 +46,7 @@ HEADER_CREATED = 9
 HEADER_LEN = 10
 
 # -- TASK_STATE: (TASK_STATE, run_id, "task", type, name, message, ts, details, cache_key,
-#    result_location, start_ts, end_ts, run_count, parameters) ---------------------------------
+#    result_location, start_ts, end_ts, run_count, inputs_hash, parameters) --------------------
 STATE_RUN_ID = 1
 STATE_TYPE = 3
 STATE_NAME = 4
@@ -55,11 +55,11 @@ STATE_TS = 6
 #: entry[STATE_ROW] is the ``states`` table's row (STATE_COLUMNS).
 STATE_ROW = slice(1, 8)
 #: entry[STATE_RUN_FIELDS] is the run's changing columns: cache_key, result_location,
-#: start_ts, end_ts, run_count.
-STATE_RUN_FIELDS = slice(8, 13)
+#: start_ts, end_ts, run_count, inputs_hash.
+STATE_RUN_FIELDS = slice(8, 14)
 #: The run's parameters with its futures' results, on the Running state of a run with
 #: upstream runs (its parameters change once, just before it starts); else None.
-STATE_PARAMETERS = 13
+STATE_PARAMETERS = 14
 
 # -- FLOW: (FLOW, row, created, state_row) ---------------------------------------------------
 FLOW_ROW = 1
@@ -74,7 +74,7 @@ FLOW_INFO_ROW = slice(1, 6)
 #: A FLOW entry's row; the writer adds the process's host, pid, pid_start and ``created``.
 FLOW_RUN_COLUMNS = ("id", "name", "flow_name", "flow_version", "parent_flow_run_id", "parent_task_run_id",
                     "parameters", "tags", "state_type", "state_name", "state_message", "start_ts", "end_ts",
-                    "run_count")
+                    "run_count", "entry_point", "inputs_hash", "parameters_location", "result_location")
 FLOW_ROW_ID = 0
 FLOW_ROW_NAME = 1
 FLOW_ROW_STATE_TYPE = 8
@@ -82,7 +82,7 @@ FLOW_ROW_STATE_TYPE = 8
 #: A task run's row as the batch writer builds it; the writer's host, pid and pid_start
 #: follow as constants of its statement.
 TASK_RUN_COLUMNS = ("id", "flow_run_id", "name", "task_name", "task_key", "parameters", "tags", "upstream",
-                    "cache_key", "result_location", "start_ts", "end_ts", "run_count", "state_type",
+                    "cache_key", "result_location", "start_ts", "end_ts", "run_count", "inputs_hash", "state_type",
                     "state_name", "state_message", "created", "seq")
 #: A ``states`` row: flow runs' and task runs' alike.
 STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "ts", "details")
@@ -118,7 +118,8 @@ def task_state(run: Any, state: Any) -> tuple[Any, ...]:
                   else None)
     return (TASK_STATE, run.id, "task", state_type._value_, state.name, state.message, state.ts,
             details_json(details) if details is not None else None,
-            run.cache_key, run.result_location, run.start_ts, run.end_ts, run.run_count, parameters)
+            run.cache_key, run.result_location, run.start_ts, run.end_ts, run.run_count, run.inputs_hash,
+            parameters)
 
 
 def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
@@ -127,7 +128,8 @@ def flow_entry(run: Any, state: Any) -> tuple[Any, ...]:
     row = (run.id, run.name, run.flow_name, run.flow_version, run.parent_flow_run_id, run.parent_task_run_id,
            parameters_json(run.parameters), tags_json(run.tags),
            current.type._value_ if current else None, current.name if current else None,
-           current.message if current else None, run.start_ts, run.end_ts, run.run_count)
+           current.message if current else None, run.start_ts, run.end_ts, run.run_count,
+           run.entry_point, run.inputs_hash, run.parameters_location, run.result_location)
     state_row = None
     if state is not None:
         made = state.details_if_made

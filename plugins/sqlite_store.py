@@ -49,17 +49,19 @@ from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_reads import SQLiteReads
 from .sqlite_queue import WriteQueue
 from .sqlite_rows import flow_entry, flow_info_entry, task_header, task_state
+from .sqlite_values import details_json
 from .sqlite_writer import BatchWriter, connect, read_only, retry_busy, write_transaction
 from .sqlite_writers import ThreadWriter, Writer, check_writer_choice, choose_writer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow_runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, flow_name TEXT NOT NULL, flow_version TEXT,
     parent_flow_run_id TEXT, parent_task_run_id TEXT, parameters TEXT, tags TEXT,
     state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL, end_ts REAL,
-    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL, heartbeat REAL
+    run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL, heartbeat REAL,
+    entry_point TEXT, inputs_hash TEXT, parameters_location TEXT, result_location TEXT
 );
 CREATE INDEX IF NOT EXISTS flow_runs_created ON flow_runs (created);
 CREATE INDEX IF NOT EXISTS flow_runs_name ON flow_runs (name);
@@ -71,7 +73,7 @@ CREATE TABLE IF NOT EXISTS task_runs (
     task_key TEXT, parameters TEXT, tags TEXT, cache_key TEXT, result_location TEXT,
     upstream TEXT, state_type TEXT, state_name TEXT, state_message TEXT, start_ts REAL,
     end_ts REAL, run_count INTEGER, host TEXT, pid INTEGER, pid_start TEXT, created REAL,
-    seq INTEGER
+    seq INTEGER, inputs_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS task_runs_flow ON task_runs (flow_run_id, seq);
 CREATE INDEX IF NOT EXISTS task_runs_state ON task_runs (state_type);
@@ -97,6 +99,14 @@ CREATE TABLE IF NOT EXISTS flows (
     name TEXT PRIMARY KEY, description TEXT, version TEXT, tags TEXT, updated REAL
 )"""
 _SCHEMA += _FLOWS_TABLE + ";\n"
+
+#: Schema 2 (retrying a flow run from where it failed): where each flow is defined, the
+#: hashes that match calls to earlier runs, and where exact parameters and subflow
+#: results are persisted. Schema 1 stores get these columns when first opened.
+_SCHEMA_2_COLUMNS = (
+    ("flow_runs", "entry_point"), ("flow_runs", "inputs_hash"), ("flow_runs", "parameters_location"),
+    ("flow_runs", "result_location"), ("task_runs", "inputs_hash"),
+)
 
 
 class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
@@ -216,15 +226,17 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             # headwater sets the version in the transaction that creates its tables: a
             # version 0 with tables, or a version 1 without them, is another program's.
-            if (version == 0 and tables) or (version == SCHEMA_VERSION and "flow_runs" not in tables):
+            if (version == 0 and tables) or (version >= 1 and "flow_runs" not in tables):
                 shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
                 raise StoreError(f"{self.path} is not a headwater run store (an SQLite database with other "
                                  f"tables: {shown}). It was left untouched: move it away, or point "
                                  f"HEADWATER_DATABASE_URL elsewhere.")
             self._retry(lambda: self._set_wal(conn))
-            if version < SCHEMA_VERSION:
+            if version == 0:
                 self._retry(lambda: self._create_schema(conn))
-            elif "flows" not in tables:
+            elif version < SCHEMA_VERSION:
+                self._retry(lambda: self._migrate(conn))
+            if version >= 1 and "flows" not in tables:
                 self._retry(lambda: conn.execute(_FLOWS_TABLE))
             add_heartbeat_column(conn)
             self._cache_columns = self._retry(lambda: add_cache_digest_column(conn))
@@ -249,6 +261,24 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Bring a store of an older schema (1) to this one, in one transaction: columns
+        are only added, so an older run's row reads as before (the new ones empty)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:  # else another process migrated it meanwhile
+                for table, column in _SCHEMA_2_COLUMNS:
+                    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -320,6 +350,30 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
 
     def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
         self._queue.put_logs(rows)
+
+    def reopen_flow_run(self, run: FlowRun, state: State) -> None:
+        """Make an ended flow run this process's unfinished run again, in ``state``, for a
+        new attempt (``headwater runs retry``); written at once, before anything queued
+        after it. The row is claimed for this process (host, pid, heartbeat), so the run
+        is not taken for crashed because the process of its earlier attempt is gone; a
+        Crashed run may be reopened (the writer otherwise never changes a Crashed row)."""
+        self._queue.flush()  # what this process queued before (an earlier attempt's rows)
+        made = state.details_if_made
+        details = details_json(made) if made is not None else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE flow_runs SET state_type = ?, state_name = ?, state_message = ?, end_ts = NULL, "
+                "run_count = ?, host = ?, pid = ?, pid_start = ?, heartbeat = ?, "
+                "entry_point = coalesce(?, entry_point) WHERE id = ?",
+                (state.type.value, state.name, state.message, run.run_count, HOST, self._pid, self._pid_start,
+                 state.ts, run.entry_point, run.id))
+            conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts, details) "
+                         "VALUES (?, 'flow', ?, ?, ?, ?, ?)",
+                         (run.id, state.type.value, state.name, state.message, state.ts, details))
+
+        self._retry(lambda: self._write_txn(write))
+        self._open_flows.add(run.id)
 
     def _read_only_message(self) -> str:
         """What to do about a store this process cannot write (a flow's first flush says

@@ -131,7 +131,8 @@ def details_json(details: StateDetails) -> str | None:
     """The state details worth a column: cache and scheduling facts. The run ids every
     final state carries are the row's own ``run_id`` (and its run's flow run), so they
     are not written again; most states then need no JSON at all."""
-    if details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None:
+    if (details.cache_key is None and details.cache_expiration is None and details.scheduled_time is None
+            and details.reused_from is None):
         return None
     text = json.dumps(details.to_dict())
     return json.dumps(escape_surrogates(details.to_dict())) if "\\ud" in text else text

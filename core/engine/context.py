@@ -63,6 +63,8 @@ class FlowRunContext:
         # (task execution, exception, thread id) of runs whose end could not be recorded
         # where it happened (engine.end_unfinished): mostly empty.
         self.unfinished: list[Any] = []
+        #: In a retried flow run, what its new attempt may reuse (``headwater.reuse``).
+        self.reuse: Any = None
 
     @property
     def result_store(self) -> ResultStore:
@@ -87,6 +89,10 @@ class FlowRunContext:
                 # A policy with only some of the methods: the rest answer as the
                 # do-nothing policy does.
                 policy = WrappingPolicy(policy)
+            if self.reuse is not None:
+                from ..reuse import ReusingPolicy  # import time: only retried runs need it
+
+                policy = ReusingPolicy(policy, self.reuse)
             self._policies[id(task)] = policy
         return policy
 

@@ -24,6 +24,9 @@ from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingP
                       check_failed_answer, is_retry, policy_name)
 from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
                            flow_logger, flow_run_ended, log_line, log_prints_var)
+from ..results import DEFAULT_SERIALIZER, unpack_written
+from ..retry import entry_point_of
+from ..reuse import inputs_hash
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
@@ -46,16 +49,22 @@ _INFO = logging.INFO
 class FlowExecution(FlowRunContext):
     """One flow run, from creation to its final state."""
 
-    def __init__(self, flow: Flow, parameters: dict[str, Any], session: Session) -> None:
+    def __init__(self, flow: Flow, parameters: dict[str, Any], session: Session,
+                 resume: FlowRun | None = None) -> None:
         parent = flow_run_ctx.get()
         parent_task = task_run_ctx.get()
         if parent is not None and parent.abandoned and threading.get_ident() in parent.abandoned:
             raise TaskTimeout(f"{parent.label} timed out; its body, still running in the background, "
                               f"starts no new subflow runs (flow {flow.name!r} was not run)")
-        run = FlowRun(random_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
-                      parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
-                      parent_task.task_run.id if parent_task is not None else None)
+        if resume is not None:  # a retry: a new attempt of a recorded run (headwater.retry)
+            run = resume
+            run.parameters = parameters
+        else:
+            run = FlowRun(random_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
+                          parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
+                          parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
+        self.resumed = resume is not None
         #: What the flow's state policy sees of the run (``retries_done`` among it).
         self.policy_context = FlowRunAttempts(flow, run)
         self.final: states.State | None = None
@@ -102,6 +111,8 @@ class FlowExecution(FlowRunContext):
         the coerced values: a date given as text formats as a date). Return a final
         state on failure."""
         run = self.flow_run
+        if self.resumed:
+            return self._reopen()
         problem: BaseException | None = None
         if self.flow.spec.validate_parameters:
             try:
@@ -117,6 +128,10 @@ class FlowExecution(FlowRunContext):
         flow = self.flow
         run.flow_info = FlowInfo(flow.name, flow.description, flow.version, sorted(flow.spec.tags or ()),
                                  time.time())
+        # What a retry needs (headwater.retry): where the flow is defined, and a hash that
+        # tells whether its recorded parameters read back exactly (and matches subflow calls).
+        run.entry_point = entry_point_of(flow)
+        run.inputs_hash = inputs_hash(run.parameters) if problem is None else None
         self.store.create_flow_run(run)
         transition(self, run, states.Pending())
         if engine_logger.isEnabledFor(_INFO):
@@ -126,7 +141,61 @@ class FlowExecution(FlowRunContext):
                                extra={"flow_run_id": run.id})
         if problem is not None:
             return self.fail_early(problem)
+        if self.persisting:
+            run.parameters_location = self._persist(f"flow-run-{run.id}-parameters", run.parameters,
+                                                    "parameters")
         return None
+
+    def _reopen(self) -> states.State | None:
+        """Begin a new attempt of a recorded run (a retry): reopen it in the store
+        (AwaitingRetry), and plan what the attempt reuses of the earlier ones."""
+        run = self.flow_run
+        self.label = f"Flow run {run.name!r}"
+        run.entry_point = entry_point_of(self.flow) or run.entry_point
+        # layering: reuse rules are read only by a retried run
+        from ..reuse import ReusePlan
+
+        plan = ReusePlan.build(self.store, run)
+        self.reuse = plan
+        previous = run.state
+        state = states.AwaitingRetry(message=f"Retried from where attempt {run.run_count} ended "
+                                             f"({previous.name if previous is not None else 'no state'})")
+        run.state = state
+        run.end_ts = None
+        self.store.reopen_flow_run(run, state)
+        changed = self.bindings.state_changed
+        if changed is not None:
+            changed(run=run, previous=previous, state=state)
+        if engine_logger.isEnabledFor(_INFO):
+            engine_logger.info("Retrying flow run %r of flow %r: attempt %d, reusing up to %d completed task "
+                               "run(s) of earlier attempts", run.name, self.flow.name, run.run_count + 1,
+                               len(plan.tasks), extra={"flow_run_id": run.id})
+        if plan.lost:
+            flow_logger.warning("%d task run(s) that completed in an earlier attempt kept no result, so they "
+                                "run again: persist results (persist_result=True, or "
+                                "HEADWATER_PERSIST_RESULTS=true) to reuse them", plan.lost, extra=flow_extra(self))
+        return None
+
+    @property
+    def persisting(self) -> bool:
+        """Whether this run persists results by default (its flow's ``persist_result``,
+        else ``HEADWATER_PERSIST_RESULTS``): then its parameters, and a subflow run's
+        return value, are persisted too, for a retry."""
+        said = self.flow.spec.persist_result
+        if said is not None:
+            return bool(said)
+        return bool(getattr(self.session.settings, "persist_results", False))
+
+    def _persist(self, key: str, value: Any, what: str) -> str | None:
+        """Write ``value`` to the result store under ``key``; its location, or ``None``
+        (with a warning) when it cannot be written: the run goes on."""
+        try:
+            location, _, _ = unpack_written(self.result_store.write(key, value, DEFAULT_SERIALIZER))
+            return location
+        except Exception as exc:  # noqa: BLE001 - a retry needs it; the run itself does not
+            flow_logger.warning("The run's %s were not persisted, so a retry cannot read them back: %s: %s",
+                                what, type(exc).__name__, exc, extra=flow_extra(self))
+            return None
 
     def _name(self) -> str:
         namer = self.bindings.flow_run_name
@@ -167,7 +236,9 @@ class FlowExecution(FlowRunContext):
 
     def begin_attempt(self) -> None:
         run = self.flow_run
-        state = states.Retrying() if self.policy_context.retries_done else states.Running()
+        state = states.Retrying() if self.policy_context.retries_done or run.run_count else states.Running()
+        if self.reuse is not None:
+            self.reuse.next_attempt()
         run.run_count += 1
         if run.start_ts is None:
             run.start_ts = state.ts
@@ -391,6 +462,9 @@ class FlowExecution(FlowRunContext):
             return
         self.recorded = state
         run = self.flow_run
+        if run.parent_flow_run_id is not None and state.is_completed() and self.persisting:
+            # A retried parent reuses a completed subflow run whole: its return value.
+            run.result_location = self._persist(f"flow-run-{run.id}", state.data, "return value")
         run.end_ts = state.ts
         transition(self, run, state)
 
@@ -455,10 +529,14 @@ def _result(state: states.State, return_state: bool) -> Any:
     return state if return_state else state.result()
 
 
-def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowExecution:
-    """Bind the arguments, create and name the run, start its task runner. A run that
-    fails here (bad parameters, a bad runner) has its final state set already."""
-    execution = FlowExecution(flow, flow.binder.bind(args, kwargs), Session.current())
+def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], resume: FlowRun | None = None,
+           parameters: dict[str, Any] | None = None) -> FlowExecution:
+    """Bind the arguments, create and name the run (or reopen ``resume``, a recorded run
+    retried), start its task runner. A run that fails here (bad parameters, a bad runner)
+    has its final state set already."""
+    if parameters is None:
+        parameters = flow.binder.bind(args, kwargs)
+    execution = FlowExecution(flow, parameters, Session.current(), resume)
     execution.enter()
     try:
         if execution.create() is None:
@@ -482,9 +560,49 @@ def _interrupted(execution: FlowExecution, exc: BaseException) -> None:
         execution.finish()
 
 
+def _earlier_subflow(flow: Flow, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[states.State | None, FlowRun | None]:
+    """In a retried flow run, the earlier run of this subflow call, if any: its final
+    state when it completed with a persisted result (reused whole, not run), else the
+    run itself, to retry (``(None, run)``). ``(None, None)``: run it as a new subflow."""
+    parent = flow_run_ctx.get()
+    if parent is None or parent.reuse is None:
+        return None, None
+    try:
+        parameters = flow.binder.bind(args, kwargs)
+        if flow.spec.validate_parameters:
+            parameters = flow.validator.validate(parameters)
+    except Exception:  # noqa: BLE001 - the call fails as a new run, where it is reported
+        return None, None
+    digest = inputs_hash(parameters)
+    earlier = parent.reuse.match_subflow(flow.name, digest) if digest is not None else None
+    if earlier is None:
+        return None, None
+    state = earlier.state
+    if state is not None and state.is_completed() and earlier.result_location:
+        from ..results import ResultMissing, read_result
+
+        try:
+            value = read_result(parent.result_store, earlier.result_location, None)
+        except ResultMissing as exc:
+            flow_logger.warning("The result of subflow run %r cannot be read (%s); running it again",
+                                earlier.name, exc, extra=flow_extra(parent))
+            return None, earlier
+        flow_logger.info("Reused subflow run %r: it completed in an earlier attempt", earlier.name,
+                         extra=flow_extra(parent))
+        reused = states.Completed(message=f"Reused subflow run {earlier.name!r} of an earlier attempt",
+                                  data=value)
+        reused.state_details.flow_run_id = earlier.id
+        return reused, None
+    return None, earlier
+
+
 def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
     """``my_flow(...)`` for a sync flow."""
-    with _start(flow, args, kwargs) as execution:
+    reused, resume = _earlier_subflow(flow, args, kwargs)
+    if reused is not None:
+        return _result(reused, return_state)
+    with _start(flow, args, kwargs, resume) as execution:
         if execution.final is None:  # else it failed before the body could run
             drive(flow_attempts(execution), execution.call_body_with_timeout, execution.wait_for_futures)
         return _result(execution.finish(), return_state)
@@ -493,8 +611,29 @@ def run_flow(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], return_s
 async def run_flow_async(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any],
                          return_state: bool) -> Any:
     """``await my_flow(...)`` for an async flow."""
-    with _start(flow, args, kwargs) as execution:
+    reused, resume = _earlier_subflow(flow, args, kwargs)
+    if reused is not None:
+        return _result(reused, return_state)
+    with _start(flow, args, kwargs, resume) as execution:
         if execution.final is None:  # else it failed before the body could run
             await drive_async(flow_attempts(execution), execution.call_body_async,
                               execution.wait_for_futures_async)
         return _result(execution.finish(), return_state)
+
+
+def resume_flow(flow: Flow, run: FlowRun, parameters: dict[str, Any]) -> states.State:
+    """A new attempt of the recorded run ``run`` of a sync flow (``headwater.retry``);
+    returns its final state."""
+    with _start(flow, (), {}, run, parameters) as execution:
+        if execution.final is None:
+            drive(flow_attempts(execution), execution.call_body_with_timeout, execution.wait_for_futures)
+        return execution.finish()
+
+
+async def resume_flow_async(flow: Flow, run: FlowRun, parameters: dict[str, Any]) -> states.State:
+    """:func:`resume_flow` for an async flow."""
+    with _start(flow, (), {}, run, parameters) as execution:
+        if execution.final is None:
+            await drive_async(flow_attempts(execution), execution.call_body_async,
+                              execution.wait_for_futures_async)
+        return execution.finish()
