@@ -67,20 +67,6 @@ class Flow(Generic[R]):
             return flow_loop.run_flow_async(self, args, kwargs, return_state)
         return flow_loop.run_flow(self, args, kwargs, return_state)
 
-    def retry_run(self, run: str, *, force: bool = False) -> Any:
-        """Run a Failed, Crashed or Cancelled run of this flow again from where it failed
-        (``headwater.retry_run``, with this flow object instead of the recorded entry
-        point): the same flow run, its completed task runs reused. Returns the final
-        state (for an async flow, an awaitable of it)."""
-        # layering: retrying starts the engine (a higher layer than the decorators)
-        from .engine import flow_loop
-        from .retry import prepare
-
-        flow, found, parameters = prepare(run, flow=self, force=force)
-        if self.is_async:
-            return flow_loop.resume_flow_async(flow, found, parameters)
-        return flow_loop.resume_flow(flow, found, parameters)
-
     def with_options(self, **changes: Any) -> Flow[R]:
         """A copy with some options changed, validated again."""
         return Flow(self.fn, **{**self._options, **changes})

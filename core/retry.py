@@ -1,5 +1,5 @@
-"""Retrying a flow run from where it failed: ``headwater.retry_run(run)``,
-``my_flow.retry_run(run)`` and ``headwater runs retry RUN``.
+"""Retrying a flow run from where it failed: ``headwater.retry_run(run)`` and
+``headwater runs retry RUN``.
 
 A retry is a new attempt of the same flow run: the same id and name, ``run_count`` one
 more, its state history going on (``AwaitingRetry``, then ``Retrying``), the same
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import json
 import os
 import sys
@@ -21,14 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import states
+from .engine import flow_loop
+from .engine.context import FlowRunContext
 from .errors import HeadwaterError
+from .flows import Flow
+from .results import ResultMissing, read_result
+from .reuse import inputs_hash
+from .session import Session
 
 if TYPE_CHECKING:
-    from .flows import Flow
     from .runs import FlowRun
     from .stores import RunStore
 
-__all__ = ["EntryPoint", "RetryError", "entry_point_of", "load_flow", "retry_run"]
+__all__ = ["EntryPoint", "RetryError", "load_flow", "read_entry_point", "retry_run"]
 
 #: The final states a retry starts from without ``force``.
 RETRIABLE = ("FAILED", "CRASHED", "CANCELLED")
@@ -62,54 +66,13 @@ class EntryPoint:
         return f"{self.file or self.module}:{self.qualname}"
 
 
-_entry_points: dict[int, str | None] = {}  # id(flow function) -> its entry point's JSON
-
-
-def entry_point_of(flow: Flow) -> str | None:
-    """The flow's :class:`EntryPoint` as JSON (the directory it runs in included), or
-    ``None`` for a flow that could not be loaded again (defined inside a function, or
-    typed at an interactive prompt)."""
-    fn = flow.fn
-    base = _entry_points.get(id(fn), "")
-    if base == "":
-        base = _entry_points[id(fn)] = _entry_point(flow)
-    if base is None:
-        return None
-    try:
-        cwd = os.getcwd()
-    except OSError:  # the directory was removed under the process
-        cwd = None
-    return base[:-1] + f', "run_cwd": {json.dumps(cwd)}}}'
-
-
-def _entry_point(flow: Flow) -> str | None:
-    fn = flow.fn
-    qualname = getattr(fn, "__qualname__", "")
-    if not qualname or "<locals>" in qualname or "<lambda>" in qualname:
-        return None
-    try:
-        file = inspect.getsourcefile(fn)
-    except (TypeError, OSError):
-        file = None
-    if file is not None:
-        if not os.path.isfile(file):
-            file = None  # <stdin>, a notebook cell
-        else:
-            file = os.path.abspath(file)
-    module = getattr(fn, "__module__", None) or "__main__"
-    if file is None and module == "__main__":
-        return None
-    return json.dumps({"module": module, "qualname": qualname, "file": file, "flow_name": flow.name},
-                      sort_keys=True)
-
-
 def read_entry_point(run: FlowRun) -> EntryPoint:
     """The recorded entry point of ``run``; a :class:`RetryError` when there is none."""
     if not run.entry_point:
         raise RetryError(f"flow run {run.name!r} cannot be retried: no entry point was recorded for flow "
                          f"{run.flow_name!r} (it was defined inside a function or at an interactive prompt, "
-                         f"or run by a headwater older than 0.2); call my_flow.retry_run({run.id!r}) with "
-                         f"the flow object instead")
+                         f"or run by a headwater older than 0.2); pass the flow itself: "
+                         f"headwater.retry_run({run.id!r}, flow=my_flow)")
     data = json.loads(run.entry_point)
     return EntryPoint(data["module"], data["qualname"], data.get("file"), data["flow_name"], data.get("run_cwd"))
 
@@ -118,8 +81,6 @@ def load_flow(entry: EntryPoint) -> Flow:
     """The flow at ``entry``: its module imported (a script loaded from its file, so its
     ``if __name__ == "__main__":`` block does not run), then the flow found by its
     function's name, or by the flow's name. A :class:`RetryError` says what failed."""
-    from .flows import Flow
-
     module = _load_module(entry)
     found: Any = module
     for part in entry.qualname.split("."):
@@ -164,10 +125,8 @@ def _load_module(entry: EntryPoint) -> Any:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        # layering: the one-line wording of a file that fails to load is the CLI's
-        from headwater.plugins.cli_run import load_error
-
-        raise RetryError(load_error(entry.file, exc)) from exc
+        raise RetryError(f"cannot load flow {entry.flow_name!r} from {entry.file}: "
+                         f"{type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -221,11 +180,7 @@ def retry_parameters(flow: Flow, run: FlowRun, result_store: Any) -> dict[str, A
     """The run's parameters, exactly as it was called with: read back from the result
     store when they were persisted, else from the record when that reads back to the same
     values (checked against the hash recorded with the run)."""
-    from .reuse import inputs_hash
-
     if run.parameters_location:
-        from .results import ResultMissing, read_result
-
         try:
             return dict(read_result(result_store, run.parameters_location, None))
         except ResultMissing as exc:
@@ -248,43 +203,42 @@ def retry_parameters(flow: Flow, run: FlowRun, result_store: Any) -> dict[str, A
 def prepare(run: str, flow: Flow | None = None, force: bool = False) -> tuple[Flow, FlowRun, dict[str, Any]]:
     """Everything a retry needs, checked before anything runs: the flow (loaded from
     the run's entry point unless given), the run, and its parameters."""
-    from .engine.context import FlowRunContext
-    from .session import Session
-
     session = Session.current()
     store = session.store
     found = find_run(store, run)
-    if flow is None:
-        flow = load_flow(read_entry_point(found))
-    elif flow.name != found.flow_name:
-        raise RetryError(f"flow run {found.name!r} is a run of flow {found.flow_name!r}, not of "
-                         f"{flow.name!r}")
     if found.parent_flow_run_id is not None:
         parent = store.read_flow_run(found.parent_flow_run_id)
         name = parent.name if parent is not None else found.parent_flow_run_id
         raise RetryError(f"flow run {found.name!r} is a subflow run of {name!r}: retry that one (its "
                          f"failed subflow runs are retried with it)")
     check_retriable(found, force)
+    if flow is None:
+        flow = load_flow(read_entry_point(found))
+    elif flow.name != found.flow_name:
+        raise RetryError(f"flow run {found.name!r} is a run of flow {found.flow_name!r}, not of "
+                         f"{flow.name!r}")
     context = FlowRunContext(flow, found, session, session.bindings_for(flow.source_dir))
     parameters = retry_parameters(flow, found, context.result_store if found.parameters_location else None)
     return flow, found, parameters
 
 
-def retry_run(run: str, *, force: bool = False) -> states.State:
+def retry_run(run: str, *, force: bool = False, flow: Flow | None = None) -> states.State:
     """Run a Failed, Crashed or Cancelled flow run again from where it failed, and return
-    its final state. ``run`` is a run id, an id prefix or a run name (the newest run of
-    that name). The flow is loaded from where it was defined, as recorded; task runs that
-    completed in an earlier attempt with a persisted result are reused, not run. A
-    Completed run is refused unless ``force``. Raises :class:`RetryError` (before anything
-    runs) when the run cannot be retried. An async flow is run to its end here."""
-    flow, found, parameters = prepare(run, force=force)
+    its final state.
+
+    ``run`` is a run id, an id prefix or a run name (the newest run of that name). The
+    flow is loaded from where it was defined, as recorded, unless ``flow`` gives it (a
+    flow defined inside a function or a notebook cell, which cannot be loaded again).
+    Task runs that completed in an earlier attempt with a persisted result are reused,
+    not run. A Completed run is refused unless ``force``. Raises :class:`RetryError`
+    (before anything runs) when the run cannot be retried. An async flow is run to its
+    end here, in an event loop of its own."""
+    flow, found, parameters = prepare(run, flow=flow, force=force)
     return run_again(flow, found, parameters)
 
 
 def run_again(flow: Flow, found: FlowRun, parameters: dict[str, Any]) -> Any:
-    """Start the new attempt of ``found`` (checked by :func:`prepare`)."""
-    from .engine import flow_loop
-
+    """Run the new attempt of ``found`` (checked by :func:`prepare`) to its end; its final state."""
     if flow.is_async:
         import anyio
 
@@ -293,3 +247,4 @@ def run_again(flow: Flow, found: FlowRun, parameters: dict[str, Any]) -> Any:
 
         return anyio.run(main)
     return flow_loop.resume_flow(flow, found, parameters)
+

@@ -21,7 +21,10 @@ task run when it persists its result (``local_results``).
 from __future__ import annotations
 
 import bisect
+import inspect
+import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .policy import StatePolicy, WrappingPolicy
 from .results import ResultMissing, read_result
+from .run_logging import task_extra
 
 if TYPE_CHECKING:
+    from .flows import Flow
     from .runs import FlowRun, TaskRun
     from .stores import RunReader
 
-__all__ = ["Attempt", "ReusePlan", "ReusingPolicy", "attempts_of", "inputs_hash"]
+__all__ = ["Attempt", "ReusePlan", "ReusingPolicy", "attempts_of", "entry_point_of", "inputs_hash"]
 
 logger = logging.getLogger("headwater.task_runs")
 
@@ -50,6 +55,49 @@ def inputs_hash(parameters: dict[str, Any]) -> str | None:
         return stable_hash(parameters, "parameters")
     except (Unhashable, RecursionError, ValueError):
         return None
+
+
+# -- where a flow is defined -------------------------------------------------------------------
+
+_entry_points: dict[int, str | None] = {}  # id(flow function) -> its entry point's JSON
+
+
+def entry_point_of(flow: Flow) -> str | None:
+    """The flow's :class:`EntryPoint` as JSON (the directory it runs in included), or
+    ``None`` for a flow that could not be loaded again (defined inside a function, or
+    typed at an interactive prompt)."""
+    fn = flow.fn
+    base = _entry_points.get(id(fn), "")
+    if base == "":
+        base = _entry_points[id(fn)] = _entry_point(flow)
+    if base is None:
+        return None
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the directory was removed under the process
+        cwd = None
+    return base[:-1] + f', "run_cwd": {json.dumps(cwd)}}}'
+
+
+def _entry_point(flow: Flow) -> str | None:
+    fn = flow.fn
+    qualname = getattr(fn, "__qualname__", "")
+    if not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        return None
+    try:
+        file = inspect.getsourcefile(fn)
+    except (TypeError, OSError):
+        file = None
+    if file is not None:
+        if not os.path.isfile(file):
+            file = None  # <stdin>, a notebook cell
+        else:
+            file = os.path.abspath(file)
+    module = getattr(fn, "__module__", None) or "__main__"
+    if file is None and module == "__main__":
+        return None
+    return json.dumps({"module": module, "qualname": qualname, "file": file, "flow_name": flow.name},
+                      sort_keys=True)
 
 
 # -- attempts ---------------------------------------------------------------------------------
@@ -171,6 +219,10 @@ class ReusePlan:
             subflows[(child.flow_name, child.inputs_hash, order)] = child
         return cls(tasks, subflows, max(lost_by_attempt))
 
+    def wrap(self, policy: StatePolicy) -> StatePolicy:
+        """``policy`` (a task's, for this flow run) asking this plan first."""
+        return ReusingPolicy(policy, self)
+
     def next_attempt(self) -> None:
         """A new attempt begins: its calls are counted from the first again."""
         with self._lock:
@@ -216,8 +268,6 @@ class ReusingPolicy(WrappingPolicy):
                 try:
                     value = read_result(ctx.result_store, earlier.result_location, None)
                 except ResultMissing as exc:
-                    from .run_logging import task_extra
-
                     logger.warning("The result of task run %r (attempt %d) cannot be read (%s); running "
                                    "the task again", earlier.name, attempt, exc, extra=task_extra(ctx))
                 else:

@@ -151,6 +151,10 @@ def _subflow_mark() -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     if getattr(args, "runs_command", None) == "show":
         return cmd_runs_show(args)
+    if getattr(args, "runs_command", None) == "retry":
+        from .cli_retry import cmd_runs_retry
+
+        return cmd_runs_retry(args)
     session = _session()
     store = require_part(session.store, RunReader, "`headwater runs`")
     if args.state is not None and not _known_state(store, args.state):
@@ -473,15 +477,23 @@ def headwater_add_commands(cli: Any) -> None:
     runs.add_argument("--flow", help="only runs of this flow")
     runs.add_argument("--state", help="only runs in this state (type or name)")
     runs.add_argument("--json", action="store_true", help="print JSON")
-    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show|retry")
     show = runs_sub.add_parser("show", help="a flow run's state history and task runs")
     show.add_argument("run", help="flow run id (or its first characters) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument("--logs", type=_log_count, default=None, metavar="N|all",
                       help=f"how many log lines: the first and last N/2 (default {LOG_LINES}; "
                            f"with --json every line unless given), or all")
+    retry = runs_sub.add_parser(
+        "retry", help="run a failed flow run again from where it failed",
+        description="Run a Failed, Crashed or Cancelled flow run again as a new attempt of the same "
+                    "run (same id, same parameters, the flow loaded from where it was defined). Task "
+                    "runs that completed before with a persisted result are reused, not run again.")
+    retry.add_argument("run", help="flow run id (or its first characters) or name")
+    retry.add_argument("--force", action="store_true", help="also retry a Completed run")
     runs.set_defaults(func=cmd_runs)
     show.set_defaults(func=cmd_runs)
+    retry.set_defaults(func=cmd_runs)
 
     cache = cli.add_parser("cache", help="list or clear cache entries")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ls|clear", required=True)

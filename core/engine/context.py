@@ -89,10 +89,8 @@ class FlowRunContext:
                 # A policy with only some of the methods: the rest answer as the
                 # do-nothing policy does.
                 policy = WrappingPolicy(policy)
-            if self.reuse is not None:
-                from ..reuse import ReusingPolicy  # import time: only retried runs need it
-
-                policy = ReusingPolicy(policy, self.reuse)
+            if self.reuse is not None:  # a retried flow run: earlier runs answer first
+                policy = self.reuse.wrap(policy)
             self._policies[id(task)] = policy
         return policy
 

@@ -24,9 +24,8 @@ from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingP
                       check_failed_answer, is_retry, policy_name)
 from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_prints, engine_logger, flow_extra,
                            flow_logger, flow_run_ended, log_line, log_prints_var)
-from ..results import DEFAULT_SERIALIZER, unpack_written
-from ..retry import entry_point_of
-from ..reuse import inputs_hash
+from ..results import DEFAULT_SERIALIZER, ResultMissing, read_result, unpack_written
+from ..reuse import ReusePlan, entry_point_of, inputs_hash
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
@@ -152,9 +151,6 @@ class FlowExecution(FlowRunContext):
         run = self.flow_run
         self.label = f"Flow run {run.name!r}"
         run.entry_point = entry_point_of(self.flow) or run.entry_point
-        # layering: reuse rules are read only by a retried run
-        from ..reuse import ReusePlan
-
         plan = ReusePlan.build(self.store, run)
         self.reuse = plan
         previous = run.state
@@ -580,8 +576,6 @@ def _earlier_subflow(flow: Flow, args: tuple[Any, ...],
         return None, None
     state = earlier.state
     if state is not None and state.is_completed() and earlier.result_location:
-        from ..results import ResultMissing, read_result
-
         try:
             value = read_result(parent.result_store, earlier.result_location, None)
         except ResultMissing as exc:
