@@ -308,17 +308,6 @@ class PersistedResults(WrappingPolicy):
             wanted = self.wanted = flow_persists(ctx.flow, ctx.session if ctx.resources is not None else None)
         return f"run-{ctx.task_run.id}" if wanted else None
 
-    def propose_completed(self, ctx: Any, state: Any) -> Any:
-        """A run whose result was persisted also records its inputs' hash: a retried flow
-        run (``headwater runs retry``) reuses the run for the same call."""
-        state = self.inner.propose_completed(ctx, state)
-        run = ctx.task_run
-        if run.result_location is not None and run.inputs_hash is None:
-            from headwater.reuse import inputs_hash  # import time: only persisting runs need it
-
-            run.inputs_hash = inputs_hash(ctx.parameters)
-        return state
-
 
 def flow_persists(flow: Any, session: Any) -> bool:
     """Whether results are persisted by default in a run of ``flow``: its

@@ -23,6 +23,7 @@ from ..errors import ConfigurationError, StoreError, TaskNestingError, TaskTimeo
 from ..policy import (PolicyAnswerError, TaskRunContext, answering_policy, check_completed_answer,
                       check_failed_answer, check_result_key, check_running_answer, is_retry, policy_name)
 from ..results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultNotPersisted, unpack_written
+from ..reuse import inputs_hash
 from ..run_logging import TASK_FINISHED, enable_log_prints, log_line, log_prints_var, task_extra, task_logger
 from ..runs import TaskRun
 from ..task_lines import FINISHED
@@ -353,6 +354,9 @@ class TaskExecution:
         try:
             run.result_location, size, digest = unpack_written(
                 self.flow_context.result_store.write(key, value, serializer))
+            # What a retried flow run matches this run by (headwater.reuse): only a run
+            # whose result is kept can be reused, so only such a run pays for the hash.
+            run.inputs_hash = inputs_hash(self.context.parameters)
             run.stash[RESULT_SIZE] = size  # for the cache index (`headwater cache ls`)
             if digest is not None:  # recorded in the cache entry, checked on every hit
                 run.stash[RESULT_DIGEST] = digest

@@ -56,8 +56,9 @@ def test_persist_result_and_cache_keys_name_the_stored_results(headwater_home):
         session.store.flush()
         runs = {r.task_name: r for r in session.store.read_task_runs()}
     (store,) = stores
-    # kept and inherits under run-<id>, cached under cache-<key>, never not at all
-    assert _keys(store) == ["cache", "run", "run"]
+    # kept and inherits under run-<id>, cached under cache-<key>, never not at all; the
+    # flow persisting results keeps its parameters too (flow-run-<id>-parameters: a retry's)
+    assert _keys(store) == ["cache", "flow", "run", "run"]
     assert runs["never"].result_location is None
     assert runs["cached"].result_location is not None
     assert store.read(runs["kept"].result_location) == 2

@@ -443,7 +443,7 @@ def test_batches_waiting_together_are_written_together_and_a_bad_one_fails_alone
     assert recorded == {0, 1, 2}
     # A state without a type breaks the states table's NOT NULL: that entry fails alone.
     broken = (TASK_STATE, "id-broken", "task", None, "Broken", None, time.time(), None, None, None, None,
-              None, 0, None)
+              None, 0, None, None)
     batches = [[task_header(_plain_run("before"))], [task_header(_plain_run("broken")), broken],
                [task_header(_plain_run("after"))]]
     proc.stdin.write(b"".join(_framed(n, entries) for n, entries in enumerate(batches, start=3)))
