@@ -63,3 +63,9 @@ class TaskTimeout(HeadwaterError, TimeoutError):
 
 class TaskNestingError(HeadwaterError, RecursionError):
     """Task runs nested deeper than the limit (a task calling itself without end)."""
+
+
+class RetryError(HeadwaterError):
+    """A flow run that cannot be retried (``headwater.retry_run``): unknown, still
+    running, completed (without ``force``), or its flow or parameters cannot be had
+    again. The message says which; nothing was run."""

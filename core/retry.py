@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .engine import flow_loop
 from .engine.context import FlowRunContext
-from .errors import HeadwaterError
+from .errors import RetryError
 from .flows import Flow
 from .results import ResultMissing, read_result
 from .reuse import inputs_hash
@@ -36,11 +36,6 @@ __all__ = ["EntryPoint", "RetryError", "load_flow", "read_entry_point", "retry_r
 
 #: The final states a retry starts from without ``force``.
 RETRIABLE = ("FAILED", "CRASHED", "CANCELLED")
-
-
-class RetryError(HeadwaterError):
-    """A flow run that cannot be retried: unknown, still running, completed (without
-    ``force``), or its flow or parameters cannot be had again. The message says which."""
 
 
 @dataclass(frozen=True)

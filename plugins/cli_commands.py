@@ -203,6 +203,17 @@ def _known_state(store: Any, text: str) -> bool:
     return bool(store.read_flow_runs(limit=1, state=text))
 
 
+def _entry_point_text(run: Any) -> str | None:
+    """Where the run's flow is defined (``file:function``), as recorded for a retry."""
+    if not getattr(run, "entry_point", None):
+        return None
+    try:
+        data = json.loads(run.entry_point)
+        return f"{data.get('file') or data['module']}:{data['qualname']}"
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _no_runs_text(url: str) -> str:
     """What an empty run store says, naming where it is."""
     if url.startswith("memory:"):
@@ -246,8 +257,15 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     tasks = store.read_task_runs(flow_run_id=run.id)
     # Oldest first, in the order the flow run started them.
     children = store.read_flow_runs(limit=_ALL, parent_flow_run_id=run.id)[::-1]
+    from headwater.reuse import attempts_of  # only this command reads attempts
+
+    attempts = attempts_of(states, tasks)
     if args.json:
         out = _run_dict(run)
+        out["entry_point"] = _entry_point_text(run)
+        out["attempts"] = [{"number": a.number, "started": _iso(a.started), "ended": _iso(a.ended),
+                            "state": a.state.name if a.state is not None else None,
+                            "task_runs": len(a.task_runs), "reused": len(a.reused)} for a in attempts]
         out["states"] = [_state_dict(s) for s in states]
         out["task_runs"] = [dict(_run_dict(t), states=[_state_dict(s) for s in store.read_states(t.id)])
                             for t in tasks]
@@ -265,6 +283,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     print(f"  state:      {_state_line(run.state, colour)}" if run.state else "  state:      -")
     print(f"  parameters: {_parameters_text(run.parameters)}")
     print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
+    if len(attempts) > 1:
+        print("  attempts:   " + "; ".join(
+            f"{a.number}: {a.state.name if a.state is not None else 'running'}, {len(a.task_runs)} task run"
+            f"{'' if len(a.task_runs) == 1 else 's'}" + (f" ({len(a.reused)} reused)" if a.reused else "")
+            for a in attempts))
+    entry = _entry_point_text(run)
+    if entry:
+        print(f"  defined in: {shown(entry)}   (`headwater runs retry` loads it from there)")
     origin = states[0].ts if states else (run.start_ts or 0)
     print("\nState history:")
     for state in states:

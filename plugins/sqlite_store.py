@@ -42,7 +42,7 @@ from headwater.states import FINAL_TYPES, State
 from headwater.stores import MemoryRunStore, RunStore, active_flow_info
 
 from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token
-from .sqlite_liveness import process_alive, process_start_token  # noqa: F401 - also imported from here
+from .sqlite_liveness import UNFINISHED, here, process_alive, process_start_token  # noqa: F401 - process_start_token also imported from here
 from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
@@ -362,6 +362,17 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
         details = details_json(made) if made is not None else None
 
         def write(conn: sqlite3.Connection) -> None:
+            # Checked in the write transaction, which no other writer shares: of two
+            # retries of one run started at once, the second finds the first's claim.
+            row = conn.execute("SELECT state_type, host, pid, pid_start FROM flow_runs WHERE id = ?",
+                               (run.id,)).fetchone()
+            if row is None:
+                raise StoreError(f"flow run {run.name!r} ({run.id}) is not in the run store {self.path}")
+            state_type, host, pid, token = row
+            if (state_type in UNFINISHED and here(host, token) and pid and pid != self._pid
+                    and process_alive(pid, token)):
+                raise StoreError(f"flow run {run.name!r} is being run by process {pid} on this host "
+                                 f"(a retry started meanwhile?); it was not retried again")
             conn.execute(
                 "UPDATE flow_runs SET state_type = ?, state_name = ?, state_message = ?, end_ts = NULL, "
                 "run_count = ?, host = ?, pid = ?, pid_start = ?, heartbeat = ?, "

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import states
-from ..errors import ParameterError, RunFailed, RunNameError, StoreError, TaskTimeout
+from ..errors import ParameterError, RetryError, RunFailed, RunNameError, StoreError, TaskTimeout
 from ..ids import random_id
 from ..policy import (FlowRunAttempts, PolicyAnswerError, StatePolicy, WrappingPolicy, answering_policy,
                       check_failed_answer, is_retry, policy_name)
@@ -156,9 +156,16 @@ class FlowExecution(FlowRunContext):
         previous = run.state
         state = states.AwaitingRetry(message=f"Retried from where attempt {run.run_count} ended "
                                              f"({previous.name if previous is not None else 'no state'})")
+        try:
+            self.store.reopen_flow_run(run, state)
+        except Exception as exc:
+            # Nothing of this attempt is recorded, and nothing may be: the run may be
+            # another process's now (a retry started at the same time).
+            self.final = self.recorded = states.Failed(message=str(exc), data=exc)
+            self.closed = True
+            raise RetryError(f"flow run {run.name!r} could not be retried: {exc}") from exc
         run.state = state
         run.end_ts = None
-        self.store.reopen_flow_run(run, state)
         changed = self.bindings.state_changed
         if changed is not None:
             changed(run=run, previous=previous, state=state)

@@ -318,3 +318,37 @@ def test_the_cli_runs_in_the_first_attempts_directory(headwater_session, tmp_pat
     assert code == 0 and "Completed(" in out.out and "where flow run" in out.err
     assert main(["runs", "retry", run_id]) == 1
     assert "completed" in capsys.readouterr().err
+
+
+def test_of_two_retries_started_at_once_the_second_changes_nothing(headwater_session, tmp_path):
+    """The second finds the run claimed by the first's live process: a RetryError, and
+    not one row or state of the run is written."""
+    import subprocess
+    import sys
+
+    from headwater.plugins.sqlite_liveness import process_start_token
+    from headwater.retry import prepare, run_again
+
+    BROKEN.add("three")
+    run_id = four_steps(1, return_state=True).state_details.flow_run_id
+    BROKEN.clear()
+    flow_obj, run, parameters = prepare(run_id)  # both retries got this far
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store = headwater_session.store
+        conn = sqlite3.connect(store.path)
+        conn.execute("UPDATE flow_runs SET state_type = 'RUNNING', state_name = 'Retrying', pid = ?, "
+                     "pid_start = ? WHERE id = ?", (other.pid, process_start_token(other.pid), run_id))
+        conn.commit()
+        before = len(store.read_states(run_id))
+        with pytest.raises(RetryError, match=f"being run by process {other.pid}"):
+            run_again(flow_obj, run, parameters)
+        store.flush()
+        assert len(store.read_states(run_id)) == before
+        assert conn.execute("SELECT state_name, pid FROM flow_runs WHERE id = ?", (run_id,)).fetchone() == \
+            ("Retrying", other.pid)
+        conn.close()
+    finally:
+        other.kill()
+        other.wait()
+    assert CALLS == {"one": 1, "two": 1, "three": 1}  # nothing ran

@@ -118,6 +118,9 @@ def test_a_failed_run_is_retried_from_where_it_failed(project, tmp_path):
     assert state_names(run["id"], tmp_path) == ["Pending", "Running", "Failed", "AwaitingRetry", "Retrying",
                                                  "Completed"]
     assert "Reused the result of task run" in retried.stderr
+    shown = headwater("runs", "show", run["id"], cwd=tmp_path).stdout
+    assert "attempts:   1: Failed, 3 task runs; 2: Completed, 4 task runs (2 reused)" in shown
+    assert f"defined in: {project / 'pipeline.py'}:pipeline" in shown
 
     again = headwater("runs", "retry", run["id"], cwd=elsewhere)
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "--force" in again.stderr
