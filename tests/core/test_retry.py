@@ -352,3 +352,36 @@ def test_of_two_retries_started_at_once_the_second_changes_nothing(headwater_ses
         other.kill()
         other.wait()
     assert CALLS == {"one": 1, "two": 1, "three": 1}  # nothing ran
+
+
+@task
+def square(x: int) -> int:
+    CALLS[f"square({x})"] += 1
+    if f"square({x})" in BROKEN:
+        raise RuntimeError(f"square({x}) is broken")
+    return x * x
+
+
+@task
+def total(values: list[int]) -> int:
+    CALLS["total"] += 1
+    return sum(values)
+
+
+@flow(persist_result=True)
+def mapped(n: int = 4) -> int:
+    squares = square.map(range(n))
+    return total.submit(squares).result()
+
+
+@pytest.mark.parametrize("runner", ["concurrent", "sequential"])
+def test_submitted_and_mapped_runs_are_matched_with_either_local_runner(headwater_session, runner):
+    BROKEN.add("square(2)")
+    run_id = mapped.with_options(task_runner=runner)(4, return_state=True).state_details.flow_run_id
+    BROKEN.clear()
+    state = headwater.retry_run(run_id, flow=mapped.with_options(task_runner=runner))
+    assert state.is_completed() and state.result() == 0 + 1 + 4 + 9
+    assert CALLS == {"square(0)": 1, "square(1)": 1, "square(2)": 2, "square(3)": 1, "total": 1}
+    # A second retry (forced) reuses every one, the retried ones included.
+    assert headwater.retry_run(run_id, force=True, flow=mapped.with_options(task_runner=runner)).result() == 14
+    assert CALLS == {"square(0)": 1, "square(1)": 1, "square(2)": 2, "square(3)": 1, "total": 1}
