@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+from headwater.reuse import Attempt, attempts_of
 from headwater.states import State, StateType
 from headwater.stores import CacheIndex, RunStore, has_part
 
@@ -130,7 +131,28 @@ def task_run_summary(run: Any, states: list[State] | None = None) -> dict[str, A
         out["states"] = [state_dict(s) for s in states]
         # Attempts that were retried: each AwaitingRetry ends one failed attempt.
         out["retries"] = max(out["retries"], sum(1 for s in states if s.name == "AwaitingRetry"))
+        out["reused_from"] = reused_from(states)
+        # A reused result was read from an earlier attempt, not found in the cache.
+        out["cache_hit"] = out["cache_hit"] and out["reused_from"] is None
     return out
+
+
+def reused_from(states: list[State]) -> str | None:
+    """The earlier task run whose result this one reused (a retried flow run), if any."""
+    last = states[-1] if states else None
+    details = last.details_if_made if last is not None else None
+    return details.reused_from if details is not None else None
+
+
+def _attempt_of(flow_states: list[State], run: Any) -> int | None:
+    return next((a.number for a in attempts_of(flow_states, [run]) if a.task_runs), None)
+
+
+def attempt_summary(attempt: Attempt, reused: int) -> dict[str, Any]:
+    """One attempt of a flow run, its task runs counted."""
+    return {"number": attempt.number, "started": iso(attempt.started), "ended": iso(attempt.ended),
+            "started_ts": attempt.started, "ended_ts": attempt.ended, "state": state_dict(attempt.state),
+            "task_runs": len(attempt.task_runs), "reused": reused}
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -165,10 +187,18 @@ def flow_run(store: RunStore, run_id: str) -> dict[str, Any]:
     if run is None:
         raise NotFound(f"no flow run with id or name {run_id!r}")
     out = flow_run_summary(run)
-    out["states"] = [state_dict(s) for s in store.read_states(run.id)]
+    flow_states = store.read_states(run.id)
+    out["states"] = [state_dict(s) for s in flow_states]
     tasks = store.read_task_runs(flow_run_id=run.id)
     histories = store.read_task_run_states(run.id)
     out["task_runs"] = [task_run_summary(t, histories.get(t.id, [])) for t in tasks]
+    attempts = attempts_of(flow_states, tasks)
+    number = {t.id: attempt.number for attempt in attempts for t in attempt.task_runs}
+    for summary in out["task_runs"]:
+        summary["attempt"] = number.get(summary["id"])
+    # Counted from the recorded link to the earlier run, the same fact the task run list shows.
+    reusing = {t["id"] for t in out["task_runs"] if t["reused_from"]}
+    out["attempts"] = [attempt_summary(a, sum(1 for t in a.task_runs if t.id in reusing)) for a in attempts]
     out["subflow_runs"] = [flow_run_summary(c)
                            for c in store.read_flow_runs(limit=TIMELINE_LIMIT, parent_flow_run_id=run.id)]
     out["logs"] = logs(store, flow_run_id=run.id)
@@ -185,6 +215,16 @@ def task_run(store: RunStore, task_run_id: str) -> dict[str, Any]:
     out = task_run_summary(run, store.read_states(run.id))
     parent = store.read_flow_run(run.flow_run_id) if run.flow_run_id else None
     out["flow_run"] = flow_run_summary(parent) if parent is not None else None
+    earlier = store.read_task_run(out["reused_from"]) if out["reused_from"] else None
+    out["reused_from_run"] = None
+    out["attempt"] = None
+    if parent is not None:
+        # Given the flow run's states, each run's attempt is told by when it began.
+        flow_states = store.read_states(parent.id)
+        out["attempt"] = _attempt_of(flow_states, run)
+        if earlier is not None:
+            out["reused_from_run"] = {"id": earlier.id, "name": earlier.name,
+                                      "attempt": _attempt_of(flow_states, earlier)}
     out["logs"] = logs(store, task_run_id=run.id)
     return out
 

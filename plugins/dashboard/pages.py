@@ -120,6 +120,16 @@ def cache_badge(task: dict[str, Any]) -> str:
     return '<span class="badge cache-hit">cache hit</span>' if task.get("cache_hit") else ""
 
 
+def reused_badge(task: dict[str, Any], attempt: int | None) -> str:
+    """A link to the earlier task run whose result ``task`` reused (``attempt`` is that run's)."""
+    earlier = task.get("reused_from")
+    if not earlier:
+        return ""
+    label = f"reused from attempt {attempt}" if attempt else "reused"
+    return (f'<a class="badge reused" href="/task-runs/{quote(earlier)}" '
+            f'title="{esc((task.get("state") or {}).get("message"))}">{esc(label)}</a>')
+
+
 def code_or(value: str | None, default: str) -> str:
     return f"<code>{esc(value)}</code>" if value else default
 
@@ -252,8 +262,19 @@ def _timeline(run: dict[str, Any]) -> str:
         return (f'<rect x="{x:.3f}%" width="{width:.3f}%" y="2" height="14" rx="2" class="{cls}">'
                 f'<title>{esc(title)}</title></rect>')
 
+    attempts = run.get("attempts") or []
+    grouped = len(attempts) > 1
+    attempt_of = {t["id"]: t.get("attempt") for t in run["task_runs"]}
+    if grouped:
+        # Sorted by attempt (stable, so creation order within one) to head each group once.
+        tasks = sorted(tasks, key=lambda t: t.get("attempt") or 0)
+    by_number = {a["number"]: a for a in attempts}
     rows = []
+    group: int | None = -1
     for task in tasks:
+        if grouped and task.get("attempt") != group:
+            group = task.get("attempt")
+            rows.append(_attempt_heading(by_number.get(group)))
         states = task.get("states") or []
         rects = []
         for i, s in enumerate(states):
@@ -270,9 +291,12 @@ def _timeline(run: dict[str, Any]) -> str:
                 rects.append(rect(s["ts"], s["ts"], f"seg seg-final state-{kind}", label, minimum=0.8))
         rows.append(
             f'<tr><td class="tl-name">{task_link(task)}</td><td>{state_badge(task["state"])} {retries_badge(task)}'
-            f'{cache_badge(task)}</td><td class="num">{duration(task["start_ts"], task["end_ts"])}</td>'
+            f'{cache_badge(task)}{reused_badge(task, attempt_of.get(task.get("reused_from") or ""))}</td>'
+            f'<td class="num">{duration(task["start_ts"], task["end_ts"])}</td>'
             f'<td class="tl-cell"><svg class="tl" width="100%" height="18" role="img" '
             f'aria-label="{esc(task["name"])} timeline">{"".join(rects)}</svg></td></tr>')
+    if grouped and subflows:
+        rows.append('<tr class="attempt-group"><th colspan="4">Subflow runs</th></tr>')
     for sub in subflows:
         kind = (sub["state"] or {}).get("type", "PENDING").lower()
         start = sub["start_ts"] or origin
@@ -295,6 +319,35 @@ def _timeline(run: dict[str, Any]) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>{more}')
 
 
+def _attempt_heading(attempt: dict[str, Any] | None) -> str:
+    if attempt is None:  # task runs of a flow run whose history has no Running state
+        return '<tr class="attempt-group"><th colspan="4">Outside any attempt</th></tr>'
+    reused = f', {attempt["reused"]} reused' if attempt["reused"] else ""
+    return (f'<tr class="attempt-group" id="attempt-{attempt["number"]}-tasks"><th colspan="4">'
+            f'Attempt {attempt["number"]} <span class="muted">{attempt["task_runs"]} task '
+            f'{"run" if attempt["task_runs"] == 1 else "runs"}{reused}</span> '
+            f'{state_badge(attempt["state"])}</th></tr>')
+
+
+def attempts_table(run: dict[str, Any]) -> str:
+    """The attempts of a flow run retried at least once; nothing for a run with one."""
+    attempts = run.get("attempts") or []
+    if len(attempts) < 2:
+        return ""
+    rows = []
+    for a in attempts:
+        count = (f'<a href="#attempt-{a["number"]}-tasks">{a["task_runs"]}</a>' if a["task_runs"]
+                 else "0")
+        rows.append(
+            f'<tr id="attempt-{a["number"]}"><td class="num">{a["number"]}</td><td>{when(a["started_ts"])}</td>'
+            f'<td class="num">{duration(a["started_ts"], a["ended_ts"])}</td>'
+            f'<td>{state_badge(a["state"])} <span class="message">{esc((a["state"] or {}).get("message"))}</span>'
+            f'</td><td class="num">{count}</td><td class="num">{a["reused"]}</td></tr>')
+    return (f'<h2>Attempts <span class="muted">({len(attempts)})</span></h2>'
+            f'<table class="attempts"><thead><tr><th>attempt</th><th>started</th><th>duration</th><th>ended in</th>'
+            f'<th>task runs</th><th>reused</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def run_page(run: dict[str, Any], store: str) -> str:
     parent = ""
     if run["parent_flow_run_id"]:
@@ -311,7 +364,7 @@ def run_page(run: dict[str, Any], store: str) -> str:
         f'<dt>id</dt><dd><code>{esc(run["id"])}</code></dd>{parent}</dl>')
     task_names = {t["id"]: t["name"] for t in run["task_runs"]}
     body = (f'<h1><span class="kind">Flow run</span> {esc(run["name"])}</h1>{summary}'
-            f'<h2>Parameters</h2>{params_table(run["parameters"])}'
+            f'<h2>Parameters</h2>{params_table(run["parameters"])}{attempts_table(run)}'
             f'<h2>Task runs <span class="muted">({len(run["task_runs"])})</span></h2>{_timeline(run)}'
             f'<h2>State history</h2>{states_table(run["states"])}'
             f'<h2>Logs</h2>{logs_table(run["logs"], task_names)}')
@@ -323,9 +376,19 @@ def task_page(task: dict[str, Any], store: str) -> str:
     flow_run = task["flow_run"]
     parent = (f'<dt>flow run</dt><dd>{run_link(flow_run)} <span class="muted">{esc(flow_run["flow_name"])}'
               f'</span></dd>' if flow_run else "")
+    earlier = task.get("reused_from_run")
+    retry_facts = ""
+    if earlier is not None:
+        attempt = f' <span class="muted">(attempt {earlier["attempt"]})</span>' if earlier["attempt"] else ""
+        retry_facts = f'<dt>reused from</dt><dd>{task_link(earlier)}{attempt}</dd>'
+    elif task.get("reused_from"):
+        retry_facts = f'<dt>reused from</dt><dd><code>{esc(task["reused_from"])}</code> (no longer recorded)</dd>'
+    if task.get("attempt") and (task["flow_run"] or {}).get("run_count", 1) > 1:
+        retry_facts += f'<dt>flow run attempt</dt><dd>{task["attempt"]}</dd>'
     summary = (
         f'<dl class="facts">{parent}<dt>task</dt><dd>{esc(task["task_name"])}</dd>'
         f'<dt>state</dt><dd>{state_badge(task["state"])} {retries_badge(task)}{cache_badge(task)}</dd>'
+        f'{retry_facts}'
         f'<dt>started</dt><dd>{when(task["start_ts"])}</dd>'
         f'<dt>duration</dt><dd>{duration(task["start_ts"], task["end_ts"])}</dd>'
         f'<dt>attempts</dt><dd>{task["run_count"]}</dd>'

@@ -57,9 +57,10 @@ API_INDEX = {
                       "state_counts, last_run",
         "/api/flow-runs": "flow runs, newest first; query: flow, state (type or name), page, per_page "
                           f"(1-{D.PER_PAGE_MAX}, default {D.PER_PAGE_DEFAULT})",
-        "/api/flow-runs/{id}": "one flow run with states, task_runs (each with states, retries, "
-                               "cache_hit), subflow_runs and logs",
-        "/api/task-runs/{id}": "one task run with states, tags, cache_key, result_location, flow_run, logs",
+        "/api/flow-runs/{id}": "one flow run with states, attempts, task_runs (each with states, retries, "
+                               "cache_hit, attempt, reused_from), subflow_runs and logs",
+        "/api/task-runs/{id}": "one task run with states, tags, cache_key, result_location, attempt, "
+                               "reused_from, flow_run, logs",
         "/api/cache-entries": "the cache index",
     },
 }

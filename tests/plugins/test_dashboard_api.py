@@ -70,6 +70,40 @@ def broken(i: int) -> None:
     raise ValueError("no good")
 
 
+STEP_BROKEN: set[str] = set()  # the steps of `pipeline` that fail while listed
+
+
+@task
+def step(name: str, value: int) -> int:
+    if name in STEP_BROKEN:
+        raise RuntimeError(f"step {name} is broken")
+    return value + 1
+
+
+@flow(persist_result=True, flow_run_name="pipeline-{start}")
+def pipeline(start: int = 0) -> int:
+    a = step("one", start)
+    b = step("two", a)
+    return step("three", b)
+
+
+@pytest.fixture
+def retried(headwater_session: Session) -> Iterator[str]:
+    """A pipeline run whose third step failed, retried: attempt 1 has three task runs
+    (two completed, one failed), attempt 2 reuses the two and runs the third again."""
+    import headwater
+
+    STEP_BROKEN.add("three")
+    try:
+        assert pipeline(1, return_state=True).is_failed()
+    finally:
+        STEP_BROKEN.clear()
+    run = headwater_session.store.read_flow_runs(limit=1)[0]
+    assert headwater.retry_run(run.id).is_completed()
+    headwater_session.store.flush()
+    yield run.id
+
+
 # Loopback requests must not go through an HTTP proxy set in the environment.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -182,6 +216,63 @@ def test_api_flow_run_has_states_task_runs_with_retries_and_cache_hits(dashboard
     assert [s["name"] for s in run["subflow_runs"]] == ["child-3"]
     messages = [line["message"] for line in run["logs"]]
     assert "attempt 3" in messages and any(m.startswith("Finished in state") for m in messages)
+
+
+def test_api_a_run_that_ran_once_has_one_attempt(dashboard: Dashboard) -> None:
+    """A flow run never retried has one attempt holding all its task runs, none reused."""
+    run = dashboard.api("/flow-runs/nightly-3")
+    assert len(run["attempts"]) == 1
+    attempt = run["attempts"][0]
+    assert attempt["number"] == 1 and attempt["state"]["name"] == "Completed"
+    assert attempt["task_runs"] == len(run["task_runs"]) == 3 and attempt["reused"] == 0
+    assert attempt["started"] == run["start_time"] and attempt["ended"] == run["end_time"]
+    assert {t["attempt"] for t in run["task_runs"]} == {1}
+    assert {t["reused_from"] for t in run["task_runs"]} == {None}
+
+
+def test_api_a_retried_run_has_its_attempts_and_reused_task_runs(retried: str,
+                                                                headwater_session: Session) -> None:
+    """A flow run retried with `retry_run` lists two attempts with their task runs and
+    reused counts; the reused task runs name the earlier runs, which the task run API
+    gives back too."""
+    board = Dashboard(headwater_session)
+    try:
+        run = board.api(f"/flow-runs/{retried}")
+        assert run["run_count"] == 2
+        first, second = run["attempts"]
+        assert (first["number"], first["task_runs"], first["reused"]) == (1, 3, 0)
+        assert first["state"]["name"] == "Failed" and first["ended"] is not None
+        assert (second["number"], second["task_runs"], second["reused"]) == (2, 3, 2)
+        assert second["state"]["name"] == "Completed" and second["started"] >= first["ended"]
+        assert [t["attempt"] for t in run["task_runs"]] == [1, 1, 1, 2, 2, 2]
+        earlier = {t["id"]: t for t in run["task_runs"] if t["attempt"] == 1}
+        reused = [t for t in run["task_runs"] if t["reused_from"]]
+        assert len(reused) == 2 and all(t["attempt"] == 2 for t in reused)
+        for t in reused:
+            source = earlier[t["reused_from"]]
+            assert source["state"]["name"] == "Completed" and source["task_name"] == t["task_name"]
+            assert t["state"]["name"] == "Cached" and not t["cache_hit"]
+            assert t["state"]["message"].startswith(f"Reused the result of task run '{source['name']}' (attempt 1)")
+        rerun = [t for t in run["task_runs"] if t["attempt"] == 2 and not t["reused_from"]]
+        assert [t["state"]["name"] for t in rerun] == ["Completed"]
+
+        detail = board.api(f"/task-runs/{reused[0]['id']}")
+        assert detail["attempt"] == 2 and detail["reused_from"] == reused[0]["reused_from"]
+        assert detail["reused_from_run"] == {"id": reused[0]["reused_from"],
+                                             "name": earlier[reused[0]["reused_from"]]["name"], "attempt": 1}
+
+        _, _, body = board.get(f"/runs/{retried}")
+        assert "<h2>Attempts" in body and "reused from attempt 1" in body
+        assert f'href="/task-runs/{reused[0]["reused_from"]}"' in body
+        assert "Attempt 1" in body and "Attempt 2" in body
+    finally:
+        board.close()
+
+
+def test_a_run_with_one_attempt_shows_no_attempts_section(dashboard: Dashboard) -> None:
+    """A flow run page of a run never retried looks as before: no attempts, no groups."""
+    _, _, body = dashboard.get("/runs/nightly-3")
+    assert "Attempts" not in body and "attempt-group" not in body and "reused" not in body
 
 
 def test_api_flow_run_accepts_its_name(dashboard: Dashboard) -> None:

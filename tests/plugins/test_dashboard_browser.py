@@ -24,6 +24,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "images" / "dashboard.png"
+ATTEMPTS_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-attempts.png"
 
 if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium package at /usr/bin/chromium (apt-get install chromium)",
@@ -133,6 +134,37 @@ def waiting(path: str) -> str:
 
 
 waiting(os.environ["RELEASE_FILE"])
+'''
+
+RETRIED = '''
+import os
+import time
+
+import headwater
+from headwater import flow, task
+
+
+@task
+def step(name: str, value: int) -> int:
+    time.sleep(0.05)
+    if name == os.environ.get("BROKEN_STEP"):
+        raise RuntimeError(f"step {name} is broken")
+    return value + 1
+
+
+@flow(persist_result=True, flow_run_name="pipeline-{start}")
+def pipeline(start: int = 0) -> int:
+    """Three steps; the third fails on the first attempt."""
+    a = step("one", start)
+    b = step("two", a)
+    return step("three", b)
+
+
+if __name__ == "__main__":  # not when the retry loads this file to find the flow
+    os.environ["BROKEN_STEP"] = "three"
+    assert pipeline(1, return_state=True).is_failed()
+    del os.environ["BROKEN_STEP"]
+    assert headwater.retry_run("pipeline-1").is_completed()
 '''
 
 
@@ -334,6 +366,63 @@ def test_a_live_run_page_refreshes_by_itself(site: Site, page: Page) -> None:
     finally:
         release.write_text("go")
         proc.wait(30)
+
+
+def test_a_retried_run_shows_its_attempts_and_reused_task_runs(site: Site, page: Page, tmp_path: Path) -> None:
+    """A flow run retried after its third task failed: the Attempts section lists both
+    attempts, the task runs are grouped by attempt, and each reused task run links to the
+    run of attempt 1 whose result it took. A run with one attempt has no such section."""
+    script = site.root / "retried.py"
+    script.write_text(RETRIED)
+    subprocess.run([sys.executable, str(script)], env=site.env, check=True, capture_output=True, timeout=60)
+
+    page.goto(site.url + "/runs/pipeline-1")
+    attempts = page.locator("table.attempts tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.locator("td:nth-child(1)")).to_have_text(["1", "2"])
+    expect(attempts.locator("td:nth-child(4) .state")).to_have_text(["Failed", "Completed"])
+    expect(attempts.nth(0)).to_contain_text("step three is broken")
+    expect(attempts.locator("td:nth-child(5)")).to_have_text(["3", "3"])
+    expect(attempts.locator("td:nth-child(6)")).to_have_text(["0", "2"])
+    expect(page.locator("dl.facts dt:text-is('attempts') + dd")).to_have_text("2")
+
+    groups = page.locator("table.timeline tr.attempt-group")
+    expect(groups).to_have_count(2)
+    expect(groups.nth(0)).to_contain_text("Attempt 1")
+    expect(groups.nth(1)).to_contain_text("Attempt 2")
+    expect(groups.nth(1)).to_contain_text("2 reused")
+    badges = page.locator("table.timeline .badge.reused")
+    expect(badges).to_have_text(["reused from attempt 1", "reused from attempt 1"])
+    expect(page.locator("table.timeline .badge.cache-hit")).to_have_count(0)
+
+    update = os.environ.get("HEADWATER_UPDATE_SCREENSHOTS") == "1" or not ATTEMPTS_SCREENSHOT.exists()
+    target = ATTEMPTS_SCREENSHOT if update else tmp_path / "dashboard-attempts.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    timeline = page.locator("table.timeline").bounding_box()
+    assert timeline is not None
+    page.screenshot(path=str(target), full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": timeline["y"] + timeline["height"] + 16})
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    reused_row = page.locator("table.timeline tr", has=page.locator(".badge.reused")).first
+    # Task run names repeat in each attempt of a flow run: the link is what tells them apart.
+    reused_href = reused_row.locator("td.tl-name a").get_attribute("href")
+    earlier_href = badges.first.get_attribute("href")
+    badges.first.click()
+    expect(page.locator("h1")).to_contain_text("Task run step-")
+    expect(page.locator("dl.facts dt:text-is('state') + dd .state")).to_have_text("Completed")
+    expect(page.locator("dl.facts dt:text-is('flow run attempt') + dd")).to_have_text("1")
+
+    page.goto(site.url + "/runs/pipeline-1")
+    page.locator(f"table.timeline td.tl-name a[href='{reused_href}']").click()
+    expect(page.locator("dl.facts dt:text-is('reused from') + dd a")).to_have_attribute("href", earlier_href)
+    expect(page.locator("dl.facts dt:text-is('reused from') + dd")).to_contain_text("(attempt 1)")
+    expect(page.locator("dl.facts dt:text-is('flow run attempt') + dd")).to_have_text("2")
+
+    page.goto(site.url + "/runs/nightly-3")
+    expect(page.locator("table.timeline")).to_be_visible()
+    expect(page.locator("table.attempts")).to_have_count(0)
+    expect(page.locator("tr.attempt-group")).to_have_count(0)
 
 
 def test_screenshot_of_a_flow_run(site: Site, page: Page, tmp_path: Path) -> None:
