@@ -59,17 +59,13 @@ def inputs_hash(parameters: dict[str, Any]) -> str | None:
 
 # -- where a flow is defined -------------------------------------------------------------------
 
-_entry_points: dict[int, str | None] = {}  # id(flow function) -> its entry point's JSON
-
-
 def entry_point_of(flow: Flow) -> str | None:
-    """The flow's :class:`EntryPoint` as JSON (the directory it runs in included), or
-    ``None`` for a flow that could not be loaded again (defined inside a function, or
-    typed at an interactive prompt)."""
-    fn = flow.fn
-    base = _entry_points.get(id(fn), "")
-    if base == "":
-        base = _entry_points[id(fn)] = _entry_point(flow)
+    """The flow's entry point as JSON (the directory it runs in included), or ``None``
+    for a flow that could not be loaded again (defined inside a function, or typed at an
+    interactive prompt)."""
+    base = flow.__dict__.get("_entry_point", "")
+    if base == "":  # worked out once per flow object
+        base = flow.__dict__["_entry_point"] = _entry_point(flow)
     if base is None:
         return None
     try:
