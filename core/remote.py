@@ -44,10 +44,11 @@ from . import states
 from .bindings import FlowBindings
 from .engine.calls import not_ready
 from .engine.context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .engine.futures import Future, Work, swap_nested, when_all_done
+from .engine.futures import Future, Work, collect_futures, resolve_futures, swap_nested, when_all_done
 from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
 from .errors import HeadwaterError
 from .results import ResultMissing, ResultNotPersisted, ResultStore
+from .reuse import inputs_hash
 from .run_logging import TASK_CREATED, TASK_FINISHED, log_line, record_message, task_extra, task_logger
 from .runs import FlowRun, TaskRun
 from .stores import CacheEntry, RunStore
@@ -165,7 +166,8 @@ class Outcome:
     end_ts: float | None = None
     cache_key: str | None = None
     result_location: str | None = None
-    #: The hash of the run's inputs, when its result is to be persisted (``headwater.reuse``).
+    #: The hash of the run's inputs, when its result is to be persisted (``headwater.reuse``);
+    #: the flow process records its own hash of them instead (see record_outcome).
     inputs_hash: str | None = None
     #: ``(key, serializer)`` of each result write the run asked for; the flow process
     #: does the write (the value is the final state's data).
@@ -512,7 +514,7 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
         if failure is not None:
             final = failure
         elif run.result_location is not None:  # a cache entry only for a result safely stored
-            run.inputs_hash = outcome.inputs_hash
+            run.inputs_hash = _inputs_hash_here(execution, outcome)
             for entry in outcome.cache_entries:
                 if entry.location.startswith(_DEFERRED):
                     entry.location = run.result_location
@@ -526,6 +528,23 @@ def record_outcome(execution: TaskExecution, outcome: Outcome) -> states.State:
     _replay_logs(outcome.logs, task_extra(execution.context), final, nested_finals)
     execution.run_callbacks(final)
     return final
+
+
+def _inputs_hash_here(execution: TaskExecution, outcome: Outcome) -> str | None:
+    """The inputs hash to record with a run whose result the flow process persisted.
+
+    Hashed here, as a retry hashes the same call here to match it: a worker names the
+    classes of a module it got by value (a dataclass, an enum of the user's files) by
+    module instead of by file, so its hash would never match. The worker's hash says
+    whether the run's policy records one at all, and stands in when an upstream run is
+    somehow not recorded here yet (never waited for in Dask's callback thread)."""
+    if outcome.inputs_hash is None:
+        return None
+    futures: list[Future] = []
+    collect_futures(execution.parameters, futures)
+    if not all(f.done() and f.state.is_completed() for f in futures):
+        return outcome.inputs_hash
+    return inputs_hash(resolve_futures(execution.parameters))
 
 
 def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra: dict[str, Any],

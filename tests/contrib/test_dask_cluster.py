@@ -5,6 +5,7 @@ that must never be created: only the flow process writes the run store and resul
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+import headwater  # noqa: E402
 from headwater import flow, get_run_logger, get_store, task  # noqa: E402
 from headwater.remote import NotPicklable, RemoteError  # noqa: E402
 from headwater.tasks import task_input_hash  # noqa: E402
@@ -339,3 +341,51 @@ def test_runtime_flow_run_reads_on_a_worker(runner):
     here, there = described("Oslo")
     assert there == here
     assert there[3] == {"city": "Oslo", "days": 2} and there[4] == 1
+
+
+@dataclasses.dataclass
+class Part:
+    """A dataclass of this file (which the workers cannot import): a hashable input."""
+
+    name: str
+    size: int
+
+
+@task
+def measure(part: Part, marks: str) -> Part:
+    with open(os.path.join(marks, f"calls-{part.name}"), "a") as f:
+        f.write("x")
+    if os.path.exists(os.path.join(marks, f"break-{part.name}")):
+        raise RuntimeError(f"part {part.name} is broken")
+    return Part(part.name, part.size * 2)
+
+
+@flow(task_runner=DaskTaskRunner(), persist_result=True)
+def measure_parts(marks: str) -> int:
+    first = measure.submit(Part("a", 1), marks)
+    second = measure.submit(first, marks)  # its input is the first run's result, made on a worker
+    third = measure.submit(Part("c", 3), marks)
+    return second.result().size + third.result().size
+
+
+def test_a_retry_reuses_runs_completed_in_worker_processes(dask_cluster, tmp_path, monkeypatch, submitted):
+    """Runs that completed in worker processes, with inputs of a class defined in a file
+    the workers cannot import, are reused by a retry of their flow run: the inputs hash
+    recorded for them is the one the flow process computes for the same call."""
+    monkeypatch.setenv("HEADWATER_DASK_ADDRESS", dask_cluster[0])
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "break-c").touch()
+    failed = measure_parts(str(marks), return_state=True)
+    assert failed.is_failed()
+    (marks / "break-c").unlink()
+    run_id = failed.state_details.flow_run_id
+    submitted.clear()
+
+    assert headwater.retry_run(run_id).result() == 4 + 6
+    calls = {p.name: p.stat().st_size for p in marks.iterdir()}
+    assert calls == {"calls-a": 2, "calls-c": 2}  # "a" twice: once as Part a, once as its result
+    assert len(submitted) == 1
+    runs = get_store().read_task_runs(flow_run_id=run_id)
+    assert sorted(r.state.name for r in runs) == ["Cached", "Cached", "Completed", "Completed", "Completed", "Failed"]
+    assert not dask_cluster[1].exists()

@@ -15,7 +15,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from headwater import flow, get_run_logger, get_store, task  # noqa: E402
+import headwater  # noqa: E402
+from headwater import flow, get_run_logger, get_store, task, unmapped  # noqa: E402
 from headwater.errors import ConfigurationError  # noqa: E402
 from headwater.remote import NotPicklable  # noqa: E402
 from headwater.tasks import task_input_hash  # noqa: E402
@@ -447,3 +448,120 @@ def test_a_task_called_on_the_worker_reports_its_own_final_state(runner, capsys)
                         if line["task_run_id"] == inner.id and line["message"].startswith("Finished in state"))
         assert created < finished
         assert lines[finished]["message"] == f"Finished in state {inner.state}"
+
+
+# -- retrying a flow run (headwater.retry_run) on Dask ------------------------------------------
+#
+# The tasks run on workers, where this module arrives by value: its globals there are copies.
+# So they count their calls, and learn whether to fail, through files under ``marks``.
+
+
+def _calls(marks: str, name: str) -> int:
+    path = os.path.join(marks, f"calls-{name}")
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+@task
+def stage(name: str, value: int, marks: str) -> int:
+    with open(os.path.join(marks, f"calls-{name}"), "a") as f:
+        f.write("x")
+    if os.path.exists(os.path.join(marks, f"break-{name}")):
+        raise RuntimeError(f"stage {name} is broken")
+    return value + 1
+
+
+@task
+def add_up(parts: list, base: int, marks: str) -> int:
+    return stage.fn("add", sum(parts) + base, marks)
+
+
+# DaskTaskRunner() finds the test's cluster through HEADWATER_DASK_ADDRESS; the flows are
+# defined here, at module level, so that retry_run loads them from their entry point.
+@flow(task_runner=DaskTaskRunner(), persist_result=True)
+def four_stages(marks: str, start: int = 0) -> int:
+    a = stage.submit("one", start, marks).result()
+    b = stage.submit("two", a, marks).result()
+    c = stage.submit("three", b, marks).result()
+    return stage.submit("four", c, marks).result()
+
+
+@flow(task_runner=DaskTaskRunner(), persist_result=True)
+def fan_out(marks: str) -> int:
+    base = stage.submit("base", 0, marks)
+    shifted = stage.submit("shift", base, marks)  # a future as input: resolved before matching
+    parts = stage.map(["m1", "m2", "m3"], unmapped(shifted), unmapped(marks))
+    return add_up.submit(parts, shifted, marks).result()
+
+
+@pytest.fixture
+def marks(tmp_path, cluster, monkeypatch):
+    monkeypatch.setenv("HEADWATER_DASK_ADDRESS", cluster.scheduler_address)
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    return folder
+
+
+def _sent_runs(keys: list[str]) -> set[str]:
+    """The task run ids in the keys of the runs sent to Dask (``<task>-<run id>``)."""
+    return {key.split("-", 1)[1] for key in keys}
+
+
+def test_a_retried_flow_run_reuses_on_dask_what_completed(marks, submitted):
+    """The third of four tasks fails on a worker; the retry is the same flow run, attempt
+    2: the first two are reused in the flow process (never sent to Dask), the third and
+    fourth run on workers. A forced third attempt reuses all four, results of runs that
+    completed on a worker included."""
+    (marks / "break-three").touch()
+    failed = four_stages(str(marks), 1, return_state=True)
+    assert failed.is_failed()
+    run_id = failed.state_details.flow_run_id
+    (marks / "break-three").unlink()
+    first_keys = list(submitted)
+    submitted.clear()
+
+    state = headwater.retry_run(run_id)
+
+    assert state.is_completed() and state.result() == 5
+    assert {n: _calls(str(marks), n) for n in ("one", "two", "three", "four")} == \
+        {"one": 1, "two": 1, "three": 2, "four": 1}
+    store = get_store()
+    run = store.read_flow_run(run_id)
+    assert run.state.is_completed() and run.run_count == 2
+    assert len(store.read_flow_runs()) == 1
+    runs = store.read_task_runs(flow_run_id=run_id)
+    reused = [r for r in runs if r.state.name == "Cached"]
+    assert sorted(r.parameters["name"] for r in reused) == ["one", "two"]
+    assert all(r.state.message.startswith("Reused the result of task run") for r in reused)
+    assert not _sent_runs(submitted) & {r.id for r in reused}, "a reused run was sent to Dask"
+    assert len(submitted) == 2 and len(first_keys) == 3
+    # Recorded with the result of every run that completed on a worker: a later retry matches it.
+    assert all(r.inputs_hash is not None for r in runs if r.state.is_completed())
+
+    submitted.clear()
+    assert headwater.retry_run(run_id, force=True).result() == 5
+    assert submitted == []
+    assert _calls(str(marks), "three") == 2 and _calls(str(marks), "four") == 1
+    assert store.read_flow_run(run_id).run_count == 3
+
+
+def test_a_retry_reruns_only_the_failed_element_of_a_map(marks, submitted):
+    """Futures passed between submitted tasks and a map with one failing element: on
+    retry, the upstream runs and the map's other elements are reused (their inputs, the
+    upstream results, resolved in the flow process to match them); only the failed
+    element and the task that needed it run again."""
+    (marks / "break-m2").touch()
+    failed = fan_out(str(marks), return_state=True)
+    assert failed.is_failed()
+    run_id = failed.state_details.flow_run_id
+    (marks / "break-m2").unlink()
+    submitted.clear()
+
+    state = headwater.retry_run(run_id)
+
+    assert state.is_completed() and state.result() == 3 * 3 + 2 + 1
+    counts = {n: _calls(str(marks), n) for n in ("base", "shift", "m1", "m2", "m3", "add")}
+    assert counts == {"base": 1, "shift": 1, "m1": 1, "m2": 2, "m3": 1, "add": 1}
+    runs = get_store().read_task_runs(flow_run_id=run_id)
+    reused = {r.id for r in runs if r.state.name == "Cached"}
+    assert len(reused) == 4
+    assert len(submitted) == 2 and not _sent_runs(submitted) & reused
