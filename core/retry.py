@@ -117,11 +117,16 @@ def _load_module(entry: EntryPoint) -> Any:
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # as `python file.py` would: its neighbours import
+    flow_loop.loading_for_retry = entry.file
     try:
         spec.loader.exec_module(module)
+    except RetryError:
+        raise
     except Exception as exc:
         raise RetryError(f"cannot load flow {entry.flow_name!r} from {entry.file}: "
                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        flow_loop.loading_for_retry = None
     return module
 
 

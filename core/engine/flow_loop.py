@@ -532,11 +532,20 @@ def _result(state: states.State, return_state: bool) -> Any:
     return state if return_state else state.result()
 
 
+#: The file a retry is loading its flow from, while it does (``headwater.retry``): a
+#: flow called by that file's top-level code would start a new, unwanted flow run.
+loading_for_retry: str | None = None
+
+
 def _start(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any], resume: FlowRun | None = None,
            parameters: dict[str, Any] | None = None) -> FlowExecution:
     """Bind the arguments, create and name the run (or reopen ``resume``, a recorded run
     retried), start its task runner. A run that fails here (bad parameters, a bad runner)
     has its final state set already."""
+    if loading_for_retry is not None:
+        raise RetryError(f"{loading_for_retry} calls flow {flow.name!r} when it is imported, so a retry "
+                         f"cannot load it without starting a new flow run: put the calls under "
+                         f"`if __name__ == \"__main__\":`")
     if parameters is None:
         parameters = flow.binder.bind(args, kwargs)
     execution = FlowExecution(flow, parameters, Session.current(), resume)

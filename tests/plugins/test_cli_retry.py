@@ -176,3 +176,17 @@ def test_a_flow_that_cannot_be_loaded_any_more_is_a_clear_error(project, tmp_pat
     assert retried.returncode == 1
     assert retried.stderr.count("\n") == 1
     assert "pipeline.py no longer exists" in retried.stderr and "pipeline.py:pipeline" in retried.stderr
+
+
+def test_a_script_that_runs_its_flow_when_imported_is_refused_not_run_twice(project, tmp_path):
+    unguarded = SCRIPT.split('if __name__ == "__main__":')[0] + "\npipeline(2, return_state=True)\n"
+    (project / "pipeline.py").write_text(unguarded)
+    subprocess.run([sys.executable, "pipeline.py"], cwd=project, env=env(), capture_output=True, timeout=120)
+    run = only_run(tmp_path)
+    (project / "marker").write_text("")
+    retried = headwater("runs", "retry", run["id"], cwd=tmp_path)
+    assert retried.returncode == 1 and retried.stderr.count("\n") == 1
+    assert "calls flow 'pipeline' when it is imported" in retried.stderr
+    assert 'if __name__ == "__main__":' in retried.stderr
+    after = only_run(tmp_path)  # no second run, and this one untouched
+    assert (after["id"], after["state"], after["run_count"]) == (run["id"], "FAILED", 1)
