@@ -131,3 +131,11 @@ def test_an_unknown_runner_name_from_pyproject_names_the_file(tmp_path):
         state = noop(return_state=True)
     assert state.is_failed()
     assert "task_runner = 'dsak' under [tool.headwater]" in state.message
+
+
+def test_persist_results_is_a_flag_from_the_environment_or_pyproject(tmp_path):
+    assert Settings.load({}, start=tmp_path).persist_results is False
+    assert Settings.load({"HEADWATER_PERSIST_RESULTS": "yes"}, start=tmp_path).persist_results is True
+    assert Settings.load({}, start=project(tmp_path, "persist_results = true\n")).persist_results is True
+    with pytest.raises(ConfigurationError, match=r"HEADWATER_PERSIST_RESULTS='sometimes'.*true/false"):
+        Settings.load({"HEADWATER_PERSIST_RESULTS": "sometimes"}, start=tmp_path)
