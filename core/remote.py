@@ -544,7 +544,7 @@ def _inputs_hash_here(execution: TaskExecution, outcome: Outcome) -> str | None:
     collect_futures(execution.parameters, futures)
     if not all(f.done() and f.state.is_completed() for f in futures):
         return outcome.inputs_hash
-    return inputs_hash(resolve_futures(execution.parameters))
+    return inputs_hash(resolve_futures(execution.parameters), execution.task)
 
 
 def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra: dict[str, Any],

@@ -44,16 +44,20 @@ __all__ = ["Attempt", "ReusePlan", "ReusingPolicy", "attempts_of", "entry_point_
 logger = logging.getLogger("headwater.task_runs")
 
 
-def inputs_hash(parameters: dict[str, Any]) -> str | None:
+def inputs_hash(parameters: dict[str, Any], task: Any = None) -> str | None:
     """A hash of a run's arguments that is the same in every process (``task_input_hash``'s
     rules), or ``None`` when one of them cannot be hashed (such a call is never matched to
-    an earlier run: it runs again)."""
+    an earlier run: it runs again). Given the ``task``, the hash covers the task's
+    definition too (where it is, its source from its ``def`` line), so a task edited
+    since is not matched."""
     # layering: the canonical hash is the input_hash plugin's, the one cache keys use
-    from headwater.plugins.input_hash import Unhashable, stable_hash
+    from headwater.plugins import input_hash
 
+    if task is not None:
+        return input_hash.call_hash(task, parameters)
     try:
-        return stable_hash(parameters, "parameters")
-    except (Unhashable, RecursionError, ValueError):
+        return input_hash.stable_hash(parameters, "parameters")
+    except (input_hash.Unhashable, RecursionError, ValueError):
         return None
 
 
@@ -257,7 +261,7 @@ class ReusingPolicy(WrappingPolicy):
     def propose_running(self, ctx: Any) -> states.State | None:
         if ctx.retries_done == 0:  # the first attempt only: each call is counted once
             run = ctx.task_run
-            digest = inputs_hash(ctx.parameters)
+            digest = inputs_hash(ctx.parameters, ctx.task)
             match = self.plan.match_task(run.task_key, digest) if digest is not None else None
             if match is not None:
                 earlier, attempt = match

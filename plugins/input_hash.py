@@ -194,6 +194,22 @@ def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
     return h.hexdigest()
 
 
+def call_hash(task: Any, parameters: dict[str, Any]) -> str | None:
+    """The hash of one call of ``task``: where it is defined, its source from its ``def``
+    line and its inputs, by the rules of :func:`task_input_hash`; ``None`` (and no
+    warning) when an input cannot be hashed. A retried flow run matches its calls to
+    earlier task runs by it (``headwater.reuse``), so an edited task runs again."""
+    h = hashlib.sha256()
+    h.update(_prefix(task))
+    for name in sorted(parameters):
+        h.update(f"|{name}=".encode())
+        try:
+            _feed(h.update, parameters[name], name)
+        except (Unhashable, RecursionError, ValueError):
+            return None
+    return h.hexdigest()
+
+
 @hookimpl
 def headwater_register_components(registry: Any) -> None:
     registry.add_cache_policy("task_input_hash", task_input_hash, source="input_hash")

@@ -591,7 +591,10 @@ def _earlier_subflow(flow: Flow, args: tuple[Any, ...],
     if earlier is None:
         return None, None
     state = earlier.state
-    if state is not None and state.is_completed() and earlier.result_location:
+    # Reused whole only if its flow is as it was (its version: the given one, else a hash
+    # of its file); else retried, its task runs matched one by one.
+    if state is not None and state.is_completed() and earlier.result_location and \
+            earlier.flow_version == flow.version:
         try:
             value = read_result(parent.result_store, earlier.result_location, None)
         except ResultMissing as exc:

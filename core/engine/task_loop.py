@@ -356,7 +356,7 @@ class TaskExecution:
                 self.flow_context.result_store.write(key, value, serializer))
             # What a retried flow run matches this run by (headwater.reuse): only a run
             # whose result is kept can be reused, so only such a run pays for the hash.
-            run.inputs_hash = inputs_hash(self.context.parameters)
+            run.inputs_hash = inputs_hash(self.context.parameters, self.task)
             run.stash[RESULT_SIZE] = size  # for the cache index (`headwater cache ls`)
             if digest is not None:  # recorded in the cache entry, checked on every hit
                 run.stash[RESULT_DIGEST] = digest

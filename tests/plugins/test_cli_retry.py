@@ -190,3 +190,15 @@ def test_a_script_that_runs_its_flow_when_imported_is_refused_not_run_twice(proj
     assert 'if __name__ == "__main__":' in retried.stderr
     after = only_run(tmp_path)  # no second run, and this one untouched
     assert (after["id"], after["state"], after["run_count"]) == (run["id"], "FAILED", 1)
+
+
+def test_a_task_edited_before_the_retry_runs_again_with_what_follows(project, tmp_path):
+    subprocess.run([sys.executable, "pipeline.py", "4"], cwd=project, env=env(), capture_output=True, timeout=120)
+    run = only_run(tmp_path)
+    script = project / "pipeline.py"
+    script.write_text(script.read_text().replace("return [r * 2 for r in rows]", "return [r * 3 for r in rows]"))
+    (project / "marker").write_text("")
+    retried = headwater("runs", "retry", run["id"], cwd=tmp_path)
+    assert retried.returncode == 0, retried.stderr
+    assert "result=22" in retried.stdout  # (0+1) + (3+1) + (6+1) + (9+1): the edited clean's values
+    assert calls(project) == {"extract": 1, "clean": 2, "enrich": 2, "load": 1}
