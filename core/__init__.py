@@ -17,6 +17,7 @@ __all__ = [
     "get_run_logger",
     "get_store",
     "retry_run",
+    "retry_run_async",
     "hookimpl",
     "Session",
     "Flow",
@@ -35,6 +36,7 @@ _LAZY = {
     "hookimpl": ("headwater.plugin_manager", "hookimpl"),
     "Session": ("headwater.session", "Session"),
     "retry_run": ("headwater.retry", "retry_run"),
+    "retry_run_async": ("headwater.retry", "retry_run_async"),
     "State": ("headwater.states", "State"),
     "StateType": ("headwater.states", "StateType"),
 }
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from .flows import Flow, flow
     from .futures import unmapped
     from .plugin_manager import hookimpl
-    from .retry import retry_run
+    from .retry import retry_run, retry_run_async
     from .run_logging import get_run_logger
     from .session import Session
     from .states import State, StateType

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .runs import FlowRun
     from .stores import RunStore
 
-__all__ = ["EntryPoint", "RetryError", "load_flow", "read_entry_point", "retry_run"]
+__all__ = ["EntryPoint", "RetryError", "load_flow", "read_entry_point", "retry_run", "retry_run_async"]
 
 #: The final states a retry starts from without ``force``.
 RETRIABLE = ("FAILED", "CRASHED", "CANCELLED")
@@ -91,6 +91,18 @@ def load_flow(entry: EntryPoint) -> Flow:
 
 
 def _load_module(entry: EntryPoint) -> Any:
+    if entry.cwd and os.path.isdir(entry.cwd) and entry.cwd not in sys.path:
+        # `python -m pkg.flows` and `python -c ...` put the directory they start in first
+        # on the path: the run's own packages import from there.
+        sys.path.insert(0, entry.cwd)
+    flow_loop.loading_for_retry = entry.file or entry.module
+    try:
+        return _find_module(entry)
+    finally:
+        flow_loop.loading_for_retry = None
+
+
+def _find_module(entry: EntryPoint) -> Any:
     if entry.module != "__main__" and entry.file is None:
         return _import(entry.module, entry)
     if entry.module != "__main__":
@@ -109,7 +121,8 @@ def _load_module(entry: EntryPoint) -> Any:
     path = Path(entry.file)
     if not path.is_file():
         raise RetryError(f"cannot load flow {entry.flow_name!r}: its file {entry.file} no longer exists "
-                         f"(recorded entry point {entry})")
+                         f"(recorded entry point {entry}); if it moved, pass the flow itself: "
+                         f"headwater.retry_run(run, flow=my_flow)")
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
         raise RetryError(f"cannot load flow {entry.flow_name!r} from {entry.file}: not a Python file")
@@ -117,7 +130,6 @@ def _load_module(entry: EntryPoint) -> Any:
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # as `python file.py` would: its neighbours import
-    flow_loop.loading_for_retry = entry.file
     try:
         spec.loader.exec_module(module)
     except RetryError:
@@ -125,14 +137,14 @@ def _load_module(entry: EntryPoint) -> Any:
     except Exception as exc:
         raise RetryError(f"cannot load flow {entry.flow_name!r} from {entry.file}: "
                          f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        flow_loop.loading_for_retry = None
     return module
 
 
 def _import(name: str, entry: EntryPoint) -> Any:
     try:
         return importlib.import_module(name)
+    except RetryError:
+        raise
     except Exception as exc:
         raise RetryError(f"cannot import module {name!r} of flow {entry.flow_name!r} (recorded entry point "
                          f"{entry}): {type(exc).__name__}: {exc}") from exc
@@ -180,12 +192,12 @@ def retry_parameters(flow: Flow, run: FlowRun, result_store: Any) -> dict[str, A
     """The run's parameters, exactly as it was called with: read back from the result
     store when they were persisted, else from the record when that reads back to the same
     values (checked against the hash recorded with the run)."""
+    unreadable = None
     if run.parameters_location:
         try:
             return dict(read_result(result_store, run.parameters_location, None))
-        except ResultMissing as exc:
-            raise RetryError(f"cannot retry flow run {run.name!r}: its persisted parameters cannot be read "
-                             f"({exc})") from None
+        except ResultMissing as exc:  # the record may still be exact (checked below)
+            unreadable = f"; its persisted parameters cannot be read either ({exc})"
     parameters = dict(run.parameters)
     if flow.spec.validate_parameters:
         try:
@@ -194,9 +206,11 @@ def retry_parameters(flow: Flow, run: FlowRun, result_store: Any) -> dict[str, A
             raise RetryError(f"cannot retry flow run {run.name!r}: its recorded parameters no longer fit "
                              f"flow {flow.name!r}: {exc}") from None
     if run.inputs_hash is None or inputs_hash(parameters) != run.inputs_hash:
-        raise RetryError(f"cannot retry flow run {run.name!r}: its parameters were not recorded exactly "
-                         f"(values the run store keeps only as text); persist results "
-                         f"(@flow(persist_result=True) or HEADWATER_PERSIST_RESULTS=true) so runs keep them")
+        names = ", ".join(repr(name) for name in parameters) or "none"
+        raise RetryError(f"cannot retry flow run {run.name!r}: its parameters ({names}) were not recorded "
+                         f"exactly: the run store keeps them as JSON, where tuples, sets, dates and other "
+                         f"objects come back as other types" + (unreadable or "; persist results "
+                         f"(@flow(persist_result=True) or HEADWATER_PERSIST_RESULTS=true) so runs keep them"))
     return parameters
 
 
@@ -209,8 +223,10 @@ def prepare(run: str, flow: Flow | None = None, force: bool = False) -> tuple[Fl
     if found.parent_flow_run_id is not None:
         parent = store.read_flow_run(found.parent_flow_run_id)
         name = parent.name if parent is not None else found.parent_flow_run_id
+        done = parent is not None and parent.state is not None and parent.state.is_completed()
         raise RetryError(f"flow run {found.name!r} is a subflow run of {name!r}: retry that one (its "
-                         f"failed subflow runs are retried with it)")
+                         f"failed subflow runs are retried with it" + (", with --force or force=True, as it "
+                         f"completed)" if done else ")"))
     check_retriable(found, force)
     if flow is None:
         flow = load_flow(read_entry_point(found))
@@ -219,7 +235,26 @@ def prepare(run: str, flow: Flow | None = None, force: bool = False) -> tuple[Fl
                          f"{flow.name!r}")
     context = FlowRunContext(flow, found, session, session.bindings_for(flow.source_dir))
     parameters = retry_parameters(flow, found, context.result_store if found.parameters_location else None)
+    check_signature(flow, found, parameters)
     return flow, found, parameters
+
+
+def check_signature(flow: Flow, run: FlowRun, parameters: dict[str, Any]) -> None:
+    """Refuse parameters the flow, as it is defined now, cannot take (a parameter
+    renamed or added since the run), before anything runs."""
+    binder = flow.binder
+    extras = (binder.var_positional, binder.var_keyword)
+    if binder.var_keyword is None:
+        unknown = [name for name in parameters if name not in binder.names]
+        if unknown:
+            raise RetryError(f"cannot retry flow run {run.name!r}: flow {flow.name!r} has no parameter "
+                             f"{unknown[0]!r} any more (the run was called with {unknown[0]}="
+                             f"{parameters[unknown[0]]!r}; its parameters now: {', '.join(binder.names) or 'none'})")
+    missing = [name for name in binder.names
+               if name not in parameters and name not in binder.defaults and name not in extras]
+    if missing:
+        raise RetryError(f"cannot retry flow run {run.name!r}: flow {flow.name!r} now needs parameter "
+                         f"{missing[0]!r}, which the run was not called with")
 
 
 def retry_run(run: str, *, force: bool = False, flow: Flow | None = None) -> states.State:
@@ -237,9 +272,29 @@ def retry_run(run: str, *, force: bool = False, flow: Flow | None = None) -> sta
     return run_again(flow, found, parameters)
 
 
+async def retry_run_async(run: str, *, force: bool = False, flow: Flow | None = None) -> states.State:
+    """:func:`retry_run` for code already in an event loop (``await``): an async flow
+    runs on this loop, a sync one in a worker thread."""
+    import anyio  # import time: only retries need it
+
+    flow, found, parameters = prepare(run, flow=flow, force=force)
+    if flow.is_async:
+        return await flow_loop.resume_flow_async(flow, found, parameters)
+    return await anyio.to_thread.run_sync(flow_loop.resume_flow, flow, found, parameters)
+
+
 def run_again(flow: Flow, found: FlowRun, parameters: dict[str, Any]) -> Any:
     """Run the new attempt of ``found`` (checked by :func:`prepare`) to its end; its final state."""
     if flow.is_async:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RetryError(f"flow {flow.name!r} is async and this thread runs an event loop already: "
+                             f"await headwater.retry_run_async({found.id!r}) instead")
         import anyio
 
         async def main() -> states.State:

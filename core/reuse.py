@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,10 +95,24 @@ def _entry_point(flow: Flow) -> str | None:
         else:
             file = os.path.abspath(file)
     module = getattr(fn, "__module__", None) or "__main__"
+    if module == "__main__":
+        # `python -m pkg.flows`: the module's real name, so a retry imports it as a module
+        # of its package (its relative imports work), not as a loose file.
+        main = sys.modules.get("__main__")
+        name = getattr(getattr(main, "__spec__", None), "name", None)
+        if name and name != "__main__" and file and _same_file(getattr(main, "__file__", "") or "", file):
+            module = name
     if file is None and module == "__main__":
         return None
     return json.dumps({"module": module, "qualname": qualname, "file": file, "flow_name": flow.name},
                       sort_keys=True)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # -- attempts ---------------------------------------------------------------------------------
@@ -173,16 +188,17 @@ class ReusePlan:
 
     ``tasks`` maps ``(task key, inputs hash, order)`` to an earlier task run that
     completed with a persisted result and the number of its attempt; ``subflows`` maps
-    ``(flow name, inputs hash, order)`` to an earlier subflow run. ``lost`` counts the
-    task runs that completed before but kept no result: they run again. Counting the
-    order of calls starts anew with each attempt (:meth:`next_attempt`).
+    ``(flow name, inputs hash, order)`` to an earlier subflow run. ``lost`` lists the
+    task runs that completed before but cannot be reused (no persisted result, or inputs
+    that cannot be hashed): they run again. Counting the order of calls starts anew with
+    each attempt (:meth:`next_attempt`).
     """
 
     def __init__(self, tasks: dict[tuple[str, str, int], tuple[TaskRun, int]],
-                 subflows: dict[tuple[str, str, int], FlowRun], lost: int = 0) -> None:
+                 subflows: dict[tuple[str, str, int], FlowRun], lost: list[TaskRun] | None = None) -> None:
         self.tasks = tasks
         self.subflows = subflows
-        self.lost = lost
+        self.lost = lost or []
         self._seen: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -191,14 +207,14 @@ class ReusePlan:
         """The plan for a new attempt of ``flow_run`` from what ``store`` recorded of it."""
         attempts = attempts_of(store.read_states(flow_run.id), store.read_task_runs(flow_run_id=flow_run.id))
         tasks: dict[tuple[str, str, int], tuple[TaskRun, int]] = {}
-        lost_by_attempt = [0]
+        lost_by_attempt: list[list[TaskRun]] = [[]]
         for attempt in attempts:  # oldest first: a later attempt's run of the same call wins
             seen: dict[tuple[str, str], int] = {}
-            lost = 0
+            lost: list[TaskRun] = []
             for run in attempt.task_runs:
                 if run.inputs_hash is None:
                     if run.state is not None and run.state.type is states.StateType.COMPLETED:
-                        lost += 1
+                        lost.append(run)
                     continue
                 group = (run.task_key, run.inputs_hash)
                 order = seen.get(group, 0)
@@ -217,7 +233,20 @@ class ReusePlan:
             order = seen_flows.get(group, 0)
             seen_flows[group] = order + 1
             subflows[(child.flow_name, child.inputs_hash, order)] = child
-        return cls(tasks, subflows, max(lost_by_attempt))
+        return cls(tasks, subflows, max(lost_by_attempt, key=len))
+
+    def describe_lost(self) -> str:
+        """What runs again of what completed before, and why, for the retry's warning."""
+        unpersisted = [run for run in self.lost if run.result_location is None]
+        unhashable = [run for run in self.lost if run.result_location is not None]
+        parts = []
+        if unpersisted:
+            parts.append(f"{_names(unpersisted)} kept no result (persist_result=True on the flow or the task, "
+                         f"or HEADWATER_PERSIST_RESULTS=true, keeps them)")
+        if unhashable:
+            parts.append(f"{_names(unhashable)} had inputs that cannot be hashed (task_input_hash's rules)")
+        return (f"{len(self.lost)} task run(s) that completed in an earlier attempt run again: "
+                + "; ".join(parts))
 
     def wrap(self, policy: StatePolicy) -> StatePolicy:
         """``policy`` (a task's, for this flow run) asking this plan first."""
@@ -243,6 +272,11 @@ class ReusePlan:
     def match_subflow(self, flow_name: str, digest: str) -> FlowRun | None:
         """The earlier subflow run this call of a subflow stands for, if any."""
         return self.subflows.get((flow_name, digest, self._order("flow", flow_name, digest)))
+
+
+def _names(runs: list[TaskRun], shown: int = 3) -> str:
+    names = ", ".join(repr(run.name) for run in runs[:shown])
+    return names + (f" and {len(runs) - shown} more" if len(runs) > shown else "")
 
 
 class ReusingPolicy(WrappingPolicy):

@@ -20,11 +20,23 @@ def cmd_runs_retry(args: argparse.Namespace) -> int:
         print(f"headwater: error: {shown(str(exc))}", file=sys.stderr)
         return 1
     # Relative paths in the flow mean what they meant in its first attempt.
-    where = read_entry_point(run).cwd
-    if where and os.path.isdir(where) and not _same_dir(where, os.getcwd()):
+    where = read_entry_point(run).cwd if run.entry_point else None
+    if where and not os.path.isdir(where):
+        print(f"headwater: warning: {shown(where)}, where flow run {shown(repr(run.name))} first ran, no longer "
+              f"exists: running in {shown(os.getcwd())} (relative paths in the flow now mean paths here)",
+              file=sys.stderr)
+    elif where and not _same_dir(where, os.getcwd()):
         os.chdir(where)
         print(f"Running in {shown(where)}, where flow run {shown(repr(run.name))} first ran", file=sys.stderr)
-    state = run_again(flow, run, parameters)
+    try:
+        state = run_again(flow, run, parameters)
+    except RetryError as exc:
+        print(f"headwater: error: {shown(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"headwater: interrupted: flow run {shown(repr(run.name))} ended Crashed; "
+              f"`headwater runs retry {run.id[:8]}` goes on from there", file=sys.stderr)
+        return 130
     print(shown(repr(state)))
     return 0 if state.is_completed() else 1
 

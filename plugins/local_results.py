@@ -305,7 +305,11 @@ class PersistedResults(WrappingPolicy):
                 return key
         wanted = self.wanted
         if wanted is None:
-            wanted = self.wanted = flow_persists(ctx.flow, ctx.session if ctx.resources is not None else None)
+            # The flow run's choice (a subflow's is its parent's unless its flow says), else
+            # the flow's and the setting, for a context without a flow run's resources.
+            decided = getattr(ctx.resources, "persisting", None)
+            wanted = self.wanted = decided if isinstance(decided, bool) else \
+                flow_persists(ctx.flow, ctx.session if ctx.resources is not None else None)
         return f"run-{ctx.task_run.id}" if wanted else None
 
 

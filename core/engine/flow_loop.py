@@ -64,6 +64,8 @@ class FlowExecution(FlowRunContext):
                           parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
         self.resumed = resume is not None
+        #: A subflow persists results as its parent does, unless its flow says otherwise.
+        self._parent_persisting: bool | None = getattr(parent, "persisting", None)
         #: What the flow's state policy sees of the run (``retries_done`` among it).
         self.policy_context = FlowRunAttempts(flow, run)
         self.final: states.State | None = None
@@ -174,19 +176,20 @@ class FlowExecution(FlowRunContext):
                                "run(s) of earlier attempts", run.name, self.flow.name, run.run_count + 1,
                                len(plan.tasks), extra={"flow_run_id": run.id})
         if plan.lost:
-            flow_logger.warning("%d task run(s) that completed in an earlier attempt kept no result, so they "
-                                "run again: persist results (persist_result=True, or "
-                                "HEADWATER_PERSIST_RESULTS=true) to reuse them", plan.lost, extra=flow_extra(self))
+            flow_logger.warning("%s", plan.describe_lost(), extra=flow_extra(self))
         return None
 
     @property
     def persisting(self) -> bool:
         """Whether this run persists results by default (its flow's ``persist_result``,
-        else ``HEADWATER_PERSIST_RESULTS``): then its parameters, and a subflow run's
-        return value, are persisted too, for a retry."""
+        else its parent flow run's choice, else ``HEADWATER_PERSIST_RESULTS``): then its
+        tasks' results, its parameters and a subflow run's return value are persisted,
+        for a retry."""
         said = self.flow.spec.persist_result
         if said is not None:
             return bool(said)
+        if self._parent_persisting is not None:
+            return self._parent_persisting
         return bool(getattr(self.session.settings, "persist_results", False))
 
     def _persist(self, key: str, value: Any, what: str) -> str | None:

@@ -147,7 +147,8 @@ def test_without_persisted_results_everything_runs_again_and_it_says_so(headwate
     state = headwater.retry_run(run_id)
     assert state.is_completed()
     assert CALLS == {"one": 2, "two": 2, "three": 2, "four": 1}
-    assert "2 task run(s) that completed in an earlier attempt kept no result, so they run again" in caplog.text
+    assert "2 task run(s) that completed in an earlier attempt run again: 'step-" in caplog.text
+    assert "kept no result (persist_result=True on the flow or the task" in caplog.text
 
 
 def test_the_persist_results_setting_persists_every_task(headwater_session, monkeypatch):
@@ -220,7 +221,7 @@ def takes_an_object_persisted(thing=None):
 
 def test_parameters_come_back_exactly_or_the_retry_says_why_not(headwater_session):
     run_id = takes_an_object(Opaque(3), return_state=True).state_details.flow_run_id
-    with pytest.raises(RetryError, match="parameters were not recorded exactly"):
+    with pytest.raises(RetryError, match=r"its parameters \('thing'\) were not recorded exactly"):
         headwater.retry_run(run_id)
     BROKEN.add("object")
     run_id = takes_an_object_persisted(Opaque(4), return_state=True).state_details.flow_run_id
@@ -229,7 +230,7 @@ def test_parameters_come_back_exactly_or_the_retry_says_why_not(headwater_sessio
     assert state.is_completed() and state.result() == 4 and CALLS["thing=4"] == 2
 
 
-@flow(persist_result=True)
+@flow  # persists as its parent does
 def child(n: int) -> int:
     return step(f"child-{n}", n)
 
@@ -385,3 +386,35 @@ def test_submitted_and_mapped_runs_are_matched_with_either_local_runner(headwate
     # A second retry (forced) reuses every one, the retried ones included.
     assert headwater.retry_run(run_id, force=True, flow=mapped.with_options(task_runner=runner)).result() == 14
     assert CALLS == {"square(0)": 1, "square(1)": 1, "square(2)": 2, "square(3)": 1, "total": 1}
+
+
+@flow(persist_result=True, name="renamed-parameter")
+def before_rename(n: int = 1) -> int:
+    raise RuntimeError("fails")
+
+
+@flow(persist_result=True, name="renamed-parameter")
+def after_rename(count: int = 1) -> int:
+    return count
+
+
+def test_a_flow_whose_parameters_changed_is_refused_before_anything_runs(headwater_session):
+    run_id = before_rename(3, return_state=True).state_details.flow_run_id
+    with pytest.raises(RetryError, match=r"has no parameter 'n' any more \(the run was called with n=3; its "
+                                         r"parameters now: count\)"):
+        headwater.retry_run(run_id, flow=after_rename)
+    assert headwater_session.store.read_flow_run(run_id).run_count == 1
+
+
+def test_an_async_flow_is_retried_from_a_running_event_loop_with_the_async_api(headwater_session):
+    BROKEN.add("a2")
+    run_id = asyncio.run(async_steps(return_state=True)).state_details.flow_run_id
+    BROKEN.clear()
+
+    async def main():
+        with pytest.raises(RetryError, match="await headwater.retry_run_async"):
+            headwater.retry_run(run_id)
+        return await headwater.retry_run_async(run_id)
+
+    assert asyncio.run(main()).result() == 3
+    assert CALLS == {"a1": 1, "a2": 2}

@@ -44,6 +44,10 @@ SCRIPT = textwrap.dedent('''
     @task
     def enrich(rows):
         note("enrich")
+        if os.environ.get("HOLD_ENRICH"):
+            (HERE / "enrich-started").write_text("yes")
+            while not (HERE / "go").exists():  # held here until the test interrupts the retry
+                time.sleep(0.05)
         if not (HERE / "marker").exists():
             raise RuntimeError("the marker file is missing")
         return [r + 1 for r in rows]
@@ -202,3 +206,63 @@ def test_a_task_edited_before_the_retry_runs_again_with_what_follows(project, tm
     assert retried.returncode == 0, retried.stderr
     assert "result=22" in retried.stdout  # (0+1) + (3+1) + (6+1) + (9+1): the edited clean's values
     assert calls(project) == {"extract": 1, "clean": 2, "enrich": 2, "load": 1}
+
+
+def test_a_flow_of_a_package_started_with_python_m_is_retried_as_a_module(tmp_path, headwater_home):
+    package = tmp_path / "work" / "etl"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("FACTOR = 10\n")
+    (package / "nightly.py").write_text(textwrap.dedent('''
+        from pathlib import Path
+        from headwater import flow, task
+        from .settings import FACTOR
+
+        @task
+        def scale(x):
+            if not Path("ready").exists():
+                raise RuntimeError("not ready")
+            return x * FACTOR
+
+        @flow(persist_result=True)
+        def nightly(x: int = 2):
+            return scale(x)
+
+        if __name__ == "__main__":
+            nightly(return_state=True)
+    '''))
+    work = tmp_path / "work"
+    subprocess.run([sys.executable, "-m", "etl.nightly"], cwd=work, env=env(), capture_output=True, timeout=120)
+    run = only_run(tmp_path)
+    (work / "ready").write_text("")
+    retried = headwater("runs", "retry", run["id"], cwd=tmp_path)
+    assert retried.returncode == 0, retried.stderr
+    assert "result=20" in retried.stdout
+
+
+def test_ctrl_c_during_a_retry_is_one_line_and_the_run_can_be_retried_again(project, tmp_path):
+    subprocess.run([sys.executable, "pipeline.py", "4"], cwd=project, env=env(), capture_output=True, timeout=120)
+    run = only_run(tmp_path)
+    (project / "marker").write_text("")
+    # The default SIGINT handler first: a process started in the background ignores SIGINT.
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + CLI
+    process = subprocess.Popen([sys.executable, "-c", code, "runs", "retry", run["id"]], cwd=tmp_path,
+                               env=env(HOLD_ENRICH="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (project / "enrich-started").exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1].startswith(f"headwater: interrupted: flow run '{run['name']}' ended Crashed")
+    assert "Traceback" not in err
+    assert only_run(tmp_path)["state"] == "CRASHED"
+    again = headwater("runs", "retry", run["id"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert calls(project) == {"extract": 1, "clean": 1, "enrich": 3, "load": 1}
+    assert only_run(tmp_path)["run_count"] == 3
