@@ -254,8 +254,13 @@ def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None
     judge = Judge(own_pid, own_token, lambda host, pid, token: last_seen(conn, host, pid, token))
     found: list[tuple[str, str, float]] = []
     for table in ("flow_runs", "task_runs"):
-        rows = conn.execute(f"SELECT id, state_type, state_name, pid, pid_start, "
-                            f"coalesce({last_state_sql(table)}, start_ts, created) FROM {table} "
+        since = f"coalesce({last_state_sql(table)}, start_ts, created)"
+        if table == "flow_runs":
+            # Its task runs' states are signs of life of the same process too: a flow run
+            # killed in its tenth task ended after the ninth finished, not when it started.
+            since = (f"max({since}, coalesce((SELECT max(ts) FROM states WHERE run_id IN "
+                     f"(SELECT id FROM task_runs WHERE flow_run_id = flow_runs.id)), 0))")
+        rows = conn.execute(f"SELECT id, state_type, state_name, pid, pid_start, {since} FROM {table} "
                             f"WHERE host = ? AND {UNFINISHED_SQL}", (HOST, *UNFINISHED)).fetchall()
         for rid, st, sn, pid, token, since in rows:
             if not here(HOST, token):

@@ -170,6 +170,13 @@ def test_a_run_killed_in_its_second_task_is_retried_from_there(project, tmp_path
     assert (after["id"], after["state"], after["run_count"]) == (crashed["id"], "COMPLETED", 2)
     names = state_names(crashed["id"], tmp_path)
     assert names[-4:] == ["Crashed", "AwaitingRetry", "Retrying", "Completed"]
+    # Dated when the process was last seen alive: after the task run it finished, not
+    # when the flow run started.
+    shown = json.loads(headwater("runs", "show", crashed["id"], "--json", cwd=tmp_path).stdout)
+    crashed_at = next(s["timestamp"] for s in shown["states"] if s["name"] == "Crashed")
+    first_extract = shown["task_runs"][0]
+    assert first_extract["task_name"] == "extract"
+    assert crashed_at >= first_extract["states"][-1]["timestamp"]  # ISO times in UTC compare as text
 
 
 def test_a_flow_that_cannot_be_loaded_any_more_is_a_clear_error(project, tmp_path):
