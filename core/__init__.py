@@ -17,6 +17,7 @@ __all__ = [
     "get_run_logger",
     "get_store",
     "retry_run",
+    "tags",
     "hookimpl",
     "Session",
     "Flow",
@@ -35,6 +36,7 @@ _LAZY = {
     "hookimpl": ("headwater.plugin_manager", "hookimpl"),
     "Session": ("headwater.session", "Session"),
     "retry_run": ("headwater.retry", "retry_run"),
+    "tags": ("headwater.run_tags", "tags"),
     "State": ("headwater.states", "State"),
     "StateType": ("headwater.states", "StateType"),
 }
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .plugin_manager import hookimpl
     from .retry import retry_run
     from .run_logging import get_run_logger
+    from .run_tags import tags
     from .session import Session
     from .states import State, StateType
     from .stores import RunStore
