@@ -92,3 +92,18 @@ def test_a_thread_started_by_hand_has_no_run_context():
 def test_the_context_variables_keep_their_names():
     """The context variables stay importable from headwater.context, empty outside runs."""
     assert flow_run_ctx.get() is None and task_run_ctx.get() is None
+
+
+def test_flow_run_context_get_is_the_active_flow_run_s_context_or_none():
+    """FlowRunContext.get(): the flow run's context in the flow and its tasks, None outside."""
+
+    @task
+    def in_task() -> str:
+        return FlowRunContext.get().flow_run.name
+
+    @flow(flow_run_name="got")
+    def in_flow() -> tuple:
+        return FlowRunContext.get().flow_run.name, in_task()
+
+    assert in_flow() == ("got", "got")
+    assert FlowRunContext.get() is None
