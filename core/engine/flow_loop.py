@@ -7,7 +7,9 @@ the sync or async driver. Retries are the flow's state policy's answer
 (``headwater_make_flow_state_policy``; the retries plugin by default).
 
 A flow run fails when its body raises, when it returns a failed state, or when a task
-it submitted failed and the flow never looked at that task's outcome.
+it submitted failed and the flow never looked at that task's outcome. It ends Cancelled
+when it returns a Cancelled state, and with the message of a Completed state it made
+itself (``return Completed(message="...")``).
 """
 
 from __future__ import annotations
