@@ -18,6 +18,7 @@ __all__ = [
     "get_store",
     "retry_run",
     "retry_run_async",
+    "tags",
     "hookimpl",
     "Session",
     "Flow",
@@ -37,6 +38,7 @@ _LAZY = {
     "Session": ("headwater.session", "Session"),
     "retry_run": ("headwater.retry", "retry_run"),
     "retry_run_async": ("headwater.retry", "retry_run_async"),
+    "tags": ("headwater.run_tags", "tags"),
     "State": ("headwater.states", "State"),
     "StateType": ("headwater.states", "StateType"),
 }
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .plugin_manager import hookimpl
     from .retry import retry_run, retry_run_async
     from .run_logging import get_run_logger
+    from .run_tags import tags
     from .session import Session
     from .states import State, StateType
     from .stores import RunStore

@@ -9,11 +9,12 @@ touched (the console_log plugin configures the handler).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import contextvars
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from .engine.context import flow_run_ctx, task_run_ctx
 
@@ -180,7 +181,10 @@ def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The logger of the active task run or flow run; outside a run, a plain logger.
 
     Works in tasks, flows, and threads they start (while one flow run is active).
+    Inside ``with disable_run_logger():`` it is a logger that drops every record.
     """
+    if run_logger_disabled.get():
+        return _DISABLED_LOGGER
     task_context = task_run_ctx.get()
     if task_context is not None:
         return RunLogger(task_logger, **_unpack(task_extra(task_context)))
@@ -191,6 +195,31 @@ def get_run_logger() -> logging.Logger | logging.LoggerAdapter:
     if flow_context is not None and flow_context.flow_run is not None:
         return RunLogger(flow_logger, **_unpack(flow_extra(flow_context)))
     return logging.getLogger("headwater")
+
+
+#: Set inside ``with disable_run_logger():``. A context variable, not a switch on the
+#: shared loggers, so a block in one thread (a test calling ``task.fn()``) leaves the
+#: runs of other threads logging as usual.
+run_logger_disabled: contextvars.ContextVar[bool] = contextvars.ContextVar("headwater_run_logger_disabled",
+                                                                           default=False)
+
+# Not registered with logging's manager (so no configuration can enable it again), and
+# disabled: each call returns at its first check.
+_DISABLED_LOGGER = logging.Logger("headwater.disabled")
+_DISABLED_LOGGER.disabled = True
+_DISABLED_LOGGER.propagate = False
+
+
+@contextlib.contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Make :func:`get_run_logger` return a logger that drops every record, inside the
+    block: for calling a task's or flow's function directly (``my_task.fn(...)``, in a
+    unit test, say) without its log lines. The engine's own lines are not affected."""
+    token = run_logger_disabled.set(True)
+    try:
+        yield
+    finally:
+        run_logger_disabled.reset(token)
 
 
 def _innermost_of_one_chain(active: list[Any]) -> Any:

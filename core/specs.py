@@ -43,6 +43,7 @@ class _Spec(BaseModel):
     on_completion: list[Callback] = []
     on_failure: list[Callback] = []
     on_crashed: list[Callback] = []
+    on_cancellation: list[Callback] = []
     tags: frozenset[str] = frozenset()
 
     @field_validator("tags", mode="before")
@@ -77,7 +78,7 @@ class _Spec(BaseModel):
             raise ValueError("out of range")
         return value
 
-    @field_validator("on_completion", "on_failure", "on_crashed", mode="before")
+    @field_validator("on_completion", "on_failure", "on_crashed", "on_cancellation", mode="before")
     @classmethod
     def _callbacks(cls, value: Any) -> Any:
         if value is None:
@@ -157,6 +158,7 @@ _EXPECTED = {
     "on_completion": "a callable or a list of callables",
     "on_failure": "a callable or a list of callables",
     "on_crashed": "a callable or a list of callables",
+    "on_cancellation": "a callable or a list of callables",
 }
 
 

@@ -66,6 +66,13 @@ class FlowRunContext:
         #: In a retried flow run, what its new attempt may reuse (``headwater.reuse``).
         self.reuse: Any = None
 
+    @classmethod
+    def get(cls) -> FlowRunContext | None:
+        """The active flow run's context (inside its tasks too), or ``None`` outside any
+        flow run: ``FlowRunContext.get()``, as Prefect code writes it."""
+        context = flow_run_ctx.get()
+        return context if context is not None and context.flow_run is not None else None
+
     @property
     def result_store(self) -> ResultStore:
         if self._result_store is None:

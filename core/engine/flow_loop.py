@@ -7,7 +7,9 @@ the sync or async driver. Retries are the flow's state policy's answer
 (``headwater_make_flow_state_policy``; the retries plugin by default).
 
 A flow run fails when its body raises, when it returns a failed state, or when a task
-it submitted failed and the flow never looked at that task's outcome.
+it submitted failed and the flow never looked at that task's outcome. It ends Cancelled
+when it returns a Cancelled state, and with the message of a Completed state it made
+itself (``return Completed(message="...")``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..run_logging import (FLOW_FINISHED, activate, deactivate, enable_log_print
                            flow_logger, flow_run_ended, log_line, log_prints_var)
 from ..results import DEFAULT_SERIALIZER, ResultMissing, read_result, unpack_written
 from ..reuse import ReusePlan, entry_point_of, inputs_hash
+from ..run_tags import tags_var
 from ..runs import FlowRun
 from ..stores import FlowInfo
 from ..session import Session
@@ -59,7 +62,8 @@ class FlowExecution(FlowRunContext):
             run = resume
             run.parameters = parameters
         else:
-            run = FlowRun(random_id(), flow.name, "", parameters, flow.spec.tags, flow.version,
+            # The flow's own tags and those of the enclosing ``with tags(...)`` blocks.
+            run = FlowRun(random_id(), flow.name, "", parameters, flow.spec.tags | tags_var.get(), flow.version,
                           parent.flow_run.id if parent is not None and parent.flow_run is not None else None,
                           parent_task.task_run.id if parent_task is not None else None)
         super().__init__(flow, run, session, session.bindings_for(flow.source_dir))
@@ -384,14 +388,22 @@ class FlowExecution(FlowRunContext):
             returned_state = value.wait()
         elif isinstance(value, states.State):
             returned_state = value
+        if returned_state is not None and returned_state.type is states.StateType.CANCELLED:
+            # Cancelled is not a failure to retry: the run ends so, and on_cancellation runs.
+            self.settle(states.Cancelled(message=returned_state.message or "Flow run returned a Cancelled state.",
+                                         data=returned_state.data))
+            return None
         if returned_state is not None and not returned_state.is_completed():
             data = returned_state.result(raise_on_failure=False)
             error = data if isinstance(data, BaseException) else RunFailed(
                 f"Flow run returned a state that is not completed: {returned_state}")
             return self._retry_or_settle(error, states.Failed(
                 message=f"Flow run returned a state that is not completed: {returned_state}", data=data))
+        message = "All states completed."
         if returned_state is not None:
             value = returned_state.data
+            if returned_state.message and _made_by_user(returned_state):
+                message = returned_state.message  # ``return Completed(message="...")``
         unobserved = self.unobserved_failures()
         if unobserved:
             total = self.submitted
@@ -402,7 +414,7 @@ class FlowExecution(FlowRunContext):
             names = ", ".join(repr(f.task_run_name) for f in unobserved[:5])
             exc = RunFailed(f"{message} Task runs that failed without being handled: {names}")
             return self._retry_or_settle(exc, states.Failed(message=message, data=exc))
-        self.settle(states.Completed(message="All states completed.", data=value))
+        self.settle(states.Completed(message=message, data=value))
         return None
 
     def wait_for_futures(self) -> None:
@@ -529,6 +541,13 @@ class FlowExecution(FlowRunContext):
                                        f"finishing (its body had ended in state {state.name}).", data=exc)
         self.final.state_details.flow_run_id = self.flow_run.id
         flow_logger.error("%s", self.final.message, extra=flow_extra(self))
+
+
+def _made_by_user(state: states.State) -> bool:
+    """Whether ``state`` was made by the flow's code, not taken from a run it started (a
+    task's or subflow's final state notes which run it ended)."""
+    details = state.state_details
+    return details.flow_run_id is None and details.task_run_id is None
 
 
 def _result(state: states.State, return_state: bool) -> Any:

@@ -14,6 +14,7 @@ from .. import states
 from ..errors import RunNameError, TaskNestingError, TaskTimeout
 from ..ids import time_ordered_id
 from ..run_logging import TASK_CREATED, log_line, task_logger
+from ..run_tags import tags_var
 from ..runs import TaskRun
 from ..session import Session
 from ..task_lines import CREATED
@@ -47,7 +48,11 @@ def create_task_run(task: Task, flow_context: FlowRunContext, parameters: dict[s
         raise TaskNestingError(f"task {task.name!r} was not run: task runs are nested {nesting} deep, "
                                f"the limit (headwater.engine.task_creation.MAX_TASK_NESTING); does a task call "
                                f"itself without end?")
-    run = TaskRun(time_ordered_id(), task.name, task.task_key, "", parameters, task.spec.tags,
+    run_tags = task.spec.tags
+    in_block = tags_var.get()  # ``with tags(...)``: mostly empty, so one read is all it costs
+    if in_block:
+        run_tags = run_tags | in_block
+    run = TaskRun(time_ordered_id(), task.name, task.task_key, "", parameters, run_tags,
                   flow_context.flow_run.id if flow_context.flow_run is not None else None)
     if upstream:
         run.upstream_ids = tuple(f.task_run_id for f in upstream)

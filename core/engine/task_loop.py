@@ -430,13 +430,16 @@ def retry_count(done: int, allowed: int) -> str:
 
 
 def callbacks_for(spec: Any, state: states.State) -> list[Callable[..., Any]]:
-    """The ``on_completion``/``on_failure``/``on_crashed`` callbacks for ``state``."""
+    """The ``on_completion``/``on_failure``/``on_crashed``/``on_cancellation`` callbacks
+    for ``state``."""
     if state.type is states.StateType.COMPLETED:
         return spec.on_completion
     if state.type is states.StateType.FAILED:
         return spec.on_failure
     if state.type is states.StateType.CRASHED:
         return spec.on_crashed
+    if state.type is states.StateType.CANCELLED:
+        return spec.on_cancellation
     return []
 
 

@@ -83,6 +83,7 @@ LAYERS = {
     "headwater.engine.timeouts": ENGINE,
     "headwater.run_logging": ENGINE,
     "headwater.reuse": ENGINE,
+    "headwater.run_tags": ENGINE,
     "headwater": ENTRY_POINTS,
     "headwater.cli": ENTRY_POINTS,
     "headwater.testing": ENTRY_POINTS,
@@ -94,6 +95,7 @@ LAYERS = {
     # The public paths of the engine's context and futures (re-exports).
     "headwater.context": ENTRY_POINTS,
     "headwater.futures": ENTRY_POINTS,
+    "headwater.logging": ENTRY_POINTS,
 }
 
 #: At most this many imports of headwater modules inside functions, in all of core:
