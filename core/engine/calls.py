@@ -176,6 +176,8 @@ def upstream_of(task: Task, parameters: dict[str, Any],
         elif isinstance(wait_for, (str, bytes, dict)) or not hasattr(wait_for, "__iter__"):
             raise TypeError(f"{task.name}: wait_for={wait_for!r} must be a list of futures "
                             f"(from .submit() or .map())")
+        else:
+            wait_for = list(wait_for)  # read again by _tolerated: a generator reads once
         for item in wait_for:
             if type(item) is allow_failure:
                 found_allowed: list[Future] = []

@@ -129,8 +129,8 @@ def test_a_future_also_passed_bare_must_complete(headwater_session):
 
 
 def test_allow_failure_in_wait_for_orders_without_stopping(headwater_session):
-    """wait_for=[allow_failure(f)] waits for f, then runs whatever f's outcome; a bare
-    failed future in wait_for still stops it."""
+    """wait_for=[allow_failure(f)] (or any iterable of them) waits for f, then runs
+    whatever f's outcome; a bare failed future in wait_for still stops it."""
     order = []
 
     @task
@@ -148,12 +148,13 @@ def test_allow_failure_in_wait_for_orders_without_stopping(headwater_session):
     def with_cleanup():
         failing = slow_failure.submit()
         cleaned = cleanup.submit(wait_for=[allow_failure(failing)]).result()
-        also = cleanup.submit(wait_for=allow_failure(failing)).result()
+        single = cleanup.submit(wait_for=allow_failure(failing)).result()
+        generated = cleanup.submit(wait_for=(f for f in [allow_failure(failing)])).result()
         stopped = cleanup.submit(wait_for=[failing]).wait()
-        return cleaned, also, stopped.name
+        return cleaned, single, generated, stopped.name
 
-    assert with_cleanup() == ("cleaned", "cleaned", "NotReady")
-    assert order == ["upstream", "cleanup", "cleanup"]
+    assert with_cleanup() == ("cleaned", "cleaned", "cleaned", "NotReady")
+    assert order == ["upstream", "cleanup", "cleanup", "cleanup"]
 
 
 def test_allow_failure_in_map_applies_to_every_item(headwater_session):
