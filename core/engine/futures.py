@@ -1,4 +1,5 @@
-"""Futures for submitted task runs, and finding and resolving futures inside arguments.
+"""Futures for submitted task runs, waiting for several (``wait``, ``as_completed``),
+and finding and resolving futures inside arguments (``allow_failure``, ``quote``).
 
 A future never raises while waiting: it ends with a final :class:`State`. ``result()``
 turns a failed state back into its exception. Reading a future's outcome (``result``,
