@@ -14,6 +14,7 @@ __all__ = [
     "flow",
     "task",
     "unmapped",
+    "allow_failure",
     "get_run_logger",
     "get_store",
     "retry_run",
@@ -32,7 +33,8 @@ _LAZY = {
     "Flow": ("headwater.flows", "Flow"),
     "task": ("headwater.tasks", "task"),
     "Task": ("headwater.tasks", "Task"),
-    "unmapped": ("headwater.engine.futures", "unmapped"),
+    "unmapped": ("headwater.utilities.annotations", "unmapped"),
+    "allow_failure": ("headwater.utilities.annotations", "allow_failure"),
     "get_run_logger": ("headwater.run_logging", "get_run_logger"),
     "hookimpl": ("headwater.plugin_manager", "hookimpl"),
     "Session": ("headwater.session", "Session"),
@@ -46,6 +48,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .flows import Flow, flow
     from .futures import unmapped
+    from .utilities.annotations import allow_failure
     from .plugin_manager import hookimpl
     from .retry import retry_run, retry_run_async
     from .run_logging import get_run_logger

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .engine.context import FlowRunContext
     from .engine.futures import Work
 
-__all__ = ["TaskRunner", "InlineTaskRunner", "SequentialTaskRunner", "ConcurrentTaskRunner"]
+__all__ = ["TaskRunner", "InlineTaskRunner", "SequentialTaskRunner", "ConcurrentTaskRunner", "ThreadPoolTaskRunner"]
 
 
 class TaskRunner:
@@ -75,7 +75,7 @@ class InlineTaskRunner(TaskRunner):
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("SequentialTaskRunner", "ConcurrentTaskRunner"):
+    if name in ("SequentialTaskRunner", "ConcurrentTaskRunner", "ThreadPoolTaskRunner"):
         # Named here (their public path), imported only when asked for.
         # layering: the built-in runners are default plugins, above core
         from headwater.plugins import concurrent_runner, sequential_runner

@@ -1,5 +1,6 @@
 """The concurrent task runner (the default): sync tasks on a bounded pool of worker
-threads, async tasks on one anyio event loop in a thread of its own.
+threads, async tasks on one anyio event loop in a thread of its own. Also under
+Prefect 3's name, ``ThreadPoolTaskRunner`` (registered as ``"threadpool"``).
 
 Also the default ``headwater_make_task_runner``: the flow's ``task_runner`` option (an
 instance, a class, or a registered name), else ``HEADWATER_TASK_RUNNER``.
@@ -30,8 +31,8 @@ class ConcurrentTaskRunner(TaskRunner):
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool)
                                         or max_workers < 1):
-            raise ConfigurationError(f"ConcurrentTaskRunner(max_workers={max_workers!r}): expected "
-                                     f"a whole number of at least 1")
+            raise ConfigurationError(f"{type(self).__name__}(max_workers={max_workers!r}): expected "
+                                     f"a whole number of at least 1, or None for the default")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._reset()
 
@@ -47,10 +48,10 @@ class ConcurrentTaskRunner(TaskRunner):
         self._loop_tasks: set[Any] = set()
 
     def duplicate(self) -> ConcurrentTaskRunner:
-        return ConcurrentTaskRunner(self.max_workers)
+        return type(self)(self.max_workers)
 
     def __repr__(self) -> str:
-        return f"ConcurrentTaskRunner(max_workers={self.max_workers})"
+        return f"{type(self).__name__}(max_workers={self.max_workers})"
 
     def submit(self, work: Work) -> None:
         context = contextvars.copy_context()
@@ -144,6 +145,12 @@ class ConcurrentTaskRunner(TaskRunner):
                     pass
 
 
+class ThreadPoolTaskRunner(ConcurrentTaskRunner):
+    """Prefect 3's name for :class:`ConcurrentTaskRunner`, which it is in all but name:
+    sync tasks on up to ``max_workers`` worker threads, async tasks on one event loop.
+    Registered as ``"threadpool"`` too."""
+
+
 async def _run_async(context: contextvars.Context, work: Work) -> None:
     # Context variables of the submitting flow, inside the portal's event loop.
     for var, value in context.items():
@@ -183,6 +190,7 @@ def resolve_task_runner(value: Any, session: Any, flow_name: str) -> TaskRunner:
 @hookimpl
 def headwater_register_components(registry: Any) -> None:
     registry.add_task_runner("concurrent", ConcurrentTaskRunner, source="concurrent_runner")
+    registry.add_task_runner("threadpool", ThreadPoolTaskRunner, source="concurrent_runner")
 
 
 @hookimpl(trylast=True)

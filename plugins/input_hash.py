@@ -11,6 +11,10 @@ sets, datetimes, dates, times, timedeltas, paths, enums, UUIDs, decimals, pydant
 models, dataclasses, and array-likes with ``dtype``, ``shape`` and ``tobytes()``
 (numpy). Anything else gets one warning naming the parameter, and the call runs
 uncached.
+
+A quoted argument (``quote(x)``, also nested in a list or dict) is opaque: only its
+type's name counts, never its value, so a large or unhashable value costs nothing and
+warns nothing, and calls that differ only in a quoted value share one key.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Callable
 
 from headwater.identity import function_origin, type_name
 from headwater.plugin_manager import hookimpl
+from headwater.utilities.annotations import QUOTED_ARGUMENTS, quote
 
 logger = logging.getLogger("headwater.task_runs")
 _warned: set[tuple[str, str, str]] = set()
@@ -101,6 +106,9 @@ def _feed(update: Callable[[bytes], None], value: Any, path: str, depth: int = 0
         update(f"a:{type_name(t)}:{value.dtype}:{tuple(value.shape)}:".encode("utf-8", "surrogatepass"))
         data = value.tobytes()
         update(b"%d:" % len(data) + data)
+    elif t is quote:
+        # Opaque by request: the type says what kind of value it was, not which one.
+        update(f"q:{type_name(type(value.value))};".encode("utf-8", "surrogatepass"))
     else:
         raise Unhashable(path, value)
 
@@ -164,19 +172,30 @@ def _log_extra(context: Any) -> dict[str, Any]:
         return {}
 
 
+def _quoted_arguments(context: Any) -> dict[str, Any] | None:
+    """The run's arguments with their ``quote(...)`` wrappers, if it was given any: the
+    task's parameters hold the unwrapped values (the engine keeps this view aside)."""
+    run = getattr(context, "task_run", None)
+    stash = getattr(run, "stash", None)
+    return stash.get(QUOTED_ARGUMENTS, None) if stash is not None else None
+
+
 def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:
     """Cache key function: the same task with the same inputs gives the same key.
 
     Use it as ``@task(cache_key_fn=task_input_hash)``. Returns ``None`` (run uncached,
-    after one warning) when an input cannot be hashed.
+    after one warning) when an input cannot be hashed. A ``quote(...)`` argument counts
+    by its type's name only.
     """
     task = context.task
     h = hashlib.sha256()
     h.update(_prefix(task))
+    quoted = _quoted_arguments(context)
     for name in sorted(parameters):
         h.update(f"|{name}=".encode())
+        value = parameters[name] if quoted is None else quoted.get(name, parameters[name])
         try:
-            _feed(h.update, parameters[name], name)
+            _feed(h.update, value, name)
         except Unhashable as exc:
             # One warning per flow run, task, parameter and type: a map over a thousand
             # such inputs says it once, and the next flow run says it again.

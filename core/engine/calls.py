@@ -3,7 +3,10 @@ hands one to the flow's task runner, ``task.map(...)`` submits one per element.
 
 Futures among the arguments (also nested in lists, tuples, sets and dicts) and in
 ``wait_for`` are the run's upstream: it starts only when they are done, and ends
-``NotReady`` instead of running when one of them did not complete.
+``NotReady`` instead of running when one of them did not complete, unless it was passed
+inside ``allow_failure(...)``: then the run goes ahead with the upstream's exception in
+its place. ``quote(x)`` passes ``x`` as it is (no futures looked for inside it).
+Arguments holding neither pay nothing for either: ``upstream_of`` says so with ``None``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from .. import states
+from ..utilities.annotations import QUOTED_ARGUMENTS, allow_failure, quote, unmapped
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .futures import (Future, Work, collect_futures, in_event_loop, resolve_futures, run_coroutine_function,
-                      unmapped, when_all_done)
+from .futures import (Future, Work, collect_futures, in_event_loop, resolve_annotated, resolve_futures,
+                      run_coroutine_function, strip_quotes, when_all_done)
 from .task_creation import create_task_run, standalone_context
 from .task_loop import TaskExecution, execute_async, execute_sync, finish_run, never_started
 
@@ -29,10 +33,11 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
     if flow_context is None:
         flow_context = standalone_context(task)
     parameters = task.binder.bind(args, kwargs)
-    upstream = upstream_of(task, parameters, wait_for)
+    upstream, tolerated = upstream_of(task, parameters, wait_for)
     execution = create_task_run(task, flow_context, parameters, upstream)
     try:
-        not_ready = _wait_upstream(execution, upstream) if upstream else None
+        not_ready = (_wait_upstream(execution, upstream, tolerated)
+                     if upstream or tolerated is not None else None)
         if not_ready is None:
             if task.is_async:
                 return _call_async_task(execution, return_state)
@@ -78,17 +83,44 @@ def _caller_is_async() -> bool:
     return in_event_loop()
 
 
-def _wait_upstream(execution: TaskExecution, upstream: list[Future]) -> states.State | None:
-    """Wait for upstream futures; resolve them into the parameters, or end NotReady."""
+def _wait_upstream(execution: TaskExecution, upstream: list[Future],
+                   tolerated: frozenset[Future] | None = None) -> states.State | None:
+    """Wait for upstream futures; resolve them into the parameters, or end NotReady.
+
+    ``tolerated`` (from :func:`upstream_of`): the upstream runs that may fail, or ``None``
+    when no argument holds ``allow_failure`` or ``quote``."""
     for future in upstream:
         future.wait()
-    failed = next((f for f in upstream if not f.state.is_completed()), None)
-    if failed is not None:
-        return not_ready(execution, failed)
-    resolved = {k: resolve_futures(v) for k, v in execution.parameters.items()}
+    if tolerated is None:
+        failed = next((f for f in upstream if not f.state.is_completed()), None)
+        if failed is not None:
+            return not_ready(execution, failed)
+        resolved = {k: resolve_futures(v) for k, v in execution.parameters.items()}
+    else:
+        failed = next((f for f in upstream if f not in tolerated and not f.state.is_completed()), None)
+        if failed is not None:
+            return not_ready(execution, failed)
+        for future in tolerated:
+            # This run takes the outcome as it is: a failure it was allowed is handled,
+            # so it does not fail the flow run (also when only in wait_for).
+            future.observed = True
+        resolved = unwrap_arguments(execution)
     execution.context.parameters = resolved
     execution.task_run.parameters = resolved
     return None
+
+
+def unwrap_arguments(execution: TaskExecution) -> dict[str, Any]:
+    """The run's arguments as its function receives them: futures resolved (those inside
+    ``allow_failure`` to their exception if they failed), ``quote`` wrappers removed.
+    A run given a quoted argument keeps its arguments with the wrappers on its stash
+    (``QUOTED_ARGUMENTS``), for ``task_input_hash`` to leave the quoted value unhashed."""
+    quotes: list[Any] = []
+    keyed = {k: resolve_annotated(v, quotes=quotes) for k, v in execution.parameters.items()}
+    if not quotes:
+        return keyed
+    execution.task_run.stash[QUOTED_ARGUMENTS] = keyed
+    return {k: strip_quotes(v) for k, v in keyed.items()}
 
 
 def not_ready(execution: TaskExecution, failed: Future) -> states.State:
@@ -126,21 +158,36 @@ def submit_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_
 _NO_UPSTREAM: Any = ()
 
 
-def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[Future]:
+def upstream_of(task: Task, parameters: dict[str, Any],
+                wait_for: Any) -> tuple[list[Future], frozenset[Future] | None]:
     """The futures a run depends on: those in its arguments (also nested in lists, tuples,
-    sets and dicts) and those in ``wait_for`` (a future or an iterable of futures)."""
+    sets and dicts) and those in ``wait_for`` (a future or an iterable of futures); and
+    which of them may fail (passed only inside ``allow_failure``), or ``None`` when no
+    argument holds ``allow_failure`` or ``quote`` (the arguments need no unwrapping)."""
     upstream: list[Future] = []
+    annotated: list[Any] = []
     for name, value in parameters.items():
         if type(value) is unmapped:  # meaningful to .map() only; elsewhere the value itself
             value = parameters[name] = value.value
-        collect_futures(value, upstream)
+        collect_futures(value, upstream, 0, annotated)
     if wait_for is not None:
-        if isinstance(wait_for, Future):
+        if isinstance(wait_for, (Future, allow_failure)):
             wait_for = [wait_for]
         elif isinstance(wait_for, (str, bytes, dict)) or not hasattr(wait_for, "__iter__"):
             raise TypeError(f"{task.name}: wait_for={wait_for!r} must be a list of futures "
                             f"(from .submit() or .map())")
+        else:
+            wait_for = list(wait_for)  # read again by _tolerated: a generator reads once
         for item in wait_for:
+            if type(item) is allow_failure:
+                found_allowed: list[Future] = []
+                collect_futures(item.value, found_allowed)
+                if not found_allowed:
+                    raise TypeError(f"{task.name}: wait_for got {_short(item)}, which holds no future; "
+                                    f"wrap the futures returned by .submit() or .map()")
+                upstream.extend(found_allowed)
+                annotated.append(item)
+                continue
             if isinstance(item, (list, tuple)):  # e.g. the list a .map() returned
                 found: list[Future] = []
                 collect_futures(item, found)
@@ -153,28 +200,58 @@ def upstream_of(task: Task, parameters: dict[str, Any], wait_for: Any) -> list[F
             upstream.append(item)
     if len(upstream) > 1:
         upstream = list(dict.fromkeys(upstream))  # one dependency per future, in order
-    return upstream or _NO_UPSTREAM
+    if not annotated:
+        return upstream or _NO_UPSTREAM, None
+    return upstream or _NO_UPSTREAM, _tolerated(parameters.values(), wait_for)
 
 
-def _not_to_run(execution: TaskExecution, upstream: list[Future]) -> states.State | None:
+def _tolerated(arguments: Any, wait_for: Any) -> frozenset[Future]:
+    """The futures found only inside ``allow_failure(...)`` among ``arguments`` and the
+    items of ``wait_for``: a future also passed bare must complete."""
+    required: list[Future] = []
+    allowed: list[Future] = []
+    for value in arguments:
+        _split_futures(value, required, allowed)
+    for item in wait_for or ():
+        _split_futures(item, required, allowed)
+    return frozenset(allowed).difference(required)
+
+
+def _split_futures(value: Any, required: list[Future], allowed: list[Future], depth: int = 0) -> None:
+    if isinstance(value, Future):
+        required.append(value)
+    elif depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            for item in value:
+                _split_futures(item, required, allowed, depth + 1)
+        elif cls is dict:
+            for item in value.values():
+                _split_futures(item, required, allowed, depth + 1)
+        elif cls is allow_failure:
+            collect_futures(value.value, allowed, depth + 1)
+
+
+def _not_to_run(work: Work) -> states.State | None:
     """The state a submitted run ends in without running: the flow ended it already, or
     an upstream run did not complete (``NotReady``). ``None``: run it."""
+    execution = work.execution
     if _cancelled(execution):
         return execution.task_run.state
-    if upstream:
-        return _wait_upstream(execution, upstream)
+    if work.upstream or work.tolerated is not None:
+        return _wait_upstream(execution, work.upstream, work.tolerated)
     return None
 
 
 def _submit(task: Task, flow_context: FlowRunContext, parameters: dict[str, Any], wait_for: Any) -> Future:
-    upstream = upstream_of(task, parameters, wait_for)
+    upstream, tolerated = upstream_of(task, parameters, wait_for)
     execution = create_task_run(task, flow_context, parameters, upstream)
     try:
         future = Future(execution.task_run, flow_context)
         if task.is_async:
-            work = Work(future, execution, None, _run_submitted_async, upstream)
+            work = Work(future, execution, None, _run_submitted_async, upstream, tolerated)
         else:
-            work = Work(future, execution, _run_submitted_sync, None, upstream)
+            work = Work(future, execution, _run_submitted_sync, None, upstream, tolerated)
         future.work = work
         flow_context.track(future)  # told when the future finishes: it is the future's owner
     except BaseException as exc:  # interrupted before the flow run could see the run
@@ -205,7 +282,7 @@ def _run_submitted_sync(work: Work) -> states.State:
     """A submitted sync run, in whichever thread runs it; its final state."""
     execution = work.execution
     try:
-        early = _not_to_run(execution, work.upstream)
+        early = _not_to_run(work)
         return early if early is not None else execute_sync(execution)
     except BaseException as exc:
         return _escaped_submitted(work, exc)
@@ -215,7 +292,7 @@ async def _run_submitted_async(work: Work) -> states.State:
     """A submitted async run, on the event loop that runs it; its final state."""
     execution = work.execution
     try:
-        early = _not_to_run(execution, work.upstream)
+        early = _not_to_run(work)
         return early if early is not None else await execute_async(execution)
     except BaseException as exc:
         return _escaped_submitted(work, exc)
@@ -269,6 +346,8 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     not a str, bytes or dict) is mapped over; several are zipped and must have the same
     length. ``unmapped(x)``, other values and parameters left at their default are passed
     whole to every run. A future is mapped over its result, and every run depends on it.
+    ``allow_failure(...)`` or ``quote(...)`` around an argument applies to each run's
+    item (around ``unmapped(x)``, to ``x`` in every run).
     """
     flow_context = _flow_context_for(task, "map", "Mapping submits to a flow run's task runner: call it "
                              "inside a @flow function")
@@ -280,7 +359,11 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     iterables: dict[str, list[Any]] = {}
     constants: dict[str, Any] = {}
     mapped_futures: list[Future] = []
+    rewrap: dict[str, type] = {}  # allow_failure / quote around an argument: kept per run
     for name, value in parameters.items():
+        if type(value) is allow_failure or type(value) is quote:
+            rewrap[name] = type(value)
+            value = value.value
         if isinstance(value, unmapped):
             constants[name] = value.value
         elif name not in passed or name in whole:
@@ -316,6 +399,8 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
         call = dict(constants)
         for name, items in iterables.items():
             call[name] = items[i]
+        for name, annotation in rewrap.items():
+            call[name] = annotation(call[name])
         ordered = {n: call[n] for n in parameters}
         futures.append(_submit(task, flow_context, ordered, wait_for))
     return futures

@@ -1,4 +1,5 @@
-"""Futures for submitted task runs, and finding futures inside arguments.
+"""Futures for submitted task runs, waiting for several (``wait``, ``as_completed``),
+and finding and resolving futures inside arguments (``allow_failure``, ``quote``).
 
 A future never raises while waiting: it ends with a final :class:`State`. ``result()``
 turns a failed state back into its exception. Reading a future's outcome (``result``,
@@ -11,26 +12,17 @@ from __future__ import annotations
 import contextvars
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from ..states import Pending, State
+from ..utilities.annotations import allow_failure, quote
+from ..utilities.annotations import unmapped as unmapped  # where the engine's callers import it
 from .context import task_run_ctx
 
 if TYPE_CHECKING:
     from ..runs import TaskRun
     from .task_loop import TaskExecution
-
-
-class unmapped:
-    """Wrap an argument of ``Task.map`` that is the same for every mapped call."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"unmapped({self.value!r})"
 
 
 class Future:
@@ -80,25 +72,32 @@ class Future:
     def wait(self, timeout: float | None = None) -> State | None:
         """Block until done; return the final state, or ``None`` on timeout."""
         if self._state is None:
-            if timeout is None and task_run_ctx.get() is not None:
-                # A task waiting on a task it submitted runs it here if no worker has
-                # started it yet, so nested submits cannot deadlock a full worker pool.
-                # The flow itself only waits (its tasks run on the runner), and so does
-                # a wait with a timeout (the caller wants it bounded).
-                if not in_event_loop():
-                    self._run_here()
-                else:
-                    work = self.work
-                    if work is not None and not work.claimed:
-                        # An async task blocking its event loop: the loop cannot run what
-                        # it waits for, so a helper thread does (async tasks included).
-                        # Not when a runner has it already: the thread would do nothing.
-                        context = contextvars.copy_context()
-                        threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
-                                         name="headwater-wait-helper").start()
+            if timeout is None:
+                self._help()
             if not self._signal().wait(timeout):
                 return None
         return self.state
+
+    def _help(self) -> None:
+        """About to block on this unfinished future with no time limit: in a task run,
+        run its work here if no worker has started it yet.
+
+        A task waiting on a task it submitted runs it here, so nested submits cannot
+        deadlock a full worker pool. The flow itself only waits (its tasks run on the
+        runner), and so does a wait with a timeout (the caller wants it bounded)."""
+        if task_run_ctx.get() is None:
+            return
+        if not in_event_loop():
+            self._run_here()
+            return
+        work = self.work
+        if work is not None and not work.claimed:
+            # An async task blocking its event loop: the loop cannot run what it waits
+            # for, so a helper thread does (async tasks included). Not when a runner has
+            # it already: the thread would do nothing.
+            context = contextvars.copy_context()
+            threading.Thread(target=context.run, args=(self._run_here,), daemon=True,
+                             name="headwater-wait-helper").start()
 
     def _signal(self) -> _Signal:
         """What a waiter blocks on: set when the future finishes (made on first use)."""
@@ -236,10 +235,11 @@ class Work:
     """
 
     __slots__ = ("future", "execution", "_sync", "_async", "is_async", "_claimed", "ready", "upstream",
-                 "context")
+                 "tolerated", "context")
 
     def __init__(self, future: Future, execution: TaskExecution, sync_fn: Callable[[Work], State] | None,
-                 async_fn: Callable[[Work], Any] | None, upstream: list[Future]) -> None:
+                 async_fn: Callable[[Work], Any] | None, upstream: list[Future],
+                 tolerated: frozenset[Future] | None = None) -> None:
         self.future = future
         #: The run from Pending to its final state: task, run, parameters, state policy.
         self.execution = execution
@@ -249,6 +249,10 @@ class Work:
         self._claimed = False  # set under the future's lock: no lock of its own
         self.ready = False  # set when handed to the runner (upstream done)
         self.upstream = upstream
+        #: The upstream futures passed only inside ``allow_failure``: their runs may fail
+        #: and this one still runs. ``None`` when no argument holds ``allow_failure`` or
+        #: ``quote`` (the arguments need no unwrapping).
+        self.tolerated = tolerated
         #: Free for the runner: the context variables to run it with, when it runs the
         #: work in another thread (``contextvars.copy_context()`` at submit).
         self.context: contextvars.Context | None = None
@@ -347,18 +351,127 @@ def when_all_done(futures: list[Future], callback: Callable[[], None]) -> None:
         future.add_done_callback(one_done)
 
 
-def collect_futures(value: Any, found: list[Future], depth: int = 0) -> None:
-    """Append every Future in ``value`` (lists, tuples, sets, dicts, nested) to ``found``."""
+class DoneAndNotDoneFutures(NamedTuple):
+    """What :func:`wait` returns: the futures that finished, and those that did not."""
+
+    done: set[Future]
+    not_done: set[Future]
+
+
+def wait(futures: Iterable[Future], timeout: float | None = None) -> DoneAndNotDoneFutures:
+    """Block until every future is done, or ``timeout`` seconds passed; return the
+    ``(done, not_done)`` sets (duplicates removed). Never raises for a failed task run,
+    and reads no outcome: a failure in ``done`` still fails the flow run unless its
+    future is read (``result()``, ``state``, ``wait()``)."""
+    unique = _unique_futures(futures, timeout, "wait")
+    if timeout is None:
+        for future in unique:
+            if future._state is None:
+                future._help()
+                future._signal().wait()
+        return DoneAndNotDoneFutures(set(unique), set())
+    deadline = time.monotonic() + timeout
+    for future in unique:
+        if future._state is None and not future._signal().wait(max(deadline - time.monotonic(), 0)):
+            break  # out of time: the rest are counted as they are
+    done = {future for future in unique if future._state is not None}
+    return DoneAndNotDoneFutures(done, set(unique).difference(done))
+
+
+def as_completed(futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
+    """Yield the futures as their runs finish (those done already first, in the order
+    given; duplicates once). If ``timeout`` seconds pass (counted from this call) before
+    all are done, raise ``TimeoutError`` saying how many are unfinished. Reads no
+    outcome, like :func:`wait`."""
+    unique = _unique_futures(futures, timeout, "as_completed")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return _in_completion_order(unique, timeout, deadline)
+
+
+def _in_completion_order(unique: list[Future], timeout: float | None,
+                         deadline: float | None) -> Iterator[Future]:
+    total = len(unique)
+    pending = {future for future in unique if future._state is None}
+    for future in unique:
+        if future not in pending:
+            yield future
+    if not pending:
+        return
+    lock = threading.Lock()
+    arrived = threading.Event()
+    finished: list[Future] = []
+
+    def one_done(future: Future) -> None:  # in the thread that finishes it
+        with lock:
+            finished.append(future)
+            arrived.set()
+
+    for future in list(pending):
+        future.add_done_callback(one_done)
+    while pending:
+        with lock:
+            batch = finished[:]
+            finished.clear()
+            arrived.clear()
+        if batch:
+            for future in batch:
+                pending.discard(future)
+                yield future
+            continue
+        if deadline is None:
+            # In a task run, run one of them here if no worker started it: the task may
+            # hold the pool's last worker (nested submits), as Future.wait() does.
+            idle = next((f for f in pending if f.work is not None and not f.work.claimed), None)
+            if idle is not None:
+                idle._help()
+            arrived.wait()
+        elif not arrived.wait(max(deadline - time.monotonic(), 0)):
+            raise TimeoutError(f"{len(pending)} (of {total}) futures unfinished after "
+                               f"{timeout} s")
+
+
+def _unique_futures(futures: Any, timeout: Any, caller: str) -> list[Future]:
+    """``futures`` once each, in order; a clear error for anything but futures."""
+    if isinstance(futures, Future):
+        raise TypeError(f"{caller}() takes a list of futures, got the single future {futures!r}; "
+                        f"pass [future]")
+    if isinstance(futures, (str, bytes, dict)) or not hasattr(futures, "__iter__"):
+        raise TypeError(f"{caller}() takes a list of futures (from .submit() or .map()), got "
+                        f"{futures!r}")
+    items = list(futures)
+    for item in items:
+        if not isinstance(item, Future):
+            raise TypeError(f"{caller}() takes futures from .submit() or .map(), got {item!r} "
+                            f"({type(item).__name__})")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout < 0):
+        raise ValueError(f"{caller}(timeout={timeout!r}): expected None or a number of seconds "
+                         f"of at least 0")
+    return list(dict.fromkeys(items))
+
+
+def collect_futures(value: Any, found: list[Future], depth: int = 0,
+                    annotated: list[Any] | None = None) -> None:
+    """Append every Future in ``value`` (lists, tuples, sets, dicts, nested) to ``found``.
+
+    Futures inside ``allow_failure(...)`` are found too; those inside ``quote(...)`` are
+    not (the task receives them as they are). With ``annotated``, every ``allow_failure``
+    and ``quote`` met is appended to it as well: the arguments need unwrapping."""
     if isinstance(value, Future):
         found.append(value)
     elif depth < 16:
         cls = type(value)
         if cls in (list, tuple, set, frozenset):
             for item in value:
-                collect_futures(item, found, depth + 1)
+                collect_futures(item, found, depth + 1, annotated)
         elif cls is dict:
             for item in value.values():
-                collect_futures(item, found, depth + 1)
+                collect_futures(item, found, depth + 1, annotated)
+        elif cls is allow_failure or cls is quote:
+            if annotated is not None:
+                annotated.append(value)
+            if cls is allow_failure:
+                collect_futures(value.value, found, depth + 1, annotated)
 
 
 def swap_nested(value: Any, kind: type, swap: Callable[[Any], Any], depth: int = 0) -> Any:
@@ -379,3 +492,33 @@ def swap_nested(value: Any, kind: type, swap: Callable[[Any], Any], depth: int =
 def resolve_futures(value: Any) -> Any:
     """``value`` with every Future replaced by its result (all must be done and completed)."""
     return swap_nested(value, Future, Future.result)
+
+
+def resolve_annotated(value: Any, quotes: list[Any] | None = None, allowed: bool = False,
+                      depth: int = 0) -> Any:
+    """``value`` as the task receives it: every Future replaced by its result (all must
+    be done), ``allow_failure(x)`` by ``x`` resolved with a failed run's exception as its
+    result, and ``quote(x)`` by ``x`` untouched. With ``quotes``, the quote wrappers are
+    kept (the view cache keys take) and appended to it. Looks into the containers
+    :func:`collect_futures` does."""
+    if isinstance(value, Future):
+        return value.result(raise_on_failure=not allowed)
+    if depth < 16:
+        cls = type(value)
+        if cls in (list, tuple, set, frozenset):
+            return cls(resolve_annotated(v, quotes, allowed, depth + 1) for v in value)
+        if cls is dict:
+            return {k: resolve_annotated(v, quotes, allowed, depth + 1) for k, v in value.items()}
+        if cls is allow_failure:
+            return resolve_annotated(value.value, quotes, True, depth + 1)
+        if cls is quote:
+            if quotes is None:
+                return value.value
+            quotes.append(value)
+            return value
+    return value
+
+
+def strip_quotes(value: Any) -> Any:
+    """``value`` with every ``quote(x)`` (also nested) replaced by ``x``."""
+    return swap_nested(value, quote, quote.unquote)

@@ -4,7 +4,7 @@ Each core module belongs to one layer (``LAYERS`` below, lowest first). A module
 when it is imported, only modules of its own layer or a lower one, so a reader can learn
 the package from the bottom up and a change low down cannot need anything above it:
 
-1. values: errors, ids, states, runs, ...
+1. values: errors, ids, states, runs, annotations, ...
 2. interfaces: state policy, result store, run store, task runner (each with a double)
 3. decorators: specs, parameters, flows, tasks
 4. the plugin system: hookspecs, plugin manager, registry, settings, session, ...
@@ -53,6 +53,8 @@ LAYERS = {
     "headwater.runs": VALUES,
     "headwater.tracebacks": VALUES,
     "headwater.task_lines": VALUES,
+    "headwater.utilities": VALUES,
+    "headwater.utilities.annotations": VALUES,
     "headwater.policy": INTERFACES,
     "headwater.results": INTERFACES,
     "headwater.stores": INTERFACES,

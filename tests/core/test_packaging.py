@@ -38,6 +38,7 @@ def test_a_non_editable_install_works_from_the_installed_files_alone(tmp_path):
     assert (package / "py.typed").exists()
     assert (package / "plugins" / "run_naming.py").exists()
     assert (package / "runtime" / "__init__.py").exists()
+    assert (package / "utilities" / "annotations.py").exists()
     assert not (target / "core").exists() and not (target / "tests").exists()
     script = target / "bin" / "headwater"
     assert script.exists() and "from headwater.cli import main" in script.read_text()

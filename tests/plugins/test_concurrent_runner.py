@@ -428,3 +428,68 @@ def test_headwater_make_task_runner_chooses_the_runner_per_flow():
         assert plain().startswith("headwater-worker-")  # None: the default decides
     assert calls == ["counted", "plain"]
     assert Counting.submitted == 3
+
+
+# -- ThreadPoolTaskRunner: Prefect 3's name ---------------------------------------------------
+
+
+def test_thread_pool_task_runner_is_the_concurrent_runner_under_prefect_3s_name(headwater_session, caplog):
+    """ThreadPoolTaskRunner(max_workers=2) bounds the pool like ConcurrentTaskRunner,
+    each flow run gets a copy of the same class, and the log names it."""
+    from headwater.task_runners import ThreadPoolTaskRunner
+
+    running = []
+    peak = []
+    lock = threading.Lock()
+
+    @task
+    def count(i):
+        with lock:
+            running.append(i)
+            peak.append(len(running))
+        time.sleep(0.05)
+        with lock:
+            running.pop()
+
+    template = ThreadPoolTaskRunner(max_workers=2)
+
+    @flow(task_runner=template)
+    def bounded():
+        for future in count.map(range(6)):
+            future.result()
+
+    with caplog.at_level("INFO", logger="headwater"):
+        bounded()
+    assert max(peak) == 2
+    assert repr(template) == "ThreadPoolTaskRunner(max_workers=2)"
+    assert type(template.duplicate()) is ThreadPoolTaskRunner
+    assert "Using task runner 'ThreadPoolTaskRunner'" in caplog.text
+
+
+def test_thread_pool_task_runner_is_registered_as_threadpool():
+    """task_runner="threadpool" picks it by name."""
+    from headwater.task_runners import ThreadPoolTaskRunner
+
+    seen = {}
+
+    @flow(task_runner="threadpool")
+    def named():
+        from headwater.engine.context import flow_run_ctx
+
+        seen["runner"] = type(flow_run_ctx.get().task_runner)
+        return where.submit().result()
+
+    assert named().startswith("headwater-worker-")
+    assert seen["runner"] is ThreadPoolTaskRunner
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "4", True])
+def test_thread_pool_task_runner_names_a_bad_max_workers(bad):
+    """A bad max_workers is a one-line error naming the class, the value and what was
+    expected."""
+    from headwater.task_runners import ThreadPoolTaskRunner
+
+    with pytest.raises(ConfigurationError) as caught:
+        ThreadPoolTaskRunner(max_workers=bad)
+    assert str(caught.value) == (f"ThreadPoolTaskRunner(max_workers={bad!r}): expected a whole number "
+                                 f"of at least 1, or None for the default")

@@ -251,3 +251,42 @@ def test_hashable_inputs_hit_the_cache_across_flow_runs() -> None:
     [second] = measure(1, 2)
     assert second.name == "Cached" and second.result() == 3
     assert len(calls) == 1
+
+
+# -- quote(...): opaque to the hash ---------------------------------------------------------
+
+
+def test_a_quoted_value_counts_by_its_type_only() -> None:
+    """quote(x) hashes as its type's name: different values of one type share a key,
+    another type or an unquoted value does not, and an unhashable one hashes at all."""
+    from headwater.utilities.annotations import quote
+
+    assert key_of(identity, value=quote([1, 2])) == key_of(identity, value=quote([3]))
+    assert key_of(identity, value=quote([1])) != key_of(identity, value=quote((1,)))
+    assert key_of(identity, value=quote([1])) != key_of(identity, value=[1])
+    assert key_of(identity, value=[quote(object()), 1]) == key_of(identity, value=[quote(object()), 1])
+    assert key_of(identity, value=[quote(object()), 1]) != key_of(identity, value=[quote(object()), 2])
+
+
+def test_a_task_given_a_quoted_argument_is_cached_by_its_other_arguments(warnings_seen: Any) -> None:
+    """In a flow, the task receives the unwrapped value, the quoted argument does not
+    enter the key (an unhashable connection warns nothing), and the other arguments do."""
+    import threading
+
+    from headwater.utilities.annotations import quote
+
+    calls: list[int] = []
+
+    @task(cache_key_fn=task_input_hash)
+    def query(connection: Any, n: int) -> str:
+        calls.append(n)
+        return f"{type(connection).__name__}:{n}"
+
+    @flow
+    def reports() -> list[str]:
+        return [query(quote(threading.Lock()), 1), query(quote(threading.Lock()), 1),
+                query(quote(threading.Lock()), 2)]
+
+    assert reports() == ["lock:1", "lock:1", "lock:2"]
+    assert calls == [1, 2]
+    assert not [r for r in warnings_seen if "cannot hash" in r.getMessage()]
