@@ -34,13 +34,17 @@ from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import (
+    RESULT_DIGEST,
     ResultMissing,
     ResultNotPersisted,
     ResultStore,
     Serializer,
+    StoredResultState,
     check_digest,
+    stored_result_state,
     unknown_serializer,
 )
+from headwater.states import State
 
 from .private_files import foreign, make_private_dirs, others_can_write, safely_owned, user_name
 
@@ -295,8 +299,24 @@ class PersistedResults(WrappingPolicy):
         # first result; and the inner policy is asked only if it can name a key at all:
         # both run for every task run.
         self.wanted: bool | None = task.spec.persist_result
+        self.in_memory = task.spec.cache_result_in_memory
+        if not self.in_memory and self.wanted is None:
+            self.wanted = True  # a result kept out of memory must be kept somewhere
         self.inner_names_keys = getattr(type(inner), "result_key", StatePolicy.result_key) \
             is not StatePolicy.result_key
+        if self.in_memory:  # the usual case: no frame of delegation per task run
+            self.propose_completed = inner.propose_completed  # type: ignore[method-assign]
+
+    def propose_completed(self, ctx: Any, state: State) -> State:
+        """With ``cache_result_in_memory=False``, a result safely persisted is dropped from
+        the state: ``state.result()`` reads it back from the result store."""
+        state = self.inner.propose_completed(ctx, state)
+        run = ctx.task_run
+        if run.result_location is None or not state.is_completed() or \
+                isinstance(state, StoredResultState):
+            return state
+        return stored_result_state(state, ctx.result_store, run.result_location,
+                                   run.stash.get(RESULT_DIGEST, None))
 
     def result_key(self, ctx: Any) -> str | None:
         if self.inner_names_keys:
