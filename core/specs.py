@@ -248,19 +248,28 @@ def caches(spec: TaskSpec) -> bool:
     return spec.result_storage_key is not None
 
 
+def _named(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
 def check_cache_options(spec: TaskSpec, owner: str) -> None:
     """Refuse cache options that contradict each other, naming both."""
     policy = spec.cache_policy
     if spec.cache_key_fn is not None and policy is not None:
         raise ConfigurationError(
-            f"invalid options for {owner}: cache_key_fn={spec.cache_key_fn!r} and "
+            f"invalid options for {owner}: cache_key_fn={_named(spec.cache_key_fn)} and "
             f"cache_policy={policy!r} both say how to key the cache; give one (a key "
             f"function as a policy: CacheKeyFnPolicy(cache_key_fn=...) + other policies)")
+    if spec.persist_result is False and not spec.cache_result_in_memory:
+        raise ConfigurationError(
+            f"invalid options for {owner}: cache_result_in_memory=False keeps the result only "
+            f"in the result store, but persist_result=False keeps it out; remove one of them")
     key = spec.result_storage_key
     if key is None:
         return
     if spec.cache_key_fn is not None or (policy is not None and getattr(policy, "caches", True)):
-        other = (f"cache_key_fn={spec.cache_key_fn!r}" if spec.cache_key_fn is not None
+        other = (f"cache_key_fn={_named(spec.cache_key_fn)}" if spec.cache_key_fn is not None
                  else f"cache_policy={policy!r}")
         raise ConfigurationError(
             f"invalid options for {owner}: result_storage_key={key!r} is the task's cache key, "
