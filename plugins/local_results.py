@@ -291,7 +291,8 @@ class PersistedResults(WrappingPolicy):
     """Adds ``persist_result`` to another policy: a run whose task says
     ``persist_result=True`` (or says nothing, in a flow that says so) keeps its result in
     the result store under ``run-<run id>``, unless the inner policy names a key (a
-    cache key wins)."""
+    cache key wins). With ``cache_result_in_memory=False`` (which implies persisting)
+    the final state holds only where the result is, and reads it back when asked."""
 
     def __init__(self, inner: StatePolicy, task: Any) -> None:
         super().__init__(inner)
