@@ -305,10 +305,13 @@ class PersistedResults(WrappingPolicy):
             self.wanted = True  # a result kept out of memory must be kept somewhere
         self.inner_names_keys = getattr(type(inner), "result_key", StatePolicy.result_key) \
             is not StatePolicy.result_key
-        if self.in_memory:  # the usual case: no frame of delegation per task run
-            self.propose_completed = inner.propose_completed  # type: ignore[method-assign]
+        if not self.in_memory:
+            # Only then: the usual task keeps the inner policy's own method (bound by
+            # WrappingPolicy), so no frame of delegation per task run, and an answer the
+            # engine refuses still names the inner policy.
+            self.propose_completed = self._completed_out_of_memory  # type: ignore[method-assign]
 
-    def propose_completed(self, ctx: Any, state: State) -> State:
+    def _completed_out_of_memory(self, ctx: Any, state: State) -> State:
         """With ``cache_result_in_memory=False``, a result safely persisted is dropped from
         the state: ``state.result()`` reads it back from the result store."""
         state = self.inner.propose_completed(ctx, state)
