@@ -319,6 +319,10 @@ class PersistedResults(WrappingPolicy):
         if run.result_location is None or not state.is_completed() or \
                 isinstance(state, StoredResultState):
             return state
+        if getattr(ctx.session, "store", None) is None:
+            # A remote worker (no run store): the flow process writes the result later,
+            # and the value travels back to it in the state.
+            return state
         return stored_result_state(state, ctx.result_store, run.result_location,
                                    run.stash.get(RESULT_DIGEST, None))
 
