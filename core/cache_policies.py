@@ -30,6 +30,7 @@ import logging
 import re
 from typing import Any, Callable, Iterable, Optional
 
+from .errors import ConfigurationError
 from .reuse import inputs_hash
 from .run_logging import task_extra
 
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT",
     "FLOW_PARAMETERS",
     "INPUTS",
+    "NONE",
     "NO_CACHE",
     "RUN_ID",
     "TASK_SOURCE",
@@ -45,6 +47,7 @@ __all__ = [
     "CompoundCachePolicy",
     "FlowParameters",
     "Inputs",
+    "NoCache",
     "RunId",
     "TaskSource",
     "UnhashableInputs",
@@ -84,6 +87,25 @@ class CachePolicy:
         ``task_run``, ``flow_run``, ``parameters``), ``inputs`` its arguments by name,
         ``flow_parameters`` the parameters of its flow run (``{}`` outside a flow)."""
         raise NotImplementedError(f"{type(self).__qualname__} does not implement compute_key")
+
+    @classmethod
+    def from_cache_key_fn(cls, cache_key_fn: Callable[[Any, dict[str, Any]], Any]) -> CacheKeyFnPolicy:
+        """``CacheKeyFnPolicy(cache_key_fn=cache_key_fn)``."""
+        return CacheKeyFnPolicy(cache_key_fn)
+
+    def configure(self, key_storage: Any = None, lock_manager: Any = None,
+                  isolation_level: Any = None) -> CachePolicy:
+        """Refused with a clear error: Prefect 3's separate key storage, locks and
+        isolation levels have no place here (cache entries live in the run store's cache
+        index, written atomically, so concurrent writers each finish correctly)."""
+        given = {k: v for k, v in (("key_storage", key_storage), ("lock_manager", lock_manager),
+                                   ("isolation_level", isolation_level)) if v is not None}
+        if not given:
+            return self
+        raise ConfigurationError(
+            f"{self!r}.configure({', '.join(f'{k}={v!r}' for k, v in given.items())}): headwater keeps "
+            f"cache entries in the run store's cache index (docs/caching.md, 'Many processes'); "
+            f"remove configure(...)")
 
     def __add__(self, other: CachePolicy) -> CachePolicy:
         if not isinstance(other, CachePolicy):

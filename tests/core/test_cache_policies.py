@@ -249,3 +249,12 @@ def test_cache_options_with_a_policy_do_not_warn(recwarn: pytest.WarningsRecorde
 def test_inputs_policies_merge_their_exclusions() -> None:
     merged = CompoundCachePolicy([Inputs(exclude=["a"]), RUN_ID, Inputs(exclude=["b"])])
     assert key(merged, {"a": 1, "b": 1, "c": 1}) == key(merged, {"a": 2, "b": 2, "c": 1})
+
+
+def test_prefect_only_configuration_is_refused_clearly() -> None:
+    """Separate key storage, locks and isolation levels do not exist here: one clear error
+    instead of a setting silently ignored; from_cache_key_fn is CacheKeyFnPolicy."""
+    with pytest.raises(ConfigurationError, match=r"INPUTS.configure\(key_storage='/tmp/keys'\)"):
+        INPUTS.configure(key_storage="/tmp/keys")
+    fn = lambda ctx, parameters: "k"  # noqa: E731
+    assert CachePolicy.from_cache_key_fn(fn) == CacheKeyFnPolicy(cache_key_fn=fn)
