@@ -4,10 +4,11 @@ and cache hits answered as ``Cached``.
 When a task has a ``cache_key_fn``, a ``cache_policy`` (``headwater.cache_policies``)
 other than ``NO_CACHE``, or a ``result_storage_key`` (its formatted text is the key, as
 in Prefect 3), the engine computes the key before proposing ``Running``. If the run
-store's cache index has an unexpired entry for the key (and ``refresh_cache`` is off) and its result can be read, the run ends ``Cached`` with that
-result and the function is not called. A result whose bytes no longer match the digest
-its entry recorded, or that the result store does not trust (another user's file), is a
-miss: one warning, and the task runs again. After a successful call the result is
+store's cache index has an unexpired entry for the key (and ``refresh_cache`` is off)
+and its result can be read, the run ends ``Cached`` with that result and the function
+is not called. A result whose bytes no longer match the digest its entry recorded, or
+that the result store does not trust (another user's file), is a miss: one warning, and
+the task runs again. After a successful call the result is
 persisted and only then is the cache entry written, with the digest of the bytes.
 """
 
