@@ -258,3 +258,30 @@ def test_prefect_only_configuration_is_refused_clearly() -> None:
         INPUTS.configure(key_storage="/tmp/keys")
     fn = lambda ctx, parameters: "k"  # noqa: E731
     assert CachePolicy.from_cache_key_fn(fn) == CacheKeyFnPolicy(cache_key_fn=fn)
+
+
+def test_default_makes_a_flow_retry_reuse_the_tasks_that_finished() -> None:
+    """RUN_ID is the flow run's id, the same for its retries: with DEFAULT, a retried flow
+    run does not redo a task that completed in the failed attempt (as in Prefect 3)."""
+    calls: list[str] = []
+
+    @task(cache_policy=DEFAULT)
+    def extract(day: str) -> list[int]:
+        calls.append("extract")
+        return [1, 2]
+
+    @task
+    def load(rows: list[int]) -> int:
+        calls.append("load")
+        if calls.count("load") == 1:
+            raise ConnectionError("warehouse not ready")
+        return sum(rows)
+
+    @flow(retries=1)
+    def nightly(day: str) -> int:
+        return load(extract(day))
+
+    assert nightly("mon") == 3
+    assert calls == ["extract", "load", "load"]
+    nightly("mon")  # a new flow run: a new RUN_ID, computed again
+    assert calls.count("extract") == 2
