@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .errors import HeadwaterError, UnknownComponentError
 from .stash import StashKey
+from .states import State
 
 #: Size in bytes of the result the engine just persisted for a task run (in ``run.stash``).
 RESULT_SIZE: StashKey[int] = StashKey()
@@ -169,3 +170,35 @@ class MemoryResultStore(ResultStore):
 
     def delete(self, location: str) -> None:
         self.data.pop(location, None)
+
+
+class StoredResultState(State):
+    """A final state whose result is not kept in memory (``cache_result_in_memory=False``):
+    ``data`` (and so ``result()``) reads it from the result store each time it is asked,
+    and nothing holds the value in between. ``repr`` names where it is stored."""
+
+    __slots__ = ("store", "location", "digest")
+
+    @property  # type: ignore[override]
+    def data(self) -> Any:
+        store = getattr(self, "store", None)
+        if store is None:  # made by State.__init__, before the location is set
+            return None
+        return read_result(store, self.location, self.digest)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        pass  # the result lives in the store only (State.__init__ and unpickling set it)
+
+    def __repr__(self) -> str:
+        return (f"{self.name}(message={self.message!r}, type={self.type.name}, "
+                f"result=<stored at {self.location!r}>)")
+
+
+def stored_result_state(state: State, store: ResultStore, location: str, digest: str | None) -> State:
+    """``state`` (a completed one) as a :class:`StoredResultState` whose result is read
+    back from ``store`` at ``location`` (checked against ``digest``) when asked; its
+    name, message, time and details are ``state``'s."""
+    stored = StoredResultState(state.type, state.name, state.message, None, state.details_if_made, state.ts)
+    stored.store, stored.location, stored.digest = store, location, digest
+    return stored

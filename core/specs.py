@@ -117,8 +117,34 @@ class TaskSpec(_Spec):
     cache_expiration: Optional[_dt.timedelta] = None
     refresh_cache: bool = False
     result_serializer: Optional[str] = None
+    cache_policy: Any = None  # headwater.cache_policies: INPUTS, TASK_SOURCE + INPUTS, ...
+    result_storage_key: Optional[str] = Field(None, min_length=1)
+    cache_result_in_memory: bool = True
 
     _task_run_name_not_blank = field_validator("task_run_name")(_name_template_not_blank)
+
+    @field_validator("retry_delay_seconds", mode="before")
+    @classmethod
+    def _delays_from_callable(cls, value: Any, info: ValidationInfo) -> Any:
+        # exponential_backoff(...) and other callables: called with the number of
+        # retries, they give the list of delays (as in Prefect). None of it when retries
+        # is 0: a list of no delays means no wait.
+        if callable(value):
+            retries = info.data.get("retries", 0)
+            try:
+                value = value(retries)
+            except Exception as exc:
+                raise ValueError(f"calling it with retries={retries} raised {type(exc).__name__}: {exc}") from None
+            if isinstance(value, (list, tuple)) and not value:
+                return 0
+        return list(value) if isinstance(value, tuple) else value
+
+    @field_validator("cache_policy")
+    @classmethod
+    def _is_cache_policy(cls, value: Any) -> Any:
+        if value is not None and not callable(getattr(value, "compute_key", None)):
+            raise ValueError("not a cache policy")  # reported with _EXPECTED's text
+        return value
 
     @field_validator("cache_expiration", mode="before")
     @classmethod
@@ -153,6 +179,10 @@ _EXPECTED = {
                            "(1 + retry_jitter_factor) within 31536000 seconds (one year)",
     "cache_expiration": "a datetime.timedelta above 0 and at most 100 years, "
                         "or None for entries that never expire",
+    "cache_policy": "a cache policy from headwater.cache_policies (INPUTS, TASK_SOURCE, "
+                    "FLOW_PARAMETERS, RUN_ID, DEFAULT, NO_CACHE, combined with +, or "
+                    "CacheKeyFnPolicy(cache_key_fn=...)), or None",
+    "result_storage_key": "a non-empty format string such as 'report-{parameters[day]}.pickle', or None",
     "flow_run_name": "a non-empty format string such as '{name}-run' or a callable returning a string",
     "task_run_name": "a non-empty format string such as '{name}-run' or a callable returning a string",
     "on_completion": "a callable or a list of callables",
@@ -201,9 +231,56 @@ def build_spec(model: type[_Spec], owner: str, options: dict[str, Any]) -> Any:
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"{option}={value!r}: {message}")
         raise ConfigurationError(f"invalid options for {owner}: " + "; ".join(problems)) from None
-    if isinstance(spec, TaskSpec) and spec.cache_key_fn is None:
-        _warn_cache_options_unused(spec, owner)
+    if isinstance(spec, TaskSpec):
+        check_cache_options(spec, owner)
+        if not caches(spec):
+            _warn_cache_options_unused(spec, owner)
     return spec
+
+
+def caches(spec: TaskSpec) -> bool:
+    """Whether runs of the task look up and write cache entries: it has a
+    ``cache_key_fn``, a ``cache_policy`` other than ``NO_CACHE``, or (as in Prefect 3,
+    where it is the cache key) a ``result_storage_key`` without ``NO_CACHE``."""
+    policy = spec.cache_policy
+    if spec.cache_key_fn is not None:
+        return True
+    if policy is not None:
+        return bool(getattr(policy, "caches", True))
+    return spec.result_storage_key is not None
+
+
+def _named(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
+def check_cache_options(spec: TaskSpec, owner: str) -> None:
+    """Refuse cache options that contradict each other, naming both."""
+    policy = spec.cache_policy
+    if spec.cache_key_fn is not None and policy is not None:
+        raise ConfigurationError(
+            f"invalid options for {owner}: cache_key_fn={_named(spec.cache_key_fn)} and "
+            f"cache_policy={policy!r} both say how to key the cache; give one (a key "
+            f"function as a policy: CacheKeyFnPolicy(cache_key_fn=...) + other policies)")
+    if spec.persist_result is False and not spec.cache_result_in_memory:
+        raise ConfigurationError(
+            f"invalid options for {owner}: cache_result_in_memory=False keeps the result only "
+            f"in the result store, but persist_result=False keeps it out; remove one of them")
+    key = spec.result_storage_key
+    if key is None:
+        return
+    if spec.cache_key_fn is not None or (policy is not None and getattr(policy, "caches", True)):
+        other = (f"cache_key_fn={_named(spec.cache_key_fn)}" if spec.cache_key_fn is not None
+                 else f"cache_policy={policy!r}")
+        raise ConfigurationError(
+            f"invalid options for {owner}: result_storage_key={key!r} is the task's cache key, "
+            f"so {other} would not be used; give one of them, or cache_policy=NO_CACHE to "
+            f"only name where the result is written")
+    if spec.persist_result is False:
+        raise ConfigurationError(
+            f"invalid options for {owner}: result_storage_key={key!r} names where the result "
+            f"is persisted, but persist_result=False; remove one of them")
 
 
 def _warn_cache_options_unused(spec: TaskSpec, owner: str) -> None:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import string
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from .errors import ConfigurationError
 from .identity import source_dir_of, task_key
 from .parameters import Binder
 from .specs import TaskSpec, build_spec, check_decorated
 
 R = TypeVar("R")
 
-__all__ = ["Task", "task", "task_input_hash"]
+__all__ = ["Task", "exponential_backoff", "task", "task_input_hash"]
 
 
 class Task(Generic[R]):
@@ -35,6 +37,8 @@ class Task(Generic[R]):
         self.binder = Binder(fn, f"task {self.name!r}")
         self.task_key = task_key(self)
         self.source_dir = source_dir_of(fn)
+        if self.spec.result_storage_key is not None:
+            check_storage_key(self.spec.result_storage_key, fn, f"@task {fn.__name__!r}")
         functools.update_wrapper(self, fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -75,6 +79,60 @@ def _load_calls() -> Any:
 
     _calls = calls
     return calls
+
+
+class ExponentialBackoff:
+    """``retry_delay_seconds`` that doubles: called with the number of retries, it gives
+    ``backoff_factor * 2**n`` for retry ``n`` (0-based). Made by :func:`exponential_backoff`."""
+
+    __slots__ = ("backoff_factor",)
+
+    def __init__(self, backoff_factor: float) -> None:
+        self.backoff_factor = backoff_factor
+
+    def __call__(self, retries: int) -> list[float]:
+        # At most 50 delays, as in Prefect: 2**50 seconds is past any useful retry anyway.
+        return [self.backoff_factor * 2 ** n for n in range(min(retries, 50))]
+
+    def __repr__(self) -> str:
+        return f"exponential_backoff(backoff_factor={self.backoff_factor!r})"
+
+
+def exponential_backoff(backoff_factor: float) -> ExponentialBackoff:
+    """Retry delays that double, for ``@task(retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10))``: 10, 20 and 40 seconds.
+    ``retry_jitter_factor`` spreads each of them as usual."""
+    if isinstance(backoff_factor, bool) or not isinstance(backoff_factor, (int, float)) \
+            or not 0 <= backoff_factor < float("inf"):
+        raise ValueError(f"exponential_backoff(backoff_factor={backoff_factor!r}): expected a "
+                         f"number of seconds >= 0")
+    return ExponentialBackoff(backoff_factor)
+
+
+def check_storage_key(template: str, fn: Callable[..., Any], owner: str) -> None:
+    """Refuse a ``result_storage_key`` whose format fields cannot exist in any run of
+    ``fn``: a syntax error, a field other than ``parameters``, ``flow_run`` and
+    ``task_run``, or ``parameters[name]`` for a name ``fn`` has no parameter for."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid options for {owner}: result_storage_key={template!r}: {exc}") from None
+    signature = inspect.signature(fn)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for field in fields:
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root not in ("parameters", "flow_run", "task_run"):
+            raise ConfigurationError(
+                f"invalid options for {owner}: result_storage_key={template!r} has the field "
+                f"{{{field}}}; expected fields of parameters (e.g. {{parameters[day]}}), flow_run "
+                f"or task_run (e.g. {{flow_run.name}}, {{task_run.id}})")
+        if root == "parameters" and field.startswith("parameters[") and not takes_any:
+            name = field[len("parameters["):].split("]", 1)[0]
+            if name not in signature.parameters:
+                raise ConfigurationError(
+                    f"invalid options for {owner}: result_storage_key={template!r} has the field "
+                    f"{{{field}}}, but {fn.__name__}() has no parameter {name!r}; expected one of: "
+                    f"{', '.join(signature.parameters) or '(none)'}")
 
 
 @overload

@@ -1,11 +1,14 @@
-"""Caching: cache keys from ``cache_key_fn``, and cache hits answered as ``Cached``.
+"""Caching: cache keys from ``cache_key_fn``, ``cache_policy`` or ``result_storage_key``,
+and cache hits answered as ``Cached``.
 
-When a task has a ``cache_key_fn``, the engine computes the key before proposing
-``Running``. If the run store's cache index has an unexpired entry for the key (and
-``refresh_cache`` is off) and its result can be read, the run ends ``Cached`` with that
-result and the function is not called. A result whose bytes no longer match the digest
-its entry recorded, or that the result store does not trust (another user's file), is a
-miss: one warning, and the task runs again. After a successful call the result is
+When a task has a ``cache_key_fn``, a ``cache_policy`` (``headwater.cache_policies``)
+other than ``NO_CACHE``, or a ``result_storage_key`` (its formatted text is the key, as
+in Prefect 3), the engine computes the key before proposing ``Running``. If the run
+store's cache index has an unexpired entry for the key (and ``refresh_cache`` is off)
+and its result can be read, the run ends ``Cached`` with that result and the function
+is not called. A result whose bytes no longer match the digest its entry recorded, or
+that the result store does not trust (another user's file), is a miss: one warning, and
+the task runs again. After a successful call the result is
 persisted and only then is the cache entry written, with the digest of the bytes.
 """
 
@@ -15,14 +18,18 @@ import datetime as dt
 import decimal
 import hashlib
 import logging
+import string
 import time
 import uuid
 from typing import Any
 
+from headwater.cache_policies import UnhashableInputs, warn_unhashable
 from headwater.errors import ConfigurationError, HeadwaterError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
-from headwater.results import DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultMissing, read_result
+from headwater.results import (DEFAULT_SERIALIZER, RESULT_DIGEST, RESULT_SIZE, ResultMissing, read_result,
+                               stored_result_state)
+from headwater.specs import caches
 from headwater.states import Cached, State
 from headwater.stores import CacheEntry, CacheIndex, has_part
 
@@ -32,8 +39,14 @@ class CacheKeyError(HeadwaterError):
     form; the attempt fails (retries apply) and nothing is cached."""
 
 
+class ResultStorageKeyError(ConfigurationError):
+    """A task's ``result_storage_key`` names a field the run does not have; the message
+    names the template and the field."""
+
+
 logger = logging.getLogger("headwater.task_runs")
 MAX_KEY_LENGTH = 512
+_unhashable_said: set[Any] = set()
 
 
 def key_to_string(task_name: str, key: Any) -> str | None:
@@ -93,6 +106,8 @@ class CachePolicy(WrappingPolicy):
         self.task = task
         self.refresh = task.spec.refresh_cache
         self.expiration = task.spec.cache_expiration
+        self.storage_key = task.spec.result_storage_key
+        self.in_memory = task.spec.cache_result_in_memory
         # Reasons a hit was refused, said once per task and flow run: a storage directory
         # others can write refuses every entry, and a map must not repeat it a thousand times.
         self.said: set[str] = set()
@@ -118,12 +133,17 @@ class CachePolicy(WrappingPolicy):
         run.result_location = entry.location
         expires = (dt.datetime.fromtimestamp(entry.expiration, tz=dt.timezone.utc)
                    if entry.expiration is not None else None)
-        return Cached(data=value, cache_key=key, cache_expiration=expires,
-                      task_run_id=run.id)
+        hit = Cached(data=value, cache_key=key, cache_expiration=expires, task_run_id=run.id)
+        if not self.in_memory:  # read again by whoever asks for it, not kept
+            hit = stored_result_state(hit, ctx.result_store, entry.location, entry.digest)
+        return hit
 
     def result_key(self, ctx: Any) -> str | None:
-        """A run with a cache key keeps its result under that key (the entry points to
-        it); without one (a key function that answered None), as the inner policy says."""
+        """A task with a ``result_storage_key`` keeps its result under that key, formatted;
+        a run with a cache key under ``cache-<key>`` (the entry points to it); without one
+        (a key function that answered None), as the inner policy says."""
+        if self.storage_key is not None:
+            return format_storage_key(self.storage_key, ctx)
         key = ctx.task_run.cache_key
         return f"cache-{key}" if key is not None else self.inner.result_key(ctx)
 
@@ -152,27 +172,91 @@ def _extra(ctx: Any) -> dict[str, Any]:
     return task_extra(ctx)
 
 
+class _Fields:
+    """The attributes of a run as ``result_storage_key`` templates read them
+    (``{flow_run.name}``, ``{task_run.id}``): those of ``headwater.runtime``."""
+
+    def __init__(self, run: Any, names: tuple[str, ...], what: str) -> None:
+        self._run, self._names, self._what = run, names, what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(f"{self._what}.{name}")
+        if self._run is None:
+            return None
+        value = getattr(self._run, name, None)
+        return sorted(value) if name == "tags" else value
+
+
+_TASK_RUN_FIELDS = ("id", "name", "task_name", "parameters", "tags", "run_count")
+_FLOW_RUN_FIELDS = ("id", "name", "flow_name", "parameters", "run_count", "tags", "start_time")
+
+
+def format_storage_key(template: str, ctx: Any) -> str:
+    """``template`` formatted with the run's ``parameters`` and the ``flow_run`` and
+    ``task_run`` fields of ``headwater.runtime``; a field the run does not have is a
+    :class:`ResultStorageKeyError` naming the template and the field."""
+    task_run = _Fields(ctx.task_run, _TASK_RUN_FIELDS, "task_run")
+    flow_run = _Fields(ctx.flow_run, _FLOW_RUN_FIELDS, "flow_run")
+    try:
+        return template.format(parameters=ctx.parameters, task_run=task_run, flow_run=flow_run)
+    except (KeyError, AttributeError, IndexError) as exc:
+        field = exc.args[0] if exc.args else "?"
+        if isinstance(exc, KeyError) and field not in ("parameters", "task_run", "flow_run"):
+            field = f"parameters[{field}]" if field in _names_in(template, "parameters") else field
+        raise ResultStorageKeyError(
+            f"result_storage_key {template!r} of task {ctx.task.name!r} cannot be formatted: no "
+            f"field {field!r} (parameters: {', '.join(sorted(ctx.parameters)) or 'none'}; runtime: "
+            f"flow_run.{{{', '.join(_FLOW_RUN_FIELDS)}}}, task_run.{{{', '.join(_TASK_RUN_FIELDS)}}})") from None
+    except (ValueError, TypeError) as exc:
+        raise ResultStorageKeyError(f"result_storage_key {template!r} of task {ctx.task.name!r} "
+                                    f"cannot be formatted: {exc}") from None
+
+
+def _names_in(template: str, root: str) -> set[str]:
+    names = set()
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field and field.startswith(root + "["):
+            names.add(field[len(root) + 1:].split("]", 1)[0])
+    return names
+
+
 @hookimpl(wrapper=True)
 def headwater_make_state_policy(task: Any, session: Any) -> Any:
-    """Wrap the policy of every task that has a ``cache_key_fn`` in a :class:`CachePolicy`."""
+    """Wrap the policy of every task that is cached (a ``cache_key_fn``, a
+    ``cache_policy`` other than ``NO_CACHE``, a ``result_storage_key``) in a
+    :class:`CachePolicy`."""
     policy = yield
-    if task.spec.cache_key_fn is not None and policy is not None:
+    spec = task.spec
+    if policy is None:
+        return policy
+    if caches(spec):
         store = session.store
         if not has_part(store, CacheIndex):
             # Running it uncached would silently break what cache_key_fn promises.
+            option = "cache_key_fn" if spec.cache_key_fn is not None else \
+                "cache_policy" if spec.cache_policy is not None else "result_storage_key"
             raise ConfigurationError(
-                f"task {task.name!r} was not run: it has a cache_key_fn, but the run store "
+                f"task {task.name!r} was not run: it has a {option}, but the run store "
                 f"{type(store).__qualname__} has no cache index (headwater.stores.CacheIndex); "
-                f"use a store with one, or remove cache_key_fn")
+                f"use a store with one, or remove {option}")
+        return CachePolicy(policy, task)
+    if spec.result_storage_key is not None:  # NO_CACHE: only where the result goes
         return CachePolicy(policy, task)
     return policy
 
 
 @hookimpl(trylast=True)
 def headwater_task_cache_key(task: Any, context: Any, parameters: dict[str, Any]) -> str | None:
-    """Call the task's ``cache_key_fn`` and turn its answer into a key string."""
-    key_fn = task.spec.cache_key_fn
+    """The run's key from the task's ``cache_key_fn``, its ``cache_policy`` or its
+    ``result_storage_key``, as a key string."""
+    spec = task.spec
+    key_fn = spec.cache_key_fn
     if key_fn is None:
+        if spec.cache_policy is not None:
+            return _key_from_policy(task, spec.cache_policy, context, parameters)
+        if spec.result_storage_key is not None:
+            return key_to_string(task.name, format_storage_key(spec.result_storage_key, context))
         return None
     if isinstance(key_fn, str):  # a name from the registry, e.g. "task_input_hash"
         try:
@@ -184,5 +268,24 @@ def headwater_task_cache_key(task: Any, context: Any, parameters: dict[str, Any]
     except Exception as exc:
         name = getattr(key_fn, "__qualname__", repr(key_fn))
         raise CacheKeyError(f"cache_key_fn {name!r} of task {task.name!r} raised "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return key_to_string(task.name, key)
+
+
+def _key_from_policy(task: Any, policy: Any, context: Any, parameters: dict[str, Any]) -> str | None:
+    """Ask a cache policy for the key: an argument it cannot hash means no key (one
+    warning, the call runs uncached); any other error fails the attempt, as a raising
+    ``cache_key_fn`` does."""
+    if not getattr(policy, "caches", True):  # NO_CACHE beside a result_storage_key
+        return None
+    flow_run = getattr(context, "flow_run", None)
+    flow_parameters = flow_run.parameters if flow_run is not None else {}
+    try:
+        key = policy.compute_key(context, parameters, flow_parameters)
+    except UnhashableInputs as exc:
+        warn_unhashable(context, exc, _unhashable_said)
+        return None
+    except Exception as exc:
+        raise CacheKeyError(f"cache_policy {policy!r} of task {task.name!r} raised "
                             f"{type(exc).__name__}: {exc}") from exc
     return key_to_string(task.name, key)

@@ -34,13 +34,17 @@ from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import (
+    RESULT_DIGEST,
     ResultMissing,
     ResultNotPersisted,
     ResultStore,
     Serializer,
+    StoredResultState,
     check_digest,
+    stored_result_state,
     unknown_serializer,
 )
+from headwater.states import State
 
 from .private_files import foreign, make_private_dirs, others_can_write, safely_owned, user_name
 
@@ -287,7 +291,8 @@ class PersistedResults(WrappingPolicy):
     """Adds ``persist_result`` to another policy: a run whose task says
     ``persist_result=True`` (or says nothing, in a flow that says so) keeps its result in
     the result store under ``run-<run id>``, unless the inner policy names a key (a
-    cache key wins)."""
+    cache key wins). With ``cache_result_in_memory=False`` (which implies persisting)
+    the final state holds only where the result is, and reads it back when asked."""
 
     def __init__(self, inner: StatePolicy, task: Any) -> None:
         super().__init__(inner)
@@ -295,8 +300,31 @@ class PersistedResults(WrappingPolicy):
         # first result; and the inner policy is asked only if it can name a key at all:
         # both run for every task run.
         self.wanted: bool | None = task.spec.persist_result
+        self.in_memory = task.spec.cache_result_in_memory
+        if not self.in_memory and self.wanted is None:
+            self.wanted = True  # a result kept out of memory must be kept somewhere
         self.inner_names_keys = getattr(type(inner), "result_key", StatePolicy.result_key) \
             is not StatePolicy.result_key
+        if not self.in_memory:
+            # Only then: the usual task keeps the inner policy's own method (bound by
+            # WrappingPolicy), so no frame of delegation per task run, and an answer the
+            # engine refuses still names the inner policy.
+            self.propose_completed = self._completed_out_of_memory  # type: ignore[method-assign]
+
+    def _completed_out_of_memory(self, ctx: Any, state: State) -> State:
+        """With ``cache_result_in_memory=False``, a result safely persisted is dropped from
+        the state: ``state.result()`` reads it back from the result store."""
+        state = self.inner.propose_completed(ctx, state)
+        run = ctx.task_run
+        if run.result_location is None or not state.is_completed() or \
+                isinstance(state, StoredResultState):
+            return state
+        if getattr(ctx.session, "store", None) is None:
+            # A remote worker (no run store): the flow process writes the result later,
+            # and the value travels back to it in the state.
+            return state
+        return stored_result_state(state, ctx.result_store, run.result_location,
+                                   run.stash.get(RESULT_DIGEST, None))
 
     def result_key(self, ctx: Any) -> str | None:
         if self.inner_names_keys:
