@@ -206,8 +206,10 @@ def headwater_make_state_policy(task: Task, session: Session) -> StatePolicy | N
 
     Kind: first result wins. The default ``retries`` plugin returns the retry policy;
     the ``caching`` plugin wraps it (``wrapper=True``) with cache lookups when the task
-    has a ``cache_key_fn``, and ``local_results`` wraps it to name the result key of a
-    task with ``persist_result``. Return a subclass of ``StatePolicy`` (one with only
+    has a ``cache_key_fn``, a ``cache_policy`` or a ``result_storage_key``, and
+    ``local_results`` wraps it to name the result key of a task with ``persist_result``.
+    In a retried flow run (``headwater runs retry``) the engine wraps the answer once
+    more, so that earlier task runs answer first (``headwater.reuse``). Return a subclass of ``StatePolicy`` (one with only
     some of its methods gets the do-nothing answer for the others).
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
@@ -276,13 +278,15 @@ def headwater_task_run_name(task: Task, parameters: dict[str, Any], index: int |
 def headwater_task_cache_key(task: Task, context: Any, parameters: dict[str, Any]) -> str | None:
     """Compute a task run's cache key.
 
-    Called per task run (bound) for tasks that have a ``cache_key_fn``, after the run is
-    ``Pending``, with ``task``, ``context`` (the task run context: ``context.task_run``,
-    ``context.task``) and ``parameters`` (the bound parameters). Return a string key, or
-    ``None`` to run uncached.
+    Called per task run (bound) for tasks whose policy uses a cache (a ``cache_key_fn``,
+    a ``cache_policy`` or a ``result_storage_key``; every task of a retried flow run),
+    after the run is ``Pending``, with ``task``, ``context`` (the task run context:
+    ``context.task_run``, ``context.task``) and ``parameters`` (the bound parameters).
+    Return a string key, or ``None`` to run uncached.
 
     Kind: first result wins. The default (``caching``) calls the task's
-    ``cache_key_fn(context, parameters)``.
+    ``cache_key_fn(context, parameters)``, else asks its ``cache_policy``, else formats
+    its ``result_storage_key``; a task with none of them gets ``None``.
 
     In ``headwater_hooks.py``: allowed; applies to flows defined at or below the file's
     directory.
