@@ -27,7 +27,10 @@ else of the engine): besides the steps above, the objects it receives
 :class:`FlowRunContext` at ``start``) and the engine's ways to settle a run it holds:
 :func:`finish_run` (a final state, unless the run has one), :func:`transition` (any
 state), :func:`not_ready` (an upstream run did not complete) and
-:func:`when_all_done` (call back once some futures are done).
+:func:`when_all_done` (call back once some futures are done). A run whose arguments hold
+``allow_failure`` or ``quote`` (``work.tolerated is not None``) needs
+:func:`resolve_arguments` once its upstream runs are done: the engine's own rules for
+which failures stop it, and the arguments as its function receives them.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import states
 from .bindings import FlowBindings
-from .engine.calls import not_ready
+from .engine.calls import not_ready, wait_upstream
 from .engine.context import FlowRunContext, flow_run_ctx, task_run_ctx
 from .engine.futures import Future, Work, collect_futures, resolve_futures, swap_nested, when_all_done
 from .engine.task_loop import TaskExecution, execute_async, execute_sync, finish_run, transition
@@ -81,6 +84,7 @@ __all__ = [
     "make_sendable",
     "record_outcome",
     "replace_futures",
+    "resolve_arguments",
     "run_detached",
 ]
 
@@ -127,6 +131,21 @@ def replace_futures(value: Any, swap: Callable[[Future], Any]) -> Any:
 def fill_upstream(value: Any, results: list[Any]) -> Any:
     """``value`` with every :class:`UpstreamRef` replaced by ``results[ref.index]``."""
     return swap_nested(value, UpstreamRef, lambda ref: results[ref.index])
+
+
+def resolve_arguments(work: Work) -> states.State | None:
+    """In the flow process, once every future in ``work.upstream`` is done: end the run
+    ``NotReady`` (and return its state) if an upstream run it needs did not complete;
+    else set the run's parameters to what its function receives and return ``None``.
+
+    For a run given ``allow_failure`` or ``quote`` (``work.tolerated is not None``), whose
+    arguments cannot travel as they are: a failure inside ``allow_failure`` does not stop
+    the run (its exception is the argument, and it no longer fails the flow run), and
+    ``quote`` wrappers are removed (futures inside a quote stay futures). This is the
+    very step the local runners take (``engine.calls.wait_upstream``), so the rules
+    cannot drift apart. Never call it with an upstream future unfinished: it would block.
+    """
+    return wait_upstream(work.execution, work.upstream, work.tolerated)
 
 
 # -- the package sent to the worker, and the one sent back ---------------------------------

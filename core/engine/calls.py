@@ -36,7 +36,7 @@ def call_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], return_
     upstream, tolerated = upstream_of(task, parameters, wait_for)
     execution = create_task_run(task, flow_context, parameters, upstream)
     try:
-        not_ready = (_wait_upstream(execution, upstream, tolerated)
+        not_ready = (wait_upstream(execution, upstream, tolerated)
                      if upstream or tolerated is not None else None)
         if not_ready is None:
             if task.is_async:
@@ -83,7 +83,7 @@ def _caller_is_async() -> bool:
     return in_event_loop()
 
 
-def _wait_upstream(execution: TaskExecution, upstream: list[Future],
+def wait_upstream(execution: TaskExecution, upstream: list[Future],
                    tolerated: frozenset[Future] | None = None) -> states.State | None:
     """Wait for upstream futures; resolve them into the parameters, or end NotReady.
 
@@ -239,7 +239,7 @@ def _not_to_run(work: Work) -> states.State | None:
     if _cancelled(execution):
         return execution.task_run.state
     if work.upstream or work.tolerated is not None:
-        return _wait_upstream(execution, work.upstream, work.tolerated)
+        return wait_upstream(execution, work.upstream, work.tolerated)
     return None
 
 

@@ -565,3 +565,233 @@ def test_a_retry_reruns_only_the_failed_element_of_a_map(marks, submitted):
     reused = {r.id for r in runs if r.state.name == "Cached"}
     assert len(reused) == 4
     assert len(submitted) == 2 and not _sent_runs(submitted) & reused
+
+
+# -- allow_failure and quote (mirroring tests/core/test_annotations.py) ---------------------
+
+
+@task
+def received(x):
+    """What the task got, and where it ran."""
+    return repr(x), on_dask_worker()
+
+
+@task
+def kinds(x):
+    """The types the task received, nested one level."""
+    if isinstance(x, dict):
+        return {k: type(v).__name__ for k, v in x.items()}
+    if isinstance(x, list):
+        return [type(v).__name__ for v in x]
+    return type(x).__name__
+
+
+@task
+def slow_explode(x, delay=0.3):
+    import time
+
+    time.sleep(delay)
+    raise ValueError(f"bad input {x}")
+
+
+def _states_by_task(flow_run_id: str) -> dict[str, list[str]]:
+    runs: dict[str, list[str]] = {}
+    for run in get_store().read_task_runs(flow_run_id=flow_run_id):
+        runs.setdefault(run.task_name, []).append(run.state.name)
+    return {name: sorted(names) for name, names in runs.items()}
+
+
+def test_allow_failure_runs_the_downstream_on_dask_with_the_exception(runner, submitted):
+    """The downstream runs on a Dask worker and receives the upstream's exception, whether
+    the upstream had already failed when it was submitted or was still running (it then
+    waits for it); a called downstream gets it too. The failure it was allowed does not
+    fail the flow run."""
+    from headwater import allow_failure
+
+    @flow(task_runner=runner)
+    def tolerant():
+        done = explode.submit(1)
+        done.wait()
+        after_failure = received.submit(allow_failure(done)).result()
+        pending = slow_explode.submit(2)
+        while_pending = received.submit(allow_failure(pending)).result()
+        called = received(allow_failure(done))
+        return after_failure, while_pending, called
+
+    state = tolerant(return_state=True)
+    assert state.is_completed()
+    after_failure, while_pending, called = state.result()
+    assert after_failure == ("ValueError('bad input 1')", True)
+    assert while_pending == ("ValueError('bad input 2')", True)
+    assert called == ("ValueError('bad input 1')", False)  # a call runs in the flow process
+    assert len(submitted) == 4
+    assert _states_by_task(state.state_details.flow_run_id) == {
+        "explode": ["Failed"], "slow_explode": ["Failed"], "received": ["Completed"] * 3}
+
+
+def test_allow_failure_around_lists_and_dicts_of_futures_on_dask(runner):
+    """Every future inside is waited for; completed ones give their result, failed ones
+    their exception; a completed upstream still pending when submitted as well."""
+    from headwater import allow_failure
+
+    @task
+    def late(x):
+        import time
+
+        time.sleep(0.2)
+        return x
+
+    @flow(task_runner=runner)
+    def nested():
+        bad, good = explode.submit(0), late.submit(3)
+        return (kinds.submit(allow_failure([bad, good])).result(),
+                kinds.submit(allow_failure({"bad": bad, "good": good})).result(),
+                kinds.submit([allow_failure(bad), good]).result())
+
+    assert nested() == (["ValueError", "int"], {"bad": "ValueError", "good": "int"},
+                        ["ValueError", "int"])
+
+
+def test_a_future_also_passed_bare_must_complete_on_dask(runner):
+    """allow_failure covers only where it is written: the same future passed bare too (or
+    another failed one) still makes the downstream NotReady without running."""
+    from headwater import allow_failure
+
+    @task
+    def both(a, b):
+        return "ran"
+
+    @flow(task_runner=runner)
+    def mixed():
+        failing = explode.submit(5)
+        return both.submit(allow_failure(failing), failing).wait()
+
+    state = mixed(return_state=True)
+    assert state.is_failed()
+    (run,) = [r for r in get_store().read_task_runs() if r.task_name == "both"]
+    assert run.state.name == "NotReady" and "explode" in run.state.message
+    assert state_names(run.id) == ["Pending", "NotReady"]
+
+
+def test_allow_failure_in_wait_for_orders_without_stopping_on_dask(runner):
+    """wait_for=[allow_failure(f)] (a list, a single one, a generator) waits for f, then
+    runs whatever f's outcome; a bare failed future in wait_for still stops the run."""
+    from headwater import allow_failure
+
+    @task
+    def cleanup():
+        return "cleaned", on_dask_worker()
+
+    @flow(task_runner=runner)
+    def with_cleanup():
+        failing = slow_explode.submit(1)
+        cleaned = cleanup.submit(wait_for=[allow_failure(failing)]).result()
+        single = cleanup.submit(wait_for=allow_failure(failing)).result()
+        generated = cleanup.submit(wait_for=(f for f in [allow_failure(failing)])).result()
+        stopped = cleanup.submit(wait_for=[failing]).wait()
+        return cleaned, single, generated, stopped.name
+
+    state = with_cleanup(return_state=True)
+    assert state.is_completed()  # the NotReady was looked at (wait): handled, as the failure
+    assert state.result() == (("cleaned", True),) * 3 + ("NotReady",)
+    runs = get_store().read_task_runs(flow_run_id=state.state_details.flow_run_id)
+    (upstream,) = [r for r in runs if r.task_name == "slow_explode"]
+    cleanups = sorted((r for r in runs if r.task_name == "cleanup"), key=lambda r: r.state.name)
+    assert [r.state.name for r in cleanups] == ["Completed", "Completed", "Completed", "NotReady"]
+    for run in cleanups[:3]:
+        assert run.start_ts >= upstream.end_ts
+
+
+def test_allow_failure_in_map_applies_to_every_item_on_dask(runner):
+    """map over allow_failure([...]) runs one task per item, failed items included;
+    unmapped(allow_failure(f)) passes f's exception to every run."""
+    from headwater import allow_failure
+
+    @task
+    def pair(x, y):
+        return f"{type(x).__name__}+{type(y).__name__}"
+
+    @flow(task_runner=runner)
+    def mapped():
+        bad, good = slow_explode.submit(0, 0.1), double.submit(1)
+        per_item = [f.result() for f in received.map(allow_failure([bad, good]))]
+        constant = [f.result() for f in pair.map([1, 2], unmapped(allow_failure(bad)))]
+        return per_item, constant
+
+    per_item, constant = mapped()
+    assert per_item == [("ValueError('bad input 0')", True), ("2", True)]
+    assert constant == ["int+ValueError", "int+ValueError"]
+
+
+def test_quote_is_unwrapped_before_the_call_on_dask(runner, submitted):
+    """The task receives the quoted value, never the wrapper: top level, inside a list,
+    and per item in map; the runs go to Dask."""
+    from headwater.utilities.annotations import quote
+
+    @flow(task_runner=runner)
+    def unwrapped():
+        return (kinds.submit(quote({"a": 1})).result(), kinds.submit([quote(1), 2]).result(),
+                [f.result() for f in kinds.map(quote([1, "x"]))],
+                received.submit(quote((1, 2))).result())
+
+    assert unwrapped() == ({"a": "int"}, ["int", "int"], ["int", "str"], ("(1, 2)", True))
+    assert len(submitted) == 5
+
+
+def test_quoted_argument_is_keyed_by_type_in_the_flow_process(runner, submitted):
+    """task_input_hash counts a quoted argument by its type only, also for a run sent to
+    Dask: a second flow run with different quoted content is a cache hit that never
+    reaches the cluster."""
+    from headwater.utilities.annotations import quote
+
+    @task(cache_key_fn=task_input_hash)
+    def measure(rows, scale):
+        return len(rows) * scale
+
+    @flow(task_runner=runner)
+    def measuring(rows):
+        return measure.submit(quote(rows), 10).result()
+
+    assert measuring([1, 2, 3]) == 30
+    assert len(submitted) == 1
+    assert measuring([1]) == 30  # the same key: only the type of the quoted rows counts
+    assert len(submitted) == 1
+
+
+def test_quote_around_a_future_is_a_clear_error_on_dask(runner, submitted):
+    """A quoted future would reach the task as the future itself, which lives in the flow
+    process and cannot go to a worker: submit() says so, the run is recorded Failed."""
+    from headwater.utilities.annotations import quote
+
+    @flow(task_runner=runner)
+    def quoting():
+        upstream = double.submit(1)
+        upstream.wait()
+        kinds.submit(quote([upstream]))
+
+    with pytest.raises(NotPicklable, match=r"quote\(\.\.\.\) around the future of task run 'double-"):
+        quoting()
+    (run,) = [r for r in get_store().read_task_runs() if r.task_name == "kinds"]
+    assert run.state.is_failed()
+    assert len(submitted) == 1
+
+
+def test_a_retried_cache_key_of_a_run_given_allow_failure(runner):
+    """The cache key function fails once: the retry comes back to a run whose arguments
+    were already unwrapped (the failed upstream's exception) and sends it as it is."""
+    from headwater import allow_failure
+
+    key_calls.clear()
+
+    @task(cache_key_fn=flaky_key, retries=1, retry_delay_seconds=0.05)
+    def keyed_tolerant(x):
+        return repr(x), on_dask_worker()
+
+    @flow(task_runner=runner)
+    def keyed_flow():
+        return keyed_tolerant.submit(allow_failure(explode.submit(4))).result()
+
+    assert keyed_flow() == ("ValueError('bad input 4')", True)
+    assert key_calls == [False, False]
+    (run,) = [r for r in get_store().read_task_runs() if r.task_name == "keyed_tolerant"]
+    assert state_names(run.id) == ["Pending", "AwaitingRetry", "Retrying", "Completed"]

@@ -5,6 +5,9 @@ answers cache hits itself, then sends the task (pickled once per flow run) and t
 to Dask; the worker runs the attempt loop (retries, timeouts) and sends back one
 package, which the flow process records (``headwater.remote``). Futures in arguments
 become Dask dependencies, so Dask orders the work and moves the data.
+
+A run given ``allow_failure(...)`` or ``quote(...)`` is the exception: it waits in the flow
+process for its upstream runs and leaves with plain values (see ``_dispatch_unwrapped``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from headwater.remote import (
     not_ready,
     record_outcome,
     replace_futures,
+    resolve_arguments,
     transition,
     when_all_done,
 )
@@ -202,6 +206,9 @@ class DaskTaskRunner(TaskRunner):
         if self._client is None:
             raise DaskRunnerError(f"the flow run's Dask client is closed; task run "
                                   f"{work.run_obj.name!r} was not sent")
+        if work.tolerated is not None:  # allow_failure / quote among the arguments: rare
+            self._dispatch_unwrapped(work, execution)
+            return
         run = work.run_obj
         upstream = work.upstream
         uses_cache = execution.policy.uses_cache
@@ -257,6 +264,65 @@ class DaskTaskRunner(TaskRunner):
                 elif not future.state.is_completed():
                     self._settle(work, not_ready(execution, future))
                     return
+        self._send(work, execution, parameters, deps)
+
+    def _dispatch_unwrapped(self, work: Work, execution: TaskExecution) -> None:
+        """Dispatch a run whose arguments hold ``allow_failure`` or ``quote``.
+
+        Those wrappers cannot go to the worker as they are: an upstream run inside
+        ``allow_failure`` may fail and the run must still go ahead with its exception,
+        while a Dask dependency only carries a completed result (the worker answers
+        NOT_READY otherwise); and ``quote`` must reach the task unwrapped, its futures
+        untouched. So such a run waits here for all its upstream runs, then the engine's
+        own step (``resolve_arguments``, as the local runners do) decides NotReady, or
+        gives the arguments as the function receives them, which go as plain values with
+        no Dask dependencies. The upstream results are in the flow process anyway (each
+        outcome is recorded here), so the cost is only the trip back out to a worker.
+        """
+        pending = [f for f in work.upstream if not f.done()]
+        if pending:
+            # Dask's callback thread finishes them: never block it, come back instead.
+            self._when_done(pending, work, execution)
+            return
+        stopped = resolve_arguments(work)
+        if stopped is not None:
+            self._settle(work, stopped)
+            return
+        self._send_plain(work, execution)
+
+    def _send_plain(self, work: Work, execution: TaskExecution) -> None:
+        """Send a run whose parameters are already plain values (``_dispatch_unwrapped``).
+        Also where a retried cache key function comes back to: resolving the arguments
+        again would read quoted futures as if they were plain ones."""
+        if self._client is None:
+            raise DaskRunnerError(f"the flow run's Dask client is closed; task run "
+                                  f"{work.run_obj.name!r} was not sent")
+        if execution.policy.uses_cache:
+            state = check_cache(execution)
+            if state is not None and state.type is states.StateType.SCHEDULED:
+                self._later(execution.retry_delay(state), work, execution, self._send_plain)
+                return
+            if state is not None:
+                self._settle(work, state)
+                return
+        parameters = execution.task_run.parameters
+        quoted: list[Future] = []
+        for value in parameters.values():
+            replace_futures(value, quoted.append)
+        if quoted:
+            # Only quote(...) leaves futures in resolved arguments. A future lives in the
+            # flow process (its run's state, its waiters) and cannot be sent to a worker.
+            _fail_unpicklable(execution, work.future, NotPicklable(
+                f"task {work.task.name!r} was given quote(...) around the future of task run "
+                f"{quoted[0].task_run_name!r}: a future cannot be sent to a Dask worker, only "
+                f"its result. Pass the future without quote(...) to receive its result, or "
+                f"run this task with a local task runner"))
+        self._send(work, execution, parameters, [])
+
+    def _send(self, work: Work, execution: TaskExecution, parameters: dict[str, Any], deps: list[Any]) -> None:
+        """Pickle the run and submit it to Dask; ``deps`` are the Dask futures of the
+        upstream runs its ``UpstreamRef`` placeholders point at, in their order."""
+        run = work.run_obj
         try:
             token, task_blob = self._task_blob(execution)
             run_blob = _dumps_run(execution, detach(execution, parameters))
@@ -273,14 +339,16 @@ class DaskTaskRunner(TaskRunner):
     def _when_done(self, waiting: list[Future], work: Work, execution: TaskExecution) -> None:
         when_all_done(waiting, lambda: self._redispatch(work, execution))
 
-    def _later(self, delay: float, work: Work, execution: TaskExecution) -> None:
-        timer = threading.Timer(delay, self._redispatch, (work, execution))
+    def _later(self, delay: float, work: Work, execution: TaskExecution,
+               step: Callable[[Work, TaskExecution], None] | None = None) -> None:
+        timer = threading.Timer(delay, self._redispatch, (work, execution, step))
         timer.daemon = True
         timer.start()
 
-    def _redispatch(self, work: Work, execution: TaskExecution) -> None:
+    def _redispatch(self, work: Work, execution: TaskExecution,
+                    step: Callable[[Work, TaskExecution], None] | None = None) -> None:
         try:
-            self._dispatch(work, execution)
+            (step or self._dispatch)(work, execution)
         except BaseException as exc:  # nobody to raise to: end the run instead
             if not work.future.done():
                 self._settle(work, _crashed(work, exc, "could not be sent to Dask"))
@@ -318,7 +386,11 @@ class DaskTaskRunner(TaskRunner):
             elif run.state is not None and run.state.is_final():
                 final = run.state  # cancelled with a crashed flow run, which recorded it
             else:
-                failed = next((f for f in work.upstream if f.done() and not f.state.is_completed()), None)
+                # An upstream run inside allow_failure may have failed: that is not why
+                # this one was lost (such a run had no Dask dependencies).
+                tolerated = work.tolerated or ()
+                failed = next((f for f in work.upstream if f not in tolerated and f.done()
+                               and not f.state.is_completed()), None)
                 if failed is not None:
                     final = not_ready(execution, failed)
                 else:
@@ -331,6 +403,8 @@ class DaskTaskRunner(TaskRunner):
     def _not_ready_when_recorded(self, work: Work, execution: TaskExecution) -> None:
         # An upstream run did not complete, but its outcome may still be waiting in this
         # very callback thread: never block here, settle once every upstream is recorded.
+        # (Never for a run given allow_failure or quote: it has no Dask dependencies, so
+        # its worker never answers NOT_READY.)
         def settle() -> None:
             upstream = work.upstream
             failed = next((f for f in upstream if not f.state.is_completed()), upstream[0])
