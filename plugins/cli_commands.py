@@ -302,7 +302,7 @@ def headwater_add_commands(cli: Any) -> None:
     prune.add_argument("--state", help="only runs in this state (type or name)")
     prune.add_argument("--flow", action="append", metavar="NAME", help="only runs of this flow (repeatable)")
     prune.add_argument("--keep-last", type=int, default=0, metavar="N",
-                       help="keep the N newest runs of each flow whatever their age")
+                       help="keep the N newest ended runs of each flow whatever their age")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     prune.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
     prune.add_argument("--json", action="store_true", help="print what was (or would be) deleted as JSON")

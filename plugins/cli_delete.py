@@ -65,9 +65,9 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
     if args.keep_last:
         kept: set[str] = set()
         for flow_name in {r.flow_name for r in doomed}:
-            newest = store.search_flow_runs(FlowRunFilter(flow_names=[flow_name], state=args.state, top_level=True),
-                                            limit=args.keep_last).items
-            kept.update(r.id for r in newest)
+            every = store.search_flow_runs(FlowRunFilter(flow_names=[flow_name], state=args.state, top_level=True),
+                                           limit=None).items
+            kept.update([r.id for r in every if has_ended(r)][:args.keep_last])
         doomed = [r for r in doomed if r.id not in kept]
     if args.dry_run or not doomed:
         if args.json:
