@@ -19,7 +19,7 @@ from .cli_format import (LOG_LINES, counts_dict, current_session, duration_text,
                          task_count_text, unicode_ok, when)
 from .cli_run import cmd_run
 from .cli_show import no_runs_text
-from .cli_text import shown
+from .cli_text import quoted, shown
 from .colours import wants_colour
 
 
