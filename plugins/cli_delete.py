@@ -71,7 +71,7 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
         doomed = [r for r in doomed if r.id not in kept]
     if args.dry_run or not doomed:
         if args.json:
-            print(json.dumps({"dry_run": True, "flow_runs": [run_dict(r) for r in doomed]}, indent=2))
+            print(json.dumps({"dry_run": args.dry_run, "flow_runs": [run_dict(r) for r in doomed]}, indent=2))
         elif not doomed:
             print(f"No ended flow runs started before {when(cutoff)} match; nothing to delete.")
         else:
