@@ -1,8 +1,9 @@
 """The built-in ``headwater`` subcommands: ``runs`` (its subcommands in their own
-modules: ``runs show`` in ``cli_show``, ``logs`` in ``cli_logs``, ``tasks`` in
-``cli_tasks``, ``delete`` and ``prune`` in ``cli_delete``, ``retry`` in ``cli_retry``),
-``cache`` (``cache prune`` in ``cli_cache_prune``), ``plugins`` and ``run`` (``cli_run``). Every listing takes ``--json``; state names and
-log levels are coloured when stdout is a terminal (see ``colours``)."""
+modules, imported when run: ``runs show`` in ``cli_show``, ``logs`` in ``cli_logs``,
+``tasks`` in ``cli_tasks``, ``delete`` and ``prune`` in ``cli_delete``, ``retry`` in
+``cli_retry``), ``cache`` (``cache prune`` in ``cli_cache_prune``), ``plugins`` and
+``run`` (``cli_run``). Every listing takes ``--json``; state names and log levels are
+coloured when stdout is a terminal (see ``colours``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from headwater.plugin_manager import hookimpl
 from headwater.stores import CacheIndex, FlowRunFilter, RunReader, require_part
 
 from .cli_format import (LOG_LINES, counts_dict, current_session, duration_text, iso, known_state, log_count,
-                         parse_duration, positive_int, run_dict, state_name, state_words, subflow_mark, table,
-                         task_count_text, unicode_ok, when)
+                         no_runs_text, parse_duration, positive_int, run_dict, state_name, state_words,
+                         subflow_mark, table, task_count_text, unicode_ok, when)
 from .cli_run import cmd_run
-from .cli_show import no_runs_text
 from .cli_text import quoted, shown
 from .colours import wants_colour
 

@@ -31,9 +31,9 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
     going = [r for r in runs.values() if not has_ended(r)]
     if going and not args.force:
         run = going[0]
-        print(f"headwater: error: flow run {quoted(run.name)} is {shown(run.state.name if run.state else 'not started')}"
-              f" and has not ended; deleting it would leave its process writing to a run that is gone "
-              f"(--force deletes it anyway)", file=sys.stderr)
+        state = shown(run.state.name if run.state else "not started")
+        print(f"headwater: error: flow run {quoted(run.name)} is {state} and has not ended; deleting it would "
+              f"leave its process writing to a run that is gone (--force deletes it anyway)", file=sys.stderr)
         return 1
     names = ", ".join(quoted(r.name) for r in runs.values())
     answer = confirm(f"Delete flow run{'s' if len(runs) > 1 else ''} {names} with their subflow runs, task "

@@ -272,3 +272,17 @@ def confirm(question: str, yes: bool, what: str) -> bool | None:
     except EOFError:
         answer = ""
     return answer.strip().lower() in ("y", "yes")
+
+
+def no_runs_text(url: str) -> str:
+    """What an empty run store says, naming where it is."""
+    if url.startswith("memory:"):
+        return (f"No flow runs in {url}: that store lives only inside one process, so this command "
+                f"cannot see runs of another. Set HEADWATER_DATABASE_URL to a sqlite:/// URL to keep runs.")
+    if url.startswith("sqlite:"):
+        from headwater.plugins.sqlite_store import sqlite_path
+
+        where = str(sqlite_path(url))
+    else:
+        where = url
+    return f"No flow runs recorded in {where} yet. Run a flow, then look again."

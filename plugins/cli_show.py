@@ -29,20 +29,6 @@ def entry_point_text(run: Any) -> str | None:
         return None
 
 
-def no_runs_text(url: str) -> str:
-    """What an empty run store says, naming where it is."""
-    if url.startswith("memory:"):
-        return (f"No flow runs in {url}: that store lives only inside one process, so this command "
-                f"cannot see runs of another. Set HEADWATER_DATABASE_URL to a sqlite:/// URL to keep runs.")
-    if url.startswith("sqlite:"):
-        from headwater.plugins.sqlite_store import sqlite_path
-
-        where = str(sqlite_path(url))
-    else:
-        where = url
-    return f"No flow runs recorded in {where} yet. Run a flow, then look again."
-
-
 #: ``read_logs`` limit meaning "every line" (the store interface takes a number).
 _ALL = 2**62
 

@@ -101,8 +101,8 @@ class SQLitePages(SQLiteReads):
         total = conn.execute(f"SELECT count(*) FROM task_runs {where}", [flow_run_id, *args]).fetchone()[0]
         paging, more = _limit(limit, offset)
         # Sorted by keys and row ids only; the page's full rows are read after.
-        rows = conn.execute(f"SELECT {self._TASK_COLS} FROM task_runs WHERE rowid IN "
-                            f"(SELECT rowid FROM task_runs {where} ORDER BY created, seq{paging}) ORDER BY created, seq",
+        rows = conn.execute(f"SELECT {self._TASK_COLS} FROM task_runs WHERE rowid IN (SELECT rowid FROM "
+                            f"task_runs {where} ORDER BY created, seq{paging}) ORDER BY created, seq",
                             [flow_run_id, *args, *more]).fetchall()
         judge = self._judge()
         runs = [self._task(r, judge) for r in rows]
