@@ -123,32 +123,44 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def _print_task_runs(store: Any, run: Any, counts: Any, tasks: list[Any] | None, origin: float,
                      colour: bool) -> None:
-    """The task runs as a timeline: all of ``tasks``; or, when None (a big run), a state
-    summary, then the failed and retried ones, and how to list the rest."""
-    if counts.total > TASK_ROWS:
-        summary = ", ".join(f"{n:,} {state_name(name, colour)}" for name, n in
-                            sorted(counts.by_name.items(), key=lambda item: -item[1]))
-        print(f"\nTask runs ({counts.total:,}): {summary}")
-    else:
-        print(f"\nTask runs ({counts.total:,}):")
-    if tasks is None:
+    """The task runs as a timeline: every one of ``tasks``. A big run (more than
+    TASK_ROWS) first gets a state summary and its failed and retried task runs; then, when
+    ``tasks`` is None, how to list the rest."""
+    big = counts.total > TASK_ROWS
+    summary = ", ".join(f"{n:,} {state_name(name, colour)}" for name, n in
+                        sorted(counts.by_name.items(), key=lambda item: -item[1]))
+    print(f"\nTask runs ({counts.total:,}): {summary}" if big else f"\nTask runs ({counts.total:,}):")
+    listed = 0
+    if big:
         picked: dict[str, Any] = {}
         for state_type in BAD_TYPES:
             for task in store.read_task_run_page(run.id, limit=TASK_ROWS, state=state_type).items:
                 picked.setdefault(task.id, task)
         for task in store.read_task_run_page(run.id, limit=TASK_ROWS, retried=True).items:
             picked.setdefault(task.id, task)
-        shown_tasks = sorted(picked.values(), key=lambda t: t.start_ts or 0)[:TASK_ROWS]
-        if shown_tasks:
+        first = sorted(picked.values(), key=lambda t: t.start_ts or 0)[:TASK_ROWS]
+        if first:
             print(f"Failed and retried ({len(picked):,}{'+' if len(picked) > TASK_ROWS else ''}):")
-        histories = {t.id: store.read_states(t.id) for t in shown_tasks}
-    else:
-        shown_tasks = tasks
-        histories = store.read_task_run_states(run.id)
-    end = max([t.end_ts or t.start_ts or origin for t in shown_tasks] + [run.end_ts or origin])
+            _print_timeline(run, first, {t.id: store.read_states(t.id) for t in first}, origin, colour)
+        listed = len(first)
+    if tasks is not None:
+        if big:
+            print("All task runs:")
+        _print_timeline(run, tasks, store.read_task_run_states(run.id), origin, colour)
+    elif counts.total > listed:
+        left_out = counts.total - listed
+        print(f"  ... {left_out:,} more task run{'s' if left_out != 1 else ''}: "
+              f"`headwater runs show {shown(run.name)} --all`, or `headwater runs tasks {shown(run.name)}`")
+
+
+def _print_timeline(run: Any, tasks: list[Any], histories: dict[str, list[Any]], origin: float,
+                    colour: bool) -> None:
+    """One line per task run: its start, a bar across the flow run's duration, its name,
+    duration and state history."""
+    end = max([t.end_ts or t.start_ts or origin for t in tasks] + [run.end_ts or origin])
     span = max(end - origin, 1e-6)
     width = 30
-    for task in shown_tasks:
+    for task in tasks:
         start = task.start_ts or (task.state.ts if task.state else origin)
         stop = task.end_ts or start
         left = int((start - origin) / span * width)
@@ -156,10 +168,6 @@ def _print_task_runs(store: Any, run: Any, counts: Any, tasks: list[Any] | None,
         history = " > ".join(state_name(s.name, colour) for s in histories.get(task.id, []))
         print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {shown(task.name):<28} "
               f"{duration_text(task.start_ts, task.end_ts):>8}  {history}")
-    left_out = counts.total - len(shown_tasks)
-    if left_out:
-        print(f"  ... {left_out:,} more task run{'s' if left_out != 1 else ''}: "
-              f"`headwater runs show {shown(run.name)} --all`, or `headwater runs tasks {shown(run.name)}`")
 
 
 def _print_logs(store: Any, run: Any, keep: int | None, colour: bool) -> None:

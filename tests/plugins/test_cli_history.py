@@ -414,3 +414,39 @@ def test_runs_logs_follow_prints_lines_until_the_run_ends(headwater_session, tmp
     assert [m for m in messages if m.startswith("step ")] == ["step 0", "step 1", "step 2", "step 3"]
     assert messages[-2:] == ["last words", "Finished in state Completed('All states completed.')"]
     assert len(lines) == len(set(lines))  # no line twice
+
+
+def test_runs_show_all_lists_every_task_run_after_the_failed_ones(headwater_session, capsys):
+    """Past 50 task runs, --all lists every one, after the failed and retried ones."""
+
+    @task
+    def step(i):
+        if i == 42:
+            raise ValueError("no 42")
+        return i
+
+    @flow(flow_run_name="sixty")
+    def sixty():
+        return [step(i, return_state=True) for i in range(60)]
+
+    sixty()
+    headwater_session.store.flush()
+    _, out, _ = run_cli(capsys, "runs", "show", "sixty")
+    assert "Task runs (60): 59 Completed, 1 Failed\nFailed and retried (1):\n" in out
+    assert "... 59 more task runs" in out and "All task runs:" not in out
+    _, out, _ = run_cli(capsys, "runs", "show", "sixty", "--all")
+    every = out.split("All task runs:\n")[1].split("\n\n")[0].splitlines()
+    assert len(every) == 60 and "more task runs" not in out
+    assert "step-" in out.split("Failed and retried (1):\n")[1].splitlines()[0]
+
+
+def test_runs_delete_asks_on_a_terminal(history, capsys, monkeypatch):
+    """On a terminal it asks: no keeps the runs (exit 1), yes deletes them."""
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    answers = iter(["n", "y"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    code, out, _ = run_cli(capsys, "runs", "delete", "report-1")
+    assert code == 1 and out == "Nothing deleted.\n" and history.read_flow_run("report-1") is not None
+    code, out, _ = run_cli(capsys, "runs", "delete", "report-1")
+    assert code == 0 and out.startswith("Deleted 1 flow run: 0 task runs")
+    assert history.read_flow_run("report-1") is None
