@@ -268,8 +268,10 @@ class RunReader:
 
     ``read_flow_runs``, ``read_flow_run``, ``read_task_runs``, ``read_task_run`` and
     ``read_states`` are required; the others have defaults built on them (override them
-    when the store can answer faster). Without this part, ``headwater runs`` and
-    ``headwater ui`` exit with a one-line error naming the store.
+    when the store can answer faster): among them the paged reads of big runs and long
+    histories (``read_task_run_page``, ``count_task_run_states``, ``read_log_page``,
+    ``search_flow_runs``) and ``read_result_locations``. Without this part, ``headwater
+    runs`` and ``headwater ui`` exit with a one-line error naming the store.
     """
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
@@ -296,7 +298,7 @@ class RunReader:
     def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded log lines, oldest first: the first ``limit`` only (pass a large number
-        for every line; ``headwater runs show`` does, then shows the first and last ones)."""
+        for every line; ``read_log_page`` reads one page of a flow run's lines)."""
         return []
 
     def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
