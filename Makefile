@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export HEADWATER_HOME ?= $(CURDIR)/.headwater-demo
+# The demo records its runs where every headwater command looks: HEADWATER_HOME if set,
+# else ~/.headwater. So `.venv/bin/headwater runs` (docs/tutorial.md) shows them, and so
+# do the runs of examples started by hand. `make demo HEADWATER_HOME=/tmp/hw` keeps them
+# apart; then give the same HEADWATER_HOME to `headwater runs`.
 
 .PHONY: demo test bench clean
 
@@ -22,6 +25,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml $(wildcard contrib/*/pyproj
 demo: $(VENV)/.installed
 	$(BIN)/python examples/run_all.py
 	$(BIN)/headwater runs --limit 20
+	@echo "These runs are in $${HEADWATER_HOME:-~/.headwater}: .venv/bin/headwater runs lists them, .venv/bin/headwater runs show NAME shows one."
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

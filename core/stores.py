@@ -10,7 +10,9 @@ interface has three parts that a store implements separately:
 
 :class:`RunStore` is the three together; :class:`MemoryRunStore` is the in-memory one,
 used by tests and ``memory://`` URLs. The values: :class:`CacheEntry`,
-:class:`FlowInfo`, :class:`FlowSummary`.
+:class:`FlowInfo`, :class:`FlowSummary`; for paged reads of big and many runs,
+:class:`Page`, :class:`StateCounts`, :class:`FlowRunFilter`, and what a deletion
+removed, :class:`DeletedRuns`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Generic, Iterable, Sequence, TypeVar
 
 from .errors import StoreError
 from .runs import FlowRun, TaskRun
@@ -72,6 +74,102 @@ class FlowSummary:
     last_run: FlowRun | None = None
 
 
+T = TypeVar("T")
+
+#: Log levels from the lowest, as ``read_log_page(level=...)`` compares them.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a longer listing: ``items`` from position ``offset`` (0-based) on, at
+    most ``limit`` of them (None: no limit), out of ``total`` that match."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int | None
+
+
+@dataclass
+class StateCounts:
+    """How many runs are in each state, by state type (``COMPLETED``) and by state name
+    (``Cached``); a run in no state yet counts under ``NONE`` in both."""
+
+    total: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_name: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state_type: str | None, state_name: str | None, count: int = 1) -> None:
+        """Count ``count`` more runs in this state."""
+        kind, name = state_type or "NONE", state_name or "NONE"
+        self.total += count
+        self.by_type[kind] = self.by_type.get(kind, 0) + count
+        self.by_name[name] = self.by_name.get(name, 0) + count
+
+
+def state_matches(state: State | None, text: str) -> bool:
+    """Whether ``state`` has the type or the name ``text`` (any case): the rule of every
+    ``state=`` filter of the read API."""
+    return state is not None and text.upper() in (state.type.value, state.name.upper())
+
+
+def level_at_least(level: str | None, lowest: str) -> bool:
+    """Whether a log line's ``level`` is ``lowest`` or above (:data:`LOG_LEVELS`); a level
+    outside that list (a custom one) only matches itself."""
+    level, lowest = (level or "").upper(), lowest.upper()
+    if level in LOG_LEVELS and lowest in LOG_LEVELS:
+        return LOG_LEVELS.index(level) >= LOG_LEVELS.index(lowest)
+    return level == lowest
+
+
+@dataclass
+class FlowRunFilter:
+    """Which flow runs ``search_flow_runs`` lists; every field given must match.
+
+    ``flow_names``: runs of any of these flows. ``search``: text in the run's or its
+    flow's name (any case). ``tags``: runs with every one of these tags. ``state``: a
+    state type or name (any case). ``started_after`` / ``started_before``: epoch seconds
+    the run started at or after / before (a run not started yet: when it was created).
+    ``parent_flow_run_id``: subflow runs of that run; ``top_level``: only runs that are
+    not subflow runs.
+    """
+
+    flow_names: Sequence[str] = ()
+    search: str | None = None
+    tags: Sequence[str] = ()
+    state: str | None = None
+    started_after: float | None = None
+    started_before: float | None = None
+    parent_flow_run_id: str | None = None
+    top_level: bool = False
+
+    def matches(self, run: FlowRun) -> bool:
+        """Whether ``run`` passes the filter (what a store without its own
+        ``search_flow_runs`` checks each run with)."""
+        started = run.start_ts if run.start_ts is not None else (run.state.ts if run.state else None)
+        text = (self.search or "").lower()
+        return ((not self.flow_names or run.flow_name in self.flow_names)
+                and (not text or text in run.name.lower() or text in run.flow_name.lower())
+                and all(tag in run.tags for tag in self.tags)
+                and (self.state is None or state_matches(run.state, self.state))
+                and (self.started_after is None or (started is not None and started >= self.started_after))
+                and (self.started_before is None or (started is not None and started < self.started_before))
+                and (self.parent_flow_run_id is None or run.parent_flow_run_id == self.parent_flow_run_id)
+                and (not self.top_level or run.parent_flow_run_id is None))
+
+
+@dataclass
+class DeletedRuns:
+    """What ``delete_flow_runs`` removed: the flow runs' ids (subflow runs included) and
+    how many task runs, states and log lines went with them."""
+
+    flow_run_ids: list[str] = field(default_factory=list)
+    task_runs: int = 0
+    states: int = 0
+    logs: int = 0
+
+
 def active_flow_info(run: FlowRun) -> FlowInfo | None:
     """The info of the flow whose run ``run`` is being created, if the engine gave it
     (``run.flow_info``): a store records it with the run."""
@@ -113,6 +211,19 @@ class RunWriter:
         A store without it cannot retry runs."""
         raise StoreError(f"the run store {type(self).__qualname__} cannot retry flow runs (it has no "
                          f"reopen_flow_run; docs/plugins.md, 'Writing a run store')")
+
+    def delete_flow_runs(self, flow_run_ids: Sequence[str]) -> DeletedRuns:
+        """Delete these flow runs with their subflow runs (at any depth), their task runs,
+        every state of them all, and their log lines, all or nothing; return what went.
+        Ids that match no run are left out of the answer. Cache entries (and any result
+        file) stay. A store without it cannot delete runs (``headwater runs delete`` and
+        ``prune`` say so)."""
+        raise StoreError(f"the run store {type(self).__qualname__} cannot delete flow runs (it has no "
+                         f"delete_flow_runs; docs/plugins.md, 'Writing a run store')")
+
+    def compact(self) -> None:
+        """Give back the room deleted runs took (a file store shrinks its files); called
+        after a deletion. Does nothing by default."""
 
     def flush(self) -> None:
         """Make every write so far durable."""
@@ -157,8 +268,10 @@ class RunReader:
 
     ``read_flow_runs``, ``read_flow_run``, ``read_task_runs``, ``read_task_run`` and
     ``read_states`` are required; the others have defaults built on them (override them
-    when the store can answer faster). Without this part, ``headwater runs`` and
-    ``headwater ui`` exit with a one-line error naming the store.
+    when the store can answer faster): among them the paged reads of big runs and long
+    histories (``read_task_run_page``, ``count_task_run_states``, ``read_log_page``,
+    ``search_flow_runs``) and ``read_result_locations``. Without this part, ``headwater
+    runs`` and ``headwater ui`` exit with a one-line error naming the store.
     """
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
@@ -185,7 +298,7 @@ class RunReader:
     def read_logs(self, flow_run_id: str | None = None, task_run_id: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded log lines, oldest first: the first ``limit`` only (pass a large number
-        for every line; ``headwater runs show`` does, then shows the first and last ones)."""
+        for every line; ``read_log_page`` reads one page of a flow run's lines)."""
         return []
 
     def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
@@ -199,6 +312,55 @@ class RunReader:
     def read_task_run_states(self, flow_run_id: str) -> dict[str, list[State]]:
         """The state history of every task run of one flow run, by task run id."""
         return {t.id: self.read_states(t.id) for t in self.read_task_runs(flow_run_id=flow_run_id)}
+
+    def search_flow_runs(self, where: FlowRunFilter | None = None, offset: int = 0,
+                         limit: int | None = 50) -> Page[FlowRun]:
+        """The flow runs ``where`` lets through, newest first: one page, and how many
+        match in all."""
+        where = where or FlowRunFilter()
+        runs = [r for r in self.read_flow_runs(limit=2**62, parent_flow_run_id=where.parent_flow_run_id)
+                if where.matches(r)]
+        return _page(runs, offset, limit)
+
+    def read_task_run_page(self, flow_run_id: str, offset: int = 0, limit: int | None = 50,
+                           state: str | None = None, retried: bool = False) -> Page[TaskRun]:
+        """A page of one flow run's task runs in creation order, and how many match.
+        ``state``: only runs in this state type or name (any case); ``retried``: only
+        runs that ran more than once."""
+        runs = [r for r in self.read_task_runs(flow_run_id=flow_run_id)
+                if (state is None or state_matches(r.state, state)) and (not retried or r.run_count > 1)]
+        return _page(runs, offset, limit)
+
+    def count_task_run_states(self, flow_run_id: str) -> StateCounts:
+        """How many task runs the flow run has, in each state."""
+        counts = StateCounts()
+        for run in self.read_task_runs(flow_run_id=flow_run_id):
+            counts.add(run.state.type.value if run.state else None, run.state.name if run.state else None)
+        return counts
+
+    def read_log_page(self, flow_run_id: str, offset: int = 0, limit: int | None = 200,
+                      level: str | None = None, task: str | None = None) -> Page[dict[str, Any]]:
+        """A page of one flow run's log lines (those ``read_logs`` gives, in its order),
+        and how many match. ``level``: only lines of this level or above
+        (:data:`LOG_LEVELS`); ``task``: only lines filed under the task runs with this
+        id or name, or of the task of this name."""
+        lines = self.read_logs(flow_run_id=flow_run_id, limit=2**62)
+        if task is not None:
+            ids = {r.id for r in self.read_task_runs(flow_run_id=flow_run_id) if task in (r.id, r.name, r.task_name)}
+            lines = [line for line in lines if line["task_run_id"] in ids]
+        if level is not None:
+            lines = [line for line in lines if level_at_least(line["level"], level)]
+        return _page(lines, offset, limit)
+
+    def read_result_locations(self) -> set[str]:
+        """Every result location a recorded run refers to: task runs' results, flow runs'
+        persisted parameters and results (a retry loads them). ``headwater cache prune``
+        never deletes these."""
+        out: set[str] = set()
+        for flow_run in self.read_flow_runs(limit=2**62):
+            out.update(x for x in (flow_run.parameters_location, flow_run.result_location) if x)
+        out.update(t.result_location for t in self.read_task_runs() if t.result_location)
+        return out
 
 
 class RunStore(RunWriter, CacheIndex, RunReader):
@@ -235,6 +397,13 @@ def require_part(store: Any, part: type, needed_for: str) -> Any:
         f"{needed_for} needs a run store with a {_PART_NAMES[part]} part "
         f"(headwater.stores.{part.__name__}), but the run store {type(store).__qualname__} "
         f"has none (no {', '.join(missing)}); set HEADWATER_DATABASE_URL to a store that has one")
+
+
+def _page(items: list[T], offset: int, limit: int | None) -> Page[T]:
+    """The page of ``items`` from ``offset`` on (the defaults of the paged reads)."""
+    offset = max(0, int(offset))
+    end = None if limit is None else offset + max(0, int(limit))
+    return Page(items[offset:end], len(items), offset, limit)
 
 
 def _flow_summaries(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
@@ -285,6 +454,25 @@ class MemoryRunStore(RunStore):
         with self._lock:
             self.logs.extend(dict(zip(keys, row)) for row in rows)
 
+    def delete_flow_runs(self, flow_run_ids: Sequence[str]) -> DeletedRuns:
+        with self._lock:
+            doomed = [i for i in dict.fromkeys(flow_run_ids) if i in self.flow_runs]
+            for run_id in doomed:  # grows as subflow runs are found
+                doomed.extend(r.id for r in self.flow_runs.values()
+                              if r.parent_flow_run_id == run_id and r.id not in doomed)
+            gone = set(doomed)
+            tasks = [t for t in self.task_runs if self.task_runs[t].flow_run_id in gone]
+            out = DeletedRuns(doomed, len(tasks))
+            for run_id in doomed + tasks:
+                out.states += len(self.states.pop(run_id, []))
+                self.flow_runs.pop(run_id, None)
+                self.task_runs.pop(run_id, None)
+            gone.update(tasks)
+            kept = [r for r in self.logs if r["flow_run_id"] not in gone and r["task_run_id"] not in gone]
+            out.logs = len(self.logs) - len(kept)
+            self.logs = kept
+        return out
+
     def read_cache_entry(self, key: str) -> CacheEntry | None:
         return self.cache.get(key)
 
@@ -310,7 +498,7 @@ class MemoryRunStore(RunStore):
         runs = [r for r in self.flow_runs.values()
                 if (flow_name is None or r.flow_name == flow_name)
                 and (parent_flow_run_id is None or r.parent_flow_run_id == parent_flow_run_id)
-                and (state is None or (r.state and state.upper() in (r.state.type.value, r.state.name.upper())))]
+                and (state is None or state_matches(r.state, state))]
         runs.sort(key=lambda r: r.start_ts or 0, reverse=True)
         return runs[offset: offset + limit]
 

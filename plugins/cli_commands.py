@@ -1,349 +1,130 @@
-"""The built-in ``headwater`` subcommands: ``runs``, ``runs show``, ``cache``, ``plugins``
-and ``run`` (its own module, ``cli_run``). Every listing takes ``--json``; state names and
-log levels are coloured when stdout is a terminal (see ``colours``)."""
+"""The built-in ``headwater`` subcommands: ``runs`` (its subcommands in their own
+modules, imported when run: ``runs show`` in ``cli_show``, ``logs`` in ``cli_logs``,
+``tasks`` in ``cli_tasks``, ``delete`` and ``prune`` in ``cli_delete``, ``retry`` in
+``cli_retry``), ``cache`` (``cache prune`` in ``cli_cache_prune``), ``plugins`` and
+``run`` (``cli_run``). Every listing takes ``--json``; state names and log levels are
+coloured when stdout is a terminal (see ``colours``)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from headwater.plugin_manager import hookimpl
-from headwater.stores import CacheIndex, RunReader, require_part
+from headwater.stores import CacheIndex, FlowRunFilter, RunReader, require_part
 
+from .cli_format import (LOG_LINES, counts_dict, current_session, duration_text, iso, known_state, log_count,
+                         no_runs_text, parse_duration, positive_int, run_dict, state_name, state_words,
+                         subflow_mark, table, task_count_text, unicode_ok, when)
 from .cli_run import cmd_run
 from .cli_text import quoted, shown
-from .colours import paint_level, paint_state, wants_colour
-
-
-def _session() -> Any:
-    from headwater.session import Session
-
-    return Session.current()
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat()
-
-
-def _duration(start: float | None, end: float | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = end - start
-    if seconds < 0.01:  # sub-10ms task runs are common: keep a digit so they differ
-        return f"{seconds * 1000:.1f}ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.2f}s"
-    return f"{seconds / 60:.1f}m"
-
-
-def _table(rows: list[list[str]], headers: list[str],
-           paint: Mapping[int, Callable[[str], str]] | None = None) -> str:
-    """``rows`` under ``headers`` in aligned columns; ``paint`` maps a column's index to
-    what colours its (escaped) cells."""
-    # Every cell escaped: a recorded name cannot move the cursor or start a row of its own.
-    rows = [[shown(c) for c in row] for row in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    paint = paint or {}
-
-    def cell(column: int, text: str, width: int) -> str:
-        # Padding counted on the plain text: escape codes take no room on the screen.
-        return (paint[column](text) if column in paint else text) + " " * (width - len(text))
-
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(cell(i, c, w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    return "\n".join(lines)
-
-
-def _state_name(name: str, colour: bool, width: int = 0) -> str:
-    """A state's name escaped and padded to ``width``, in its colour when ``colour``."""
-    text = shown(name)
-    # The colour is looked up by the escaped name: it equals a palette name only when the
-    # recorded name does, so an odd name is never painted as another state.
-    return (paint_state(text, text) if colour else text) + " " * (width - len(text))
-
-
-def _level_name(level: str, colour: bool, width: int = 0) -> str:
-    """A log level's name escaped and padded to ``width``, in its colour when ``colour``."""
-    text = shown(level)
-    return (paint_level(text) if colour else text) + " " * (width - len(text))
-
-
-def _state_text(state: Any, colour: bool = False) -> str:
-    return _state_name(state.name, colour) if state is not None else "-"
-
-
-def _state_line(state: Any, colour: bool = False) -> str:
-    """A state as ``str(state)`` gives it (``Failed('boom')``), its name and message
-    escaped and quoted as the console shows them; the name in its colour when ``colour``."""
-    parts = [quoted(state.message)] if state.message else []
-    if state.shows_type():
-        parts.append(f"type={state.type.name}")
-    return f"{_state_name(state.name, colour)}({', '.join(parts)})"
-
-
-def _run_dict(run: Any) -> dict[str, Any]:
-    out = {
-        "id": run.id,
-        "name": run.name,
-        "state": run.state.type.value if run.state else None,
-        "state_name": run.state.name if run.state else None,
-        "message": run.state.message if run.state else None,
-        "parameters": run.parameters,
-        "tags": sorted(run.tags),
-        "start_time": _iso(run.start_ts),
-        "end_time": _iso(run.end_ts),
-        "run_count": run.run_count,
-    }
-    if run.kind == "flow":
-        out.update(flow_name=run.flow_name, flow_version=run.flow_version,
-                   parent_flow_run_id=run.parent_flow_run_id)
-    else:
-        out.update(task_name=run.task_name, flow_run_id=run.flow_run_id, cache_key=run.cache_key,
-                   result_location=run.result_location)
-    return out
-
-
-#: A parameter value printed by ``runs show`` is cut after this many characters (--json
-#: gives it as stored).
-PARAMETER_CHARS = 80
-
-
-def _parameters_text(parameters: dict[str, Any]) -> str:
-    """The parameters as JSON on one line, each long value cut with its full length."""
-    parts = []
-    for key, value in parameters.items():
-        text = json.dumps(value, default=repr)
-        if len(text) > PARAMETER_CHARS:
-            text = f"{text[:PARAMETER_CHARS]}... ({len(text)} characters)"
-        parts.append(f"{json.dumps(str(key))}: {text}")
-    return shown("{" + ", ".join(parts) + "}")  # JSON leaves DEL as it is
-
-
-def _state_dict(state: Any) -> dict[str, Any]:
-    return {"type": state.type.value, "name": state.name, "message": state.message,
-            "timestamp": _iso(state.ts)}
+from .colours import wants_colour
 
 
 # -- runs ---------------------------------------------------------------------------------
 
 
-def _subflow_mark() -> str:
-    """The prefix of a subflow run's name in ``headwater runs`` (ASCII when stdout is)."""
-    try:
-        "↳".encode(sys.stdout.encoding or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return "> "
-    return "↳ "
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
-    if getattr(args, "runs_command", None) == "show":
-        return cmd_runs_show(args)
-    if getattr(args, "runs_command", None) == "retry":
-        from .cli_retry import cmd_runs_retry
-
-        return cmd_runs_retry(args)
-    session = _session()
+    command = getattr(args, "runs_command", None)
+    if command is not None:
+        return _RUNS_COMMANDS[command](args)
+    session = current_session()
     store = require_part(session.store, RunReader, "`headwater runs`")
-    if args.state is not None and not _known_state(store, args.state):
-        types, names = _state_words()
+    if args.state is not None and not known_state(store, args.state):
+        types, names = state_words()
         print(f"headwater: error: --state {args.state!r} is not a state; state types: {', '.join(types)}; "
               f"state names: {', '.join(names)} (any case)", file=sys.stderr)
         return 2
-    runs = store.read_flow_runs(limit=args.limit, flow_name=args.flow, state=args.state)
-    if args.json:
-        print(json.dumps([_run_dict(r) for r in runs], indent=2))
+    flows = args.flow or []
+    if args.json:  # for scripts: a flat list, newest first, subflow runs included
+        runs = store.search_flow_runs(FlowRunFilter(flow_names=flows, state=args.state), limit=args.limit).items
+        print(json.dumps([dict(run_dict(r), task_runs=counts_dict(store.count_task_run_states(r.id)))
+                          for r in runs], indent=2))
         return 0
-    if not runs:
-        filters = [f"--{k} {shown(v)}" for k, v in (("flow", args.flow), ("state", args.state)) if v is not None]
+    if flows or args.state is not None:
+        # Filtered: the runs that match, subflow runs among them, each marked.
+        page = store.search_flow_runs(FlowRunFilter(flow_names=flows, state=args.state), limit=args.limit)
+        rows = [(r, 1 if r.parent_flow_run_id else 0) for r in page.items]
+    else:
+        page = store.search_flow_runs(FlowRunFilter(top_level=True), limit=args.limit)
+        rows = []
+        for run in page.items:
+            rows.append((run, 0))
+            rows.extend(_subflow_rows(store, run, 1))
+    if not rows:
+        filters = [f"--flow {shown(f)}" for f in flows]
+        filters += [f"--state {shown(args.state)}"] if args.state is not None else []
         if filters:
             print(f"No flow runs match {' '.join(filters)}; `headwater runs` lists every recent run.")
         else:
-            print(shown(_no_runs_text(session.settings.database_url)))
+            print(shown(no_runs_text(session.settings.database_url)))
         return 0
-    mark = _subflow_mark()
-    rows = [[(mark if r.parent_flow_run_id else "") + r.name, r.flow_name,
-             r.state.name if r.state is not None else "-",
-             _when(r.start_ts), _duration(r.start_ts, r.end_ts), r.id[:8]] for r in runs]
-    paint = {2: lambda text: _state_name(text, colour=True)} if wants_colour(sys.stdout) else None
-    print(_table(rows, ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"], paint))
+    mark, marks = subflow_mark(), unicode_ok()
+    cells = []
+    for run, depth in rows:
+        if isinstance(run, int):  # subflow runs left out under their parent
+            cells.append(["  " * (depth - 1) + mark + f"... {run:,} more (headwater runs show the parent)",
+                          "", "", "", "", "", ""])
+            continue
+        cells.append(["  " * max(depth - 1, 0) + (mark if depth else "") + run.name, run.flow_name,
+                      run.state.name if run.state is not None else "-",
+                      task_count_text(store.count_task_run_states(run.id), marks),
+                      when(run.start_ts), duration_text(run.start_ts, run.end_ts), run.id[:8]])
+    paint = {2: lambda text: state_name(text, colour=True)} if wants_colour(sys.stdout) else None
+    print(table(cells, ["NAME", "FLOW", "STATE", "TASKS", "START", "DURATION", "ID"], paint))
+    if page.total > len(page.items):
+        print(f"({len(page.items)} of {page.total:,} runs; --limit N for more)")
     return 0
 
 
-def _state_words() -> tuple[list[str], list[str]]:
-    """The state types (``COMPLETED``) and state names (``Cached``) ``--state`` accepts."""
-    import inspect
-
-    from headwater import states
-
-    types = [t.value for t in states.StateType]
-    # The state makers (``Cached()``) are functions named after the state they make.
-    names = [n for n in states.__all__ if inspect.isfunction(getattr(states, n, None))
-             and getattr(states, n).__name__ == n and n.upper() not in types]
-    return types, names
+#: Subflow runs listed under their parent by ``headwater runs`` (``runs show`` lists all).
+SUBFLOW_ROWS = 10
 
 
-def _known_state(store: Any, text: str) -> bool:
-    """A built-in state type or name, or a custom state name some run is in."""
-    types, names = _state_words()
-    if text.upper() in types or text.lower() in {n.lower() for n in names}:
-        return True
-    return bool(store.read_flow_runs(limit=1, state=text))
+def _subflow_rows(store: Any, parent: Any, depth: int) -> list[tuple[Any, int]]:
+    """The rows of ``parent``'s subflow runs (theirs below them), oldest first; a count
+    of those left out past SUBFLOW_ROWS."""
+    page = store.search_flow_runs(FlowRunFilter(parent_flow_run_id=parent.id), limit=None)
+    children = page.items[::-1]
+    rows: list[tuple[Any, int]] = []
+    for child in children[:SUBFLOW_ROWS]:
+        rows.append((child, depth))
+        rows.extend(_subflow_rows(store, child, depth + 1))
+    if len(children) > SUBFLOW_ROWS:
+        rows.append((len(children) - SUBFLOW_ROWS, depth))
+    return rows
 
 
-def _entry_point_text(run: Any) -> str | None:
-    """Where the run's flow is defined (``file:function``), as recorded for a retry."""
-    if not getattr(run, "entry_point", None):
-        return None
-    try:
-        data = json.loads(run.entry_point)
-        return f"{data.get('file') or data['module']}:{data['qualname']}"
-    except (ValueError, KeyError, TypeError):
-        return None
+def _runs_command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The function of a ``runs`` subcommand, imported when it is run."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f"headwater.plugins.{module}"), name)(args)
+    return run
 
 
-def _no_runs_text(url: str) -> str:
-    """What an empty run store says, naming where it is."""
-    if url.startswith("memory:"):
-        return (f"No flow runs in {url}: that store lives only inside one process, so this command "
-                f"cannot see runs of another. Set HEADWATER_DATABASE_URL to a sqlite:/// URL to keep runs.")
-    if url.startswith("sqlite:"):
-        from headwater.plugins.sqlite_store import sqlite_path
-
-        where = str(sqlite_path(url))
-    else:
-        where = url
-    return f"No flow runs recorded in {where} yet. Run a flow, then look again."
-
-
-#: ``read_logs`` limit meaning "every line" (the store interface takes a number).
-_ALL = 2**62
-
-
-def _log_window(lines: list[Any], keep: int | None) -> tuple[list[Any], int, list[Any]]:
-    """``(first lines, how many are left out, last lines)``: at most ``keep`` lines in
-    all, half from the start and half from the end (where the run's outcome is)."""
-    if keep is None or len(lines) <= keep:
-        return lines, 0, []
-    first = keep // 2
-    last = keep - first
-    return lines[:first], len(lines) - keep, lines[len(lines) - last:] if last else []
-
-
-def cmd_runs_show(args: argparse.Namespace) -> int:
-    store = require_part(_session().store, RunReader, "`headwater runs show`")
-    args.logs_given = args.logs is not None
-    args.logs = None if args.logs == "all" else (args.logs or LOG_LINES)
-    run = store.read_flow_run(args.run)
-    if run is None:
-        short_id = len(args.run) < 6 and all(c in "0123456789abcdef-" for c in args.run.lower())
-        hint = "; an id prefix needs at least 6 characters" if short_id else ""
-        print(f"headwater: error: no flow run with id or name {args.run!r}{hint}; "
-              f"`headwater runs` lists recent ones", file=sys.stderr)
-        return 1
-    states = store.read_states(run.id)
-    tasks = store.read_task_runs(flow_run_id=run.id)
-    # Oldest first, in the order the flow run started them.
-    children = store.read_flow_runs(limit=_ALL, parent_flow_run_id=run.id)[::-1]
-    from headwater.reuse import attempts_of  # only this command reads attempts
-
-    attempts = attempts_of(states, tasks)
-    if args.json:
-        out = _run_dict(run)
-        out["entry_point"] = _entry_point_text(run)
-        out["attempts"] = [{"number": a.number, "started": _iso(a.started), "ended": _iso(a.ended),
-                            "state": a.state.name if a.state is not None else None,
-                            "task_runs": len(a.task_runs), "reused": len(a.reused)} for a in attempts]
-        out["states"] = [_state_dict(s) for s in states]
-        out["task_runs"] = [dict(_run_dict(t), states=[_state_dict(s) for s in store.read_states(t.id)])
-                            for t in tasks]
-        out["subflow_runs"] = [_run_dict(c) for c in children]
-        logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
-        if args.logs_given:
-            head, hidden, tail = _log_window(logs, args.logs)
-            logs = head + tail
-            out["logs_omitted"] = hidden
-        out["logs"] = [dict(line, ts=_iso(line["ts"])) for line in logs]
-        print(json.dumps(out, indent=2))
-        return 0
-    colour = wants_colour(sys.stdout)
-    print(f"Flow run {quoted(run.name)} of flow {quoted(run.flow_name)}  (id {shown(run.id)})")
-    print(f"  state:      {_state_line(run.state, colour)}" if run.state else "  state:      -")
-    print(f"  parameters: {_parameters_text(run.parameters)}")
-    print(f"  started:    {_when(run.start_ts)}   duration: {_duration(run.start_ts, run.end_ts)}")
-    if len(attempts) > 1:
-        print("  attempts:   " + "; ".join(
-            f"{a.number}: {a.state.name if a.state is not None else 'running'}, {len(a.task_runs)} task run"
-            f"{'' if len(a.task_runs) == 1 else 's'}" + (f" ({len(a.reused)} reused)" if a.reused else "")
-            for a in attempts))
-    entry = _entry_point_text(run)
-    if entry:
-        print(f"  defined in: {shown(entry)}   (`headwater runs retry` loads it from there)")
-    origin = states[0].ts if states else (run.start_ts or 0)
-    print("\nState history:")
-    for state in states:
-        print(f"  +{state.ts - origin:8.3f}s  {_state_name(state.name, colour, 14)} "
-              f"{shown(state.message or '')}".rstrip())
-    if tasks:
-        print(f"\nTask runs ({len(tasks)}):")
-        end = max([t.end_ts or t.start_ts or origin for t in tasks] + [run.end_ts or origin])
-        span = max(end - origin, 1e-6)
-        width = 30
-        for task in tasks:
-            start = task.start_ts or (task.state.ts if task.state else origin)
-            stop = task.end_ts or start
-            left = int((start - origin) / span * width)
-            bar = " " * left + "#" * max(1, int((stop - start) / span * width))
-            history = " > ".join(_state_name(s.name, colour) for s in store.read_states(task.id))
-            print(f"  +{start - origin:8.3f}s |{bar[:width].ljust(width)}| {shown(task.name):<28} "
-                  f"{_duration(task.start_ts, task.end_ts):>8}  {history}")
-    if children:
-        print("\nSubflow runs:")
-        for child in children:
-            print(f"  {shown(child.name)} ({shown(child.flow_name)}) {_state_text(child.state, colour)} {shown(child.id[:8])}")
-    logs = store.read_logs(flow_run_id=run.id, limit=_ALL)
-    if logs:
-        print("\nLogs:")
-        task_names = {t.id: t.name for t in tasks}
-        head, hidden, tail = _log_window(logs, args.logs)
-        for line in head + tail:
-            if hidden and line is tail[0]:
-                print(f"  ... {hidden} more line{'s' if hidden != 1 else ''} "
-                      f"(use --logs {len(logs)} / --logs all)")
-            stamp = dt.datetime.fromtimestamp(line["ts"]).strftime("%H:%M:%S.%f")[:-3]
-            task_id = line["task_run_id"]
-            # The label the console showed (see headwater.plugins.run_logs for how lines are filed).
-            if task_id:
-                where = f"Task run {quoted(task_names.get(task_id, task_id))}"
-            elif line.get("logger") in (None, "headwater.flow_runs", "headwater.task_runs"):
-                where = f"Flow run {quoted(run.name)}"
-            else:
-                where = shown(line["logger"])
-            # Newlines and tabs kept (a traceback spans lines); every other control escaped.
-            first, *rest = shown(line["message"], lines=True).split("\n")
-            print(f"  {stamp} | {_level_name(line['level'], colour, 7)} | {where} - {first}")
-            for more in rest:  # a traceback: indented under its line
-                print(f"      {more}".rstrip())
-    return 0
+_RUNS_COMMANDS = {
+    "show": _runs_command("cli_show", "cmd_runs_show"),
+    "retry": _runs_command("cli_retry", "cmd_runs_retry"),
+    "logs": _runs_command("cli_logs", "cmd_runs_logs"),
+    "tasks": _runs_command("cli_tasks", "cmd_runs_tasks"),
+    "delete": _runs_command("cli_delete", "cmd_runs_delete"),
+    "prune": _runs_command("cli_delete", "cmd_runs_prune"),
+}
 
 
 # -- cache --------------------------------------------------------------------------------
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    store = require_part(_session().store, CacheIndex, "`headwater cache`")
+    if args.cache_command == "prune":
+        from .cli_cache_prune import cmd_cache_prune
+
+        return cmd_cache_prune(args)
+    store = require_part(current_session().store, CacheIndex, "`headwater cache`")
     if args.cache_command == "clear":
         if not args.yes:
             print("headwater: error: `headwater cache clear` deletes cache entries; add --yes to confirm",
@@ -361,7 +142,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 if result_store is None:
                     from headwater.plugins.local_results import LocalResultStore
 
-                    session = _session()
+                    session = current_session()
                     serializers = {n: s for n, s, _ in session.registry.items("serializer")}
                     result_store = LocalResultStore(session.settings.local_storage_path, serializers)
                 result_store.delete(entry.location)
@@ -371,16 +152,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{
             "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id, "location": e.location,
-            "serializer": e.serializer, "created": _iso(e.created), "expires": _iso(e.expiration),
+            "serializer": e.serializer, "created": iso(e.created), "expires": iso(e.expiration),
             "expired": e.is_expired(), "size": e.size, "digest": e.digest} for e in entries], indent=2))
         return 0
     if not entries:
         print("The cache is empty.")
         return 0
-    rows = [[e.key if len(e.key) <= 24 else e.key[:21] + "...", e.task_name, _when(e.created),
-             ("expired " if e.is_expired() else "") + _when(e.expiration) if e.expiration else "never",
+    rows = [[e.key if len(e.key) <= 24 else e.key[:21] + "...", e.task_name, when(e.created),
+             ("expired " if e.is_expired() else "") + when(e.expiration) if e.expiration else "never",
              "-" if e.size is None else str(e.size)] for e in entries]
-    print(_table(rows, ["KEY", "TASK", "CREATED", "EXPIRES", "SIZE"]))
+    print(table(rows, ["KEY", "TASK", "CREATED", "EXPIRES", "SIZE"]))
     return 0
 
 
@@ -418,7 +199,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    session = _session()
+    session = current_session()
     pm = session.pm  # load (the CLI's session is not strict, so broken plugins are listed)
     # Local hook files load per flow directory as flows run; list the ones that apply here.
     session.load_local_hooks(Path(os.getcwd()))
@@ -459,7 +240,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                      for i in range(0, len(hooks), 2)] or [""]
             rows.append([name, r.source, detail, _first_line(r.status), lines[0]])
             rows.extend(["", "", "", "", more] for more in lines[1:])
-        print(_table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
+        print(table(rows, ["PLUGIN", "SOURCE", "DETAIL", "STATUS", "HOOKS"]))
         if failed:
             print("\nErrors:")
             for r in failed:
@@ -471,45 +252,60 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Log lines ``runs show`` prints by default (the first and the last half).
-LOG_LINES = 200
-
-
-def _log_count(text: str) -> int | str:
-    """An argparse type for ``--logs``: a whole number of at least 1, or ``all``."""
-    if text.lower() == "all":
-        return "all"
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 or 'all', got {text!r}")
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
 
 @hookimpl
 def headwater_add_commands(cli: Any) -> None:
     runs = cli.add_parser("runs", help="list recent flow runs, or show one")
-    runs.add_argument("--limit", type=_positive_int, default=20, help="how many runs (default 20)")
-    runs.add_argument("--flow", help="only runs of this flow")
+    runs.add_argument("--limit", type=positive_int, default=20,
+                      help="how many runs (default 20; top-level runs, each with its subflow runs below it)")
+    runs.add_argument("--flow", action="append", metavar="NAME",
+                      help="only runs of this flow; repeat for runs of any of several")
     runs.add_argument("--state", help="only runs in this state (type or name)")
     runs.add_argument("--json", action="store_true", help="print JSON")
-    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show|retry")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show|logs|tasks|retry|delete|prune")
     show = runs_sub.add_parser("show", help="a flow run's state history and task runs")
     show.add_argument("run", help="flow run id (or its first characters) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.add_argument("--logs", type=_log_count, default=None, metavar="N|all",
+    show.add_argument("--logs", type=log_count, default=None, metavar="N|all",
                       help=f"how many log lines: the first and last N/2 (default {LOG_LINES}; "
                            f"with --json every line unless given), or all")
+    show.add_argument("--all", action="store_true",
+                      help="list every task run of a big run (by default its failed and retried ones)")
+    logs = runs_sub.add_parser("logs", help="a flow run's log lines, in order; --follow a running one")
+    logs.add_argument("run", help="flow run id (or its first characters) or name")
+    logs.add_argument("--follow", "-f", action="store_true", help="print new lines as they come, until the run ends")
+    logs.add_argument("--level", metavar="LEVEL", help="only lines of this level or above (DEBUG, INFO, "
+                                                       "WARNING, ERROR, CRITICAL)")
+    logs.add_argument("--task", metavar="NAME", help="only lines of this task run (id or name) or task")
+    logs.add_argument("--json", action="store_true", help="print JSON (one object per line with --follow)")
+    tasks = runs_sub.add_parser("tasks", help="a flow run's task runs: state, duration, retries, cache key")
+    tasks.add_argument("run", help="flow run id (or its first characters) or name")
+    tasks.add_argument("--state", help="only task runs in this state (type or name)")
+    tasks.add_argument("--limit", type=positive_int, default=None, help="at most N task runs (default all)")
+    tasks.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+    delete = runs_sub.add_parser(
+        "delete", help="delete flow runs with their subflow runs, task runs, states and logs",
+        description="Delete flow runs with their subflow runs, task runs, states and log lines, then "
+                    "shrink the store file. Cache entries and result files stay (`headwater cache clear`, "
+                    "`headwater cache prune`).")
+    delete.add_argument("runs", nargs="+", metavar="RUN", help="flow run id (or its first characters) or name")
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+    delete.add_argument("--force", action="store_true", help="also delete runs that have not ended")
+    delete.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+    prune = runs_sub.add_parser(
+        "prune", help="delete ended flow runs older than a duration, then shrink the store file",
+        description="Delete top-level flow runs that ended and started more than DURATION ago (with "
+                    "their subflow runs, task runs, states and logs), then shrink the store file.")
+    prune.add_argument("--older-than", type=parse_duration, required=True, metavar="DURATION",
+                       help="e.g. 30d, 12h, 90m, 0s (s, m, h, d, w)")
+    prune.add_argument("--state", help="only runs in this state (type or name)")
+    prune.add_argument("--flow", action="append", metavar="NAME", help="only runs of this flow (repeatable)")
+    prune.add_argument("--keep-last", type=int, default=0, metavar="N",
+                       help="keep the N newest ended runs of each flow whatever their age")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    prune.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+    prune.add_argument("--json", action="store_true", help="print what was (or would be) deleted as JSON")
     retry = runs_sub.add_parser(
         "retry", help="run a failed flow run again from where it failed",
         description="Run a Failed, Crashed or Cancelled flow run again as a new attempt of the same "
@@ -517,18 +313,24 @@ def headwater_add_commands(cli: Any) -> None:
                     "runs that completed before with a persisted result are reused, not run again.")
     retry.add_argument("run", help="flow run id (or its first characters) or name")
     retry.add_argument("--force", action="store_true", help="also retry a Completed run")
-    runs.set_defaults(func=cmd_runs)
-    show.set_defaults(func=cmd_runs)
-    retry.set_defaults(func=cmd_runs)
+    for parser in (runs, show, retry, logs, tasks, delete, prune):
+        parser.set_defaults(func=cmd_runs)
 
-    cache = cli.add_parser("cache", help="list or clear cache entries")
-    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ls|clear", required=True)
+    cache = cli.add_parser("cache", help="list, clear or prune cache entries")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ls|clear|prune", required=True)
     ls = cache_sub.add_parser("ls", help="list cache entries")
     ls.add_argument("--json", action="store_true", help="print JSON")
     clear = cache_sub.add_parser("clear", help="delete cache entries and their result files")
     clear.add_argument("--expired", action="store_true", help="only expired entries")
     clear.add_argument("--task", help="only entries written by this task")
     clear.add_argument("--yes", action="store_true", help="confirm")
+    cache_prune = cache_sub.add_parser(
+        "prune", help="delete expired entries and result files nothing refers to",
+        description="Delete expired cache entries, and result files that no cache entry, task run or "
+                    "flow run refers to (written more than an hour ago: a running flow's newest results "
+                    "are not recorded yet). Files a run refers to stay: `headwater runs retry` reuses them.")
+    cache_prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    cache_prune.add_argument("--json", action="store_true", help="print what was (or would be) deleted as JSON")
     cache.set_defaults(func=cmd_cache)
 
     plugins = cli.add_parser("plugins", help="list plugins, their source, status and hooks")

@@ -16,7 +16,8 @@
   safe_text``); a row that cannot be written takes no other row with it (``BatchWriter.
   write``). The home directory is created 0700 and the file 0600.
 
-The read API is ``sqlite_reads``; the cache index ``sqlite_cache``; the write queue
+The read API is ``sqlite_reads``, its paged reads ``sqlite_pages``; deleting runs
+``sqlite_delete``; the cache index ``sqlite_cache``; the write queue
 ``sqlite_queue``; the queue entries and rows ``sqlite_rows``; the batch writer
 ``sqlite_writer``; who writes the batches, the thread or a writer process for busy flows
 (``HEADWATER_STORE_WRITER``), ``sqlite_writers`` and ``sqlite_writer_process``; crash
@@ -46,7 +47,8 @@ from .sqlite_liveness import UNFINISHED, here, process_alive, process_start_toke
 from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .private_files import make_private_dirs
 from .sqlite_privacy import create_private, warn_if_shared
-from .sqlite_reads import SQLiteReads
+from .sqlite_delete import SQLiteDeletes
+from .sqlite_pages import SQLitePages
 from .sqlite_queue import WriteQueue
 from .sqlite_rows import flow_entry, flow_info_entry, task_header, task_state
 from .sqlite_values import details_json
@@ -109,7 +111,7 @@ _SCHEMA_2_COLUMNS = (
 )
 
 
-class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
+class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
     """The default run store: every run, state and log line of every flow, in one SQLite
     file that many processes may share (the module docstring says how).
 
@@ -122,7 +124,7 @@ class SQLiteRunStore(SQLiteReads, SQLiteCacheIndex, RunStore):
     Writes (``create_flow_run``, ``create_task_run``, ``record_state``, ``record_logs``)
     may come from any thread: they append to the queue and return. ``flush()`` waits
     until everything queued before it is committed; ``close()`` flushes and stops the
-    writer. Reads (``SQLiteReads``) and the cache index (``SQLiteCacheIndex``) use one
+    writer. Reads (``SQLiteReads``, ``SQLitePages``), deletes (``SQLiteDeletes``) and the cache index (``SQLiteCacheIndex``) use one
     connection per thread and see what is committed.
     """
 

@@ -56,7 +56,7 @@ def test_runs_lists_recent_flow_runs_newest_first(history, capsys):
     code, out, _ = run_cli(capsys, "runs")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "FLOW", "STATE", "START", "DURATION", "ID"]
+    assert lines[0].split() == ["NAME", "FLOW", "STATE", "TASKS", "START", "DURATION", "ID"]
     assert lines[1].split()[:3] == ["broken-run", "broken", "Failed"]
     names = [line.split()[0] for line in lines[1:]]
     assert names.index("etl-2") < names.index("etl-1")
