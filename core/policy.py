@@ -21,6 +21,7 @@ import datetime as _dt
 import random
 from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
+from .active import task_run_ctx
 from .errors import ConfigurationError
 from .states import FINAL_TYPES, State, StateType
 
@@ -97,6 +98,12 @@ class TaskRunContext:
         self.flow_run = flow_run
         #: The flow run's shared resources (the engine's flow run context).
         self.resources = resources
+
+    @classmethod
+    def get(cls) -> TaskRunContext | None:
+        """The active task run's context, or ``None`` outside a task run
+        (``TaskRunContext.get()``, as Prefect code writes it)."""
+        return task_run_ctx.get()
 
     @property
     def flow(self) -> Any:

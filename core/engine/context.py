@@ -8,13 +8,13 @@ the run's :class:`~headwater.policy.TaskRunContext`.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..active import flow_run_ctx, task_run_ctx  # noqa: F401 - the engine imports both from here
 from ..errors import ConfigurationError, UnknownComponentError
-from ..policy import StatePolicy, TaskRunContext, WrappingPolicy
+from ..policy import StatePolicy, WrappingPolicy
 from ..results import unknown_serializer
 
 if TYPE_CHECKING:
@@ -72,6 +72,11 @@ class FlowRunContext:
         flow run: ``FlowRunContext.get()``, as Prefect code writes it."""
         context = flow_run_ctx.get()
         return context if context is not None and context.flow_run is not None else None
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The flow run's parameters (``FlowRunContext.get().parameters``, as in Prefect)."""
+        return self.flow_run.parameters if self.flow_run is not None else {}
 
     @property
     def result_store(self) -> ResultStore:
@@ -134,11 +139,3 @@ class FlowRunContext:
 
     def unobserved_failures(self) -> list[Future]:
         return [f for f in self.failures if not f.observed]
-
-
-flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
-    "headwater_flow_run", default=None
-)
-task_run_ctx: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
-    "headwater_task_run", default=None
-)

@@ -47,6 +47,7 @@ LAYER_NAMES = {
 #: Every module of core, and its layer. A new module must be added here.
 LAYERS = {
     "headwater.errors": VALUES,
+    "headwater.active": VALUES,
     "headwater.ids": VALUES,
     "headwater.stash": VALUES,
     "headwater.states": VALUES,

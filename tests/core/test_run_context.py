@@ -107,3 +107,23 @@ def test_flow_run_context_get_is_the_active_flow_run_s_context_or_none():
 
     assert in_flow() == ("got", "got")
     assert FlowRunContext.get() is None
+
+
+def test_task_run_context_get_is_the_active_task_run_or_none():
+    """Prefect's ``TaskRunContext.get()``: the task run's context inside it, else None;
+    ``FlowRunContext.get().parameters`` the flow run's parameters."""
+    seen = []
+
+    @task
+    def inside() -> None:
+        seen.append(TaskRunContext.get().task_run.name)
+
+    @flow
+    def outer(day: str = "monday") -> None:
+        seen.append(TaskRunContext.get())
+        seen.append(FlowRunContext.get().parameters)
+        inside()
+
+    assert TaskRunContext.get() is None
+    outer()
+    assert seen[0] is None and seen[1] == {"day": "monday"} and seen[2].startswith("inside-")
