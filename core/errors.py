@@ -53,6 +53,18 @@ class RunFailed(HeadwaterError):
     """A run failed without an exception of its own to raise."""
 
 
+class FailedRun(RunFailed):
+    """``state.result()`` of a Failed state that holds no exception (Prefect's name)."""
+
+
+class CrashedRun(RunFailed):
+    """``state.result()`` of a Crashed state that holds no exception (Prefect's name)."""
+
+
+class CancelledRun(RunFailed):
+    """``state.result()`` of a Cancelled state that holds no exception (Prefect's name)."""
+
+
 class UpstreamFailed(HeadwaterError):
     """A task did not run because a task it waits for failed."""
 

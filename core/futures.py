@@ -8,8 +8,8 @@ The engine's own module is :mod:`headwater.engine.futures`; this is the public p
 
 from __future__ import annotations
 
-from .engine.futures import (DoneAndNotDoneFutures, Future, Work, as_completed, collect_futures, resolve_futures,
-                             unmapped, wait, when_all_done)
+from .engine.futures import (DoneAndNotDoneFutures, Future, FutureList, Work, as_completed, collect_futures,
+                             resolve_futures, unmapped, wait, when_all_done)
 
-__all__ = ["DoneAndNotDoneFutures", "Future", "Work", "as_completed", "collect_futures", "resolve_futures",
-           "unmapped", "wait", "when_all_done"]
+__all__ = ["DoneAndNotDoneFutures", "Future", "FutureList", "Work", "as_completed", "collect_futures",
+           "resolve_futures", "unmapped", "wait", "when_all_done"]

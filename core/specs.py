@@ -263,6 +263,13 @@ def check_cache_options(spec: TaskSpec, owner: str) -> None:
             f"invalid options for {owner}: cache_key_fn={_named(spec.cache_key_fn)} and "
             f"cache_policy={policy!r} both say how to key the cache; give one (a key "
             f"function as a policy: CacheKeyFnPolicy(cache_key_fn=...) + other policies)")
+    if spec.persist_result is False and (spec.cache_key_fn is not None or
+                                         (policy is not None and getattr(policy, "caches", True))):
+        what = (f"cache_key_fn={_named(spec.cache_key_fn)}" if spec.cache_key_fn is not None
+                else f"cache_policy={policy!r}")
+        raise ConfigurationError(
+            f"invalid options for {owner}: {what} caches the result, which needs it persisted, "
+            f"but persist_result=False; remove one of them")
     if spec.persist_result is False and not spec.cache_result_in_memory:
         raise ConfigurationError(
             f"invalid options for {owner}: cache_result_in_memory=False keeps the result only "

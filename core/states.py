@@ -12,7 +12,7 @@ import enum
 import time
 from typing import Any
 
-from .errors import RunFailed, UpstreamFailed
+from .errors import CancelledRun, CrashedRun, FailedRun, UpstreamFailed
 
 __all__ = [
     "StateType",
@@ -31,6 +31,7 @@ __all__ = [
     "Cancelled",
     "Cancelling",
     "Paused",
+    "Late",
     "NotReady",
 ]
 
@@ -176,7 +177,9 @@ class State:
         if self.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
             exc = self.data
             if not isinstance(exc, BaseException):
-                exc = RunFailed(f"Run ended in state {self}: {self.message or ''}".strip())
+                kind = (CancelledRun if self.type is StateType.CANCELLED else
+                        CrashedRun if self.type is StateType.CRASHED else FailedRun)
+                exc = kind(f"Run ended in state {self}: {self.message or ''}".strip())
             if raise_on_failure:
                 # import time: tracebacks needs logging and traceback (~10 ms); only failures raise
                 from .tracebacks import without_headwater_frames
@@ -285,3 +288,4 @@ Crashed = _maker(StateType.CRASHED, "Crashed")
 Cancelled = _maker(StateType.CANCELLED, "Cancelled")
 Cancelling = _maker(StateType.CANCELLING, "Cancelling")
 Paused = _maker(StateType.PAUSED, "Paused")
+Late = _maker(StateType.SCHEDULED, "Late")

@@ -55,8 +55,10 @@ class Task(Generic[R]):
         """Run on the flow's task runner; returns a future (``.result()``, ``.wait()``)."""
         return (_calls or _load_calls()).submit_task(self, args, kwargs, wait_for)
 
-    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> list[Any]:
-        """Submit one run per element; wrap constant arguments in ``unmapped(...)``."""
+    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Submit one run per element; wrap constant arguments in ``unmapped(...)``. Returns
+        a :class:`~headwater.futures.FutureList`: a list of futures with ``wait()`` and
+        ``result()``."""
         return (_calls or _load_calls()).map_task(self, args, kwargs, wait_for)
 
     def with_options(self, **changes: Any) -> Task[R]:

@@ -92,9 +92,31 @@ class JSONSerializer:
         return json.loads(data)
 
 
+class CompressedSerializer:
+    """Another serializer's bytes, compressed with LZMA (``"compressed/pickle"``,
+    ``"compressed/json"``, as Prefect names them): smaller files for large results."""
+
+    def __init__(self, inner: Serializer) -> None:
+        self.inner = inner
+
+    def dumps(self, value: Any) -> bytes:
+        import lzma  # import time: only compressed results need it
+
+        return lzma.compress(self.inner.dumps(value))
+
+    def loads(self, data: bytes) -> Any:
+        import lzma  # import time: only compressed results need it
+
+        return self.inner.loads(lzma.decompress(data))
+
+
 def builtin_serializers() -> dict[str, Serializer]:
-    """The serializers this plugin registers, by name: ``"cloudpickle"`` and ``"json"``."""
-    return {"cloudpickle": CloudpickleSerializer(), "json": JSONSerializer()}
+    """The serializers this plugin registers, by name: ``"cloudpickle"`` and ``"json"``,
+    and Prefect's names for them: ``"pickle"`` (cloudpickle, as Prefect's pickle
+    serializer uses it), ``"compressed/pickle"`` and ``"compressed/json"`` (LZMA)."""
+    pickled, as_json = CloudpickleSerializer(), JSONSerializer()
+    return {"cloudpickle": pickled, "json": as_json, "pickle": pickled,
+            "compressed/pickle": CompressedSerializer(pickled), "compressed/json": CompressedSerializer(as_json)}
 
 
 class ResultUntrusted(ResultMissing):

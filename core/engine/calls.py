@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..utilities.annotations import QUOTED_ARGUMENTS, allow_failure, quote, unmapped
 from .context import FlowRunContext, flow_run_ctx, task_run_ctx
-from .futures import (Future, Work, collect_futures, in_event_loop, resolve_annotated, resolve_futures,
+from .futures import (Future, FutureList, Work, collect_futures, in_event_loop, resolve_annotated, resolve_futures,
                       run_coroutine_function, strip_quotes, when_all_done)
 from .task_creation import create_task_run, standalone_context
 from .task_loop import TaskExecution, execute_async, execute_sync, finish_run, never_started
@@ -339,7 +339,7 @@ def _submit_when_done(runner: Any, work: Work, pending: list[Future], execution:
     when_all_done(pending, hand_over)
 
 
-def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> list[Future]:
+def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> FutureList:
     """``task.map(...)``: one submitted run per element of the iterable arguments.
 
     Every argument passed that is iterable (a list, tuple, range, set, generator, ... but
@@ -394,7 +394,7 @@ def map_task(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for
     if mapped_futures:
         # Each run depends on the future it was mapped from, as if passed directly.
         wait_for = [*(wait_for or ()), *mapped_futures]
-    futures = []
+    futures = FutureList()
     for i in range(count):
         call = dict(constants)
         for name, items in iterables.items():

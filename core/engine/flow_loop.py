@@ -395,10 +395,12 @@ class FlowExecution(FlowRunContext):
             return None
         if returned_state is not None and not returned_state.is_completed():
             data = returned_state.result(raise_on_failure=False)
-            error = data if isinstance(data, BaseException) else RunFailed(
-                f"Flow run returned a state that is not completed: {returned_state}")
-            return self._retry_or_settle(error, states.Failed(
-                message=f"Flow run returned a state that is not completed: {returned_state}", data=data))
+            # ``return Failed(message="...")`` ends the run with that message; a task's or
+            # subflow's failed state is named as what the body returned.
+            message = (returned_state.message if returned_state.message and _made_by_user(returned_state)
+                       else f"Flow run returned a state that is not completed: {returned_state}")
+            error = data if isinstance(data, BaseException) else RunFailed(message)
+            return self._retry_or_settle(error, states.Failed(message=message, data=data))
         message = "All states completed."
         if returned_state is not None:
             value = returned_state.data

@@ -179,6 +179,25 @@ class Future:
         return f"<Future {self.task_run_name!r} {status}>"
 
 
+class FutureList(list):
+    """What ``task.map(...)`` returns: the list of its futures, with ``wait()`` and
+    ``result()`` for all of them (Prefect's ``PrefectFutureList``). Passed to another task,
+    it is a list like any other: the task receives the results."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every future is done, or ``timeout`` seconds passed in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in self:
+            future.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+        """Every future's result, in order; the first failure raises (unless told not to).
+        A ``TimeoutError`` when ``timeout`` seconds pass in all first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [future.result(None if deadline is None else max(0.0, deadline - time.monotonic()),
+                              raise_on_failure) for future in self]
+
+
 class _Signal:
     """A one-shot event on a single lock, held until ``set()``.
 
@@ -461,7 +480,7 @@ def collect_futures(value: Any, found: list[Future], depth: int = 0,
         found.append(value)
     elif depth < 16:
         cls = type(value)
-        if cls in (list, tuple, set, frozenset):
+        if cls in (list, tuple, set, frozenset, FutureList):
             for item in value:
                 collect_futures(item, found, depth + 1, annotated)
         elif cls is dict:
@@ -484,6 +503,8 @@ def swap_nested(value: Any, kind: type, swap: Callable[[Any], Any], depth: int =
         cls = type(value)
         if cls in (list, tuple, set, frozenset):
             return cls(swap_nested(v, kind, swap, depth + 1) for v in value)
+        if cls is FutureList:  # the results of a map are a plain list
+            return [swap_nested(v, kind, swap, depth + 1) for v in value]
         if cls is dict:
             return {k: swap_nested(v, kind, swap, depth + 1) for k, v in value.items()}
     return value

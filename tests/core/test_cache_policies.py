@@ -285,3 +285,17 @@ def test_default_makes_a_flow_retry_reuse_the_tasks_that_finished() -> None:
     assert calls == ["extract", "load", "load"]
     nightly("mon")  # a new flow run: a new RUN_ID, computed again
     assert calls.count("extract") == 2
+
+
+def test_a_cache_with_persist_result_false_is_refused_naming_both():
+    """Caching needs the result persisted: ``persist_result=False`` beside a caching
+    policy or a key function is one error naming both (nothing written silently)."""
+    from headwater.cache_policies import INPUTS, NO_CACHE
+    from headwater.errors import ConfigurationError
+    from headwater.tasks import task, task_input_hash
+
+    with pytest.raises(ConfigurationError, match=r"cache_policy=INPUTS caches the result.*persist_result=False"):
+        task(cache_policy=INPUTS, persist_result=False)(lambda x: x)
+    with pytest.raises(ConfigurationError, match=r"cache_key_fn=task_input_hash caches.*persist_result=False"):
+        task(cache_key_fn=task_input_hash, persist_result=False)(lambda x: x)
+    task(cache_policy=NO_CACHE, persist_result=False)(lambda x: x)  # nothing cached: fine

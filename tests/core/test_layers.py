@@ -95,6 +95,7 @@ LAYERS = {
     "headwater.runtime.task_run": ENTRY_POINTS,
     "headwater.remote": ENTRY_POINTS,
     "headwater.retry": ENTRY_POINTS,
+    "headwater.exceptions": ENTRY_POINTS,
     "headwater.cache_policies": ENTRY_POINTS,
     # The public paths of the engine's context and futures (re-exports).
     "headwater.context": ENTRY_POINTS,

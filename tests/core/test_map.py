@@ -240,3 +240,26 @@ def test_unmapped_passed_to_a_call_or_submit_reaches_the_task_as_its_value():
         return echo(unmapped([1, 2])), echo.submit(unmapped("a")).result()
 
     assert direct_and_submitted() == ([1, 2], "a")
+
+
+def test_map_returns_a_future_list_with_wait_and_result():
+    """Prefect 3's ``PrefectFutureList``: ``.wait()`` and ``.result()`` for all the
+    futures, and passed to a task it is the list of results."""
+    from headwater.futures import FutureList
+
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @task
+    def total(values: list) -> int:
+        return sum(values)
+
+    @flow
+    def squares() -> tuple:
+        futures = square.map([1, 2, 3])
+        futures.wait()
+        return type(futures), futures.result(), total(futures), total.submit(futures).result()
+
+    kind, results, direct, submitted = squares()
+    assert kind is FutureList and results == [1, 4, 9] and direct == submitted == 14

@@ -86,3 +86,26 @@ def test_on_cancellation_must_be_callables():
         @task(on_cancellation="not callable")
         def bad() -> None:
             pass
+
+
+def test_a_flow_returning_failed_with_a_message_ends_with_that_message_and_raises_failed_run():
+    """``return Failed(message=...)`` ends the run with that message (not wrapped), and
+    calling the flow raises FailedRun, Prefect's name; Cancelled raises CancelledRun."""
+    from headwater.errors import CancelledRun, FailedRun
+    from headwater.states import Failed
+
+    @flow
+    def refuses() -> Failed:
+        return Failed(message="nope")
+
+    @flow
+    def stops() -> Cancelled:
+        return Cancelled(message="nothing to do")
+
+    state = refuses(return_state=True)
+    assert state.is_failed() and state.message == "nope"
+    assert get_store().read_flow_runs()[0].state.message == "nope"
+    with pytest.raises(FailedRun, match="nope"):
+        refuses()
+    with pytest.raises(CancelledRun, match="nothing to do"):
+        stops()

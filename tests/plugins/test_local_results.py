@@ -238,3 +238,18 @@ def test_an_unknown_result_serializer_fails_before_the_task_body_runs():
     assert "task 'slow'" in message and "result_serializer='yaml'" in message
     assert "'cloudpickle'" in message and "'json'" in message
     assert calls == []
+
+
+def test_prefect_serializer_names_write_and_read_back(tmp_path):
+    """``"pickle"``, ``"compressed/pickle"`` and ``"compressed/json"`` (Prefect's names)
+    work; the compressed ones are smaller for repetitive data."""
+    from headwater.plugins.local_results import builtin_serializers
+
+    store = LocalResultStore(tmp_path / "results", builtin_serializers())
+    value = {"rows": ["the same line"] * 2000}
+    sizes = {}
+    for name in ("pickle", "compressed/pickle", "compressed/json"):
+        location, size, digest = store.write(f"key-{name}", value, name)
+        assert store.read(location, digest=digest) == value
+        sizes[name] = size
+    assert sizes["compressed/pickle"] < sizes["pickle"] / 10
