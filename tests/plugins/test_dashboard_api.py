@@ -169,7 +169,9 @@ def test_api_index_lists_the_endpoints(empty_dashboard: Dashboard) -> None:
     """/api/ documents every endpoint."""
     index = empty_dashboard.api("/")
     assert set(index["endpoints"]) == {"/api/flows", "/api/flow-runs", "/api/flow-runs/{id}",
-                                       "/api/task-runs/{id}", "/api/cache-entries"}
+                                       "/api/flow-runs/{id}/task-runs", "/api/flow-runs/{id}/logs",
+                                       "/api/flow-runs/{id}/graph", "/api/task-runs/{id}",
+                                       "/api/task-runs/{id}/logs", "/api/cache-entries"}
 
 
 def test_api_flows_gives_description_version_tags_last_run_and_counts(dashboard: Dashboard) -> None:
