@@ -68,7 +68,7 @@ def _filter_form(filters: dict[str, Any], flow_names: list[str]) -> str:
             f'<label>flow <select name="flow"><option value="">all</option>{options}</select></label> '
             f'<label>state <select name="state"><option value="">all</option>{states}</select></label> '
             f'<label>tag <input type="text" name="tag" value="{esc(", ".join(filters.get("tag") or []))}" '
-            f'placeholder="all of, comma separated" size="16"></label> '
+            f'placeholder="a, b" size="12"></label> '
             f'<label>started from <input type="date" name="since" value="{esc(filters.get("since"))}"></label> '
             f'<label>to <input type="date" name="until" value="{esc(filters.get("until"))}"></label> '
             f'<label><input type="checkbox" name="top" value="1"{top}> without subflow runs</label> '
@@ -81,10 +81,17 @@ _STATE_CHOICES = [("COMPLETED", "completed"), ("Cached", "cached"), ("FAILED", "
                   ("SCHEDULED", "scheduled"), ("PAUSED", "paused")]
 
 
+#: How the engine's message for a run that raised begins; the list shows what follows.
+_RAISED = "encountered an exception: "
+
+
 def _message(state: dict[str, Any] | None) -> str:
+    """A state's message, its first line, shortened: a failed run's reason at a glance."""
     text = (state or {}).get("message") or ""
     first = text.strip().splitlines()[0] if text.strip() else ""
-    shown = first if len(first) <= 140 else first[:139] + "…"
+    if _RAISED in first[:60]:
+        first = first.split(_RAISED, 1)[1]
+    shown = first if len(first) <= 160 else first[:159] + "…"
     return f'<td class="message" title="{esc(text[:2000])}">{esc(shown)}</td>'
 
 
@@ -136,8 +143,14 @@ def _utc(iso_text: str | None, default: str = "-") -> str:
     return esc(iso_text[:19].replace("T", " ")) if iso_text else default
 
 
+def _clipped(text: str | None, length: int = 24) -> str:
+    """Long text as ``<code>`` of its first characters, the whole in the tooltip."""
+    text = text or ""
+    return f'<code title="{esc(text)}">{esc(text[:length])}{"…" if len(text) > length else ""}</code>'
+
+
 def _cache_row(e: dict[str, Any]) -> str:
-    key = f'<code title="{esc(e["key"])}">{esc(e["key"][:24])}{"…" if len(e["key"]) > 24 else ""}</code>'
+    key = _clipped(e["key"])
     writer = "-"
     if e["task_run_id"]:
         shown = e["task_run_name"] or e["task_run_short_id"]
@@ -146,7 +159,7 @@ def _cache_row(e: dict[str, Any]) -> str:
     expires = ('<span class="expired">expired</span> ' if e["expired"] else "") + _utc(e["expires"], "never")
     size = "-" if e["size"] is None else e["size"]
     return (f'<tr><td>{key}</td><td>{esc(e["task_name"])}</td><td>{writer}</td><td>{_utc(e["created"])}</td>'
-            f'<td>{expires}</td><td class="num">{size}</td><td><code>{esc(e["location"])}</code></td></tr>')
+            f'<td>{expires}</td><td class="num">{size}</td><td>{_clipped(e["location"])}</td></tr>')
 
 
 def cache_page(model: dict[str, Any], store: str) -> str:

@@ -292,16 +292,24 @@ def _logs_section(model: dict[str, Any], path: str, with_run: bool = True, query
     return f'{levels}{nav}{logs_table(model["logs"], with_run)}{nav}'
 
 
+def _task_runs_section(run: dict[str, Any], bars: _Bars, path: str, query: dict[str, Any]) -> str:
+    """The page of task runs as a timeline with its pager; for a run whose only
+    children are subflow runs, nothing (they have their own section)."""
+    if run["task_run_counts"]["total"] == 0:
+        return "" if run["subflow_runs"] else '<h2 id="task-runs">Task runs</h2><p class="muted">No task runs.</p>'
+    nav = pager(run["task_runs_page"], lambda offset: _href(path, {**query, "offset": offset}, "task-runs"),
+                "task runs")
+    return (f'{_task_runs_heading(run)}{legend()}{nav}{_timeline(run, bars)}'
+            f'{nav if len(run["task_runs"]) > 10 else ""}')
+
+
 def run_page(run: dict[str, Any], store: str, graph: dict[str, Any] | None = None) -> str:
     path = f"/runs/{quote(run['id'])}"
     query = _queries(run)
     bars = _Bars(*_bounds(run))
-    tasks_nav = pager(run["task_runs_page"], lambda offset: _href(path, {**query, "offset": offset}, "task-runs"),
-                      "task runs")
     body = (f'<h1><span class="kind">Flow run</span> {esc(run["name"])}</h1>{_summary(run)}{progress(run)}'
             f'<h2>Parameters</h2>{params_table(run["parameters"])}{attempts_table(run)}'
-            f'{_task_runs_heading(run)}{legend()}{tasks_nav}{_timeline(run, bars)}'
-            f'{tasks_nav if len(run["task_runs"]) > 10 else ""}'
+            f'{_task_runs_section(run, bars, path, query)}'
             f'{_subflows(run, bars)}{graph_section(run, graph)}'
             f'<h2>State history</h2>{states_table(run["states"])}'
             f'<h2 id="logs">Logs</h2>{_logs_section(run, path, query=query)}')

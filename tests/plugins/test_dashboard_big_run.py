@@ -37,6 +37,7 @@ def record_big_run(store: Any, run_id: str = "big", tasks: int = BIG) -> None:
     it; every ``FAILED_EVERY``-th one failed after a retry, with an ERROR line."""
     flow_run = FlowRun(run_id, "etl", "big-run")
     flow_run.start_ts = time.time()
+    flow_run.run_count = 1
     store.create_flow_run(flow_run)
     for state in (Pending(), Running()):
         flow_run.state = state
