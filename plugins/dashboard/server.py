@@ -314,13 +314,15 @@ def _run(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str,
 def _run_task_runs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
     assert run_id is not None
     query.expect("offset", "limit", "state")
-    return D.task_run_page(store, D.find_flow_run(store, run_id), **_task_query(query)), _no_page
+    wanted = _task_query(query)  # a bad value is a 400 whatever the run
+    return D.task_run_page(store, D.find_flow_run(store, run_id), **wanted), _no_page
 
 
 def _run_logs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
     assert run_id is not None
     query.expect("offset", "limit", "level")
-    return D.log_page(store, D.find_flow_run(store, run_id).id, **_log_query(query)), _no_page
+    wanted = _log_query(query)
+    return D.log_page(store, D.find_flow_run(store, run_id).id, **wanted), _no_page
 
 
 def _run_graph(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
@@ -338,7 +340,8 @@ def _task(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str
 def _task_logs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
     assert run_id is not None
     query.expect("offset", "limit", "level")
-    return D.task_run_logs(store, D.find_task_run(store, run_id), **_log_query(query)), _no_page
+    wanted = _log_query(query)
+    return D.task_run_logs(store, D.find_task_run(store, run_id), **wanted), _no_page
 
 
 def _cache(store: RunStore, _: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
