@@ -5,6 +5,7 @@ entries, and the error page. A flow run's and a task run's own pages are in
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -81,18 +82,27 @@ _STATE_CHOICES = [("COMPLETED", "completed"), ("Cached", "cached"), ("FAILED", "
                   ("SCHEDULED", "scheduled"), ("PAUSED", "paused")]
 
 
-#: How the engine's message for a run that raised begins; the list shows what follows.
-_RAISED = "encountered an exception: "
+#: How the engine words a run that raised; a failure caused upstream nests the upstream
+#: run's message, so the last one is the root cause.
+_RAISED = re.compile(r"encountered an exception(?: during execution)?: ")
+
+
+def reason(message: str | None) -> str:
+    """The gist of a state's message for a listing: its first line, and for a run that
+    raised, the innermost exception (``ValueError: ...``) rather than the wrapping text."""
+    first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    causes = list(_RAISED.finditer(first))
+    if causes:
+        nested = len(causes) > 1
+        first = first[causes[-1].end():]
+        if nested:  # cut where the quoted upstream message closes
+            first = re.split(r"['\"]\)", first, maxsplit=1)[0]
+    return first if len(first) <= 160 else first[:159] + "…"
 
 
 def _message(state: dict[str, Any] | None) -> str:
-    """A state's message, its first line, shortened: a failed run's reason at a glance."""
     text = (state or {}).get("message") or ""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    if _RAISED in first[:60]:
-        first = first.split(_RAISED, 1)[1]
-    shown = first if len(first) <= 160 else first[:159] + "…"
-    return f'<td class="message" title="{esc(text[:2000])}">{esc(shown)}</td>'
+    return f'<td class="message" title="{esc(text[:2000])}">{esc(reason(text))}</td>'
 
 
 def _run_row(r: dict[str, Any]) -> str:

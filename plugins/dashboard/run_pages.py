@@ -77,10 +77,13 @@ def progress(run: dict[str, Any]) -> str:
     if total == 0:
         return ""
     kinds = _kind_counts(counts)
+    # Every state present gets a sliver at least: 4 failed of 20,000 must show.
+    widths = [max(n / total * 100, 0.6) for _, _, n in kinds]
+    scale = 100 / sum(widths)
     x = 0.0
     rects = []
-    for kind, label, n in kinds:
-        width = n / total * 100
+    for (kind, label, n), share in zip(kinds, widths):
+        width = share * scale
         rects.append(f'<rect class="state-{kind}" x="{x:.3f}%" width="{width:.3f}%" y="0" height="12">'
                      f'<title>{esc(label)}: {number(n)}</title></rect>')
         x += width
@@ -226,8 +229,10 @@ def graph_section(run: dict[str, Any], graph: dict[str, Any] | None) -> str:
                 f'<div class="graph-scroll">{graph_svg(graph)}</div>')
     else:
         body = f'<div class="graph-scroll">{graph_svg(graph)}</div>'
+    if not graph["drawn"]:
+        return f'<h2 id="graph">Dependency graph</h2>{body}'
     return (f'<h2 id="graph">Dependency graph <span class="muted">({number(len(graph["nodes"]))} task runs, '
-            f'{number(len(graph["edges"]))} dependencies)</span></h2>{body}')
+            f'{number(len(graph["edges"]))} dependencies)</span></h2>{legend()}{body}')
 
 
 def _attempt_heading(attempt: dict[str, Any] | None) -> str:
