@@ -1,7 +1,10 @@
 """The dashboard's read model: what each page shows, as plain JSON-ready dictionaries.
 
 The JSON API returns these dictionaries as they are and the HTML pages render them, so
-the two always agree. Everything here only reads the run store.
+the two always agree. Everything here only reads the run store, and a flow run is read
+a page at a time (the store's paged reads): its task runs counted by state, one page of
+task runs and one of log lines, so a 20,000-task run answers as fast and as small as a
+three-task one.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ from headwater.reuse import Attempt, attempts_of
 from headwater.states import State
 from headwater.stores import CacheIndex, FlowRunFilter, Page, RunStore, StateCounts, has_part, level_at_least
 
-from .queries import BadRequest, NotFound, check_run_id
+from .queries import NotFound, check_run_id
 from .short_ids import short_suffixes
-
-__all__ = ["BadRequest", "NotFound"]
 
 PER_PAGE_DEFAULT = 25
 PER_PAGE_MAX = 200
@@ -224,7 +225,7 @@ def task_run_page(store: RunStore, run: Any, offset: int = 0, limit: int = TASK_
     page = store.read_task_run_page(run.id, offset=offset, limit=limit, state=state)
     if flow_states is None:
         flow_states = store.read_states(run.id)
-    number = {t.id: a.number for a in attempts_of(flow_states, page.items) for t in a.task_runs}
+    number: dict[str, int | None] = {t.id: a.number for a in attempts_of(flow_states, page.items) for t in a.task_runs}
     summaries = []
     for t in page.items:
         summary = task_run_summary(t, store.read_states(t.id))

@@ -139,7 +139,8 @@ def runs_page(model: dict[str, Any], flow_names: list[str], store: str) -> str:
         pager = (f'<nav class="pager">{prev_link} <span>page {model["page"]} of {model["pages"]} '
                  f'({number(model["total"])} runs)</span> {next_link}</nav>')
     elif runs:
-        pager = f'<nav class="pager"><span>{number(model["total"])} run{"" if model["total"] == 1 else "s"}</span></nav>'
+        plural = "" if model["total"] == 1 else "s"
+        pager = f'<nav class="pager"><span>{number(model["total"])} run{plural}</span></nav>'
     live = any(r["live"] for r in runs)
     flows = filters.get("flow") or []
     title = f"Flow runs of {' or '.join(flows)}" if flows else "Flow runs"

@@ -14,9 +14,9 @@ from urllib.parse import quote, urlencode
 
 from . import data as D
 from .graph import graph_svg
-from .html_parts import (OWN_COLOURS, STATE_KINDS, cache_badge, code_or, duration, esc, flow_link, layout, legend, level_links,
-                         logs_table, number, pager, params_table, retries_badge, reused_badge, run_link, state_badge,
-                         state_kind, states_table, tags, task_link, type_kind, when)
+from .html_parts import (OWN_COLOURS, STATE_KINDS, cache_badge, code_or, duration, esc, flow_link, layout, legend,
+                         level_links, logs_table, number, pager, params_table, retries_badge, reused_badge, run_link,
+                         state_badge, state_kind, states_table, tags, task_link, type_kind, when)
 
 
 

@@ -559,8 +559,9 @@ def test_the_dependency_graph_links_each_task_run(site: Site, page: Page, tmp_pa
     section = page.locator("h2#graph").bounding_box()
     box = page.locator(".graph-scroll").bounding_box()
     assert section is not None and box is not None
+    top = section["y"] - 8
     _screenshot(page, GRAPH_SCREENSHOT, tmp_path,
-                clip={"x": 0, "y": section["y"] - 8, "width": 1280, "height": box["y"] + box["height"] - section["y"] + 16})
+                clip={"x": 0, "y": top, "width": 1280, "height": box["y"] + box["height"] + 8 - top})
     graph.locator("a.node > text", has_text="merge-").click()
     expect(page.locator("h1")).to_contain_text("Task run merge-")
     expect(page.locator("dl.facts dt:text-is('state') + dd .state")).to_have_text("NotReady")
