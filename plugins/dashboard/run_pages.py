@@ -52,20 +52,22 @@ def _kind_counts(counts: dict[str, Any]) -> list[tuple[str, str, int]]:
     return out
 
 
-def _filters(counts: dict[str, Any]) -> list[tuple[str, str, str, int]]:
-    """The state filters worth offering, (filter, kind, label, count): each state type
-    present (``completed`` counts cache hits too, as the filter finds them), and each
-    name with a colour of its own."""
-    names = {kind: name for name, (kind, _) in OWN_COLOURS.items()}
+def _filters(counts: dict[str, Any]) -> list[tuple[str, str, str, int, list[tuple[str, str, str, int]]]]:
+    """The state filters worth offering: each state type present, (filter, kind, label,
+    count), with the names of that type that have a colour of their own, in the same
+    form (``completed 5 (cache hit 2)``: a filter by type finds its cache hits too)."""
     out = []
     for kind, label in STATE_KINDS:
-        if kind in names:
-            n, value = counts["by_name"].get(names[kind], 0), names[kind]
-        else:
-            value = kind.upper()
-            n = sum(c for t, c in counts["by_type"].items() if type_kind(t) == kind)
-        if n:
-            out.append((value, kind, label, n))
+        if any(own_kind == kind for own_kind, _ in OWN_COLOURS.values()):
+            continue  # listed under its type
+        n = sum(c for t, c in counts["by_type"].items() if type_kind(t) == kind)
+        if not n:
+            continue
+        labels = dict(STATE_KINDS)
+        named = [(name, own_kind, labels[own_kind], counts["by_name"][name])
+                 for name, (own_kind, state_type) in OWN_COLOURS.items()
+                 if type_kind(state_type) == kind and counts["by_name"].get(name)]
+        out.append((kind.upper(), kind, label, n, named))
     return out
 
 
@@ -90,14 +92,18 @@ def progress(run: dict[str, Any]) -> str:
     path = f"/runs/{quote(run['id'])}"
     query = _queries(run)
     chosen = (run["task_runs_page"]["state"] or "").lower()
-    links = []
-    for value, kind, label, n in _filters(counts):
+    def link(value: str, kind: str, label: str, n: int) -> str:
         cls = ' class="chosen"' if value.lower() == chosen else ""
         href = _href(path, {**query, "state": value, "offset": 0}, "task-runs")
-        links.append(f'<a{cls} href="{esc(href)}"><span class="key state-{kind}"></span>{esc(label)} '
-                     f'{number(n)}</a>')
+        return f'<a{cls} href="{esc(href)}"><span class="key state-{kind}"></span>{esc(label)} {number(n)}</a>'
+
+    links = []
+    for value, kind, label, n, named in _filters(counts):
+        inner = ", ".join(link(*x) for x in named)
+        links.append(f'<span class="group">{link(value, kind, label, n)}{f" ({inner})" if inner else ""}</span>')
     everything = _href(path, {**query, "state": None, "offset": 0}, "task-runs")
-    links.insert(0, f'<a{"" if chosen else " class=chosen"} href="{esc(everything)}">all {number(total)}</a>')
+    links.insert(0, f'<span class="group"><a{"" if chosen else " class=chosen"} href="{esc(everything)}">'
+                    f'all {number(total)}</a></span>')
     still = total - counts["done"]
     headline = (f'{number(counts["done"])} of {number(total)} task runs done'
                 + (f', {number(still)} not yet' if still else ""))
