@@ -388,8 +388,8 @@ def test_cache_entries_link_to_the_task_run_that_wrote_them(site: Site, page: Pa
 
 
 def test_a_live_run_page_refreshes_by_itself(site: Site, page: Page) -> None:
-    """A running flow's page shows Running, then Completed once it ends, with no reload
-    by the viewer."""
+    """A running flow's page shows Running and its progress, then Completed and every
+    task run done once it ends, with no reload by the viewer."""
     release = site.root / "release"
     script = site.root / "live.py"
     script.write_text(LIVE)
@@ -408,8 +408,11 @@ def test_a_live_run_page_refreshes_by_itself(site: Site, page: Page) -> None:
         badge = page.locator("dl.facts dt:text-is('state') + dd .state")
         expect(badge).to_have_text("Running")
         expect(page.locator("header .live")).to_be_visible()
+        progress = page.locator(".progress .done")
+        expect(progress).to_contain_text("0 of 1 task runs done, 1 not yet")
         release.write_text("go")
         expect(badge).to_have_text("Completed", timeout=15_000)
+        expect(progress).to_have_text("1 of 1 task runs done")
         expect(page.locator("header .live")).to_have_count(0)
     finally:
         release.write_text("go")
