@@ -18,6 +18,8 @@ from .html_parts import (OWN_COLOURS, STATE_KINDS, cache_badge, code_or, duratio
                          level_links, logs_table, number, pager, params_table, retries_badge, reused_badge, run_link,
                          state_badge, state_kind, states_table, tags, task_link, type_kind, when)
 
+#: Each colour's label, by kind.
+_LABELS = dict(STATE_KINDS)
 
 
 def _href(path: str, query: dict[str, Any], anchor: str = "") -> str:
@@ -63,8 +65,7 @@ def _filters(counts: dict[str, Any]) -> list[tuple[str, str, str, int, list[tupl
         n = sum(c for t, c in counts["by_type"].items() if type_kind(t) == kind)
         if not n:
             continue
-        labels = dict(STATE_KINDS)
-        named = [(name, own_kind, labels[own_kind], counts["by_name"][name])
+        named = [(name, own_kind, _LABELS[own_kind], counts["by_name"][name])
                  for name, (own_kind, state_type) in OWN_COLOURS.items()
                  if type_kind(state_type) == kind and counts["by_name"].get(name)]
         out.append((kind.upper(), kind, label, n, named))
@@ -92,6 +93,7 @@ def progress(run: dict[str, Any]) -> str:
     path = f"/runs/{quote(run['id'])}"
     query = _queries(run)
     chosen = (run["task_runs_page"]["state"] or "").lower()
+
     def link(value: str, kind: str, label: str, n: int) -> str:
         cls = ' class="chosen"' if value.lower() == chosen else ""
         href = _href(path, {**query, "state": value, "offset": 0}, "task-runs")
@@ -220,25 +222,21 @@ def _subflows(run: dict[str, Any], bars: _Bars) -> str:
 
 
 def graph_section(run: dict[str, Any], graph: dict[str, Any] | None) -> str:
-    """The dependency graph, or why it is not drawn."""
+    """The dependency graph with its legend, or why it is not drawn."""
     total = run["task_run_counts"]["total"]
     if graph is None or total == 0:
         return ""
     if not graph["drawn"]:
-        body = (f'<p class="muted graph-fallback">The graph is drawn for runs of up to {number(graph["limit"])} '
-                f'task runs; this one has {number(total)}. The task runs are listed above, by state; '
-                f'<code>/api/flow-runs/{esc(run["id"])}/task-runs</code> gives each one\'s '
-                f'<code>upstream_ids</code>.</p>')
-    elif not graph["edges"]:
-        body = (f'<p class="muted">No task run of this flow run waited for another (none was passed '
-                f'another\'s result or future, or named in <code>wait_for</code>).</p>'
-                f'<div class="graph-scroll">{graph_svg(graph)}</div>')
-    else:
-        body = f'<div class="graph-scroll">{graph_svg(graph)}</div>'
-    if not graph["drawn"]:
-        return f'<h2 id="graph">Dependency graph</h2>{body}'
+        return (f'<h2 id="graph">Dependency graph</h2><p class="muted graph-fallback">The graph is drawn for '
+                f'runs of up to {number(graph["limit"])} task runs; this one has {number(total)}. The task runs '
+                f'are listed above, by state; <code>/api/flow-runs/{esc(run["id"])}/task-runs</code> gives each '
+                f'one\'s <code>upstream_ids</code>.</p>')
+    note = ("" if graph["edges"] else
+            '<p class="muted">No task run of this flow run waited for another (none was passed another\'s '
+            'result or future, or named in <code>wait_for</code>).</p>')
     return (f'<h2 id="graph">Dependency graph <span class="muted">({number(len(graph["nodes"]))} task runs, '
-            f'{number(len(graph["edges"]))} dependencies)</span></h2>{legend()}{body}')
+            f'{number(len(graph["edges"]))} dependencies)</span></h2>{legend()}{note}'
+            f'<div class="graph-scroll">{graph_svg(graph)}</div>')
 
 
 def _attempt_heading(attempt: dict[str, Any] | None) -> str:
@@ -257,9 +255,14 @@ def attempts_table(run: dict[str, Any]) -> str:
     if len(attempts) < 2:
         return ""
     rows = []
+    limit = run["task_runs_page"]["limit"] or D.TASK_PAGE
+    path, query = f"/runs/{quote(run['id'])}", _queries(run)
+    first = 0  # attempts follow each other, so their task runs do in creation order
     for a in attempts:
-        count = (f'<a href="#attempt-{a["number"]}-tasks">{a["task_runs"]}</a>' if a["task_runs"]
-                 else "0")
+        # The page holding the attempt's first task run (of the unfiltered list).
+        href = _href(path, {**query, "state": None, "offset": first // limit * limit}, f"attempt-{a['number']}-tasks")
+        first += a["task_runs"]
+        count = f'<a href="{esc(href)}">{a["task_runs"]}</a>' if a["task_runs"] else "0"
         rows.append(
             f'<tr id="attempt-{a["number"]}"><td class="num">{a["number"]}</td><td>{when(a["started_ts"])}</td>'
             f'<td class="num">{duration(a["started_ts"], a["ended_ts"])}</td>'

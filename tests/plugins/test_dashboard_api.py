@@ -812,3 +812,21 @@ def test_the_cache_page_names_the_task_runs_that_wrote_entries(dashboard: Dashbo
     assert entry["task_run_id"].replace("-", "").endswith(entry["task_run_short_id"])
     _, _, body = dashboard.get("/cache")
     assert f'>{writer["name"]}</a>' in body
+
+
+def test_a_retried_run_paged_links_each_attempt_to_the_page_it_starts_on(retried: str,
+                                                                          headwater_session: Session) -> None:
+    """With two task runs a page, attempt 2 (task runs 4 to 6) links to the page from
+    the third run on, which heads its runs with "Attempt 2"."""
+    board = Dashboard(headwater_session)
+    try:
+        _, _, body = board.get(f"/runs/{retried}?limit=2")
+        assert f'href="/runs/{retried}?limit=2#attempt-1-tasks"' in body
+        assert f'href="/runs/{retried}?offset=2&amp;limit=2#attempt-2-tasks"' in body
+        _, _, body = board.get(f"/runs/{retried}?offset=2&limit=2")
+        assert 'id="attempt-2-tasks"' in body and "showing 3–4 of 6 task runs" in body
+        run = board.api(f"/flow-runs/{retried}?offset=3&limit=3")
+        assert [t["attempt"] for t in run["task_runs"]] == [2, 2, 2]
+        assert [t["reused_from_attempt"] for t in run["task_runs"]] == [1, 1, None]
+    finally:
+        board.close()
