@@ -300,13 +300,15 @@ def task_run_logs(store: RunStore, run: Any, offset: int = 0, limit: int = LOG_P
     return {"logs": lines, "total": len(rows), "offset": offset, "limit": limit, "level": level}
 
 
-def graph(store: RunStore, run_id: str) -> dict[str, Any]:
+def graph(store: RunStore, run_id: str, total: int | None = None) -> dict[str, Any]:
     """A flow run's task runs as a dependency graph: ``nodes`` (id, name, task name,
     state) and ``edges`` (``[upstream id, downstream id]``, from the recorded
     ``upstream_ids``). Only for runs of at most ``GRAPH_LIMIT`` task runs (``drawn``
-    says whether it is one); a bigger one answers its ``total`` and no nodes."""
+    says whether it is one); a bigger one answers its ``total`` and no nodes. ``total``:
+    the run's task runs, when the caller has counted them already."""
     run = find_flow_run(store, run_id)
-    total = store.count_task_run_states(run.id).total
+    if total is None:
+        total = store.count_task_run_states(run.id).total
     out: dict[str, Any] = {"flow_run_id": run.id, "total": total, "limit": GRAPH_LIMIT,
                            "drawn": total <= GRAPH_LIMIT, "nodes": [], "edges": []}
     if total > GRAPH_LIMIT:

@@ -306,7 +306,7 @@ def _run(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str,
                        logs=_log_query(query, "log_offset", "log_limit"))
 
     def render(model: dict[str, Any], store_name: str) -> str:
-        return RP.run_page(model, store_name, D.graph(store, model["id"]))
+        return RP.run_page(model, store_name, D.graph(store, model["id"], model["task_run_counts"]["total"]))
 
     return model, render
 
