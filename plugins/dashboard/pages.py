@@ -144,6 +144,8 @@ def runs_page(model: dict[str, Any], flow_names: list[str], store: str) -> str:
     live = any(r["live"] for r in runs)
     flows = filters.get("flow") or []
     title = f"Flow runs of {' or '.join(flows)}" if flows else "Flow runs"
+    if filters.get("q"):
+        title += f" matching “{filters['q']}”"
     if model.get("parent"):
         title = f"Subflow runs of {model['parent']['name']}"
     return layout(title, f"<h1>{esc(title)}</h1>{_filter_form(filters, flow_names)}{table}{pager}",
