@@ -1,8 +1,9 @@
 """``headwater ui``: a read-only web dashboard over the run store.
 
-Flows (with their markdown descriptions), flow runs, a flow run's task runs as a
-timeline, task runs, cache entries and run logs, as HTML pages and as JSON under
-``/api/``. It needs the ``ui`` extra (``pip install "headwater[ui]"``) for markdown; the
+Flows (with their markdown descriptions), flow runs (searched and filtered), a flow
+run's progress, task runs as a timeline and dependency graph, task runs, cache entries
+and run logs, as HTML pages and as JSON under ``/api/``; a big run's task runs and logs
+a page at a time. It needs the ``ui`` extra (``pip install "headwater[ui]"``) for markdown; the
 server is the standard library's. It binds to 127.0.0.1 unless ``--host`` says otherwise.
 
 This module only adds the command; the server is imported when the command runs, so

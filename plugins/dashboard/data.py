@@ -1,80 +1,38 @@
 """The dashboard's read model: what each page shows, as plain JSON-ready dictionaries.
 
 The JSON API returns these dictionaries as they are and the HTML pages render them, so
-the two always agree. Everything here only reads the run store.
+the two always agree. Everything here only reads the run store, and a flow run is read
+a page at a time (the store's paged reads): its task runs counted by state, one page of
+task runs and one of log lines, so a 20,000-task run answers as fast and as small as a
+three-task one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 import time
 from typing import Any
 
 from headwater.reuse import Attempt, attempts_of
-from headwater.states import State, StateType
-from headwater.stores import CacheIndex, RunStore, has_part
+from headwater.states import State
+from headwater.stores import CacheIndex, FlowRunFilter, Page, RunStore, StateCounts, has_part, level_at_least
 
-#: Run ids (uuid4 text, or the first characters of one) and run names in URLs.
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-#: A state filter: a state type (``FAILED``) or a state name (``AwaitingRetry``).
-STATE_FILTER = re.compile(r"^[A-Za-z]{1,32}$")
-MAX_NAME = 200
-MAX_PAGE = 1_000_000
+from .queries import NotFound, check_run_id
+from .short_ids import short_suffixes
+
 PER_PAGE_DEFAULT = 25
 PER_PAGE_MAX = 200
-#: Task runs drawn in one flow run's timeline; more are listed in the API only.
-TIMELINE_LIMIT = 500
-LOG_LIMIT = 2000
-
-
-class BadRequest(ValueError):
-    """A URL part or query value that is not what the dashboard expects (HTTP 400)."""
-
-
-class NotFound(LookupError):
-    """Nothing in the run store under that id (HTTP 404)."""
-
-
-# -- validation ----------------------------------------------------------------------------
-
-
-def check_run_id(value: str, what: str = "flow run id") -> str:
-    """Return ``value`` when it can be a run id or name, else raise ``BadRequest``."""
-    if not RUN_ID.match(value):
-        raise BadRequest(f"{what} {value[:120]!r} is not valid: expected letters, digits, '-', '_' "
-                         f"or '.', at most 100 characters")
-    return value
-
-
-def check_flow_name(value: str | None) -> str | None:
-    """Return a flow name filter, or raise ``BadRequest`` for control characters or length."""
-    if value is None or value == "":
-        return None
-    if len(value) > MAX_NAME or not value.isprintable():
-        raise BadRequest(f"flow name {value[:120]!r} is not valid: expected printable text of at "
-                         f"most {MAX_NAME} characters")
-    return value
-
-
-def check_state(value: str | None) -> str | None:
-    """Return a state filter (type or name), or raise ``BadRequest``."""
-    if value is None or value == "":
-        return None
-    if not STATE_FILTER.match(value):
-        raise BadRequest(f"state {value[:120]!r} is not valid: expected a state type such as "
-                         f"{', '.join(t.value for t in StateType)} or a state name such as Cached")
-    return value
-
-
-def check_int(value: str | None, what: str, default: int, maximum: int) -> int:
-    """Parse a positive integer query value within ``1..maximum``."""
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise BadRequest(f"{what} {value[:40]!r} is not valid: expected a whole number from 1 to {maximum}")
-    return int(value)
+#: Task runs on one page of a flow run (and the most one page may ask for).
+TASK_PAGE = 50
+TASK_PAGE_MAX = 500
+#: Log lines on one page of a flow run or task run.
+LOG_PAGE = 100
+LOG_PAGE_MAX = 1000
+#: Subflow runs listed on their parent's page; the runs list has them all.
+SUBFLOW_PAGE = 50
+#: The dependency graph is drawn for flow runs with at most this many task runs.
+GRAPH_LIMIT = 500
 
 
 # -- conversions ---------------------------------------------------------------------------
@@ -148,11 +106,12 @@ def _attempt_of(flow_states: list[State], run: Any) -> int | None:
     return next((a.number for a in attempts_of(flow_states, [run]) if a.task_runs), None)
 
 
-def attempt_summary(attempt: Attempt, reused: int) -> dict[str, Any]:
-    """One attempt of a flow run, its task runs counted."""
+def attempt_summary(attempt: Attempt, reused: int, task_runs: int | None = None) -> dict[str, Any]:
+    """One attempt of a flow run, its task runs counted (``task_runs``: the count, when
+    the attempt was made without reading them)."""
     return {"number": attempt.number, "started": iso(attempt.started), "ended": iso(attempt.ended),
             "started_ts": attempt.started, "ended_ts": attempt.ended, "state": state_dict(attempt.state),
-            "task_runs": len(attempt.task_runs), "reused": reused}
+            "task_runs": len(attempt.task_runs) if task_runs is None else task_runs, "reused": reused}
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -171,47 +130,137 @@ def flows(store: RunStore) -> dict[str, Any]:
     return {"flows": out}
 
 
-def flow_runs(store: RunStore, flow: str | None = None, state: str | None = None, page: int = 1,
-              per_page: int = PER_PAGE_DEFAULT) -> dict[str, Any]:
-    """One page of flow runs, newest first, filtered by flow name and state."""
-    total = store.count_flow_runs(flow_name=flow, state=state)
-    runs = store.read_flow_runs(limit=per_page, offset=(page - 1) * per_page, flow_name=flow, state=state)
-    return {"flow_runs": [flow_run_summary(r) for r in runs], "total": total, "page": page,
-            "per_page": per_page, "pages": max(1, math.ceil(total / per_page)),
-            "filters": {"flow": flow, "state": state}}
+def flow_runs(store: RunStore, where: FlowRunFilter | None = None, page: int = 1,
+              per_page: int = PER_PAGE_DEFAULT, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One page of flow runs, newest first, that ``where`` lets through; subflow runs
+    name their parent. ``filters`` echoes the query as the page's form shows it."""
+    found = store.search_flow_runs(where or FlowRunFilter(), offset=(page - 1) * per_page, limit=per_page)
+    runs = [flow_run_summary(r) for r in found.items]
+    parents = _names_of_flow_runs(store, {r["parent_flow_run_id"] for r in runs if r["parent_flow_run_id"]})
+    suffixes = short_suffixes(r["id"] for r in runs)
+    for r in runs:
+        r["short_id"] = suffixes[r["id"]]
+        r["parent"] = parents.get(r["parent_flow_run_id"]) if r["parent_flow_run_id"] else None
+    return {"flow_runs": runs, "total": found.total, "page": page, "per_page": per_page,
+            "pages": max(1, math.ceil(found.total / per_page)), "filters": filters or {}}
 
 
-def flow_run(store: RunStore, run_id: str) -> dict[str, Any]:
-    """A flow run with its state history, task runs (with theirs), subflow runs and logs."""
+def _names_of_flow_runs(store: RunStore, ids: set[str]) -> dict[str, dict[str, str]]:
+    """``{id: {"id", "name"}}`` of the flow runs still recorded among ``ids``."""
+    out = {}
+    for run_id in ids:
+        run = store.read_flow_run(run_id)
+        if run is not None:
+            out[run_id] = {"id": run.id, "name": run.name}
+    return out
+
+
+def page_facts(page: Page[Any]) -> dict[str, Any]:
+    """Where a page sits in its listing: ``total``, ``offset``, ``limit``."""
+    return {"total": page.total, "offset": page.offset, "limit": page.limit}
+
+
+def counts_dict(counts: StateCounts) -> dict[str, Any]:
+    """Task runs counted by state, with how many have ended (``done``): what a running
+    flow's progress shows."""
+    done = sum(n for kind, n in counts.by_type.items() if kind in _FINAL_TYPE_NAMES)
+    done += counts.by_name.get("NotReady", 0)  # ended without running: an upstream failed
+    return {"total": counts.total, "done": done, "by_type": dict(counts.by_type), "by_name": dict(counts.by_name)}
+
+
+_FINAL_TYPE_NAMES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def find_flow_run(store: RunStore, run_id: str) -> Any:
+    """The flow run with this id or name, or ``NotFound``."""
     run = store.read_flow_run(check_run_id(run_id))
     if run is None:
         raise NotFound(f"no flow run with id or name {run_id!r}")
+    return run
+
+
+def flow_run(store: RunStore, run_id: str, tasks: dict[str, Any] | None = None,
+             logs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A flow run with its state history, its task runs counted by state, its attempts,
+    its first subflow runs, and one page of its task runs and of its log lines
+    (``tasks``: ``offset``, ``limit``, ``state``; ``logs``: ``offset``, ``limit``,
+    ``level``). Never every task run: a 20,000-task run answers as small as a 3-task one."""
+    run = find_flow_run(store, run_id)
     out = flow_run_summary(run)
     flow_states = store.read_states(run.id)
     out["states"] = [state_dict(s) for s in flow_states]
-    tasks = store.read_task_runs(flow_run_id=run.id)
-    histories = store.read_task_run_states(run.id)
-    out["task_runs"] = [task_run_summary(t, histories.get(t.id, [])) for t in tasks]
-    attempts = attempts_of(flow_states, tasks)
-    number = {t.id: attempt.number for attempt in attempts for t in attempt.task_runs}
-    for summary in out["task_runs"]:
-        summary["attempt"] = number.get(summary["id"])
-    # Counted from the recorded link to the earlier run, the same fact the task run list shows.
-    reusing = {t["id"] for t in out["task_runs"] if t["reused_from"]}
-    out["attempts"] = [attempt_summary(a, sum(1 for t in a.task_runs if t.id in reusing)) for a in attempts]
-    out["subflow_runs"] = [flow_run_summary(c)
-                           for c in store.read_flow_runs(limit=TIMELINE_LIMIT, parent_flow_run_id=run.id)]
-    out["logs"] = logs(store, flow_run_id=run.id)
-    out["task_runs_live"] = sum(1 for t in out["task_runs"] if t["live"])
+    counts = store.count_task_run_states(run.id)
+    out["task_run_counts"] = counts_dict(counts)
+    out["attempts"] = _attempts(store, run, flow_states, counts.total)
+    parent = _names_of_flow_runs(store, {run.parent_flow_run_id}) if run.parent_flow_run_id else {}
+    out["parent"] = parent.get(run.parent_flow_run_id or "")
+    subflows = store.search_flow_runs(FlowRunFilter(parent_flow_run_id=run.id), limit=SUBFLOW_PAGE)
+    out["subflow_runs"] = [flow_run_summary(c) for c in subflows.items]
+    out["subflow_runs_total"] = subflows.total
+    page = task_run_page(store, run, flow_states=flow_states, **(tasks or {}))
+    out["task_runs"] = page.pop("task_runs")
+    out["task_runs_page"] = page
+    lines = log_page(store, run.id, **(logs or {}))
+    out["logs"] = lines.pop("logs")
+    out["logs_page"] = lines
+    out["task_runs_live"] = counts.total - out["task_run_counts"]["done"]
     out["now"] = time.time()
     return out
 
 
-def task_run(store: RunStore, task_run_id: str) -> dict[str, Any]:
-    """A task run with its state history (messages included), its flow run and its logs."""
-    run = store.read_task_run(check_run_id(task_run_id, "task run id"))
-    if run is None:
-        raise NotFound(f"no task run with id {task_run_id!r}")
+def _attempts(store: RunStore, run: Any, flow_states: list[State], task_count: int) -> list[dict[str, Any]]:
+    """The attempts of a flow run with their task runs counted. Only a run retried at
+    least once reads its task runs for that (to tell the attempts' runs apart)."""
+    attempts = attempts_of(flow_states, [])
+    if len(attempts) < 2:
+        return [attempt_summary(a, 0, task_count) for a in attempts]
+    attempts = attempts_of(flow_states, store.read_task_runs(flow_run_id=run.id))
+    return [attempt_summary(a, len(a.reused)) for a in attempts]
+
+
+def task_run_page(store: RunStore, run: Any, offset: int = 0, limit: int = TASK_PAGE, state: str | None = None,
+                  flow_states: list[State] | None = None) -> dict[str, Any]:
+    """One page of a flow run's task runs in creation order, each with its state
+    history, retries, cache hit, attempt and the run it reused; and the page's place."""
+    page = store.read_task_run_page(run.id, offset=offset, limit=limit, state=state)
+    if flow_states is None:
+        flow_states = store.read_states(run.id)
+    number: dict[str, int | None] = {t.id: a.number for a in attempts_of(flow_states, page.items) for t in a.task_runs}
+    summaries = []
+    for t in page.items:
+        summary = task_run_summary(t, store.read_states(t.id))
+        summary["attempt"] = number.get(t.id)
+        summaries.append(summary)
+    suffixes = short_suffixes(t.id for t in page.items)
+    for summary in summaries:
+        summary["short_id"] = suffixes[summary["id"]]
+        earlier = summary["reused_from"]
+        if earlier and earlier not in number:  # a run of an earlier attempt, on another page
+            found = store.read_task_run(earlier)
+            number[earlier] = _attempt_of(flow_states, found) if found is not None else None
+        summary["reused_from_attempt"] = number.get(earlier) if earlier else None
+    return {"task_runs": summaries, **page_facts(page), "state": state}
+
+
+def log_page(store: RunStore, flow_run_id: str, offset: int = 0, limit: int = LOG_PAGE, level: str | None = None,
+             task: str | None = None) -> dict[str, Any]:
+    """One page of a flow run's log lines (its task runs' included; ``task``: one task
+    run's only), each with the name of the task run it came from; and the page's place."""
+    page = store.read_log_page(flow_run_id, offset=offset, limit=limit, level=level, task=task)
+    names: dict[str, str] = {}
+    for task_run_id in {line.get("task_run_id") for line in page.items} - {None}:
+        found = store.read_task_run(task_run_id)
+        if found is not None:
+            names[task_run_id] = found.name
+    lines = [dict(row, time=iso(row.get("ts")), task_run_name=names.get(row.get("task_run_id") or ""))
+             for row in page.items]
+    return {"logs": lines, **page_facts(page), "level": level}
+
+
+def task_run(store: RunStore, task_run_id: str, logs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A task run with its state history (messages included), its flow run and one page
+    of its log lines (``logs``: ``offset``, ``limit``, ``level``)."""
+    run = find_task_run(store, task_run_id)
     out = task_run_summary(run, store.read_states(run.id))
     parent = store.read_flow_run(run.flow_run_id) if run.flow_run_id else None
     out["flow_run"] = flow_run_summary(parent) if parent is not None else None
@@ -225,23 +274,69 @@ def task_run(store: RunStore, task_run_id: str) -> dict[str, Any]:
         if earlier is not None:
             out["reused_from_run"] = {"id": earlier.id, "name": earlier.name,
                                       "attempt": _attempt_of(flow_states, earlier)}
-    out["logs"] = logs(store, task_run_id=run.id)
+    lines = task_run_logs(store, run, **(logs or {}))
+    out["logs"] = lines.pop("logs")
+    out["logs_page"] = lines
     return out
 
 
-def logs(store: RunStore, flow_run_id: str | None = None, task_run_id: str | None = None) -> list[dict[str, Any]]:
-    """Recorded log lines of a flow run (its task runs' included) or of one task run."""
-    rows = store.read_logs(flow_run_id=flow_run_id, task_run_id=task_run_id, limit=LOG_LIMIT)
-    return [dict(row, time=iso(row.get("ts"))) for row in rows]
+def find_task_run(store: RunStore, task_run_id: str) -> Any:
+    """The task run with this id, or ``NotFound``."""
+    run = store.read_task_run(check_run_id(task_run_id, "task run id"))
+    if run is None:
+        raise NotFound(f"no task run with id {task_run_id!r}")
+    return run
+
+
+def task_run_logs(store: RunStore, run: Any, offset: int = 0, limit: int = LOG_PAGE,
+                  level: str | None = None) -> dict[str, Any]:
+    """One page of a task run's log lines and the page's place."""
+    if run.flow_run_id:
+        return log_page(store, run.flow_run_id, offset, limit, level, task=run.id)
+    # A task run outside any flow run: its lines are few, read them all and slice.
+    rows = [r for r in store.read_logs(task_run_id=run.id, limit=2**62)
+            if level is None or level_at_least(r.get("level"), level)]
+    lines = [dict(row, time=iso(row.get("ts")), task_run_name=run.name) for row in rows[offset:offset + limit]]
+    return {"logs": lines, "total": len(rows), "offset": offset, "limit": limit, "level": level}
+
+
+def graph(store: RunStore, run_id: str, total: int | None = None) -> dict[str, Any]:
+    """A flow run's task runs as a dependency graph: ``nodes`` (id, name, task name,
+    state) and ``edges`` (``[upstream id, downstream id]``, from the recorded
+    ``upstream_ids``). Only for runs of at most ``GRAPH_LIMIT`` task runs (``drawn``
+    says whether it is one); a bigger one answers its ``total`` and no nodes. ``total``:
+    the run's task runs, when the caller has counted them already."""
+    run = find_flow_run(store, run_id)
+    if total is None:
+        total = store.count_task_run_states(run.id).total
+    out: dict[str, Any] = {"flow_run_id": run.id, "total": total, "limit": GRAPH_LIMIT,
+                           "drawn": total <= GRAPH_LIMIT, "nodes": [], "edges": []}
+    if total > GRAPH_LIMIT:
+        return out
+    tasks = store.read_task_run_page(run.id, limit=GRAPH_LIMIT).items
+    known = {t.id for t in tasks}
+    out["nodes"] = [{"id": t.id, "name": t.name, "task_name": t.task_name, "state": state_dict(t.state)}
+                    for t in tasks]
+    # An upstream run of another flow run (a parent's future passed in) is not drawn.
+    out["edges"] = [[up, t.id] for t in tasks for up in dict.fromkeys(t.upstream_ids) if up in known]
+    return out
 
 
 def cache_entries(store: RunStore) -> dict[str, Any]:
-    """The cache index: key, task, the task run that wrote it, location, expiry, size
-    (none for a store without a cache index)."""
+    """The cache index: key, task, the task run that wrote it (its name, while it is
+    recorded, and the shortest suffix of its id that tells it from the others listed),
+    location, expiry, size (none for a store without a cache index)."""
     now = time.time()
     found = store.read_cache_entries() if has_part(store, CacheIndex) else []
     entries = sorted(found, key=lambda e: e.created, reverse=True)
+    writers = {e.task_run_id for e in entries if e.task_run_id}
+    suffixes = short_suffixes(writers)
+    names = {}
+    for task_run_id in writers:
+        writer = store.read_task_run(task_run_id)
+        names[task_run_id] = writer.name if writer is not None else None
     return {"cache_entries": [{
-        "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id, "location": e.location,
-        "serializer": e.serializer, "created": iso(e.created), "expires": iso(e.expiration),
-        "expired": e.is_expired(now), "size": e.size} for e in entries]}
+        "key": e.key, "task_name": e.task_name, "task_run_id": e.task_run_id,
+        "task_run_name": names.get(e.task_run_id or ""), "task_run_short_id": suffixes.get(e.task_run_id or ""),
+        "location": e.location, "serializer": e.serializer, "created": iso(e.created),
+        "expires": iso(e.expiration), "expired": e.is_expired(now), "size": e.size} for e in entries]}

@@ -2,15 +2,20 @@
 
 Routes (``GET`` and ``HEAD`` only; anything else is answered 405):
 
-====================================  ==========================================
-``/``                                 flows
-``/runs?flow=&state=&page=``          flow runs, newest first
-``/runs/<flow run id>``               one flow run: timeline, states, logs
-``/task-runs/<task run id>``          one task run
-``/cache``                            cache entries
-``/static/<file>``                    the stylesheet and icon (a fixed list)
-``/api/...``                          the same data as JSON (``/api/`` lists it)
-====================================  ==========================================
+========================================  ==========================================
+``/``                                     flows
+``/runs?q=&flow=&state=&tag=&since=...``  flow runs, newest first, searched
+``/runs/<flow run id>?state=&offset=...`` one flow run: progress, a page of task
+                                          runs, subflow runs, graph, a page of logs
+``/task-runs/<task run id>``              one task run
+``/cache``                                cache entries
+``/static/<file>``                        the stylesheet and icon (a fixed list)
+``/api/...``                              the same data as JSON (``/api/`` lists
+                                          it), and pages of a run's task runs,
+                                          logs and its graph
+========================================  ==========================================
+
+A query parameter a route does not know, or a bad value, is a 400 naming it.
 
 Static files are served from a table built at start-up from the package's own
 ``static`` folder: a request names a key of that table, never a path, so nothing else
@@ -32,11 +37,13 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from headwater.errors import HeadwaterError
-from headwater.stores import MemoryRunStore, RunReader, RunStore, require_part
+from headwater.stores import FlowRunFilter, MemoryRunStore, RunReader, RunStore, require_part
 
 from . import LOOPBACK_HOSTS, host_name
 from . import data as D
 from . import pages as P
+from . import queries as Q
+from . import run_pages as RP
 
 _TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".js": "text/javascript; charset=utf-8",
           ".png": "image/png"}
@@ -55,12 +62,28 @@ API_INDEX = {
     "endpoints": {
         "/api/flows": "every flow: name, description (markdown), version, tags, run_count, "
                       "state_counts, last_run",
-        "/api/flow-runs": "flow runs, newest first; query: flow, state (type or name), page, per_page "
+        "/api/flow-runs": "flow runs, newest first; query: q (text in the run's or flow's name), flow "
+                          "(repeat for any of several), state (type or name), tag (repeat: all of them), "
+                          "since and until (dates, or ISO 8601 times), parent (a flow run id: its subflow "
+                          "runs), top=1 (no subflow runs), page, per_page "
                           f"(1-{D.PER_PAGE_MAX}, default {D.PER_PAGE_DEFAULT})",
-        "/api/flow-runs/{id}": "one flow run with states, attempts, task_runs (each with states, retries, "
-                               "cache_hit, attempt, reused_from), subflow_runs and logs",
+        "/api/flow-runs/{id}": "one flow run with states, attempts, task_run_counts (total, done, by_type, "
+                               "by_name), parent, subflow_runs (the first "
+                               f"{D.SUBFLOW_PAGE}) and subflow_runs_total, and the first page of "
+                               "task_runs and logs (task_runs_page, logs_page: total, offset, limit); "
+                               "query: state, offset, limit, level, log_offset, log_limit",
+        "/api/flow-runs/{id}/task-runs": "a page of the run's task runs in creation order: "
+                                         "{task_runs, total, offset, limit}; query: offset, limit "
+                                         f"(1-{D.TASK_PAGE_MAX}, default {D.TASK_PAGE}), state",
+        "/api/flow-runs/{id}/logs": "a page of the run's log lines: {logs, total, offset, limit}; query: "
+                                    f"offset, limit (1-{D.LOG_PAGE_MAX}, default {D.LOG_PAGE}), level "
+                                    "(that level and above)",
+        "/api/flow-runs/{id}/graph": "the task dependency graph: nodes, edges [upstream, downstream], "
+                                     f"drawn (false past {D.GRAPH_LIMIT} task runs), total, limit",
         "/api/task-runs/{id}": "one task run with states, tags, cache_key, result_location, attempt, "
-                               "reused_from, flow_run, logs",
+                               "reused_from, flow_run, the first page of logs and logs_page",
+        "/api/task-runs/{id}/logs": "a page of the task run's log lines: {logs, total, offset, limit}; "
+                                    "query: offset, limit, level",
         "/api/cache-entries": "the cache index",
     },
 }
@@ -157,7 +180,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         split = urlsplit(self.path)
         raw_path = split.path
-        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        query = Q.Query(parse_qs(split.query, keep_blank_values=True))
         # Split before decoding, so an encoded "/" (%2F) stays inside one segment.
         segments = [unquote(s) for s in raw_path.split("/")[1:]]
         if segments and segments[-1] == "" and len(segments) > 1:
@@ -168,9 +191,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
             if segments[:1] == ["static"]:
                 self._static(segments[1:])
                 return
-            route = _match(segments[1:] if is_api else segments)
+            route = _match(segments[1:] if is_api else segments, is_api)
             if route is None:
-                raise D.NotFound(f"no page at {raw_path[:200]!r}")
+                raise Q.NotFound(f"no page at {raw_path[:200]!r}")
             handler, arg = route
             store = self.server.source.get()  # type: ignore[attr-defined]
             model, page = handler(store, arg, query)
@@ -178,9 +201,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
                 self._json(200, model)
             else:
                 self._html(200, page(model, store_name))
-        except D.BadRequest as exc:
+        except Q.BadRequest as exc:
             self._error(400, str(exc), is_api, store_name)
-        except D.NotFound as exc:
+        except Q.NotFound as exc:
             self._error(404, str(exc), is_api, store_name)
         except HeadwaterError as exc:
             self._error(500, f"the run store cannot be read: {exc}", is_api, store_name)
@@ -211,7 +234,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
         files = self.server.static  # type: ignore[attr-defined]
         found = files.get(rest[0]) if len(rest) == 1 else None
         if found is None:
-            raise D.NotFound("no such static file")
+            raise Q.NotFound("no such static file")
         body, content_type = found
         self._send(200, body, content_type)
 
@@ -221,16 +244,38 @@ class DashboardHandler(BaseHTTPRequestHandler):
 Renderer = Callable[[dict[str, Any], str], str]
 
 
-def _flows(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+def _flows(store: RunStore, _: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    query.expect()
     return D.flows(store), P.flows_page
 
 
-def _runs(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
-    flow = D.check_flow_name(query.get("flow"))
-    state = D.check_state(query.get("state"))
-    page = D.check_int(query.get("page"), "page", 1, D.MAX_PAGE)
-    per_page = D.check_int(query.get("per_page"), "per_page", D.PER_PAGE_DEFAULT, D.PER_PAGE_MAX)
-    model = D.flow_runs(store, flow, state, page, per_page)
+RUNS_PARAMETERS = ("flow", "q", "state", "tag", "since", "until", "parent", "top", "page", "per_page")
+
+
+def _runs(store: RunStore, _: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    query.expect(*RUNS_PARAMETERS)
+    flows = [name for value in query.all("flow") if (name := Q.check_flow_name(value))]
+    # A tag box may hold several, comma separated; the API may repeat the parameter too.
+    tags = [t for value in query.all("tag") for part in value.split(",")
+            if (t := Q.check_text(part.strip(), "tag"))]
+    parent = query.get("parent")
+    top = query.get("top")
+    if top not in (None, "1", "0", "true", "false"):
+        raise Q.BadRequest(f"top {top[:20]!r} is not valid: expected 1 (only runs that are not subflow runs) or 0")
+    where = FlowRunFilter(
+        flow_names=flows, search=Q.check_text(query.get("q"), "search text q"), tags=tags,
+        state=Q.check_state(query.get("state")),
+        started_after=Q.check_date(query.get("since"), "since"),
+        started_before=Q.check_date(query.get("until"), "until", end=True),
+        parent_flow_run_id=Q.check_run_id(parent, "parent flow run id") if parent else None,
+        top_level=top in ("1", "true"))
+    filters = {"flow": flows, "q": where.search, "state": where.state, "tag": tags, "since": query.get("since"),
+               "until": query.get("until"), "parent": parent, "top": where.top_level}
+    page = Q.check_int(query.get("page"), "page", 1, Q.MAX_PAGE)
+    per_page = Q.check_int(query.get("per_page"), "per_page", D.PER_PAGE_DEFAULT, D.PER_PAGE_MAX)
+    model = D.flow_runs(store, where, page, per_page, filters)
+    if parent:
+        model["parent"] = D.flow_run_summary(D.find_flow_run(store, parent))
 
     def render(model: dict[str, Any], store_name: str) -> str:
         names = sorted({f.name for f in store.read_flows()})
@@ -239,22 +284,77 @@ def _runs(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[s
     return model, render
 
 
-def _run(store: RunStore, run_id: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+def _task_query(query: Q.Query, offset: str = "offset", limit: str = "limit") -> dict[str, Any]:
+    return {"offset": Q.check_offset(query.get(offset), offset),
+            "limit": Q.check_int(query.get(limit), limit, D.TASK_PAGE, D.TASK_PAGE_MAX),
+            "state": Q.check_state(query.get("state"))}
+
+
+def _log_query(query: Q.Query, offset: str = "offset", limit: str = "limit") -> dict[str, Any]:
+    return {"offset": Q.check_offset(query.get(offset), offset),
+            "limit": Q.check_int(query.get(limit), limit, D.LOG_PAGE, D.LOG_PAGE_MAX),
+            "level": Q.check_level(query.get("level"))}
+
+
+RUN_PARAMETERS = ("state", "offset", "limit", "level", "log_offset", "log_limit")
+
+
+def _run(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
     assert run_id is not None
-    return D.flow_run(store, run_id), P.run_page
+    query.expect(*RUN_PARAMETERS)
+    model = D.flow_run(store, run_id, tasks=_task_query(query),
+                       logs=_log_query(query, "log_offset", "log_limit"))
+
+    def render(model: dict[str, Any], store_name: str) -> str:
+        return RP.run_page(model, store_name, D.graph(store, model["id"], model["task_run_counts"]["total"]))
+
+    return model, render
 
 
-def _task(store: RunStore, run_id: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+def _run_task_runs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
     assert run_id is not None
-    return D.task_run(store, run_id), P.task_page
+    query.expect("offset", "limit", "state")
+    wanted = _task_query(query)  # a bad value is a 400 whatever the run
+    return D.task_run_page(store, D.find_flow_run(store, run_id), **wanted), _no_page
 
 
-def _cache(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
+def _run_logs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    query.expect("offset", "limit", "level")
+    wanted = _log_query(query)
+    return D.log_page(store, D.find_flow_run(store, run_id).id, **wanted), _no_page
+
+
+def _run_graph(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    query.expect()
+    return D.graph(store, run_id), _no_page
+
+
+def _task(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    query.expect("level", "log_offset", "log_limit")
+    return D.task_run(store, run_id, logs=_log_query(query, "log_offset", "log_limit")), RP.task_page
+
+
+def _task_logs(store: RunStore, run_id: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    assert run_id is not None
+    query.expect("offset", "limit", "level")
+    wanted = _log_query(query)
+    return D.task_run_logs(store, D.find_task_run(store, run_id), **wanted), _no_page
+
+
+def _cache(store: RunStore, _: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    query.expect()
     return D.cache_entries(store), P.cache_page
 
 
-def _index(store: RunStore, _: str | None, query: dict[str, str]) -> tuple[dict[str, Any], Renderer]:
-    return API_INDEX, lambda model, store_name: ""
+def _index(store: RunStore, _: str | None, query: Q.Query) -> tuple[dict[str, Any], Renderer]:
+    return API_INDEX, _no_page
+
+
+def _no_page(model: dict[str, Any], store_name: str) -> str:
+    return ""
 
 
 _ROUTES: dict[tuple[str, ...], Any] = {
@@ -262,17 +362,24 @@ _ROUTES: dict[tuple[str, ...], Any] = {
     ("cache",): _cache, ("cache-entries",): _cache,
 }
 _ID_ROUTES: dict[str, Any] = {"runs": _run, "flow-runs": _run, "task-runs": _task}
+#: Parts of a run, as JSON only: ``/api/flow-runs/{id}/task-runs`` and the like.
+_API_PART_ROUTES: dict[tuple[str, str], Any] = {
+    ("flow-runs", "task-runs"): _run_task_runs, ("flow-runs", "logs"): _run_logs,
+    ("flow-runs", "graph"): _run_graph, ("task-runs", "logs"): _task_logs,
+}
 
 
-def _match(segments: list[str]) -> tuple[Any, str | None] | None:
+def _match(segments: list[str], is_api: bool) -> tuple[Any, str | None] | None:
     """The route for path segments (HTML and API share the table), or ``None``."""
     if not segments:
-        return _index, None  # /api itself
+        return (_index, None) if is_api else None
     route = _ROUTES.get(tuple(segments))
     if route is not None:
         return route, None
     if len(segments) == 2 and segments[0] in _ID_ROUTES:
         return _ID_ROUTES[segments[0]], segments[1]
+    if is_api and len(segments) == 3 and (segments[0], segments[2]) in _API_PART_ROUTES:
+        return _API_PART_ROUTES[segments[0], segments[2]], segments[1]
     return None
 
 

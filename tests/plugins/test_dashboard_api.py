@@ -169,7 +169,9 @@ def test_api_index_lists_the_endpoints(empty_dashboard: Dashboard) -> None:
     """/api/ documents every endpoint."""
     index = empty_dashboard.api("/")
     assert set(index["endpoints"]) == {"/api/flows", "/api/flow-runs", "/api/flow-runs/{id}",
-                                       "/api/task-runs/{id}", "/api/cache-entries"}
+                                       "/api/flow-runs/{id}/task-runs", "/api/flow-runs/{id}/logs",
+                                       "/api/flow-runs/{id}/graph", "/api/task-runs/{id}",
+                                       "/api/task-runs/{id}/logs", "/api/cache-entries"}
 
 
 def test_api_flows_gives_description_version_tags_last_run_and_counts(dashboard: Dashboard) -> None:
@@ -310,6 +312,16 @@ def test_api_cache_entries(dashboard: Dashboard) -> None:
     ("/flow-runs?flow=a%00b", "flow name 'a\\x00b' is not valid"),
     ("/flow-runs/..%2F..%2Fetc", "flow run id '../../etc' is not valid"),
     ("/task-runs/%3Cscript%3E", "task run id '<script>' is not valid"),
+    ("/flow-runs/some-run/task-runs?offset=-1", "offset '-1' is not valid"),
+    ("/flow-runs/some-run/task-runs?limit=0", "limit '0' is not valid"),
+    ("/flow-runs/some-run/task-runs?limit=501", "limit '501' is not valid"),
+    ("/flow-runs/some-run/logs?level=LOUD", "level 'LOUD' is not valid"),
+    ("/flow-runs/some-run/logs?limit=x", "limit 'x' is not valid"),
+    ("/flow-runs/some-run?log_offset=1.5", "log_offset '1.5' is not valid"),
+    ("/flow-runs?since=yesterday", "since 'yesterday' is not valid"),
+    ("/flow-runs?until=2026-13-01", "until '2026-13-01' is not valid"),
+    ("/flow-runs?top=yes", "top 'yes' is not valid"),
+    ("/task-runs/some-task/logs?offset=a", "offset 'a' is not valid"),
 ])
 def test_api_rejects_bad_values_naming_them(empty_dashboard: Dashboard, path: str, expected: str) -> None:
     """A bad id, name, state or page number is a 400 whose message names the value and
@@ -318,6 +330,21 @@ def test_api_rejects_bad_values_naming_them(empty_dashboard: Dashboard, path: st
     assert status == 400
     error = json.loads(body)["error"]
     assert expected in error and "expected" in error
+
+
+@pytest.mark.parametrize("path, name", [
+    ("/flow-runs/some-run/task-runs?ofset=5", "ofset"),
+    ("/flow-runs/some-run/logs?state=failed", "state"),
+    ("/flow-runs?flows=a", "flows"),
+    ("/flow-runs/some-run?page=2", "page"),
+])
+def test_api_rejects_unknown_parameters_naming_them(empty_dashboard: Dashboard, path: str, name: str) -> None:
+    """A misspelt parameter is a 400 naming it and the ones the endpoint knows, as one
+    line of JSON, instead of being ignored."""
+    status, _, body = empty_dashboard.get("/api" + path)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert f"unknown query parameter {name!r}: expected one of " in error and "\n" not in error
 
 
 def test_api_unknown_runs_are_404(empty_dashboard: Dashboard) -> None:
@@ -564,3 +591,242 @@ def test_ui_on_loopback_does_not_warn(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(["ui", "--port", "0"]) == 0
     out, err = capsys.readouterr()
     assert "http://127.0.0.1:" in out and "warning" not in err
+
+
+# -- pages of a run, search, graph, progress ---------------------------------------------------
+
+
+def test_api_flow_run_counts_its_task_runs_and_carries_one_page(dashboard: Dashboard) -> None:
+    """/api/flow-runs/{id} counts the task runs by state type and name and carries the
+    first page of task runs and log lines, each page with its total, offset and limit;
+    the subflow run is counted apart from the task runs."""
+    run = dashboard.api("/flow-runs/nightly-3")
+    counts = run["task_run_counts"]
+    assert (counts["total"], counts["done"]) == (3, 3)
+    assert counts["by_type"] == {"COMPLETED": 3} and counts["by_name"] == {"Completed": 2, "Cached": 1}
+    assert run["task_runs_page"] == {"total": 3, "offset": 0, "limit": 50, "state": None}
+    assert run["logs_page"]["total"] == len(run["logs"]) and run["logs_page"]["limit"] == 100
+    assert run["subflow_runs_total"] == 1 and run["subflow_runs"][0]["name"] == "child-3"
+    child = dashboard.api("/flow-runs/child-3")
+    assert child["parent"] == {"id": run["id"], "name": "nightly-3"}
+
+
+def test_api_task_runs_and_logs_of_a_run_come_in_pages(dashboard: Dashboard) -> None:
+    """The task-runs and logs endpoints answer {items, total, offset, limit}, filtered
+    by state and by level (that level and above)."""
+    page = dashboard.api("/flow-runs/nightly-3/task-runs?offset=1&limit=1")
+    assert set(page) == {"task_runs", "total", "offset", "limit", "state"}
+    assert (page["total"], page["offset"], page["limit"]) == (3, 1, 1)
+    assert [t["task_name"] for t in page["task_runs"]] == ["double"]
+    cached = dashboard.api("/flow-runs/nightly-3/task-runs?state=cached")
+    assert cached["total"] == 1 and cached["task_runs"][0]["cache_hit"]
+    everything = dashboard.api("/flow-runs/nightly-3/logs")
+    assert set(everything) == {"logs", "total", "offset", "limit", "level"}
+    two = dashboard.api("/flow-runs/nightly-3/logs?offset=2&limit=2")
+    assert two["logs"] == everything["logs"][2:4] and two["total"] == everything["total"]
+    errors = dashboard.api("/flow-runs/nightly-3/logs?level=error")
+    assert errors["total"] == 2 and {line["level"] for line in errors["logs"]} == {"ERROR"}
+    assert {line["task_run_name"] for line in errors["logs"]} == {
+        t["name"] for t in everything_tasks(dashboard) if t["task_name"] == "flaky"}
+    warnings = dashboard.api("/flow-runs/nightly-3/logs?level=warning")
+    assert warnings["total"] >= errors["total"]
+    flaky_id = next(t["id"] for t in everything_tasks(dashboard) if t["task_name"] == "flaky")
+    own = dashboard.api(f"/task-runs/{flaky_id}/logs?limit=2")
+    assert own["total"] > 2 and len(own["logs"]) == 2
+    assert {line["task_run_id"] for line in own["logs"]} == {flaky_id}
+
+
+def everything_tasks(board: Dashboard) -> list[dict[str, Any]]:
+    return board.api("/flow-runs/nightly-3/task-runs?limit=500")["task_runs"]
+
+
+def test_the_flow_run_page_pages_and_filters_its_task_runs_and_logs(dashboard: Dashboard) -> None:
+    """The page says which task runs and lines it shows, of how many, and links to the
+    others; state and level links filter them."""
+    rid = run_id(dashboard, "nightly-3")
+    _, _, body = dashboard.get("/runs/nightly-3?limit=1&offset=1")
+    assert "showing 2–2 of 3 task runs" in body
+    assert f'rel="prev" href="/runs/{rid}?limit=1#task-runs"' in body
+    assert f'rel="next" href="/runs/{rid}?offset=2&amp;limit=1#task-runs"' in body
+    _, _, body = dashboard.get("/runs/nightly-3?state=Cached")
+    assert "Task runs <span class=\"muted\">(1 Cached of 3)</span>" in body
+    assert body.count('<td class="tl-name"><a href="/task-runs/') == 1
+    _, _, body = dashboard.get("/runs/nightly-3?level=ERROR")
+    assert "showing 1–2 of 2 log lines" in body and "attempt 1" not in body
+    assert f'<a class="chosen" href="/runs/{rid}?level=ERROR#logs">error+</a>' in body
+
+
+def test_a_parent_flow_run_counts_subflow_runs_apart_and_children_name_it(dashboard: Dashboard) -> None:
+    """The parent's page has "Task runs (3)" and "Subflow runs (1)"; the child's page and
+    the runs list name the parent instead of showing a piece of its id."""
+    parent_id = run_id(dashboard, "nightly-3")
+    _, _, body = dashboard.get("/runs/nightly-3")
+    assert 'Task runs <span class="muted">(3)</span>' in body
+    assert 'Subflow runs <span class="muted">(1)</span>' in body
+    _, _, body = dashboard.get("/runs/child-3")
+    assert f'<dt>parent</dt><dd><a href="/runs/{parent_id}">nightly-3</a></dd>' in body
+    _, _, body = dashboard.get("/runs")
+    assert f'of <a href="/runs/{parent_id}">nightly-3</a>' in body
+    assert parent_id[:8] not in body.replace(f"/runs/{parent_id}", "").replace(f'title="{parent_id}"', "")
+
+
+def test_runs_are_searched_by_name_and_filtered_by_date_and_nesting(dashboard: Dashboard) -> None:
+    """q finds text in a run's or its flow's name; since/until bound the start date;
+    top=1 leaves subflow runs out and parent= lists one run's subflow runs."""
+    def names(query: str) -> list[str]:
+        return [r["name"] for r in dashboard.api(f"/flow-runs?{query}")["flow_runs"]]
+
+    assert names("q=NIGHT") == ["nightly-3"]
+    assert names("q=brok&state=failed") == ["broken-2", "broken-1", "broken-0"]
+    assert names("flow=evil&flow=child") == ["evil-run", "child-3"]
+    today = dt.date.today()
+    assert len(names(f"since={today}&until={today}")) == 6
+    assert names(f"since={today + dt.timedelta(days=1)}") == []
+    assert names(f"until={today - dt.timedelta(days=1)}") == []
+    assert "child-3" not in names("top=1") and len(names("top=1")) == 5
+    parent = dashboard.api(f"/flow-runs?parent={run_id(dashboard, 'nightly-3')}")
+    assert [r["name"] for r in parent["flow_runs"]] == ["child-3"]
+    assert parent["parent"]["name"] == "nightly-3"
+    assert dashboard.api("/flow-runs?q=brok")["filters"]["q"] == "brok"
+
+
+@flow(flow_run_name="tagged-{env}")
+def tagged(env: str) -> None:
+    """A run tagged with its environment."""
+
+
+def test_runs_are_filtered_by_tags_all_of_them(headwater_session: Session) -> None:
+    """tag= (repeated, or comma separated in the form's box) lists runs with every tag."""
+    from headwater import tags
+
+    with tags("nightly", "prod"):
+        tagged("prod")
+    with tags("nightly"):
+        tagged("staging")
+    headwater_session.store.flush()
+    board = Dashboard(headwater_session)
+    try:
+        def names(query: str) -> list[str]:
+            return [r["name"] for r in board.api(f"/flow-runs?{query}")["flow_runs"]]
+
+        assert names("tag=nightly") == ["tagged-staging", "tagged-prod"]
+        assert names("tag=nightly&tag=prod") == names("tag=nightly,%20prod") == ["tagged-prod"]
+        _, _, body = board.get("/runs?tag=nightly,prod")
+        assert 'name="tag" value="nightly, prod"' in body and "tagged-staging" not in body
+    finally:
+        board.close()
+
+
+def test_the_runs_list_shows_why_a_run_failed(dashboard: Dashboard) -> None:
+    """A failed run's row carries its state's message, the exception first."""
+    _, _, body = dashboard.get("/runs?flow=broken")
+    assert body.count('<td class="message" title="Flow run encountered an exception: ValueError: no good') == 3
+    assert ">ValueError: no good</td>" in body
+
+
+@task
+def produce(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def square(x: int) -> int:
+    return x * x
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@flow(flow_run_name="fan-{n}")
+def fan(n: int) -> int:
+    numbers = produce.submit(n)
+    squares = [square.submit(x, wait_for=[numbers]) for x in range(n)]
+    return total(squares)
+
+
+def test_api_graph_has_every_task_run_and_its_upstream_runs(headwater_session: Session) -> None:
+    """/graph gives a node per task run and an edge per recorded upstream run: produce
+    before each square, each square before total; the page draws them as SVG links."""
+    fan(3)
+    headwater_session.store.flush()
+    board = Dashboard(headwater_session)
+    try:
+        graph = board.api("/flow-runs/fan-3/graph")
+        assert graph["drawn"] is True and graph["total"] == 5
+        ids = {n["name"].split("-")[0]: [] for n in graph["nodes"]}
+        for node in graph["nodes"]:
+            ids[node["name"].split("-")[0]].append(node["id"])
+        (produced,), (summed,) = ids["produce"], ids["total"]
+        expected = {(produced, s) for s in ids["square"]} | {(s, summed) for s in ids["square"]}
+        assert {tuple(e) for e in graph["edges"]} == expected
+        _, _, body = board.get("/runs/fan-3")
+        assert body.count('<a href="/task-runs/') >= 5 and '<svg class="graph"' in body
+        assert body.count('class="edge"') == 6
+        assert "Dependency graph" in body and "(5 task runs, 6 dependencies)" in body
+    finally:
+        board.close()
+
+
+def test_a_running_flow_shows_its_progress_and_refreshes(headwater_session: Session) -> None:
+    """A live run's page says how many of its task runs are done, by state, and reloads;
+    the next load shows the run further on."""
+    from headwater.runs import FlowRun, TaskRun
+    from headwater.states import Completed, Failed, Running
+
+    store = headwater_session.store
+    live = FlowRun("feed0000-live", "feed", "feeding")
+    live.state, live.start_ts = Running(), dt.datetime.now().timestamp()
+    store.create_flow_run(live)
+    store.record_state(live, live.state)
+    runs = []
+    for i, state in enumerate([Completed(), Failed(message="bad row"), Running()]):
+        run = TaskRun(f"feed0000-t{i}", "ingest", "k", f"ingest-{i}", {}, frozenset(), live.id)
+        run.state = state
+        store.create_task_run(run)
+        store.record_state(run, state)
+        runs.append(run)
+    store.flush()
+    board = Dashboard(headwater_session)
+    try:
+        _, _, body = board.get("/runs/feeding")
+        assert "2 of 3 task runs done, 1 not yet" in body and 'http-equiv="refresh"' in body
+        assert ">completed 1</a>" in body and ">failed 1</a>" in body and ">running 1</a>" in body
+        runs[2].state = Completed()
+        store.record_state(runs[2], runs[2].state)
+        store.flush()
+        _, _, body = board.get("/runs/feeding")
+        assert "3 of 3 task runs done" in body and ">completed 2</a>" in body
+        assert board.api("/flow-runs/feeding")["task_run_counts"]["done"] == 3
+    finally:
+        board.close()
+
+
+def test_the_cache_page_names_the_task_runs_that_wrote_entries(dashboard: Dashboard) -> None:
+    """A cache entry's task run shows by name and the shortest suffix of its id, not the
+    first eight characters every time-ordered id of the run shares."""
+    entry = dashboard.api("/cache-entries")["cache_entries"][0]
+    writer = dashboard.api(f"/task-runs/{entry['task_run_id']}")
+    assert entry["task_run_name"] == writer["name"]
+    assert entry["task_run_id"].replace("-", "").endswith(entry["task_run_short_id"])
+    _, _, body = dashboard.get("/cache")
+    assert f'>{writer["name"]}</a>' in body
+
+
+def test_a_retried_run_paged_links_each_attempt_to_the_page_it_starts_on(retried: str,
+                                                                          headwater_session: Session) -> None:
+    """With two task runs a page, attempt 2 (task runs 4 to 6) links to the page from
+    the third run on, which heads its runs with "Attempt 2"."""
+    board = Dashboard(headwater_session)
+    try:
+        _, _, body = board.get(f"/runs/{retried}?limit=2")
+        assert f'href="/runs/{retried}?limit=2#attempt-1-tasks"' in body
+        assert f'href="/runs/{retried}?offset=2&amp;limit=2#attempt-2-tasks"' in body
+        _, _, body = board.get(f"/runs/{retried}?offset=2&limit=2")
+        assert 'id="attempt-2-tasks"' in body and "showing 3–4 of 6 task runs" in body
+        run = board.api(f"/flow-runs/{retried}?offset=3&limit=3")
+        assert [t["attempt"] for t in run["task_runs"]] == [2, 2, 2]
+        assert [t["reused_from_attempt"] for t in run["task_runs"]] == [1, 1, None]
+    finally:
+        board.close()

@@ -25,6 +25,9 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "images" / "dashboard.png"
 ATTEMPTS_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-attempts.png"
+BIG_RUN_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-big-run.png"
+SEARCH_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-runs.png"
+GRAPH_SCREENSHOT = ROOT / "docs" / "images" / "dashboard-graph.png"
 
 if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium package at /usr/bin/chromium (apt-get install chromium)",
@@ -106,10 +109,54 @@ def broken(i: int) -> None:
     raise ValueError("no good")
 
 
+REGIONS = ["emea", "amer", "apac", "latam", "nordics", "india"]
+
+
+@task
+def download(region: str) -> list:
+    return [region] * 3
+
+
+@task
+def clean(rows: list) -> list:
+    if rows[0] == "apac":
+        raise ValueError("apac: 3 rows without a currency")
+    return rows
+
+
+@task
+def merge(parts: list) -> list:
+    return [row for part in parts for row in part]
+
+
+@task
+def publish_report(rows: list) -> int:
+    return len(rows)
+
+
+@flow(flow_run_name="regions")
+def regional_report() -> int:
+    """Downloads each region, cleans it, merges them and publishes the report."""
+    raw = [download.submit(region) for region in REGIONS]
+    cleaned = [clean.submit(rows) for rows in raw]
+    merged = merge.submit(cleaned)
+    return publish_report.submit(merged).result()
+
+
 nightly(3)
 evil()
 for i in range(2):
     broken(i, return_state=True)
+regional_report(return_state=True)
+
+# A run of 2,000 task runs (every 500th failed), recorded as the engine records one.
+import sys
+sys.path.insert(0, TESTS)
+import test_dashboard_big_run as big
+from headwater import get_store
+
+big.FAILED_EVERY = 500
+big.record_big_run(get_store(), "big-0000-run", tasks=2000)
 '''
 
 LIVE = '''
@@ -184,7 +231,7 @@ class Site:
         self.root = root
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
         self.env["HEADWATER_HOME"] = str(root / "home")
-        (root / "fill.py").write_text(FILL)
+        (root / "fill.py").write_text(f"TESTS = {str(Path(__file__).parent)!r}\n" + FILL)
         subprocess.run([sys.executable, str(root / "fill.py")], env=self.env, check=True,
                        capture_output=True, timeout=60)
         self.out = root / "ui.out"
@@ -319,11 +366,12 @@ def test_flow_runs_filter_by_state_and_page(site: Site, page: Page) -> None:
     page.goto(site.url + "/runs")
     page.locator("select[name=state]").select_option("FAILED")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("table.runs tbody tr td:first-child")).to_have_text(["broken-1", "broken-0"])
+    expect(page.locator("table.runs tbody tr td:first-child")).to_have_text(["regions", "broken-1", "broken-0"])
+    pages = (site.api("/flow-runs")["total"] + 1) // 2
     page.goto(site.url + "/runs?per_page=2")
-    expect(page.locator("nav.pager")).to_contain_text("page 1 of 3")
+    expect(page.locator("nav.pager")).to_contain_text(f"page 1 of {pages}")
     page.locator("a[rel=next]").click()
-    expect(page.locator("nav.pager")).to_contain_text("page 2 of 3")
+    expect(page.locator("nav.pager")).to_contain_text(f"page 2 of {pages}")
 
 
 def test_cache_entries_link_to_the_task_run_that_wrote_them(site: Site, page: Page) -> None:
@@ -340,8 +388,8 @@ def test_cache_entries_link_to_the_task_run_that_wrote_them(site: Site, page: Pa
 
 
 def test_a_live_run_page_refreshes_by_itself(site: Site, page: Page) -> None:
-    """A running flow's page shows Running, then Completed once it ends, with no reload
-    by the viewer."""
+    """A running flow's page shows Running and its progress, then Completed and every
+    task run done once it ends, with no reload by the viewer."""
     release = site.root / "release"
     script = site.root / "live.py"
     script.write_text(LIVE)
@@ -360,8 +408,11 @@ def test_a_live_run_page_refreshes_by_itself(site: Site, page: Page) -> None:
         badge = page.locator("dl.facts dt:text-is('state') + dd .state")
         expect(badge).to_have_text("Running")
         expect(page.locator("header .live")).to_be_visible()
+        progress = page.locator(".progress .done")
+        expect(progress).to_contain_text("0 of 1 task runs done, 1 not yet")
         release.write_text("go")
         expect(badge).to_have_text("Completed", timeout=15_000)
+        expect(progress).to_have_text("1 of 1 task runs done")
         expect(page.locator("header .live")).to_have_count(0)
     finally:
         release.write_text("go")
@@ -434,3 +485,86 @@ def test_screenshot_of_a_flow_run(site: Site, page: Page, tmp_path: Path) -> Non
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=False)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _screenshot(page: Page, path: Path, tmp_path: Path, clip: dict[str, float] | None = None) -> None:
+    """A screenshot for the docs: written to docs/images when missing or with
+    HEADWATER_UPDATE_SCREENSHOTS=1, else to a temporary folder."""
+    update = os.environ.get("HEADWATER_UPDATE_SCREENSHOTS") == "1" or not path.exists()
+    target = path if update else tmp_path / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=clip is not None, clip=clip)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_big_run_pages_its_task_runs_and_logs(site: Site, page: Page, tmp_path: Path) -> None:
+    """A 2,000-task run: the progress bar counts them by state; the task runs come 50 a
+    page with next and previous links; a state link lists the failed ones; a level
+    link narrows the log lines to errors."""
+    page.goto(site.url + "/runs/big-run")
+    expect(page.locator(".progress .done")).to_have_text("2,000 of 2,000 task runs done")
+    pager = page.locator("nav.pager").first
+    expect(pager).to_contain_text("showing 1–50 of 2,000 task runs")
+    names = page.locator("table.timeline td.tl-name > a")
+    expect(names).to_have_count(50)
+    expect(names.first).to_have_text("load-0")
+    _screenshot(page, BIG_RUN_SCREENSHOT, tmp_path)
+
+    pager.locator("a[rel=next]").click()
+    expect(page.locator("nav.pager").first).to_contain_text("showing 51–100 of 2,000 task runs")
+    expect(names.first).to_have_text("load-50")
+    page.locator("nav.pager").first.locator("a[rel=prev]").click()
+    expect(names.first).to_have_text("load-0")
+
+    page.locator(".progress a", has_text="failed").click()
+    expect(page.locator("h2#task-runs")).to_contain_text("4 FAILED of 2,000")
+    expect(names).to_have_text(["load-499", "load-999", "load-1499", "load-1999"])
+
+    page.locator("p.filters a", has_text="error+").click()
+    expect(page.locator("table.logs tbody tr")).to_have_count(4)
+    expect(page.locator("table.logs tbody td pre")).to_have_text(["boom 499", "boom 999", "boom 1499", "boom 1999"])
+    expect(page.locator("table.logs tbody tr").first.locator("a")).to_have_text("load-499")
+
+
+def test_runs_are_searched_and_show_why_they_failed(site: Site, page: Page, tmp_path: Path) -> None:
+    """Typing part of a name and choosing a state narrows the list; the message column
+    says why each failed without opening it."""
+    page.goto(site.url + "/runs")
+    page.locator("input[name=q]").fill("brok")
+    page.locator("select[name=state]").select_option("FAILED")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.runs tbody tr")
+    expect(rows.locator("td:first-child")).to_have_text(["broken-1", "broken-0"])
+    expect(rows.locator("td.message")).to_have_text(["ValueError: no good", "ValueError: no good"])
+    expect(page.locator("input[name=q]")).to_have_value("brok")
+    page.locator("input[name=q]").fill("region")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows.locator("td:first-child")).to_have_text(["regions"])
+    expect(rows.locator("td.message")).to_contain_text("apac: 3 rows without a currency")
+
+    page.goto(site.url + "/runs?q=e&top=1")
+    expect(page.locator("table.runs")).not_to_contain_text("publish-3")
+    page.goto(site.url + "/runs")
+    _screenshot(page, SEARCH_SCREENSHOT, tmp_path)
+
+
+def test_the_dependency_graph_links_each_task_run(site: Site, page: Page, tmp_path: Path) -> None:
+    """The regions run's graph: six downloads, six cleans (one failed), the merge and
+    the report that never ran; an edge per dependency; a node opens its task run."""
+    page.goto(site.url + "/runs/regions")
+    graph = page.locator("svg.graph")
+    expect(graph.locator("a.node")).to_have_count(14)
+    expect(graph.locator("path.edge")).to_have_count(13)
+    expect(graph.locator("a.node.state-failed")).to_have_count(1)
+    expect(graph.locator("a.node.state-notready")).to_have_count(2)
+    expect(page.locator(".legend").first).to_contain_text("retrying")
+    expect(page.locator(".legend").first).to_contain_text("crashed")
+    section = page.locator("h2#graph").bounding_box()
+    box = page.locator(".graph-scroll").bounding_box()
+    assert section is not None and box is not None
+    top = section["y"] - 8
+    _screenshot(page, GRAPH_SCREENSHOT, tmp_path,
+                clip={"x": 0, "y": top, "width": 1280, "height": box["y"] + box["height"] + 8 - top})
+    graph.locator("a.node > text", has_text="merge-").click()
+    expect(page.locator("h1")).to_contain_text("Task run merge-")
+    expect(page.locator("dl.facts dt:text-is('state') + dd .state")).to_have_text("NotReady")
