@@ -118,7 +118,8 @@ def _delete(store: Any, runs: list[Any], as_json: bool) -> int:
     subflows = len(deleted.flow_run_ids) - len(runs)
     print(f"Deleted {len(runs):,} flow run{'s' if len(runs) != 1 else ''}"
           + (f" and {subflows:,} subflow run{'s' if subflows != 1 else ''}" if subflows else "")
-          + f": {deleted.task_runs:,} task runs, {deleted.states:,} states, {deleted.logs:,} log lines.")
+          + f": {_count(deleted.task_runs, 'task run')}, {_count(deleted.states, 'state')}, "
+            f"{_count(deleted.logs, 'log line')}.")
     if before is not None and after is not None:
         print(f"The run store's files went from {_size(before)} to {_size(after)}.")
     return 0
@@ -144,3 +145,7 @@ def _size(n: int) -> str:
             return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from typing import Any, Callable, Mapping
 
@@ -244,17 +245,23 @@ def counts_dict(counts: Any) -> dict[str, Any]:
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+#: The longest duration ``--older-than`` takes: further back is before any run was made.
+MAX_DURATION_DAYS = 36_500
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
 def parse_duration(text: str) -> float:
-    """An argparse type: ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or ``0s`` in seconds."""
-    value = text.strip().lower()
-    number, unit = value[:-1], value[-1:]
-    try:
-        if unit not in DURATION_UNITS or not number or float(number) < 0:
-            raise ValueError
-        seconds = float(number) * DURATION_UNITS[unit]
-    except ValueError:
+    """An argparse type: ``30d``, ``12h``, ``90m``, ``45s``, ``2w``, ``1.5h`` or ``0s``
+    in seconds (a plain number and one unit; at most 100 years)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
         raise argparse.ArgumentTypeError(f"expected a duration such as 30d, 12h, 90m or 0s "
-                                         f"(s, m, h, d or w after a number), got {text!r}") from None
+                                         f"(s, m, h, d or w after a number), got {text!r}")
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration of at most {MAX_DURATION_DAYS}d (100 years), "
+                                         f"got {text!r}")
     return seconds
 
 

@@ -46,6 +46,11 @@ def cmd_runs_logs(args: argparse.Namespace) -> int:
             for line in page.items:
                 printer(line)
             if not page.total:
+                if args.task is not None and not _has_task(store, run, args.task):
+                    print(f"headwater: error: flow run {shown(repr(run.name))} has no task run or task named "
+                          f"{shown(repr(args.task))}; `headwater runs tasks {shown(run.id[:8])}` lists them",
+                          file=sys.stderr)
+                    return 1
                 _say_none(run, args)
         return 0
     try:
@@ -107,3 +112,9 @@ class _Printer:
             print(json.dumps(_line_dict(line)))
         else:
             print(log_line_text(line, self.run.name, self.names, self.colour, indent=""))
+
+
+def _has_task(store: Any, run: Any, task: str) -> bool:
+    """Whether ``task`` names a task run of ``run`` (its id, its name or its task's name):
+    asked only when no line matched, to tell a typo from a task that logged nothing."""
+    return any(task in (t.id, t.name, t.task_name) for t in store.read_task_runs(flow_run_id=run.id))

@@ -308,6 +308,10 @@ class TaskExecution:
         if early is None:
             return None
         if isinstance(early, states.State) and early.type in _FINAL:
+            run = self.task_run
+            if run.result_location is not None and run.inputs_hash is None and early.is_completed():
+                # A cache hit's result is kept too: a retried flow run may reuse this run.
+                run.inputs_hash = inputs_hash(self.context.parameters, self.task)
             return early
         try:
             return check_running_answer(self.policy, early, self._subject())

@@ -418,3 +418,28 @@ def test_an_async_flow_is_retried_from_a_running_event_loop_with_the_async_api(h
 
     assert asyncio.run(main()).result() == 3
     assert CALLS == {"a1": 1, "a2": 2}
+
+
+@task(cache_key_fn=lambda context, parameters: f"shared-{parameters['x']}", persist_result=True)
+def shared(x: int) -> int:
+    CALLS["shared"] += 1
+    return x * 10
+
+
+@flow(persist_result=True)
+def uses_the_cache(x: int = 7) -> int:
+    value = shared(x)
+    return step("after", value)
+
+
+def test_a_cache_hit_of_an_earlier_attempt_is_reused_too(headwater_session):
+    """A task run that was a cache hit kept its result: a retry reuses it even after
+    the cache entry is gone (``headwater cache clear`` of the entry alone)."""
+    assert uses_the_cache() == 71  # fills the cache
+    BROKEN.add("after")
+    run_id = uses_the_cache(return_state=True).state_details.flow_run_id  # a cache hit, then fails
+    BROKEN.clear()
+    headwater_session.store.delete_cache_entries(task_name="shared")  # the entry, not its file
+    state = headwater.retry_run(run_id)
+    assert state.result() == 71
+    assert CALLS["shared"] == 1

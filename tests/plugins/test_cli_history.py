@@ -118,8 +118,10 @@ def test_runs_logs_filters_by_level_and_task(history, capsys):
     assert data["total"] == 2 and {x["task_run_id"] for x in data["logs"]} == {task_run.id}
     _, out, _ = run_cli(capsys, "runs", "logs", "etl-5", "--task", "load", "--level", "error", "--json")
     assert json.loads(out)["total"] == 2  # both attempts of the failing one
-    code, out, _ = run_cli(capsys, "runs", "logs", "etl-5", "--task", "nothing")
-    assert code == 0 and "No log lines of flow run 'etl-5' match --task nothing" in out
+    code, out, _ = run_cli(capsys, "runs", "logs", "etl-5", "--task", "load", "--level", "critical")
+    assert code == 0 and "No log lines of flow run 'etl-5' match --level critical --task load" in out
+    code, out, err = run_cli(capsys, "runs", "logs", "etl-5", "--task", "nothing")  # a typo: said so
+    assert code == 1 and "flow run 'etl-5' has no task run or task named 'nothing'" in err
 
 
 @pytest.mark.parametrize("argv, code, message", [
@@ -140,7 +142,7 @@ def test_bad_input_is_one_line_naming_the_value(history, capsys, argv, code, mes
     assert len(history.read_flow_runs()) == 7
 
 
-@pytest.mark.parametrize("duration", ["30", "1x", "d", "-2d", "ten days"])
+@pytest.mark.parametrize("duration", ["30", "1x", "d", "-2d", "ten days", "1e300d", "1_0d"])
 def test_a_bad_duration_is_refused_saying_what_is_expected(history, capsys, duration):
     """--older-than takes a number and a unit (s, m, h, d, w)."""
     with pytest.raises(SystemExit) as exc:
@@ -148,6 +150,14 @@ def test_a_bad_duration_is_refused_saying_what_is_expected(history, capsys, dura
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"expected a duration such as 30d, 12h, 90m or 0s (s, m, h, d or w after a number), got {duration!r}" in err
+
+
+def test_a_duration_further_back_than_any_run_is_refused_in_one_line(history, capsys):
+    """No traceback for 10,000,000 weeks: one line naming the value and the limit."""
+    with pytest.raises(SystemExit) as exc:
+        main(["runs", "prune", "--older-than", "10000000w", "--dry-run"])
+    assert exc.value.code == 2
+    assert "expected a duration of at most 36500d (100 years), got '10000000w'" in capsys.readouterr().err
 
 
 def test_runs_tasks_lists_state_duration_retries_and_cache_key(history, capsys):
