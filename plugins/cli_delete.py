@@ -23,11 +23,17 @@ from .cli_text import quoted, shown
 def cmd_runs_delete(args: argparse.Namespace) -> int:
     store = require_part(current_session().store, RunReader, "`headwater runs delete`")
     runs: dict[str, Any] = {}
+    namesakes: list[str] = []
     for text in args.runs:  # every one found before anything is deleted
         run = find_flow_run(store, text)
         if run is None:
             return 1
         runs.setdefault(run.id, run)
+        if not run.id.startswith(text):  # found by its name: the newest run of that name
+            same = [r for r in store.search_flow_runs(FlowRunFilter(search=text), limit=None).items if r.name == text]
+            if len(same) > 1:
+                namesakes.append(f"{len(same) - 1} older run{'s' if len(same) > 2 else ''} named {quoted(text)} "
+                                 f"stay{'' if len(same) > 2 else 's'} (give their ids to delete them)")
     going = [r for r in runs.values() if not has_ended(r)]
     if going and not args.force:
         run = going[0]
@@ -36,6 +42,8 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
               f"leave its process writing to a run that is gone (--force deletes it anyway)", file=sys.stderr)
         return 1
     names = ", ".join(quoted(r.name) for r in runs.values())
+    for note in namesakes:
+        print(f"Only the newest run of that name: {note}.", file=sys.stderr)
     answer = confirm(f"Delete flow run{'s' if len(runs) > 1 else ''} {names} with their subflow runs, task "
                      f"runs, states and logs?", args.yes, "`headwater runs delete`")
     if answer is None:

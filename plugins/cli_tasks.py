@@ -43,6 +43,11 @@ def cmd_runs_tasks(args: argparse.Namespace) -> int:
         else:
             print(f"Flow run {shown(repr(run.name))} has no task runs.")
         return 0
+    if not page.items:  # past the end
+        hint = (f"--offset {max(0, page.total - args.limit):,} shows the last ones" if args.limit
+                else "without --offset it shows them all")
+        print(f"--offset {args.offset:,} is past the last of the {page.total:,} task runs; {hint}.")
+        return 0
     rows = [[t.name, t.task_name, t.state.name if t.state is not None else "-", when(t.start_ts),
              duration_text(t.start_ts, t.end_ts), str(max(0, t.run_count - 1)), _short(t.cache_key)]
             for t in page.items]

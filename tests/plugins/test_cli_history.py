@@ -460,3 +460,26 @@ def test_runs_delete_asks_on_a_terminal(history, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "runs", "delete", "report-1")
     assert code == 0 and out.startswith("Deleted 1 flow run: 0 task runs")
     assert history.read_flow_run("report-1") is None
+
+
+def test_runs_delete_by_a_shared_name_says_which_one_and_that_others_stay(headwater_session, capsys):
+    """A name means the newest run of that name; the older ones are named as staying."""
+
+    @flow(flow_run_name="nightly")
+    def nightly():
+        return 1
+
+    for _ in range(3):
+        nightly()
+    headwater_session.store.flush()
+    newest = headwater_session.store.read_flow_run("nightly")
+    code, out, err = run_cli(capsys, "runs", "delete", "nightly", "--yes")
+    assert code == 0
+    assert "Only the newest run of that name: 2 older runs named 'nightly' stay (give their ids" in err
+    left = [r for r in headwater_session.store.read_flow_runs() if r.name == "nightly"]
+    assert len(left) == 2 and newest.id not in {r.id for r in left}
+
+
+def test_runs_tasks_past_the_end_says_so(history, capsys):
+    code, out, _ = run_cli(capsys, "runs", "tasks", "etl-5", "--offset", "99", "--limit", "2")
+    assert code == 0 and out.strip() == "--offset 99 is past the last of the 5 task runs; --offset 3 shows the last ones."
