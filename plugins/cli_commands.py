@@ -253,17 +253,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 
-def _not_negative(text: str) -> int:
-    """An argparse type: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
-    return value
-
-
 @hookimpl
 def headwater_add_commands(cli: Any) -> None:
     runs = cli.add_parser("runs", help="list recent flow runs, or show one")
@@ -293,7 +282,7 @@ def headwater_add_commands(cli: Any) -> None:
     tasks.add_argument("run", help="flow run id (or its first characters) or name")
     tasks.add_argument("--state", help="only task runs in this state (type or name)")
     tasks.add_argument("--limit", type=positive_int, default=None, help="at most N task runs (default all)")
-    tasks.add_argument("--offset", type=_not_negative, default=0, metavar="N", help="skip the first N")
+    tasks.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     delete = runs_sub.add_parser(
         "delete", help="delete flow runs with their subflow runs, task runs, states and logs",
