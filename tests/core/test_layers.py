@@ -91,6 +91,7 @@ LAYERS = {
     "headwater.cli": ENTRY_POINTS,
     "headwater.testing": ENTRY_POINTS,
     "headwater.testing_runners": ENTRY_POINTS,
+    "headwater.testing_scripts": ENTRY_POINTS,
     "headwater.runtime": ENTRY_POINTS,
     "headwater.runtime.flow_run": ENTRY_POINTS,
     "headwater.runtime.task_run": ENTRY_POINTS,
