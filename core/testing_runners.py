@@ -28,6 +28,7 @@ import asyncio
 import datetime as dt
 import json
 import time
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -203,7 +204,7 @@ class RunnerConformance:
     # -- submitting and mapping ---------------------------------------------------------
 
     def test_submit_returns_a_future_of_the_result(self, task_runner: Any) -> None:
-        """submit() returns a Future at once; its result is the task's return value and
+        """submit() returns a Future; its result is the task's return value and
         the run is recorded Pending -> Running -> Completed."""
 
         @flow(task_runner=task_runner)
@@ -283,7 +284,6 @@ class RunnerConformance:
         """A task's exception is raised by its future as itself, with the task's frame in
         its traceback; a run depending on it ends NotReady without running and its
         future raises UpstreamFailed naming the failed run."""
-        import traceback
 
         @flow(task_runner=task_runner)
         def failing() -> dict[str, Any]:
