@@ -10,6 +10,10 @@ Installed with headwater (entry point ``pytest11``). Use the fixture::
 Each test gets its own :class:`~headwater.Session` with ``HEADWATER_HOME`` in a
 temporary directory, so runs, cache entries and results vanish with the test. Inside
 ``headwater_session``, headwater's log records also reach pytest's ``caplog``.
+
+For task runner authors, :class:`RunnerConformance` is the conformance suite every
+runner passes: subclass it in a test module and give your runner as the ``task_runner``
+fixture (docs/task-runners.md, "Testing a task runner").
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ import logging
 from typing import Any, Iterator
 
 import pytest
+
+__all__ = ["RunnerConformance", "headwater_home", "headwater_session"]
+
+# The suite's own asserts explain their failures, as a test module's do.
+pytest.register_assert_rewrite("headwater.testing_runners")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunnerConformance":
+        # import time: the suite defines flows and tasks; plain pytest runs never load it
+        from .testing_runners import RunnerConformance
+
+        return RunnerConformance
+    raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
 
 
 @pytest.fixture

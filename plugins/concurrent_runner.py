@@ -50,6 +50,11 @@ class ConcurrentTaskRunner(TaskRunner):
     def duplicate(self) -> ConcurrentTaskRunner:
         return type(self)(self.max_workers)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A template pickles as its option (its queue and threads are per flow run), so a
+        # flow's runner can go to another process, as the runner conformance suite sends it.
+        return type(self), (self.max_workers,)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_workers={self.max_workers})"
 

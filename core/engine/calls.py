@@ -281,21 +281,39 @@ def _submit(task: Task, flow_context: FlowRunContext, parameters: dict[str, Any]
 def _run_submitted_sync(work: Work) -> states.State:
     """A submitted sync run, in whichever thread runs it; its final state."""
     execution = work.execution
+    token = _enter_flow_run(execution.flow_context)
     try:
         early = _not_to_run(work)
         return early if early is not None else execute_sync(execution)
     except BaseException as exc:
         return _escaped_submitted(work, exc)
+    finally:
+        if token is not None:
+            flow_run_ctx.reset(token)
 
 
 async def _run_submitted_async(work: Work) -> states.State:
     """A submitted async run, on the event loop that runs it; its final state."""
     execution = work.execution
+    token = _enter_flow_run(execution.flow_context)
     try:
         early = _not_to_run(work)
         return early if early is not None else await execute_async(execution)
     except BaseException as exc:
         return _escaped_submitted(work, exc)
+    finally:
+        if token is not None:
+            flow_run_ctx.reset(token)
+
+
+def _enter_flow_run(flow_context: FlowRunContext) -> Any:
+    """Make the run's flow run the active one, if it is not: a runner may run work in a
+    thread that did not copy the submitting context (docs/task-runners.md, "Writing a
+    task runner"), and the task must still submit to its flow's runner and read
+    ``headwater.runtime.flow_run``. The token to reset, or None."""
+    if flow_run_ctx.get() is flow_context:
+        return None
+    return flow_run_ctx.set(flow_context)
 
 
 def _escaped_submitted(work: Work, exc: BaseException) -> states.State:

@@ -356,3 +356,33 @@ def test_a_runner_that_cannot_take_work_crashes_that_run_and_raises(headwater_se
     (run,) = headwater_session.store.read_flow_runs(flow_name="f")
     (task_run,) = headwater_session.store.read_task_runs(flow_run_id=run.id)
     assert task_run.state.is_crashed() and "no workers left" in task_run.state.message
+
+
+def test_work_run_in_a_thread_without_the_flows_context_still_belongs_to_its_flow_run():
+    """A runner may run work in a plain new thread (no copied context variables): the
+    task still sees its flow run, and tasks it submits go to the same runner and flow run."""
+    from headwater.runtime import flow_run
+    from headwater.task_runners import TaskRunner
+
+    class BareThreads(TaskRunner):
+        def start(self, context=None):
+            self.threads = []
+
+        def submit(self, work):
+            thread = threading.Thread(target=work.run, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+        def shutdown(self, wait=True):
+            for thread in self.threads:
+                thread.join()
+
+    @task
+    def outer(n):
+        return flow_run.name, sum(f.result() for f in add_one.map(range(n)))
+
+    @flow(task_runner=BareThreads(), flow_run_name="bare-threads")
+    def bare():
+        return outer.submit(3).result()
+
+    assert bare() == ("bare-threads", 1 + 2 + 3)

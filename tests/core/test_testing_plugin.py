@@ -57,10 +57,11 @@ def test_the_plugin_is_registered_for_pytest_and_isolates_users_tests(tmp_path):
 
 
 def test_importing_the_plugin_is_light():
-    """Loading headwater.testing (as pytest does at start) imports no sqlite3, session or CLI."""
+    """Loading headwater.testing (as pytest does at start) imports no sqlite3, session,
+    CLI or runner conformance suite."""
     code = ("import sys, headwater.testing; "
-            "print(sorted(m for m in ('sqlite3', 'headwater.cli', 'headwater.session', 'headwater.engine') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('sqlite3', 'headwater.cli', 'headwater.session', 'headwater.engine', "
+            "'headwater.testing_runners') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -79,3 +80,50 @@ def test_caplog_sees_headwater_records_inside_headwater_session(headwater_sessio
     assert any(m.startswith("Created flow run") for m in messages)
     err = capsys.readouterr().err
     assert err.count("Finished in state Completed(") == 1
+
+
+def test_a_runner_test_class_is_told_what_it_lacks(tmp_path):
+    """The runner conformance suite, subclassed by a runner author: without the
+    task_runner fixture every case errors saying to override it; a runner that cannot be
+    pickled passes the in-process cases and fails the child-process ones saying why."""
+    test_file = tmp_path / "test_my_runner.py"
+    test_file.write_text(textwrap.dedent('''
+        import threading
+
+        import pytest
+
+        from headwater.testing import RunnerConformance
+        from headwater.task_runners import TaskRunner
+
+
+        class LockedRunner(TaskRunner):
+            def __init__(self):
+                self.lock = threading.Lock()
+
+            def submit(self, work):
+                with self.lock:
+                    work.run()
+
+
+        class TestForgotten(RunnerConformance):
+            pass
+
+
+        class TestLocked(RunnerConformance):
+            @pytest.fixture
+            def task_runner(self):
+                return LockedRunner()
+    '''))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(test_file),
+         "-k", "submit_returns or defined_in_main"],
+        cwd=tmp_path, env={**os.environ, "HEADWATER_HOME": str(tmp_path / "home")},
+        capture_output=True, text=True, timeout=60,
+    )
+    out = result.stdout
+    summary = out.split("short test summary info")[-1]
+    assert "1 failed, 1 passed" in summary and "2 errors" in summary, out
+    assert "ERROR test_my_runner.py::TestForgotten::test_submit_returns_a_future_of_the_result" in summary
+    assert "FAILED test_my_runner.py::TestLocked::test_tasks_and_arguments_defined_in_main" in summary
+    assert "TestForgotten must override the 'task_runner' fixture" in out
+    assert "sends it the runner LockedRunner() with cloudpickle, which failed" in out

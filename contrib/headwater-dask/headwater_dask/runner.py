@@ -107,6 +107,13 @@ class DaskTaskRunner(TaskRunner):
         return DaskTaskRunner(self.address, self.cluster_class, self.cluster_kwargs or None,
                               self.adapt_kwargs or None, self.client_kwargs or None)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A template pickles as its options, never its client or cluster (per flow run),
+        # so a flow's runner can go to another process, e.g. a script the runner
+        # conformance suite starts.
+        return DaskTaskRunner, (self.address, self.cluster_class, self.cluster_kwargs or None,
+                                self.adapt_kwargs or None, self.client_kwargs or None)
+
     def __repr__(self) -> str:
         if self.address:
             return f"DaskTaskRunner(address={self.address!r})"
