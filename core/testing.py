@@ -19,13 +19,25 @@ from typing import Any, Iterator
 
 import pytest
 
+__all__ = ["ResultStoreConformance", "headwater_home", "headwater_session"]
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance suite imports the session and the decorators, which every pytest
+    # run of a project with headwater installed would otherwise pay for.
+    if name == "ResultStoreConformance":
+        from .testing_results import ResultStoreConformance  # import time: see above
+
+        return ResultStoreConformance
+    raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
+
 
 @pytest.fixture
 def headwater_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A temporary ``HEADWATER_HOME`` (set in the environment for the test)."""
     home = tmp_path / "headwater-home"
     monkeypatch.setenv("HEADWATER_HOME", str(home))
-    for key in ("HEADWATER_DATABASE_URL", "HEADWATER_LOCAL_STORAGE_PATH"):
+    for key in ("HEADWATER_DATABASE_URL", "HEADWATER_LOCAL_STORAGE_PATH", "HEADWATER_RESULT_STORAGE"):
         monkeypatch.delenv(key, raising=False)
     return home
 
