@@ -319,6 +319,8 @@ def sweep_stale_temp_files(directory: Path, older_than: float = STALE_TEMP_SECON
 STORAGE_PACKAGES = {
     "s3": "'headwater-fsspec[s3]'", "s3a": "'headwater-fsspec[s3]'",
     "gcs": "'headwater-fsspec[gcs]'", "gs": "'headwater-fsspec[gcs]'",
+    **{scheme: "headwater-fsspec" for scheme in ("file", "memory", "az", "abfs", "abfss", "hdfs", "sftp",
+                                                 "ssh", "smb")},
 }
 
 
@@ -343,11 +345,13 @@ def configured_result_store(session: Any) -> ResultStore:
     if not scheme:
         return local_result_store(storage, session)
     if scheme not in session.registry.names("result_store"):
-        package = STORAGE_PACKAGES.get(scheme, f"headwater-fsspec (and the fsspec file system for {scheme}://)")
         served = ", ".join(f"{name}://" for name in session.registry.names("result_store"))
+        package = STORAGE_PACKAGES.get(scheme)
+        fix = f"install one, e.g. pip install {package}" if package else \
+            "install a plugin that registers it (registry.add_result_store), or give a plain path"
         raise ConfigurationError(
             f"{settings.describe('RESULT_STORAGE', storage)}: no installed plugin serves {scheme}:// "
-            f"(served: {served}); install one, e.g. pip install {package}")
+            f"(served: {served}); {fix}")
     return session.registry.get("result_store", scheme)(storage, session)
 
 
