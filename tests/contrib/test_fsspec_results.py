@@ -225,3 +225,27 @@ def test_a_second_process_gets_the_cache_hit_from_s3(tmp_path, s3_endpoint):
     assert "computing 7" in third.stdout and "result: ('Completed', 49)" in third.stdout
     warnings = [line for line in third.stderr.splitlines() + third.stdout.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "does not exist" in warnings[0], warnings
+
+
+def test_cache_clear_deletes_the_results_at_the_url(tmp_path, capsys, monkeypatch):
+    from headwater.cli import main
+
+    root = f"memory://clear-{uuid.uuid4().hex}"
+
+    @task(cache_key_fn=lambda context, parameters: "kept-at-a-url")
+    def value():
+        return "v"
+
+    @flow
+    def fill():
+        return value()
+
+    monkeypatch.setenv("HEADWATER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HEADWATER_RESULT_STORAGE", root)
+    memory = fsspec.filesystem("memory")
+    with Session():
+        fill()
+    [stored] = memory.ls(root.removeprefix("memory://"), detail=False)
+    assert main(["cache", "clear", "--yes"]) == 0
+    assert "Removed 1 cache entry." in capsys.readouterr().out
+    assert not memory.exists(stored)
