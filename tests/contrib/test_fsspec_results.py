@@ -249,3 +249,46 @@ def test_cache_clear_deletes_the_results_at_the_url(tmp_path, capsys, monkeypatc
     assert main(["cache", "clear", "--yes"]) == 0
     assert "Removed 1 cache entry." in capsys.readouterr().out
     assert not memory.exists(stored)
+
+
+def test_cache_prune_at_a_url_removes_expired_entries_and_keeps_what_runs_refer_to(tmp_path, capsys,
+                                                                                  monkeypatch):
+    """As in a local directory: the expired entry goes; its result stays while the task
+    run that wrote it refers to it (``headwater runs retry`` may reuse it)."""
+    import datetime as dt
+    import time
+
+    from headwater.cli import main
+
+    root = f"memory://prune-{uuid.uuid4().hex}"
+
+    @task(cache_key_fn=lambda context, parameters: f"brief-{parameters['x']}",
+          cache_expiration=dt.timedelta(seconds=0.05))
+    def brief(x):
+        return x
+
+    @task(cache_key_fn=lambda context, parameters: "lasting")
+    def lasting():
+        return "kept"
+
+    @flow
+    def fill():
+        return brief(1), lasting()
+
+    monkeypatch.setenv("HEADWATER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HEADWATER_RESULT_STORAGE", root)
+    memory = fsspec.filesystem("memory")
+    with Session() as session:
+        fill()
+        brief_entry = session.store.read_cache_entry("brief-1")
+        lasting_entry = session.store.read_cache_entry("lasting")
+    time.sleep(0.1)
+    path = root.removeprefix("memory://")
+    assert main(["cache", "prune"]) == 0
+    out = capsys.readouterr().out
+    assert f"Removed 1 expired cache entry and 0 results they kept, at {root}" in out
+    with Session() as session:
+        assert session.store.read_cache_entry("brief-1") is None
+        assert session.store.read_cache_entry("lasting") is not None
+    assert memory.exists(f"{path}/{brief_entry.location}")
+    assert memory.exists(f"{path}/{lasting_entry.location}")
