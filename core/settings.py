@@ -8,6 +8,7 @@ The environment wins over the project's ``pyproject.toml``. Keys under
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +29,7 @@ KEYS = (
     "STORE_WRITER",
     "CONSOLE",
     "PERSIST_RESULTS",
+    "RESULT_STORAGE",
 )
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -53,6 +55,10 @@ class Settings:
     #: Persist every task's result (as ``@flow(persist_result=True)`` does for its tasks),
     #: so ``headwater runs retry`` can reuse them; a task's own ``persist_result=False`` wins.
     persist_results: bool = False
+    #: Where persisted results go: a URL (``s3://bucket/prefix``, ``file:///shared/dir``,
+    #: ``memory://``), served by the plugin registered for its scheme, or a plain path
+    #: (the local result store there). Empty: ``local_storage_path``.
+    result_storage: str = ""
     #: Where a key's value came from when not the environment: key -> (pyproject path,
     #: key as written there). Used only to word error messages.
     origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -103,6 +109,7 @@ class Settings:
             store_writer=str(values.get("STORE_WRITER") or "auto"),
             console=str(values.get("CONSOLE") or "auto"),
             persist_results=_flag("PERSIST_RESULTS", values.get("PERSIST_RESULTS"), origins),
+            result_storage=_storage(values.get("RESULT_STORAGE"), origins),
             origins=origins,
         )
 
@@ -121,7 +128,25 @@ def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> 
 
 
 _STRING_KEYS = ("HOME", "LOCAL_STORAGE_PATH", "DATABASE_URL", "LOGGING_LEVEL", "TASK_RUNNER", "STORE_WRITER",
-                "CONSOLE")
+                "CONSOLE", "RESULT_STORAGE")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def storage_scheme(storage: str) -> str:
+    """The URL scheme of a ``HEADWATER_RESULT_STORAGE`` value, lower case (``"s3"`` for
+    ``s3://bucket/prefix``); ``""`` for a plain path."""
+    scheme, sep, _ = storage.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def _storage(value: Any, origins: Mapping[str, tuple[Path, str]]) -> str:
+    text = str(value or "").strip()
+    scheme, sep, _ = text.partition("://")
+    if sep and _SCHEME.fullmatch(scheme) is None:
+        raise ConfigurationError(
+            f"{_describe('RESULT_STORAGE', value, origins)} is not a storage URL; expected a URL "
+            f"such as s3://bucket/prefix, file:///shared/dir or memory://, or a plain path")
+    return text
 
 
 def _check_type(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> None:

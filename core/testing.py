@@ -23,18 +23,24 @@ from typing import Any, Iterator
 
 import pytest
 
-__all__ = ["RunnerConformance", "headwater_home", "headwater_session"]
+__all__ = ["ResultStoreConformance", "RunnerConformance", "headwater_home", "headwater_session"]
 
 # The suite's own asserts explain their failures, as a test module's do.
 pytest.register_assert_rewrite("headwater.testing_runners")
+pytest.register_assert_rewrite("headwater.testing_results")
 
 
 def __getattr__(name: str) -> Any:
+    # The conformance suites define flows and tasks and import the session: loaded only by
+    # the tests that use them, so a plain pytest run of a project pays nothing for them.
     if name == "RunnerConformance":
-        # import time: the suite defines flows and tasks; plain pytest runs never load it
-        from .testing_runners import RunnerConformance
+        from .testing_runners import RunnerConformance  # import time: see above
 
         return RunnerConformance
+    if name == "ResultStoreConformance":
+        from .testing_results import ResultStoreConformance  # import time: see above
+
+        return ResultStoreConformance
     raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
 
 
@@ -43,7 +49,7 @@ def headwater_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A temporary ``HEADWATER_HOME`` (set in the environment for the test)."""
     home = tmp_path / "headwater-home"
     monkeypatch.setenv("HEADWATER_HOME", str(home))
-    for key in ("HEADWATER_DATABASE_URL", "HEADWATER_LOCAL_STORAGE_PATH"):
+    for key in ("HEADWATER_DATABASE_URL", "HEADWATER_LOCAL_STORAGE_PATH", "HEADWATER_RESULT_STORAGE"):
         monkeypatch.delenv(key, raising=False)
     return home
 

@@ -17,10 +17,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from headwater.settings import storage_scheme
 from headwater.stores import CacheIndex, RunReader, require_part
 
 from .cli_format import current_session
+from .local_results import configured_result_store
 
 #: The names the local result store gives its files (a SHA-256 of the result's key).
 RESULT_FILE = re.compile(r"[0-9a-f]{64}")
@@ -73,7 +76,10 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     referenced = {e.location for e in store.read_cache_entries() if e.key not in gone}
     referenced |= store.read_result_locations()
     freed = {e.location for e in expired}  # their files may go at once: an entry wrote them
-    directory = Path(session.settings.local_storage_path)
+    storage = session.settings.result_storage
+    if storage_scheme(storage):
+        return _prune_at_url(args, session, storage, expired, sorted(freed - referenced))
+    directory = Path(storage).expanduser() if storage else Path(session.settings.local_storage_path)
     doomed = [f for f in result_files(directory)
               if f.name not in referenced and (f.name in freed or f.mtime < now - GRACE_SECONDS)]
     removed = []
@@ -98,6 +104,26 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     print(f"{verb} {_count(len(expired), 'expired cache entry', 'expired cache entries')} and "
           f"{_count(len(removed), 'result file', 'result files')} ({_megabytes(size)}) that no cache entry, "
           f"task run or flow run refers to, in {directory}.")
+    return 0
+
+
+def _prune_at_url(args: argparse.Namespace, session: Any, url: str, expired: list[Any],
+                  doomed: list[str]) -> int:
+    """Prune with results at a URL (``HEADWATER_RESULT_STORAGE``): the results of the
+    expired entries go through the result store; results nothing refers to are not
+    looked for, as a store at a URL need not be able to list what it holds."""
+    if not args.dry_run and doomed:
+        result_store = configured_result_store(session)
+        for location in doomed:
+            result_store.delete(location)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "expired_entries": [e.key for e in expired],
+                          "result_files": doomed, "bytes": None, "storage": url}, indent=2))
+        return 0
+    verb = "Would remove" if args.dry_run else "Removed"
+    print(f"{verb} {_count(len(expired), 'expired cache entry', 'expired cache entries')} and "
+          f"{_count(len(doomed), 'result', 'results')} they kept, at {url} (results at a URL "
+          f"that no entry ever referred to are not looked for).")
     return 0
 
 

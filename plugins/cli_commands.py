@@ -140,11 +140,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for entry in removed:
             if not any(e.location == entry.location for e in store.read_cache_entries()):
                 if result_store is None:
-                    from headwater.plugins.local_results import LocalResultStore
+                    from headwater.plugins.local_results import configured_result_store
 
-                    session = current_session()
-                    serializers = {n: s for n, s, _ in session.registry.items("serializer")}
-                    result_store = LocalResultStore(session.settings.local_storage_path, serializers)
+                    result_store = configured_result_store(current_session())
                 result_store.delete(entry.location)
         print(f"Removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}.")
         return 0

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headwater.errors import StoreError
+from headwater.errors import ConfigurationError, StoreError
 from headwater.plugin_manager import hookimpl
 from headwater.policy import StatePolicy, WrappingPolicy
 from headwater.results import (
@@ -44,6 +44,7 @@ from headwater.results import (
     stored_result_state,
     unknown_serializer,
 )
+from headwater.settings import storage_scheme
 from headwater.states import State
 
 from .private_files import foreign, make_private_dirs, others_can_write, safely_owned, user_name
@@ -143,6 +144,36 @@ def _check(st: os.stat_result, path: str, kind: str) -> None:
             f"results are pickles, loaded only from where no one else can write: `chmod go-w {path}`")
 
 
+def result_header(serializer: str) -> bytes:
+    """What a result's bytes start with: a magic string and the serializer's name (the
+    serializer's own bytes follow). Shared by every store that keeps headwater's format."""
+    name = serializer.encode()
+    if len(name) > 255:
+        raise ResultNotPersisted(f"serializer name {serializer[:40]!r}... is longer than 255 bytes")
+    return _MAGIC + bytes([len(name)]) + name
+
+
+def load_result(data: bytes, where: str, serializers: dict[str, Any]) -> Any:
+    """The value in ``data`` (a header from :func:`result_header`, then the serializer's
+    bytes), loaded by the serializer the header names; :class:`ResultMissing` naming
+    ``where`` (e.g. ``"result file /path"``) when it is not a headwater result, is
+    truncated, needs a serializer not registered, or cannot be loaded. Check the digest
+    before calling: loading a pickle runs code."""
+    if not data.startswith(_MAGIC) or len(data) < 5:
+        raise ResultMissing(f"{where} is not a headwater result (corrupted?)")
+    size = data[4]
+    if len(data) < 5 + size:
+        raise ResultMissing(f"{where} is truncated (corrupted?)")
+    serializer = data[5:5 + size].decode(errors="replace")
+    codec = serializers.get(serializer)
+    if codec is None:
+        raise ResultMissing(f"{where} needs serializer {serializer!r}, not registered")
+    try:
+        return codec.loads(data[5 + size:])
+    except Exception as exc:
+        raise ResultMissing(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
+
+
 class LocalResultStore(ResultStore):
     """The default result store: one file per result under ``path``
     (``HEADWATER_LOCAL_STORAGE_PATH``), named by a SHA-256 of its key, written atomically
@@ -184,7 +215,7 @@ class LocalResultStore(ResultStore):
             raise ResultNotPersisted(f"{serializer} cannot serialize it: {type(exc).__name__}: {exc}") from exc
         self._ensure_dir()
         name = self.location_for(key)
-        header = _MAGIC + bytes([len(serializer)]) + serializer.encode()
+        header = result_header(serializer)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name[:16]}-", suffix=".tmp")
         digest = hashlib.sha256(header)
         digest.update(blob)  # the digest of the file's bytes, as a read sees them
@@ -223,19 +254,7 @@ class LocalResultStore(ResultStore):
         except OSError as exc:
             raise ResultMissing(f"result file {path} cannot be read: {exc.strerror or exc}") from None
         check_digest(data, digest, f"result file {path}")  # before anything is unpickled
-        if not data.startswith(_MAGIC) or len(data) < 5:
-            raise ResultMissing(f"result file {path} is not a headwater result (corrupted?)")
-        size = data[4]
-        if len(data) < 5 + size:
-            raise ResultMissing(f"result file {path} is truncated (corrupted?)")
-        serializer = data[5:5 + size].decode(errors="replace")
-        codec = self.serializers.get(serializer)
-        if codec is None:
-            raise ResultMissing(f"result file {path} needs serializer {serializer!r}, not registered")
-        try:
-            return codec.loads(data[5 + size:])
-        except Exception as exc:
-            raise ResultMissing(f"result file {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        return load_result(data, f"result file {path}", self.serializers)
 
     def _read_trusted(self, location: str, path: str) -> bytes:
         """The file's bytes, if it and the storage directory pass the ownership rule.
@@ -296,17 +315,56 @@ def sweep_stale_temp_files(directory: Path, older_than: float = STALE_TEMP_SECON
     return removed
 
 
+#: What to install for a ``HEADWATER_RESULT_STORAGE`` URL whose scheme no plugin serves.
+STORAGE_PACKAGES = {
+    "s3": "'headwater-fsspec[s3]'", "s3a": "'headwater-fsspec[s3]'",
+    "gcs": "'headwater-fsspec[gcs]'", "gs": "'headwater-fsspec[gcs]'",
+    **{scheme: "headwater-fsspec" for scheme in ("file", "memory", "az", "abfs", "abfss", "hdfs", "sftp",
+                                                 "ssh", "smb")},
+}
+
+
+def local_result_store(where: str | Path, session: Any) -> LocalResultStore:
+    """The local result store in the directory ``where`` (a path, or a ``local://`` URL),
+    with the session's serializers: the registry's ``"local"`` result store."""
+    text = str(where)
+    path = text.partition("://")[2] if "://" in text else text
+    serializers = {name: s for name, s, _ in session.registry.items("serializer")}
+    return LocalResultStore(Path(path).expanduser(), serializers)
+
+
+def configured_result_store(session: Any) -> ResultStore:
+    """The result store the settings name: ``HEADWATER_RESULT_STORAGE`` (a URL, made by
+    the result store registered for its scheme, or a plain path), else the local store
+    in ``HEADWATER_LOCAL_STORAGE_PATH``."""
+    settings = session.settings
+    storage = getattr(settings, "result_storage", "")
+    scheme = storage_scheme(storage)
+    if not storage:
+        return local_result_store(settings.local_storage_path, session)
+    if not scheme:
+        return local_result_store(storage, session)
+    if scheme not in session.registry.names("result_store"):
+        served = ", ".join(f"{name}://" for name in session.registry.names("result_store"))
+        package = STORAGE_PACKAGES.get(scheme)
+        fix = f"install one, e.g. pip install {package}" if package else \
+            "install a plugin that registers it (registry.add_result_store), or give a plain path"
+        raise ConfigurationError(
+            f"{settings.describe('RESULT_STORAGE', storage)}: no installed plugin serves {scheme}:// "
+            f"(served: {served}); {fix}")
+    return session.registry.get("result_store", scheme)(storage, session)
+
+
 @hookimpl
 def headwater_register_components(registry: Any) -> None:
     for name, serializer in builtin_serializers().items():
         registry.add_serializer(name, serializer, source="local_results")
-    registry.add_result_store("local", LocalResultStore, source="local_results")
+    registry.add_result_store("local", local_result_store, source="local_results")
 
 
 @hookimpl(trylast=True)
 def headwater_make_result_store(flow: Any, session: Any) -> ResultStore:
-    serializers = {name: s for name, s, _ in session.registry.items("serializer")}
-    return LocalResultStore(session.settings.local_storage_path, serializers)
+    return configured_result_store(session)
 
 
 class PersistedResults(WrappingPolicy):
