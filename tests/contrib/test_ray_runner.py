@@ -305,6 +305,8 @@ def test_bad_options_and_unreachable_addresses_are_named(local_ray):
         RayTaskRunner(address="auto", init_kwargs={"num_cpus": 2})
     with pytest.raises(ConfigurationError, match="address=5"):
         RayTaskRunner(address=5)
+    with pytest.raises(ConfigurationError, match=r"address='head'\): expected 'ray://host:port'"):
+        RayTaskRunner(address="head")
 
     @flow(task_runner=RayTaskRunner(address="ray://127.0.0.1:1"))
     def unreachable():

@@ -15,7 +15,8 @@ from typing import Any
 
 from headwater.errors import ConfigurationError, HeadwaterError
 
-__all__ = ["ADDRESS_ENV", "Connection", "RayRunnerError", "connect", "disconnect", "default_cpus"]
+__all__ = ["ADDRESS_ENV", "Connection", "RayRunnerError", "check_init_kwargs", "connect", "default_cpus",
+           "disconnect", "host_and_port"]
 
 #: Read when ``address`` is not given, so ``HEADWATER_TASK_RUNNER=ray`` can use a cluster
 #: (Ray's own ``RAY_ADDRESS`` is read after it).
@@ -23,6 +24,9 @@ ADDRESS_ENV = "HEADWATER_RAY_ADDRESS"
 
 #: Seconds to wait for a cluster's port to answer: Ray itself retries for minutes.
 REACH_TIMEOUT = 5.0
+
+#: The Ray Client's port when a ``ray://`` address names none.
+CLIENT_PORT = 10001
 
 #: Options only a Ray that is started here takes.
 LOCAL_ONLY = ("num_cpus", "num_gpus", "resources", "object_store_memory")
@@ -48,6 +52,7 @@ def default_cpus() -> int:
 
 
 def check_init_kwargs(address: str | None, init_kwargs: Any) -> dict[str, Any]:
+    """``init_kwargs`` as a new dict; a :class:`ConfigurationError` naming a bad value."""
     if init_kwargs is None:
         return {}
     if not isinstance(init_kwargs, dict) or not all(isinstance(k, str) for k in init_kwargs):
@@ -102,6 +107,7 @@ def disconnect(connection: Connection) -> None:
 
 
 def current_address() -> str:
+    """The GCS address of the Ray this process is connected to."""
     import ray
 
     try:
@@ -110,16 +116,26 @@ def current_address() -> str:
         return "ray://(connected)"
 
 
+def host_and_port(address: str) -> tuple[str, int]:
+    """``("head", 10001)`` for ``"ray://head:10001"`` or ``"head:10001"``; a
+    :class:`ConfigurationError` naming the address when it is neither."""
+    client = address.startswith("ray://")
+    hostport = address.removeprefix("ray://").split("/", 1)[0]
+    if client and ":" not in hostport:
+        hostport += f":{CLIENT_PORT}"
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigurationError(f"RayTaskRunner(address={address!r}): expected 'ray://host:port', "
+                                 f"'host:port' or 'auto'")
+    return host.strip("[]"), int(port)
+
+
 def check_reachable(address: str) -> None:
     """Fail within seconds when nothing listens at ``address`` (``host:port`` or
     ``ray://host:port``); Ray would retry for minutes, then exit the process."""
-    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigurationError(f"RayTaskRunner(address={address!r}): expected 'ray://host:port', "
-                                 f"'host:port' or 'auto'")
+    host, port = host_and_port(address)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
     except OSError as exc:
         raise RayRunnerError(f"could not connect to the Ray cluster at {address!r}: nothing answers "
                              f"at {host}:{port} ({type(exc).__name__}: {exc})") from None

@@ -45,7 +45,7 @@ from headwater.remote import (
 from headwater.run_logging import flow_extra, flow_logger, task_extra, task_logger
 from headwater.task_runners import TaskRunner
 
-from .connection import Connection, RayRunnerError, check_init_kwargs, connect, disconnect
+from .connection import Connection, RayRunnerError, check_init_kwargs, connect, disconnect, host_and_port
 from .pickling import describe_task, dumps_by_value, dumps_run, dumps_task
 from .tracebacks import restore_file_names
 
@@ -70,6 +70,8 @@ class RayTaskRunner(TaskRunner):
         if address is not None and (not isinstance(address, str) or not address):
             raise ConfigurationError(f"RayTaskRunner(address={address!r}): expected a cluster address "
                                      f"such as 'ray://127.0.0.1:10001' or 'auto'")
+        if address is not None and address != "auto":
+            host_and_port(address)  # a malformed address is an error here, not at flow start
         self.address = address
         self.init_kwargs = check_init_kwargs(address, init_kwargs)
         self._reset()
