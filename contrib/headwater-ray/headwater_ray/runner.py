@@ -279,9 +279,11 @@ class RayTaskRunner(TaskRunner):
             run_blob = dumps_run(work.task, run.name, detach(execution, parameters))
         except NotPicklable as error:
             _fail_unpicklable(execution, work.future, error)
+        # Not under the lock: the call takes a while, and the recorder thread needs it.
+        ref = remote.remote(token, task_ref, run_blob, *deps)
         with self._lock:
-            ref = remote.remote(token, task_ref, run_blob, *deps)
             self._inflight[run.id] = ref
+        # Only now: the run leaves _inflight when recorded, so it must be in it first.
         ref.future().add_done_callback(lambda done: self._done.put((work, execution, done)))
 
     def _later(self, delay: float, work: Work, execution: TaskExecution,
