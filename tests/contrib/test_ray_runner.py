@@ -381,3 +381,57 @@ def test_a_script_without_a_main_guard_starts_and_reaches_ray(tmp_path, local_ra
     assert "local Ray started for this flow run at" in done.stderr
     assert f"Ray cluster at {local_ray}" in done.stderr
     assert ray.get(ray.remote(lambda: "still up").remote(), timeout=20) == "still up"
+
+
+INTERRUPTED = """\
+import signal
+import time
+from headwater import flow, task
+from headwater_ray import RayTaskRunner
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell may start us ignoring it
+
+
+@task
+def sleeps(i):
+    time.sleep(60)
+
+
+@flow(task_runner=RayTaskRunner(init_kwargs={"num_cpus": 1}))
+def waiting():
+    futures = sleeps.map(range(3))
+    print("submitted", flush=True)
+    return [f.result() for f in futures]
+
+
+if __name__ == "__main__":
+    waiting()
+"""
+
+
+def test_ctrl_c_stops_the_flow_run(tmp_path):
+    """Ctrl-C while tasks run on Ray: the script stops within seconds with
+    KeyboardInterrupt and the flow run is recorded Crashed."""
+    import signal
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    env = {**os.environ, "HEADWATER_HOME": str(tmp_path / "home")}
+    for name in ("RAY_ADDRESS", "HEADWATER_RAY_ADDRESS", "HEADWATER_TASK_RUNNER"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline().strip() == "submitted"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - started < 15
+    assert proc.returncode != 0 and err.rstrip().endswith("KeyboardInterrupt")
+    cli = os.path.join(os.path.dirname(sys.executable), "headwater")
+    done = subprocess.run([cli, "runs", "--json"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert '"state_name": "Crashed"' in done.stdout, done.stdout + done.stderr
