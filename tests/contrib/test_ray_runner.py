@@ -435,3 +435,26 @@ def test_ctrl_c_stops_the_flow_run(tmp_path):
     done = subprocess.run([cli, "runs", "--json"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert '"state_name": "Crashed"' in done.stdout, done.stdout + done.stderr
+
+
+def test_log_prints_still_works_after_ray_shows_worker_output(runner, capsys):
+    """Ray patches print() the first time it shows a worker's output in the flow process
+    (its tqdm support); the runner turns that off, so log_prints=True still routes the
+    flow's own print() to its log afterwards."""
+    from ray.experimental import tqdm_ray
+
+    @flow(task_runner=runner)
+    def on_ray():
+        return double.submit(1).result()
+
+    assert on_ray() == 2
+    tqdm_ray.instance()  # what Ray calls before it shows a worker's output here
+
+    @flow(log_prints=True, flow_run_name="printer")
+    def printing():
+        print("hello from the flow")
+
+    printing()
+    captured = capsys.readouterr()
+    assert "Flow run 'printer' - hello from the flow" in captured.err
+    assert "hello from the flow" not in captured.out

@@ -71,6 +71,9 @@ def check_init_kwargs(address: str | None, init_kwargs: Any) -> dict[str, Any]:
 def connect(address: str | None, init_kwargs: dict[str, Any]) -> Connection:
     """Start a local Ray, or connect to ``address``; raise :class:`RayRunnerError`
     naming the address when that fails."""
+    # Ray replaces builtins.print the first time it shows a worker's output in this
+    # process (for its tqdm bars); that would undo headwater's log_prints here.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     import ray
 
     wanted = address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or None
