@@ -443,17 +443,18 @@ def test_log_prints_still_works_after_ray_shows_worker_output(runner, capsys):
     flow's own print() to its log afterwards."""
     from ray.experimental import tqdm_ray
 
-    @flow(task_runner=runner)
-    def on_ray():
-        return double.submit(1).result()
-
-    assert on_ray() == 2
-    tqdm_ray.instance()  # what Ray calls before it shows a worker's output here
-
     @flow(log_prints=True, flow_run_name="printer")
     def printing():
         print("hello from the flow")
 
+    @flow(task_runner=runner)
+    def on_ray():
+        return double.submit(1).result()
+
+    printing()  # headwater routes print() from now on
+    assert on_ray() == 2
+    tqdm_ray.instance()  # what Ray calls before it shows a worker's output here
+    capsys.readouterr()
     printing()
     captured = capsys.readouterr()
     assert "Flow run 'printer' - hello from the flow" in captured.err
