@@ -39,6 +39,8 @@ def test_the_benchmark_script_runs_and_reports_numbers(case, tmp_path):
     all carry a number (a budget row also says whether it was met)."""
     if case == "dask" and importlib.util.find_spec("headwater_dask") is None:
         pytest.skip("contrib/headwater-dask is not installed")
+    if case == "ray" and importlib.util.find_spec("headwater_ray") is None:
+        pytest.skip("contrib/headwater-ray is not installed")
     done = run_script(f"bench_{case}.py", "--repeat", "1", results=tmp_path)
     assert f"\n{case}" in done.stdout and "machine:" in done.stdout
     result = json.loads((tmp_path / f"{case}.json").read_text())
