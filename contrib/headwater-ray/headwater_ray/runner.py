@@ -89,6 +89,11 @@ class RayTaskRunner(TaskRunner):
     def duplicate(self) -> RayTaskRunner:
         return RayTaskRunner(self.address, self.init_kwargs or None)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A template pickles as its options, never its connection (per flow run), so a
+        # flow's runner can go to another process (a script the conformance suite starts).
+        return RayTaskRunner, (self.address, self.init_kwargs or None)
+
     def __repr__(self) -> str:
         if self.address:
             return f"RayTaskRunner(address={self.address!r})"
