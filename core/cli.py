@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__
 from .errors import HeadwaterError
 from .session import Session
 
 
+class CommandParser(argparse.ArgumentParser):
+    """Bad arguments are one line, as every other error of the command is: what was
+    wrong, and where the usage is. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog[len("headwater "):] if self.prog.startswith("headwater ") else ""
+        where = f"{command}: " if command else ""
+        self.exit(2, f"headwater: error: {where}{message} (`{self.prog} --help` shows the usage)\n")
+
+
 def build_parser(session: Session) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="headwater",
         description="Inspect and run headwater flows: run history, cache, plugins.",
     )

@@ -150,6 +150,7 @@ def test_a_bad_duration_is_refused_saying_what_is_expected(history, capsys, dura
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"expected a duration such as 30d, 12h, 90m or 0s (s, m, h, d or w after a number), got {duration!r}" in err
+    assert err.startswith("headwater: error: runs prune: ") and len(err.strip().splitlines()) == 1
 
 
 def test_a_duration_further_back_than_any_run_is_refused_in_one_line(history, capsys):
