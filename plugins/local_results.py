@@ -153,6 +153,19 @@ def result_header(serializer: str) -> bytes:
     return _MAGIC + bytes([len(name)]) + name
 
 
+def serialize(value: Any, serializer: str, serializers: dict[str, Any]) -> bytes:
+    """``value`` as the named serializer's bytes: an unknown name is
+    :class:`~headwater.errors.UnknownComponentError`, a value it cannot take
+    :class:`ResultNotPersisted`. Shared by every store that keeps headwater's format."""
+    codec = serializers.get(serializer)
+    if codec is None:
+        raise unknown_serializer(serializer, serializers)
+    try:
+        return codec.dumps(value)
+    except Exception as exc:
+        raise ResultNotPersisted(f"{serializer} cannot serialize it: {type(exc).__name__}: {exc}") from exc
+
+
 def load_result(data: bytes, where: str, serializers: dict[str, Any]) -> Any:
     """The value in ``data`` (a header from :func:`result_header`, then the serializer's
     bytes), loaded by the serializer the header names; :class:`ResultMissing` naming
@@ -206,13 +219,7 @@ class LocalResultStore(ResultStore):
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int, str]:
-        codec = self.serializers.get(serializer)
-        if codec is None:
-            raise unknown_serializer(serializer, self.serializers)
-        try:
-            blob = codec.dumps(value)
-        except Exception as exc:
-            raise ResultNotPersisted(f"{serializer} cannot serialize it: {type(exc).__name__}: {exc}") from exc
+        blob = serialize(value, serializer, self.serializers)
         self._ensure_dir()
         name = self.location_for(key)
         header = result_header(serializer)

@@ -29,8 +29,8 @@ from typing import Any
 
 import fsspec
 from headwater.errors import ConfigurationError, StoreError
-from headwater.results import ResultMissing, ResultNotPersisted, ResultStore, check_digest, unknown_serializer
-from headwater.plugins.local_results import load_result, result_header, sweep_stale_temp_files
+from headwater.results import ResultMissing, ResultNotPersisted, ResultStore, check_digest
+from headwater.plugins.local_results import load_result, result_header, serialize, sweep_stale_temp_files
 
 _LOCATION = re.compile(r"[0-9a-f]{64}")
 
@@ -109,13 +109,7 @@ class FsspecResultStore(ResultStore):
         self._ready = True
 
     def write(self, key: str, value: Any, serializer: str = "cloudpickle") -> tuple[str, int, str]:
-        codec = self.serializers.get(serializer)
-        if codec is None:
-            raise unknown_serializer(serializer, self.serializers)
-        try:
-            blob = codec.dumps(value)
-        except Exception as exc:
-            raise ResultNotPersisted(f"{serializer} cannot serialize it: {type(exc).__name__}: {exc}") from exc
+        blob = serialize(value, serializer, self.serializers)
         self._ensure_root()
         data = result_header(serializer) + blob
         location = self.location_for(key)
