@@ -13,7 +13,9 @@ temporary directory, so runs, cache entries and results vanish with the test. In
 
 For task runner authors, :class:`RunnerConformance` is the conformance suite every
 runner passes: subclass it in a test module and give your runner as the ``task_runner``
-fixture (docs/task-runners.md, "Testing a task runner").
+fixture (docs/task-runners.md, "Testing a task runner"). :class:`ResultStoreConformance`
+and :class:`RunStoreConformance` do the same for result stores and run stores
+(docs/plugins.md, "Testing a result store" and "Testing a run store").
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from typing import Any, Iterator
 
 import pytest
 
-__all__ = ["ResultStoreConformance", "RunnerConformance", "headwater_home", "headwater_session"]
+__all__ = ["ResultStoreConformance", "RunStoreConformance", "RunnerConformance", "headwater_home",
+           "headwater_session"]
 
 # The suite's own asserts explain their failures, as a test module's do.
 pytest.register_assert_rewrite("headwater.testing_runners")
 pytest.register_assert_rewrite("headwater.testing_results")
+pytest.register_assert_rewrite("headwater.testing_stores")
 
 
 def __getattr__(name: str) -> Any:
@@ -41,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from .testing_results import ResultStoreConformance  # import time: see above
 
         return ResultStoreConformance
+    if name == "RunStoreConformance":
+        from .testing_stores import RunStoreConformance  # import time: see above
+
+        return RunStoreConformance
     raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
 
 

@@ -20,6 +20,7 @@ from headwater.task_lines import LOGGER as LINES_LOGGER
 
 from . import sqlite_liveness as liveness
 from .sqlite_reads import SQLiteReads
+from .sqlite_values import safe_text
 
 _FINAL = ", ".join(f"'{t.value}'" for t in sorted(FINAL_TYPES))
 #: The SQL of "this ``logs`` row is a marker row" (``headwater.task_lines.marker_row``).
@@ -32,7 +33,7 @@ def _state_clause(state: str | None) -> tuple[str, list[Any]]:
     """`` AND`` the state filter of the read API (a type or a name, any case)."""
     if state is None:
         return "", []
-    return " AND (state_type = ? OR lower(state_name) = lower(?))", [state.upper(), state]
+    return " AND (state_type = ? OR lower(state_name) = lower(?))", [safe_text(state.upper()), safe_text(state)]
 
 
 def _like(text: str) -> str:
@@ -41,21 +42,22 @@ def _like(text: str) -> str:
 
 
 def flow_run_where(where: FlowRunFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause (possibly empty) and its arguments for a :class:`FlowRunFilter`."""
+    """The WHERE clause (possibly empty) and its arguments for a :class:`FlowRunFilter`
+    (text looked up as it was stored: ``safe_text``)."""
     parts: list[str] = []
     args: list[Any] = []
     if where.flow_names:
         parts.append(f"flow_name IN ({', '.join('?' * len(where.flow_names))})")
-        args += list(where.flow_names)
+        args += [safe_text(name) for name in where.flow_names]
     if where.search:
         parts.append("(name LIKE ? ESCAPE '\\' OR flow_name LIKE ? ESCAPE '\\')")
-        args += [_like(where.search)] * 2
+        args += [_like(safe_text(where.search))] * 2
     for tag in where.tags:
         parts.append("EXISTS (SELECT 1 FROM json_each(flow_runs.tags) WHERE value = ?)")
-        args.append(tag)
+        args.append(safe_text(tag))
     if where.state is not None:
         parts.append("(state_type = ? OR lower(state_name) = lower(?))")
-        args += [where.state.upper(), where.state]
+        args += [safe_text(where.state.upper()), safe_text(where.state)]
     if where.started_after is not None:
         parts.append("coalesce(start_ts, created) >= ?")
         args.append(where.started_after)
@@ -152,6 +154,7 @@ class SQLitePages(SQLiteReads):
             recorded += f" AND upper(level) IN ({', '.join('?' * len(levels))})"
             args += [x.upper() for x in levels]
         if task is not None:
+            task = safe_text(task)  # as task runs' names are stored
             recorded += f" AND task_run_id IN (SELECT id FROM task_runs WHERE flow_run_id = ? AND {_TASK_MATCH})"
             args += [flow_run_id, task, task, task]
         parts = [recorded]

@@ -23,6 +23,7 @@ from headwater.task_lines import LOGGER as LINES_LOGGER
 from headwater.task_lines import merge_lines, task_lines
 
 from . import sqlite_liveness as liveness
+from .sqlite_values import safe_text
 
 
 def summarize_flows(runs: Iterable[FlowRun], infos: Iterable[FlowInfo] = ()) -> list[FlowSummary]:
@@ -185,6 +186,7 @@ class SQLiteReads:
 
     def read_flow_run(self, id_or_name: str) -> FlowRun | None:
         conn = self._conn()
+        id_or_name = safe_text(id_or_name)  # a name is looked up as it was stored
         row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE id = ?", (id_or_name,)).fetchone()
         if row is None:
             row = conn.execute(f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE name = ? "
@@ -313,15 +315,16 @@ def _history_state(type_: str, name: str, message: str | None, ts: float, detail
 
 def _flow_run_filter(flow_name: str | None, state: str | None,
                      parent_flow_run_id: str | None) -> tuple[str, list[Any]]:
-    """The WHERE clause and its arguments for the flow run listing filters."""
+    """The WHERE clause and its arguments for the flow run listing filters (text looked up
+    as it was stored: ``safe_text``)."""
     where, args = [], []
     if flow_name is not None:
         where.append("flow_name = ?")
-        args.append(flow_name)
+        args.append(safe_text(flow_name))
     if state is not None:  # a state type (COMPLETED) or a state name (Cached)
         where.append("(state_type = ? OR lower(state_name) = lower(?))")
-        args += [state.upper(), state]
+        args += [safe_text(state.upper()), safe_text(state)]
     if parent_flow_run_id is not None:
         where.append("parent_flow_run_id = ?")
-        args.append(parent_flow_run_id)
+        args.append(safe_text(parent_flow_run_id))
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
