@@ -20,8 +20,9 @@ and :class:`RunStoreConformance` do the same for result stores and run stores
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
@@ -32,24 +33,29 @@ __all__ = ["ResultStoreConformance", "RunStoreConformance", "RunnerConformance",
 pytest.register_assert_rewrite("headwater.testing_runners")
 pytest.register_assert_rewrite("headwater.testing_results")
 pytest.register_assert_rewrite("headwater.testing_stores")
+pytest.register_assert_rewrite("headwater.testing_store_sharing")
+
+
+#: The conformance suites, each loaded from its module on first use (``__getattr__``).
+_SUITES = {
+    "RunnerConformance": "headwater.testing_runners",
+    "ResultStoreConformance": "headwater.testing_results",
+    "RunStoreConformance": "headwater.testing_stores",
+}
+
+if TYPE_CHECKING:
+    from .testing_results import ResultStoreConformance
+    from .testing_runners import RunnerConformance
+    from .testing_stores import RunStoreConformance
 
 
 def __getattr__(name: str) -> Any:
     # The conformance suites define flows and tasks and import the session: loaded only by
     # the tests that use them, so a plain pytest run of a project pays nothing for them.
-    if name == "RunnerConformance":
-        from .testing_runners import RunnerConformance  # import time: see above
-
-        return RunnerConformance
-    if name == "ResultStoreConformance":
-        from .testing_results import ResultStoreConformance  # import time: see above
-
-        return ResultStoreConformance
-    if name == "RunStoreConformance":
-        from .testing_stores import RunStoreConformance  # import time: see above
-
-        return RunStoreConformance
-    raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
+    module = _SUITES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'headwater.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @pytest.fixture

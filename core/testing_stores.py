@@ -29,165 +29,38 @@ default built on the required reads; deletion takes subflow runs at any depth, a
 can be reopened; the cache index is durable and visible to another handle at once; any
 text is stored (lone surrogates, NUL, emoji) and read back without an error; threads and
 handles writing at once lose nothing; and a flow killed with ``kill -9`` reads as Crashed,
-while a flow call that returned has every state stored.
+while a flow call that returned has every state stored. The tests of a store shared by
+threads, handles and processes are ``testing_store_sharing``'s; the runs they record,
+recorded as the engine records them, ``testing_store_records``'.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from .flows import flow
-from .plugin_manager import hookimpl
 from .runs import FlowRun, TaskRun
-from .session import Session
-from .states import (AwaitingRetry, Cached, Completed, Crashed, Failed, Pending, Running, State, StateType,
-                     TimedOut)
+from .states import AwaitingRetry, Cached, Completed, Crashed, Failed, Pending, Running, State, StateType, TimedOut
 from .stores import CacheEntry, FlowRunFilter, RunReader, RunStore, RunWriter
-from .task_lines import marker_row
-from .tasks import task
+from .testing_store_records import (AWKWARD_TEXTS, at, logged_flow_run, move, new_flow_run, new_task_run,
+                                    surrogates_escaped)
+from .testing_store_sharing import SharedStoreTests
 
 __all__ = ["RunStoreConformance"]
 
-#: Texts a store must take anywhere text goes, and give back (see ``text_read_back``).
-AWKWARD_TEXTS = {
-    "surrogate": "report-\udcff.csv",  # os.listdir's name for the bytes b"report-\xff.csv"
-    "surrogate pair": "split \ud83c\udf0a pair",  # two lone halves, not one character
-    "nul": "nul\x00inside",
-    "emoji": "wave \U0001f30a, accents \u00e9\u00e8, CJK \u6c34",
-    "quotes": "it's \"quoted\"; -- DROP TABLE runs; %_\\",
-}
 
-#: How long a child process of the suite may take to start and reach a point, in seconds.
-CHILD_TIMEOUT = 90.0
-
-#: The flow the subprocess tests run, with the store under test (HEADWATER_DATABASE_URL).
-#: argv: the mode ("complete" or "hang") and a directory for the files it leaves.
-CHILD_SCRIPT = textwrap.dedent('''
-    import json, os, sys, time
-    from pathlib import Path
-
-    from headwater import flow, task
-    from headwater.runtime import flow_run
-
-    mode, gate = sys.argv[1], Path(sys.argv[2])
-
-
-    @task(cache_key_fn=lambda context, parameters: f"conformance-child-{parameters['x']}")
-    def square(x):
-        return x * x
-
-
-    @task
-    def add(a, b):
-        return a + b
-
-
-    @task
-    def hang(total):
-        (gate / "running").write_text("yes")
-        time.sleep(300)
-        return total
-
-
-    @flow(flow_run_name="conformance-child")
-    def child(mode):
-        (gate / "id").write_text(flow_run.id)
-        squares = [future.result() for future in [square.submit(x) for x in range(3)]]
-        total = add(squares[0], add(squares[1], squares[2]))
-        if mode == "hang":
-            hang(total)
-        return total
-
-
-    state = child(mode, return_state=True)
-    (gate / "returned").write_text(json.dumps([state.name, state.result(raise_on_failure=False)]))
-    # No exit handlers, no final flush: what is stored now is what the flow call stored.
-    os._exit(0)
-''')
-
-
-def move(store: RunWriter, run: FlowRun | TaskRun, state: State) -> State:
-    """Give ``run`` the ``state`` and record it, as the engine does: the run's start time
-    at its first Running state, its end time at a final one."""
-    if state.type is StateType.RUNNING and run.start_ts is None:
-        run.start_ts = state.ts
-    if state.is_final():
-        run.end_ts = state.ts
-    run.state = state
-    store.record_state(run, state)
-    return state
-
-
-def at(state: State, ts: float) -> State:
-    """``state``, dated ``ts``."""
-    state.ts = ts
-    return state
-
-
-def new_flow_run(store: RunWriter, run_id: str, name: str, flow_name: str = "etl", *, started: float,
-                 parent: FlowRun | None = None, tags: tuple[str, ...] = (), final: State | None = None,
-                 parameters: dict[str, Any] | None = None) -> FlowRun:
-    """A flow run recorded as the engine records one: created, Pending, Running at
-    ``started``, then ``final`` (if given) a second later."""
-    run = FlowRun(run_id, flow_name, name, parameters or {}, frozenset(tags),
-                  parent_flow_run_id=parent.id if parent else None)
-    run.run_count = 1
-    store.create_flow_run(run)
-    move(store, run, at(Pending(), started - 0.5))
-    move(store, run, at(Running(), started))
-    if final is not None:
-        move(store, run, at(final, started + 1))
-    return run
-
-
-def new_task_run(store: RunWriter, flow_run: FlowRun, run_id: str, name: str, task_name: str = "load", *,
-                 final: State | None = None, run_count: int = 1, parameters: dict[str, Any] | None = None,
-                 result_location: str | None = None) -> TaskRun:
-    """A task run of ``flow_run`` recorded as the engine records one: created, Pending,
-    Running, then ``final`` (if given)."""
-    run = TaskRun(run_id, task_name, f"{task_name}-key", name, parameters or {}, frozenset(), flow_run.id)
-    store.create_task_run(run)
-    move(store, run, Pending())
-    run.run_count = run_count
-    move(store, run, Running())
-    if final is not None:
-        run.result_location = result_location
-        move(store, run, final)
-    return run
-
-
-def surrogates_escaped(text: str) -> str:
-    """``text`` with each lone surrogate as its backslash escape (``"\\udcff"``): how a
-    store whose text must be UTF-8 (SQLite's, PostgreSQL's) keeps it."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class RunStoreConformance:
+class RunStoreConformance(SharedStoreTests):
     """Tests every run store must pass. Subclass it (as ``Test<YourStore>``) and override
     :meth:`make_store`; override :meth:`open_again` and :meth:`store_url` to run the tests
     of a second handle and of child processes too (skipped, saying so, without them)."""
 
-    #: Settings (environment variables) added for the child processes of the suite: for
-    #: example a short heartbeat threshold, so a killed run is shown Crashed sooner.
-    crash_env: dict[str, str] = {}
-    #: How long after a process is killed with ``kill -9`` its unfinished runs may still
-    #: read as running, in seconds; by then every read must show them Crashed.
-    crash_seconds: float = 0.0
-    #: Threads in the concurrent-writer tests, and task runs each of them records.
-    writers = 8
-    runs_per_writer = 40
+    # crash_env, crash_seconds, writers and runs_per_writer: see SharedStoreTests.
 
     def make_store(self, tmp_path: Path) -> RunStore:
         """A new, empty store."""
@@ -216,11 +89,12 @@ class RunStoreConformance:
         """The store under test, new for each test, closed after it."""
         self._tmp_path = tmp_path
         self._handles: list[Any] = []
+        self._closed: list[Any] = []  # closed by the test itself (a session closes its store)
         made = self.make_store(tmp_path)
-        self._store = made
         yield made
         for handle in [*self._handles, made]:
-            handle.close()
+            if not any(handle is closed for closed in self._closed):
+                handle.close()
 
     def _second(self, store: RunStore) -> RunStore:
         """Another handle on ``store`` (closed after the test), or the test is skipped."""
@@ -305,14 +179,13 @@ class RunStoreConformance:
         running = move(store, run, Running())
         expires = time.time() + 3600
         run.cache_key = "load-key-7"
-        failed = move(store, run, Failed(message="timed out"))  # not final for the run: a retry follows
-        run.end_ts = None
+        waiting = move(store, run, AwaitingRetry(message="timed out"))
         run.run_count = 2
         retry = move(store, run, State(StateType.RUNNING, "Retrying"))
         run.result_location = "12" * 32
         run.inputs_hash = "34" * 16
-        done = move(store, run, Cached(cache_key="load-key-7",
-                                       cache_expiration=dt.datetime.fromtimestamp(expires, dt.timezone.utc)))
+        done = move(store, run, Completed(cache_key="load-key-7",
+                                          cache_expiration=dt.datetime.fromtimestamp(expires, dt.timezone.utc)))
         store.flush()
 
         got = store.read_task_run(run.id)
@@ -327,10 +200,10 @@ class RunStoreConformance:
         assert got.run_count == 2
         assert got.start_ts == pytest.approx(running.ts, abs=1e-3)
         assert got.end_ts == pytest.approx(done.ts, abs=1e-3)
-        assert got.state is not None and (got.state.type, got.state.name) == (StateType.COMPLETED, "Cached")
+        assert got.state is not None and (got.state.type, got.state.name) == (StateType.COMPLETED, "Completed")
         history = store.read_states(run.id)
-        assert [s.name for s in history] == [s.name for s in (pending, running, failed, retry, done)]
-        assert [s.message for s in history][2] == "timed out"
+        assert [(s.type, s.name) for s in history] == [(s.type, s.name) for s in (pending, running, waiting, retry, done)]
+        assert history[2].message == "timed out"
         details = history[-1].state_details
         assert details.cache_key == "load-key-7"
         assert details.cache_expiration is not None and details.cache_expiration.timestamp() == pytest.approx(
@@ -444,27 +317,8 @@ class RunStoreConformance:
 
     # -- log lines ---------------------------------------------------------------------------
 
-    def _logged_flow_run(self, store: RunStore) -> tuple[FlowRun, list[TaskRun]]:
-        """A flow run with four task runs, the marker row of their routine lines, and
-        lines of every level."""
-        now = time.time()
-        run = new_flow_run(store, "conformance-logged", "logged", started=now - 100)
-        store.record_logs([marker_row(run.id, now - 100)])
-        tasks = []
-        for i in range(4):
-            task_run = new_task_run(store, run, f"conformance-lt{i}", f"load-{i}", "load" if i < 3 else "save")
-            tasks.append(task_run)
-            level = ("DEBUG", "INFO", "WARNING", "ERROR")[i]
-            store.record_logs([(run.id, task_run.id, time.time(), level, "headwater.task_runs", f"{level} from {i}")])
-            move(store, task_run, Failed(message="bad") if i == 3 else Completed())
-            time.sleep(0.002)
-        store.record_logs([(run.id, None, time.time(), "CRITICAL", "headwater.flow_runs", "flow says bye")])
-        move(store, run, Failed(message="save failed"))
-        store.flush()
-        return run, tasks
-
     def test_log_lines_are_read_oldest_first_with_routine_task_lines(self, store: RunStore) -> None:
-        run, tasks = self._logged_flow_run(store)
+        run, tasks = logged_flow_run(store)
         lines = store.read_logs(flow_run_id=run.id, limit=10**6)
         messages = [line["message"] for line in lines]
         assert None not in messages, "the marker row was returned as a line (read_logs must word it)"
@@ -481,7 +335,7 @@ class RunStoreConformance:
         assert len(store.read_logs(flow_run_id=run.id, limit=3)) == 3
 
     def test_log_pages_agree_with_the_default_built_on_read_logs(self, store: RunStore) -> None:
-        run, tasks = self._logged_flow_run(store)
+        run, tasks = logged_flow_run(store)
         every = store.read_logs(flow_run_id=run.id, limit=10**6)
 
         def key(line: dict[str, Any]) -> tuple[Any, ...]:
@@ -750,263 +604,3 @@ class RunStoreConformance:
             store.write_cache_entry(CacheEntry(f"key {text}", text, None, "loc", "json", now))
             assert [e.key for e in store.delete_cache_entries(task_name=text)] != [], \
                 f"delete_cache_entries(task_name=...) with {label} text"
-
-    # -- concurrency ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _run_threads(target: Callable[[int], None], count: int) -> None:
-        errors: list[BaseException] = []
-        start = threading.Barrier(count)
-
-        def run(i: int) -> None:
-            try:
-                start.wait()
-                target(i)
-            except BaseException as exc:  # reported below, with the others
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not any(thread.is_alive() for thread in threads), "a writer thread hung"
-        assert not errors, f"concurrent writes failed: {errors!r}"
-
-    def test_threads_recording_task_runs_at_once_lose_nothing(self, store: RunStore) -> None:
-        run = new_flow_run(store, "conformance-busy", "busy", started=time.time())
-
-        def record(i: int) -> None:
-            for n in range(self.runs_per_writer):
-                task_run = new_task_run(store, run, f"conformance-w{i}-{n:03d}", f"work-{i}-{n}", final=Completed())
-                if n % 10 == 0:
-                    store.write_cache_entry(CacheEntry(f"w{i}-{n}", "work", task_run.id, "loc", "json", time.time()))
-                    store.record_logs([(run.id, task_run.id, time.time(), "INFO", "user", f"from {i}-{n}")])
-
-        self._run_threads(record, self.writers)
-        move(store, run, Completed())
-        store.flush()
-        expected = self.writers * self.runs_per_writer
-        task_runs = store.read_task_runs(flow_run_id=run.id)
-        assert len(task_runs) == expected, f"{expected - len(task_runs)} of {expected} task runs were lost"
-        assert all(t.state is not None and t.state.is_completed() for t in task_runs)
-        histories = store.read_task_run_states(run.id)
-        assert sum(len(h) for h in histories.values()) == 3 * expected, "states were lost"
-        assert len(store.read_cache_entries()) == self.writers * ((self.runs_per_writer + 9) // 10)
-        user_lines = [x for x in store.read_logs(flow_run_id=run.id, limit=10**6) if x["logger"] == "user"]
-        assert len(user_lines) == self.writers * ((self.runs_per_writer + 9) // 10)
-        assert store.count_task_run_states(run.id).by_type == {"COMPLETED": expected}
-
-    def test_two_handles_writing_at_once_lose_nothing(self, store: RunStore) -> None:
-        handles = [store, self._second(store)]
-        if handles[1] is store:
-            pytest.skip("open_again gives the same handle: the threads test covers it")
-
-        def record(i: int) -> None:
-            writer = handles[i % 2]
-            run = new_flow_run(writer, f"conformance-h{i}", f"handle-{i}", started=time.time())
-            for n in range(self.runs_per_writer):
-                new_task_run(writer, run, f"conformance-h{i}-{n:03d}", f"work-{n}", final=Completed())
-                if n % 10 == 0:
-                    writer.write_cache_entry(CacheEntry(f"h{i}-{n}", "work", None, "loc", "json", time.time()))
-            move(writer, run, Completed())
-            writer.flush()
-
-        self._run_threads(record, 4)
-        for reader in (*handles, self._second(store)):
-            runs = reader.read_flow_runs(limit=100)
-            assert sorted(r.name for r in runs) == [f"handle-{i}" for i in range(4)]
-            assert all(r.state.is_completed() for r in runs)
-            for run in runs:
-                task_runs = reader.read_task_runs(flow_run_id=run.id)
-                assert len(task_runs) == self.runs_per_writer and all(t.state.is_completed() for t in task_runs)
-            assert len(reader.read_cache_entries()) == 4 * ((self.runs_per_writer + 9) // 10)
-
-    # -- durability ----------------------------------------------------------------------------
-
-    def test_after_flush_everything_is_seen_by_another_handle(self, store: RunStore) -> None:
-        run, tasks = self._logged_flow_run(store)  # flushes
-        other = self._second(store)
-        got = other.read_flow_run(run.id)
-        assert got is not None and got.state.name == "Failed" and got.state.message == "save failed"
-        assert [s.name for s in other.read_states(run.id)] == ["Pending", "Running", "Failed"]
-        assert [t.id for t in other.read_task_runs(flow_run_id=run.id)] == [t.id for t in tasks]
-        assert [s.name for s in other.read_states(tasks[3].id)] == ["Pending", "Running", "Failed"]
-        assert [x["message"] for x in other.read_logs(flow_run_id=run.id, limit=10**6)] == [
-            x["message"] for x in store.read_logs(flow_run_id=run.id, limit=10**6)]
-
-    def test_what_a_closed_store_wrote_is_kept(self, store: RunStore) -> None:
-        other = self._second(store)
-        if other is store:
-            pytest.skip("open_again gives the same handle: nothing to reopen after close")
-        self._handles.remove(other)
-        other.close()  # the records outlive a handle
-        writer = self.open_again(store, self._tmp_path)
-        run = new_flow_run(writer, "conformance-closed", "closed", started=time.time(), final=Completed())
-        new_task_run(writer, run, "conformance-closed-task", "load-0", final=Completed())
-        writer.close()  # close() flushes
-        got = store.read_flow_run(run.id)
-        assert got is not None and got.state.is_completed(), "what a closed handle wrote was lost"
-        assert [t.state.name for t in store.read_task_runs(flow_run_id=run.id)] == ["Completed"]
-
-    # -- with the engine -----------------------------------------------------------------------
-
-    def test_a_flow_with_cached_tasks_runs_against_the_store(self, store: RunStore, tmp_path: Path) -> None:
-        calls: list[int] = []
-        attempts: list[int] = []
-
-        class UseStore:
-            @hookimpl(tryfirst=True)
-            def headwater_make_run_store(self, session: Any) -> RunStore:
-                return store
-
-        @task(cache_key_fn=lambda context, parameters: f"conformance-square-{parameters['x']}")
-        def square(x: int) -> int:
-            calls.append(x)
-            return x * x
-
-        @task(retries=1, retry_delay_seconds=0)
-        def flaky(x: int) -> int:
-            attempts.append(x)
-            if len(attempts) % 2:
-                raise ValueError("every first attempt fails")
-            return x
-
-        @flow(flow_run_name="inner-run")
-        def inner(x: int) -> int:
-            return square(x)
-
-        @flow(flow_run_name="outer-run")
-        def outer() -> list[Any]:
-            total = sum(future.result() for future in [square.submit(x) for x in (2, 3)])
-            again = square(2, return_state=True)
-            return [total, again.name, inner(4), flaky(5)]
-
-        env = {"HEADWATER_HOME": str(tmp_path / "home"), "HEADWATER_DATABASE_URL": "memory://"}
-        with Session(plugins=[UseStore()], env=env):
-            assert outer() == [13, "Cached", 16, 5]
-            assert sorted(calls) == [2, 3, 4], "a cached task ran again"
-            (outer_run,) = store.read_flow_runs(flow_name="outer")
-            (child,) = store.read_flow_runs(flow_name="inner")
-            assert outer_run.name == "outer-run" and outer_run.state.is_completed()
-            assert child.parent_flow_run_id == outer_run.id and child.state.is_completed()
-            assert [s.name for s in store.read_states(outer_run.id)] == ["Pending", "Running", "Completed"]
-            task_runs = store.read_task_runs(flow_run_id=outer_run.id)
-            assert [t.task_name for t in task_runs] == ["square", "square", "square", "flaky"]
-            assert [t.state.name for t in task_runs][2:] == ["Cached", "Completed"]
-            assert task_runs[3].run_count == 2
-            assert [s.type for s in store.read_states(task_runs[3].id)] == [
-                StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED, StateType.RUNNING, StateType.COMPLETED]
-            entry = store.read_cache_entry("conformance-square-2")
-            assert entry is not None and entry.task_name == "square"
-            assert entry.task_run_id in {t.id for t in task_runs}
-            assert any(line["message"] and "Created task run" in line["message"]
-                       for line in store.read_logs(flow_run_id=outer_run.id, limit=10**6))
-            assert store.count_task_run_states(outer_run.id).by_name == {"Cached": 1, "Completed": 3}
-            assert {"outer", "inner"} <= {s.name for s in store.read_flows()}
-            assert outer() == [13, "Cached", 16, 5]
-            second = store.read_flow_runs(flow_name="outer")[0]
-            assert second.id != outer_run.id
-            assert [t.state.name for t in store.read_task_runs(flow_run_id=second.id)][:3] == ["Cached"] * 3
-        assert sorted(calls) == [2, 3, 4], "the second flow run's cached tasks ran again"
-
-    # -- child processes -----------------------------------------------------------------------
-
-    def _start_child(self, store: RunStore, mode: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-        url = self._url(store)
-        gate = tmp_path / f"child-{mode}"
-        gate.mkdir()
-        script = tmp_path / "conformance_child.py"
-        script.write_text(CHILD_SCRIPT)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
-        env.update(HEADWATER_HOME=str(tmp_path / f"home-{mode}"), HEADWATER_DATABASE_URL=url,
-                   HEADWATER_LOGGING_LEVEL="WARNING", **self.crash_env)
-        child = subprocess.Popen([sys.executable, str(script), mode, str(gate)], env=env, cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        return child, gate
-
-    @staticmethod
-    def _wait_for(child: subprocess.Popen[str], done: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        while not done():
-            if child.poll() is not None and not done():
-                output = child.stdout.read() if child.stdout else ""
-                raise AssertionError(f"the child process exited ({child.returncode}) before {what}:\n{output}")
-            if time.monotonic() > deadline:
-                child.kill()
-                raise AssertionError(f"the child process did not get to {what} in {CHILD_TIMEOUT:.0f} s")
-            time.sleep(0.05)
-
-    def test_a_flow_call_that_returned_has_every_state_stored(self, store: RunStore, tmp_path: Path) -> None:
-        child, gate = self._start_child(store, "complete", tmp_path)
-        try:
-            output, _ = child.communicate(timeout=CHILD_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            raise AssertionError("the child process did not finish its flow") from None
-        assert child.returncode == 0 and (gate / "returned").exists(), f"the child failed:\n{output}"
-        assert json.loads((gate / "returned").read_text()) == ["Completed", 5]
-        # The child left with os._exit, right after the call: nothing was written after it.
-        run = store.read_flow_run((gate / "id").read_text())
-        assert run is not None, "the flow run of a returned flow call is not in the store"
-        assert run.name == "conformance-child" and run.state.is_completed(), f"read {run.state}"
-        assert [s.name for s in store.read_states(run.id)] == ["Pending", "Running", "Completed"]
-        task_runs = store.read_task_runs(flow_run_id=run.id)
-        assert sorted(t.task_name for t in task_runs) == ["add", "add", "square", "square", "square"]
-        for task_run in task_runs:
-            assert [s.name for s in store.read_states(task_run.id)] == ["Pending", "Running", "Completed"], \
-                f"task run {task_run.name}: not every state was stored before the flow call returned"
-        assert {e.key for e in store.read_cache_entries()} == {f"conformance-child-{x}" for x in range(3)}
-
-    def test_a_flow_killed_mid_task_reads_as_crashed(self, store: RunStore, tmp_path: Path) -> None:
-        child, gate = self._start_child(store, "hang", tmp_path)
-        try:
-            self._wait_for(child, lambda: (gate / "running").exists(), "its task's body")
-            run_id = (gate / "id").read_text()
-
-            def hanging_is_stored() -> bool:
-                return any(t.task_name == "hang" and t.state is not None and t.state.is_running()
-                           for t in store.read_task_runs(flow_run_id=run_id))
-
-            self._wait_for(child, hanging_is_stored, "recording its running task run")
-            live = store.read_flow_run(run_id)
-            assert live is not None and live.state.is_running(), f"a live flow run reads {live and live.state}"
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(30)
-            if child.stdout:
-                child.stdout.close()
-        killed = time.monotonic()
-        allowed = self.crash_seconds + 10.0  # a margin for a loaded machine
-
-        def crashed() -> bool:
-            run = store.read_flow_run(run_id)
-            tasks = store.read_task_runs(flow_run_id=run_id)
-            return run.state.is_crashed() and all(t.state.is_final() for t in tasks)
-
-        while not crashed():
-            assert time.monotonic() - killed < allowed, (
-                f"{allowed:.0f} s after kill -9 the flow run reads {store.read_flow_run(run_id).state} and its "
-                f"task runs {[str(t.state) for t in store.read_task_runs(flow_run_id=run_id)]} "
-                f"(crash_seconds = {self.crash_seconds})")
-            time.sleep(0.2)
-        assert [s.name for s in store.read_states(run_id)][-1] == "Crashed"
-        by_task = {t.task_name: t for t in store.read_task_runs(flow_run_id=run_id)}
-        assert by_task["hang"].state.is_crashed() and by_task["square"].state.is_completed()
-        assert store.read_states(by_task["hang"].id)[-1].name == "Crashed"
-        assert store.count_task_run_states(run_id).by_type.get("CRASHED") == 1
-        assert run_id in [r.id for r in store.read_flow_runs(state="crashed")]
-        assert [t.id for t in store.read_task_run_page(run_id, state="crashed").items] == [by_task["hang"].id]
-
-        if getattr(type(store), "reopen_flow_run", None) in (None, RunWriter.reopen_flow_run):
-            return  # a store without retries: nothing more to check
-        run = store.read_flow_run(run_id)
-        run.run_count += 1
-        state = at(Running(message="retried"), time.time())
-        run.state = state
-        store.reopen_flow_run(run, state)
-        assert store.read_flow_run(run_id).state.is_running(), \
-            "a Crashed run reopened by this process reads Crashed again (its old process is gone, not this one)"
-        move(store, run, Completed())
-        store.flush()
-        assert store.read_flow_run(run_id).state.is_completed()

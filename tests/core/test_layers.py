@@ -94,6 +94,8 @@ LAYERS = {
     "headwater.testing_scripts": ENTRY_POINTS,
     "headwater.testing_results": ENTRY_POINTS,
     "headwater.testing_stores": ENTRY_POINTS,
+    "headwater.testing_store_sharing": ENTRY_POINTS,
+    "headwater.testing_store_records": ENTRY_POINTS,
     "headwater.runtime": ENTRY_POINTS,
     "headwater.runtime.flow_run": ENTRY_POINTS,
     "headwater.runtime.task_run": ENTRY_POINTS,
