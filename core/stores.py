@@ -429,14 +429,23 @@ class MemoryRunStore(RunStore):
         self.logs: list[dict[str, Any]] = []
         self.flows: dict[str, FlowInfo] = {}
 
+    # Writers take the lock, and readers copy what they iterate under it: the dashboard
+    # reads while worker threads record, and a dict must not change while it is iterated.
+
+    def _values(self, table: dict[str, T]) -> list[T]:
+        with self._lock:
+            return list(table.values())
+
     def create_flow_run(self, run: FlowRun) -> None:
-        self.flow_runs[run.id] = run
         info = active_flow_info(run)
-        if info is not None:
-            self.flows[info.name] = info
+        with self._lock:
+            self.flow_runs[run.id] = run
+            if info is not None:
+                self.flows[info.name] = info
 
     def create_task_run(self, run: TaskRun) -> None:
-        self.task_runs[run.id] = run
+        with self._lock:
+            self.task_runs[run.id] = run
 
     def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
         with self._lock:
@@ -495,22 +504,22 @@ class MemoryRunStore(RunStore):
 
     def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
                        state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
-        runs = [r for r in self.flow_runs.values()
+        # Newest first is last created first (the dict keeps creation order), started or
+        # not: as the SQLite store lists them.
+        runs = [r for r in reversed(self._values(self.flow_runs))
                 if (flow_name is None or r.flow_name == flow_name)
                 and (parent_flow_run_id is None or r.parent_flow_run_id == parent_flow_run_id)
                 and (state is None or state_matches(r.state, state))]
-        runs.sort(key=lambda r: r.start_ts or 0, reverse=True)
         return runs[offset: offset + limit]
 
     def read_flow_run(self, id_or_name: str) -> FlowRun | None:
         run = self.flow_runs.get(id_or_name)
         if run is None:
-            named = [r for r in self.flow_runs.values() if r.name == id_or_name]
-            run = max(named, key=lambda r: r.start_ts or 0) if named else None
+            run = next((r for r in reversed(self._values(self.flow_runs)) if r.name == id_or_name), None)
         return run
 
     def read_task_runs(self, flow_run_id: str | None = None, limit: int | None = None) -> list[TaskRun]:
-        runs = [r for r in self.task_runs.values() if flow_run_id is None or r.flow_run_id == flow_run_id]
+        runs = [r for r in self._values(self.task_runs) if flow_run_id is None or r.flow_run_id == flow_run_id]
         return runs[:limit] if limit else runs
 
     def read_task_run(self, task_run_id: str) -> TaskRun | None:
@@ -543,4 +552,4 @@ class MemoryRunStore(RunStore):
         return history[0].ts if history else (run.start_ts or 0.0)
 
     def read_flows(self) -> list[FlowSummary]:
-        return _flow_summaries(self.read_flow_runs(limit=2**62), list(self.flows.values()))
+        return _flow_summaries(self.read_flow_runs(limit=2**62), self._values(self.flows))

@@ -27,6 +27,7 @@ from .plugin_manager import hookimpl
 from .session import Session
 from .states import Completed, Running, StateType
 from .stores import CacheEntry, RunStore, RunWriter
+from .task_lines import marker_row
 from .tasks import task
 from .testing_store_records import at, logged_flow_run, move, new_flow_run, new_task_run
 
@@ -122,7 +123,7 @@ class SharedStoreTests:
         for thread in threads:
             thread.join(120)
         assert not any(thread.is_alive() for thread in threads), "a writer thread hung"
-        assert not errors, f"concurrent writes failed: {errors!r}"
+        assert not errors, f"a thread of the test failed: {errors!r}"
 
     def test_threads_recording_task_runs_at_once_lose_nothing(self, store: RunStore) -> None:
         run = new_flow_run(store, "conformance-busy", "busy", started=time.time())
@@ -147,6 +148,49 @@ class SharedStoreTests:
         user_lines = [x for x in store.read_logs(flow_run_id=run.id, limit=10**6) if x["logger"] == "user"]
         assert len(user_lines) == self.writers * ((self.runs_per_writer + 9) // 10)
         assert store.count_task_run_states(run.id).by_type == {"COMPLETED": expected}
+
+    def test_reads_while_threads_write_never_fail(self, store: RunStore) -> None:
+        # The dashboard and `headwater runs` read while flows record: a read sees some
+        # consistent moment, never an error.
+        run = new_flow_run(store, "conformance-watched", "watched", started=time.time())
+        store.record_logs([marker_row(run.id, time.time())])
+        writing = threading.Semaphore(0)  # released once by each writer when it is done
+        seen: list[int] = []
+
+        def read() -> None:
+            finished = 0
+            while finished < 3:
+                task_runs = store.read_task_runs(flow_run_id=run.id)
+                store.read_flow_runs()
+                store.read_cache_entries()
+                store.read_logs(flow_run_id=run.id, limit=10**6)
+                store.count_task_run_states(run.id)
+                store.read_task_run_page(run.id, offset=len(task_runs) // 2, limit=10)
+                seen.append(len(task_runs))
+                while writing.acquire(blocking=False):
+                    finished += 1
+
+        def write(i: int) -> None:
+            if i == 0:
+                return read()
+            try:
+                for n in range(self.runs_per_writer):
+                    new_task_run(store, run, f"conformance-r{i}-{n:03d}", f"work-{i}-{n}", final=Completed())
+                    store.write_cache_entry(CacheEntry(f"r{i}-{n}", "work", None, "loc", "json", time.time()))
+                    store.record_logs([(run.id, None, time.time(), "INFO", "user", f"from {i}-{n}")])
+                    new_flow_run(store, f"conformance-r{i}-{n:03d}-flow", f"sub-{i}-{n}", started=time.time(),
+                                 parent=run, final=Completed())
+            finally:
+                writing.release()
+
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # threads take turns often: a race shows up at once
+        try:
+            self._run_threads(write, 4)
+        finally:
+            sys.setswitchinterval(switch)
+        store.flush()
+        assert len(store.read_task_runs(flow_run_id=run.id)) == 3 * self.runs_per_writer
 
     def test_two_handles_writing_at_once_lose_nothing(self, store: RunStore) -> None:
         handles = [store, self._second(store)]

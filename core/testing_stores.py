@@ -282,6 +282,18 @@ class RunStoreConformance(SharedStoreTests):
         assert store.count_flow_runs() == 5
         assert store.count_flow_runs(flow_name="load", state="failed") == 2
 
+    def test_a_flow_run_not_started_yet_is_listed_by_when_it_was_created(self, store: RunStore) -> None:
+        started = new_flow_run(store, "conformance-started", "nightly", started=time.time() - 60, final=Completed())
+        time.sleep(0.002)
+        waiting = FlowRun("conformance-waiting", "etl", "nightly")
+        store.create_flow_run(waiting)
+        move(store, waiting, Pending())
+        store.flush()
+        assert [r.id for r in store.read_flow_runs()] == [waiting.id, started.id], \
+            "newest first: a run created last comes first, started or not"
+        assert store.read_flow_run("nightly").id == waiting.id
+        assert [r.id for r in store.search_flow_runs().items] == [waiting.id, started.id]
+
     def test_a_flow_run_is_read_by_id_or_by_its_newest_name(self, store: RunStore) -> None:
         runs = self._some_flow_runs(store)
         assert store.read_flow_run(runs["a1"].id).name == "nightly"
