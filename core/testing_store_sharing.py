@@ -357,8 +357,13 @@ class SharedStoreTests:
     def test_a_flow_killed_mid_task_reads_as_crashed(self, store: RunStore, tmp_path: Path) -> None:
         child, gate = self._start_child(store, "hang", tmp_path)
         try:
-            self._wait_for(child, lambda: (gate / "running").exists(), "its task's body")
+            self._wait_for(child, lambda: (gate / "id").exists() and bool((gate / "id").read_text()),
+                           "its flow's body")
             run_id = (gate / "id").read_text()
+            started = store.read_flow_run(run_id)
+            assert started is not None and started.state.is_running(), \
+                f"a flow run's row (Running) must be stored before its body runs; read {started}"
+            self._wait_for(child, lambda: (gate / "running").exists(), "its task's body")
 
             def hanging_is_stored() -> bool:
                 return any(t.task_name == "hang" and t.state is not None and t.state.is_running()

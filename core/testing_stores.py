@@ -47,7 +47,7 @@ import pytest
 
 from .runs import FlowRun, TaskRun
 from .states import AwaitingRetry, Cached, Completed, Crashed, Failed, Pending, Running, State, StateType, TimedOut
-from .stores import CacheEntry, FlowRunFilter, RunReader, RunStore, RunWriter
+from .stores import CacheEntry, FlowInfo, FlowRunFilter, RunReader, RunStore, RunWriter
 from .testing_store_records import (AWKWARD_TEXTS, at, logged_flow_run, move, new_flow_run, new_task_run,
                                     surrogates_escaped)
 from .testing_store_sharing import SharedStoreTests
@@ -301,13 +301,22 @@ class RunStoreConformance(SharedStoreTests):
         assert newest is not None and newest.id == runs["d1"].id, "by name: the newest run of that name"
         assert store.read_flow_run("never-ran") is None
 
-    def test_flows_are_summarized_with_their_counts(self, store: RunStore) -> None:
+    def test_flows_are_summarized_with_their_counts_and_what_they_say(self, store: RunStore) -> None:
         self._some_flow_runs(store)
+        documented = FlowRun("conformance-documented", "documented", "with-info")
+        documented.flow_info = FlowInfo("documented", "Pulls the data in", "2.0", ["etl"], time.time())
+        store.create_flow_run(documented)
+        move(store, documented, Running())
+        move(store, documented, Completed())
+        store.flush()
         summaries = {s.name: s for s in store.read_flows()}
-        assert set(summaries) == {"extract", "load", "report"}
+        assert set(summaries) == {"extract", "load", "report", "documented"}
         assert summaries["load"].run_count == 3
         assert summaries["load"].state_counts == {"RUNNING": 1, "FAILED": 2}
         assert summaries["load"].last_run is not None and summaries["load"].last_run.name == "live"
+        info = summaries["documented"]
+        assert (info.description, info.version, list(info.tags), info.run_count) == (
+            "Pulls the data in", "2.0", ["etl"], 1), "what a flow says about itself (FlowInfo) was not kept"
 
     def test_task_runs_are_read_in_creation_order(self, store: RunStore) -> None:
         now = time.time()
