@@ -82,7 +82,7 @@ def surrogates_escaped(text: str) -> str:
 
 def logged_flow_run(store: RunStore) -> tuple[FlowRun, list[TaskRun]]:
     """A flow run with four task runs, the marker row of their routine lines, and
-    lines of every level."""
+    lines of every level (and one of a custom level)."""
     now = time.time()
     run = new_flow_run(store, "conformance-logged", "logged", started=now - 100)
     store.record_logs([marker_row(run.id, now - 100)])
@@ -94,7 +94,8 @@ def logged_flow_run(store: RunStore) -> tuple[FlowRun, list[TaskRun]]:
         store.record_logs([(run.id, task_run.id, time.time(), level, "headwater.task_runs", f"{level} from {i}")])
         move(store, task_run, Failed(message="bad") if i == 3 else Completed())
         time.sleep(0.002)
-    store.record_logs([(run.id, None, time.time(), "CRITICAL", "headwater.flow_runs", "flow says bye")])
+    store.record_logs([(run.id, None, time.time(), "NOTICE", "custom", "a level of its own"),
+                       (run.id, None, time.time(), "CRITICAL", "headwater.flow_runs", "flow says bye")])
     move(store, run, Failed(message="save failed"))
     store.flush()
     return run, tasks

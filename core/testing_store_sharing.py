@@ -24,6 +24,7 @@ import pytest
 
 from .flows import flow
 from .plugin_manager import hookimpl
+from .runs import FlowRun
 from .session import Session
 from .states import Completed, Running, StateType
 from .stores import CacheEntry, RunStore, RunWriter
@@ -65,13 +66,18 @@ CHILD_SCRIPT = textwrap.dedent('''
         return total
 
 
+    @flow(flow_run_name="conformance-subflow")
+    def hanging(total):
+        return hang(total)
+
+
     @flow(flow_run_name="conformance-child")
     def child(mode):
         (gate / "id").write_text(flow_run.id)
         squares = [future.result() for future in [square.submit(x) for x in range(3)]]
         total = add(squares[0], add(squares[1], squares[2]))
         if mode == "hang":
-            hang(total)
+            hanging(total)
         return total
 
 
@@ -365,9 +371,12 @@ class SharedStoreTests:
                 f"a flow run's row (Running) must be stored before its body runs; read {started}"
             self._wait_for(child, lambda: (gate / "running").exists(), "its task's body")
 
+            def subflow_runs() -> list[FlowRun]:
+                return store.read_flow_runs(parent_flow_run_id=run_id)
+
             def hanging_is_stored() -> bool:
                 return any(t.task_name == "hang" and t.state is not None and t.state.is_running()
-                           for t in store.read_task_runs(flow_run_id=run_id))
+                           for sub in subflow_runs() for t in store.read_task_runs(flow_run_id=sub.id))
 
             self._wait_for(child, hanging_is_stored, "recording its running task run")
             live = store.read_flow_run(run_id)
@@ -379,25 +388,30 @@ class SharedStoreTests:
                 child.stdout.close()
         killed = time.monotonic()
         allowed = self.crash_seconds + 10.0  # a margin for a loaded machine
+        (sub,) = subflow_runs()
+
+        def states() -> list[str]:
+            return [f"{run.name}: {run.state}" for run in (store.read_flow_run(run_id), store.read_flow_run(sub.id),
+                                                            *store.read_task_runs(flow_run_id=run_id),
+                                                            *store.read_task_runs(flow_run_id=sub.id))]
 
         def crashed() -> bool:
-            run = store.read_flow_run(run_id)
-            tasks = store.read_task_runs(flow_run_id=run_id)
-            return run.state.is_crashed() and all(t.state.is_final() for t in tasks)
+            flows = [store.read_flow_run(run_id), store.read_flow_run(sub.id)]
+            tasks = store.read_task_runs(flow_run_id=run_id) + store.read_task_runs(flow_run_id=sub.id)
+            return all(f.state.is_crashed() for f in flows) and all(t.state.is_final() for t in tasks)
 
         while not crashed():
             assert time.monotonic() - killed < allowed, (
-                f"{allowed:.0f} s after kill -9 the flow run reads {store.read_flow_run(run_id).state} and its "
-                f"task runs {[str(t.state) for t in store.read_task_runs(flow_run_id=run_id)]} "
-                f"(crash_seconds = {self.crash_seconds})")
+                f"{allowed:.0f} s after kill -9 the runs read {states()} (crash_seconds = {self.crash_seconds})")
             time.sleep(0.2)
         assert [s.name for s in store.read_states(run_id)][-1] == "Crashed"
-        by_task = {t.task_name: t for t in store.read_task_runs(flow_run_id=run_id)}
-        assert by_task["hang"].state.is_crashed() and by_task["square"].state.is_completed()
-        assert store.read_states(by_task["hang"].id)[-1].name == "Crashed"
-        assert store.count_task_run_states(run_id).by_type.get("CRASHED") == 1
-        assert run_id in [r.id for r in store.read_flow_runs(state="crashed")]
-        assert [t.id for t in store.read_task_run_page(run_id, state="crashed").items] == [by_task["hang"].id]
+        assert [s.name for s in store.read_states(sub.id)][-1] == "Crashed"
+        assert sorted(t.state.name for t in store.read_task_runs(flow_run_id=run_id)) == ["Completed"] * 5
+        (hang,) = store.read_task_runs(flow_run_id=sub.id)
+        assert hang.state.is_crashed() and store.read_states(hang.id)[-1].name == "Crashed"
+        assert store.count_task_run_states(sub.id).by_type == {"CRASHED": 1}
+        assert {run_id, sub.id} <= {r.id for r in store.read_flow_runs(state="crashed")}
+        assert [t.id for t in store.read_task_run_page(sub.id, state="crashed").items] == [hang.id]
 
         if getattr(type(store), "reopen_flow_run", None) in (None, RunWriter.reopen_flow_run):
             return  # a store without retries: nothing more to check

@@ -347,13 +347,17 @@ class RunStoreConformance(SharedStoreTests):
             assert f"Created task run {task_run.name!r} for task {task_run.task_name!r}" in messages
         assert messages.count("Finished in state Completed()") == 3
         assert "Finished in state Failed('bad')" in messages
-        assert [m for m in messages if "from" in m or "bye" in m] == [
-            "DEBUG from 0", "INFO from 1", "WARNING from 2", "ERROR from 3", "flow says bye"]
+        assert [m for m in messages if "from" in m or "bye" in m or "level" in m] == [
+            "DEBUG from 0", "INFO from 1", "WARNING from 2", "ERROR from 3", "a level of its own", "flow says bye"]
         assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines), "oldest first"
         assert all(line["flow_run_id"] == run.id for line in lines)
         only = store.read_logs(task_run_id=tasks[2].id, limit=10**6)
         assert [line["message"] for line in only] == ["WARNING from 2", "Finished in state Completed()"]
         assert len(store.read_logs(flow_run_id=run.id, limit=3)) == 3
+        other = new_flow_run(store, "conformance-other", "other", started=time.time(), final=Completed())
+        store.flush()
+        assert store.read_logs(flow_run_id=other.id, task_run_id=tasks[2].id) == [], \
+            "a task run of another flow run has no lines in this one"
 
     def test_log_pages_agree_with_the_default_built_on_read_logs(self, store: RunStore) -> None:
         run, tasks = logged_flow_run(store)
@@ -364,7 +368,7 @@ class RunStoreConformance(SharedStoreTests):
 
         cases = [dict(), dict(level="warning"), dict(level="ERROR"), dict(level="info"), dict(task="load"),
                  dict(task="load-2"), dict(task=tasks[3].id), dict(task="save", level="error"), dict(task="none"),
-                 dict(offset=3, limit=4), dict(offset=50), dict(limit=None)]
+                 dict(level="notice"), dict(offset=3, limit=4), dict(offset=50), dict(limit=None)]
         for case in cases:
             page = store.read_log_page(run.id, **case)
             default = RunReader.read_log_page(store, run.id, **case)
@@ -373,6 +377,7 @@ class RunStoreConformance(SharedStoreTests):
         assert store.read_log_page(run.id).total == len(every)
         assert [x["message"] for x in store.read_log_page(run.id, level="error").items] == [
             "ERROR from 3", "flow says bye"]
+        assert [x["message"] for x in store.read_log_page(run.id, level="NOTICE").items] == ["a level of its own"]
         assert store.read_log_page(run.id, task="load").total == 3 + 3  # three lines, three Finished
 
     # -- paged reads ---------------------------------------------------------------------------
