@@ -30,6 +30,7 @@ KEYS = (
     "CONSOLE",
     "PERSIST_RESULTS",
     "RESULT_STORAGE",
+    "HEARTBEAT_SECONDS",
 )
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -59,6 +60,10 @@ class Settings:
     #: ``memory://``), served by the plugin registered for its scheme, or a plain path
     #: (the local result store there). Empty: ``local_storage_path``.
     result_storage: str = ""
+    #: Seconds between two heartbeats of a flow process's unfinished runs in a store
+    #: shared by many hosts (PostgreSQL): a run without one for six of them is shown
+    #: Crashed. Shorter finds crashes sooner, at one small write per interval.
+    heartbeat_seconds: float = 10.0
     #: Where a key's value came from when not the environment: key -> (pyproject path,
     #: key as written there). Used only to word error messages.
     origins: Mapping[str, tuple[Path, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -110,6 +115,7 @@ class Settings:
             console=str(values.get("CONSOLE") or "auto"),
             persist_results=_flag("PERSIST_RESULTS", values.get("PERSIST_RESULTS"), origins),
             result_storage=_storage(values.get("RESULT_STORAGE"), origins),
+            heartbeat_seconds=_seconds("HEARTBEAT_SECONDS", values.get("HEARTBEAT_SECONDS"), 10.0, origins),
             origins=origins,
         )
 
@@ -120,7 +126,19 @@ class Settings:
         return _describe(key, value, self.origins)
 
 
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, shown as ``***``
+    (``postgresql://team:***@db:5432/runs``): what messages and pages show of a database URL."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> str:
+    if key == "DATABASE_URL" and isinstance(value, str):
+        value = hide_password(value)
     if key in origins:
         path, raw_key = origins[key]
         return f"{raw_key} = {value!r} under [tool.headwater] in {path}"
@@ -162,6 +180,19 @@ def _check_type(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -
             or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))):
         raise ConfigurationError(f"{_describe(key, value, origins)}: expected a list of plugin "
                                  f"names (strings) or one comma-separated string")
+
+
+def _seconds(key: str, value: Any, default: float, origins: Mapping[str, tuple[Path, str]]) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf") or isinstance(value, bool):
+        raise ConfigurationError(f"{_describe(key, value, origins)} is not a number of seconds; "
+                                 f"expected a positive number such as 10 or 0.5")
+    return seconds
 
 
 def _names(value: Any) -> tuple[str, ...]:

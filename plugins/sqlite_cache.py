@@ -36,6 +36,11 @@ def add_cache_digest_column(conn: sqlite3.Connection) -> str:
     return _CACHE_COLUMNS
 
 
+#: Upsert of a whole entry, in the SQL both SQLite and PostgreSQL (headwater-postgres) take.
+_REPLACE = "ON CONFLICT(key) DO UPDATE SET " + ", ".join(
+    f"{c}=excluded.{c}" for c in _CACHE_COLUMNS.replace(" ", "").split(",")[1:])
+
+
 def _text(value: str | None) -> str | None:
     return None if value is None else safe_text(value)
 
@@ -56,7 +61,7 @@ class SQLiteCacheIndex:
 
     def write_cache_entry(self, entry: CacheEntry) -> None:
         self._write_txn(lambda conn: conn.execute(
-            f"INSERT OR REPLACE INTO cache_entries ({_CACHE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO cache_entries ({_CACHE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) {_REPLACE}",
             # Text as the batch writer stores it (a key made from a file name that is not
             # UTF-8 is written with its surrogates escaped, and looked up the same way).
             (safe_text(entry.key), _text(entry.task_name), _text(entry.task_run_id), safe_text(entry.location),

@@ -28,9 +28,7 @@ class SQLiteDeletes:
 
     _conn: Callable[[], sqlite3.Connection]
     _write_txn: Callable[[Any], Any]
-
-    def flush(self) -> None:  # pragma: no cover - the store's
-        raise NotImplementedError
+    flush: Callable[[], None]  # the store's (queued_writes)
 
     def delete_flow_runs(self, flow_run_ids: Sequence[str]) -> DeletedRuns:
         self.flush()  # rows this process queued for them first, so none comes back after

@@ -169,10 +169,17 @@ class Judge:
     """
 
     def __init__(self, own_pid: int, own_token: str | None,
-                 last_seen: Callable[[str, int, str | None], float | None], now: float | None = None) -> None:
+                 last_seen: Callable[[str, int, str | None], float | None], now: float | None = None,
+                 stale_seconds: float | None = None, by_pid: bool = True) -> None:
         self.own_pid = own_pid
         self.own_token = own_token
         self.now = time.time() if now is None else now
+        #: Seconds without a heartbeat after which another process's run is dead
+        #: (None: ``STALE_SECONDS``, read when judging: tests change it).
+        self.stale_seconds = stale_seconds
+        #: Whether a process of this host is judged by its pid (the SQLite store); a
+        #: store shared by many hosts judges every other process by heartbeat alone.
+        self.by_pid = by_pid
         self._last_seen = last_seen
         self._here: dict[tuple[int, str | None], bool] = {}
         self._elsewhere: dict[tuple[str, int, str | None], float | None] = {}
@@ -190,7 +197,9 @@ class Judge:
         """
         if host is None or pid is None or not may_be_running(state):
             return None
-        if here(host, pid_start):
+        if not self.by_pid and host == HOST and pid == self.own_pid and self._alive_here(pid, pid_start):
+            return None  # this process's own run
+        if self.by_pid and here(host, pid_start):
             key = (pid, pid_start)
             alive = self._here.get(key)
             if alive is None:
@@ -201,12 +210,14 @@ class Judge:
             seen = max(self._seen(host, pid, pid_start) or 0.0, since or 0.0)
             return State(StateType.CRASHED, "Crashed", CRASH_MESSAGE, ts=min(seen, self.now) if seen else self.now)
         seen = max(self._seen(host, pid, pid_start) or 0.0, since or 0.0)
-        if self.now - seen <= STALE_SECONDS:
+        stale = STALE_SECONDS if self.stale_seconds is None else self.stale_seconds
+        if self.now - seen <= stale:
             return None
-        where = f"host {host!r}" if host != HOST else f"another pid namespace of host {host!r}"
+        where = (f"host {host!r}" if host != HOST or not self.by_pid
+                 else f"another pid namespace of host {host!r}")
         return State(StateType.CRASHED, "Crashed",
-                     f"The process running this run (pid {pid} in {where}) sent no heartbeat since "
-                     f"{_iso(seen)}, more than {STALE_SECONDS:.0f} s ago: it is taken to have ended "
+                     f"The process running this run (pid {pid} on {where}) sent no heartbeat since "
+                     f"{_iso(seen)}, more than {stale:g} s ago: it is taken to have ended "
                      f"before the run finished.", ts=seen)
 
     def _seen(self, host: str, pid: int, pid_start: str | None) -> float | None:
@@ -311,14 +322,16 @@ class Heartbeat:
     an UPDATE only when there are such runs)."""
 
     def __init__(self, connection: Callable[[], sqlite3.Connection], host: str, pid: int,
-                 pid_start: str | None) -> None:
+                 pid_start: str | None, every: float | None = None) -> None:
         self._connection = connection
         self._process = (host, pid, pid_start)
         self._last = time.monotonic()
+        self.every = every  # seconds; None: HEARTBEAT_SECONDS
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self._last < HEARTBEAT_SECONDS:  # the module's value, read now (tests change it)
+        # The module's value is read now (tests change it).
+        if now - self._last < (HEARTBEAT_SECONDS if self.every is None else self.every):
             return
         self._last = now
         try:
@@ -327,7 +340,7 @@ class Heartbeat:
             pass
 
     def __repr__(self) -> str:
-        return f"<Heartbeat every {HEARTBEAT_SECONDS} s for pid {self._process[1]}>"
+        return f"<Heartbeat every {HEARTBEAT_SECONDS if self.every is None else self.every} s for pid {self._process[1]}>"
 
 
 def beat(conn: sqlite3.Connection, host: str, pid: int, pid_start: str | None) -> int:

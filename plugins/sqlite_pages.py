@@ -22,6 +22,8 @@ from . import sqlite_liveness as liveness
 from .sqlite_reads import SQLiteReads
 from .sqlite_values import safe_text
 
+#: LIMIT for "no limit", in the SQL both SQLite and PostgreSQL take.
+NO_LIMIT = 2**62
 _FINAL = ", ".join(f"'{t.value}'" for t in sorted(FINAL_TYPES))
 #: The SQL of "this ``logs`` row is a marker row" (``headwater.task_lines.marker_row``).
 _MARKER = "(message IS NULL AND logger = ? AND task_run_id IS NULL)"
@@ -73,7 +75,8 @@ def flow_run_where(where: FlowRunFilter) -> tuple[str, list[Any]]:
 
 
 def _limit(limit: int | None, offset: int) -> tuple[str, list[Any]]:
-    return " LIMIT ? OFFSET ?", [-1 if limit is None else max(0, int(limit)), max(0, int(offset))]
+    # No limit is a limit no listing reaches (SQLite takes -1, PostgreSQL does not).
+    return " LIMIT ? OFFSET ?", [NO_LIMIT if limit is None else max(0, int(limit)), max(0, int(offset))]
 
 
 class SQLitePages(SQLiteReads):
@@ -163,7 +166,7 @@ class SQLitePages(SQLiteReads):
         if marked and (levels is None or "INFO" in levels):
             # A task run a task started on a worker is recorded after it ran: its start
             # time (the worker's) is then earlier than its row's creation.
-            created = ("CASE WHEN start_ts IS NOT NULL THEN min(coalesce(created, 0), start_ts) "
+            created = ("CASE WHEN start_ts IS NOT NULL AND start_ts < coalesce(created, 0) THEN start_ts "
                        "ELSE coalesce(created, 0) END")
             if task is None:
                 parts.append(f"SELECT {created}, 0, {created}, seq, 0, rowid FROM task_runs WHERE flow_run_id = ?")
@@ -176,9 +179,9 @@ class SQLitePages(SQLiteReads):
                 args += [task, task, task]
             parts.append(finished)
         union = " UNION ALL ".join(parts)
-        total = conn.execute(f"SELECT count(*) FROM ({union})", args).fetchone()[0]
+        total = conn.execute(f"SELECT count(*) FROM ({union}) AS lines", args).fetchone()[0]
         paging, more = _limit(limit, offset)
-        keys = conn.execute(f"SELECT ts, src, k3, rid FROM ({union}) ORDER BY ts, src, k1, k2, k3{paging}",
+        keys = conn.execute(f"SELECT ts, src, k3, rid FROM ({union}) AS lines ORDER BY ts, src, k1, k2, k3{paging}",
                             args + more).fetchall()
         return Page(self._log_lines(conn, flow_run_id, keys), total, max(0, int(offset)), limit)
 

@@ -150,7 +150,7 @@ class SQLiteReads:
         last = conn.execute(
             f"SELECT {self._FLOW_COLS} FROM flow_runs WHERE rowid IN (SELECT rowid FROM "
             f"(SELECT rowid, row_number() OVER (PARTITION BY flow_name ORDER BY created DESC) AS n "
-            f"FROM flow_runs) WHERE n = 1) ORDER BY created DESC").fetchall()
+            f"FROM flow_runs) AS ranked WHERE n = 1) ORDER BY created DESC").fetchall()
         judge = self._judge()
         out = {r[2]: FlowSummary(r[2], version=r[3], last_run=self._flow(r, judge)) for r in last}
         self._settle(judge)

@@ -33,26 +33,42 @@ import sqlite3
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from headwater.errors import StoreError
 from headwater.plugin_manager import hookimpl
-from headwater.runs import FlowRun, TaskRun
-from headwater.states import FINAL_TYPES, State
-from headwater.stores import MemoryRunStore, RunStore, active_flow_info
+from headwater.runs import FlowRun
+from headwater.states import State
+from headwater.stores import MemoryRunStore, RunStore
 
-from .sqlite_liveness import HOST, Heartbeat, add_heartbeat_column, find_dead_runs, mark_dead_runs, own_token
-from .sqlite_liveness import UNFINISHED, here, process_alive, process_start_token  # noqa: F401 - process_start_token also imported from here
-from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .private_files import make_private_dirs
-from .sqlite_privacy import create_private, warn_if_shared
+from .queued_writes import QueuedWrites
+from .sqlite_cache import SQLiteCacheIndex, add_cache_digest_column
 from .sqlite_delete import SQLiteDeletes
+from .sqlite_liveness import (  # noqa: F401 - process_start_token also imported from here
+    HOST,
+    UNFINISHED,
+    Heartbeat,
+    add_heartbeat_column,
+    find_dead_runs,
+    here,
+    mark_dead_runs,
+    own_token,
+    process_alive,
+    process_start_token,
+)
 from .sqlite_pages import SQLitePages
+from .sqlite_privacy import create_private, warn_if_shared
 from .sqlite_queue import WriteQueue
-from .sqlite_rows import flow_entry, flow_info_entry, task_header, task_state
 from .sqlite_values import details_json
-from .sqlite_writer import BatchWriter, connect, read_only, retry_busy, write_transaction
+from .sqlite_writer import (
+    BatchWriter,
+    connect,
+    read_only,
+    retry_busy,
+    write_transaction,
+)
 from .sqlite_writers import ThreadWriter, Writer, check_writer_choice, choose_writer
 
 SCHEMA_VERSION = 2
@@ -111,7 +127,7 @@ _SCHEMA_2_COLUMNS = (
 )
 
 
-class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
+class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, QueuedWrites, RunStore):
     """The default run store: every run, state and log line of every flow, in one SQLite
     file that many processes may share (the module docstring says how).
 
@@ -121,8 +137,8 @@ class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
     (``HEADWATER_STORE_WRITER``, see ``sqlite_writers``); another value is a
     ``ConfigurationError``.
 
-    Writes (``create_flow_run``, ``create_task_run``, ``record_state``, ``record_logs``)
-    may come from any thread: they append to the queue and return. ``flush()`` waits
+    Writes (``create_flow_run``, ``create_task_run``, ``record_state``, ``record_logs``;
+    ``queued_writes``) may come from any thread: they append to the queue and return. ``flush()`` waits
     until everything queued before it is committed; ``close()`` flushes and stops the
     writer. Reads (``SQLiteReads``, ``SQLitePages``), deletes (``SQLiteDeletes``) and the cache index (``SQLiteCacheIndex``) use one
     connection per thread and see what is committed.
@@ -153,11 +169,8 @@ class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
             parent.forget()  # a forked child: the parent's writer (its process) is not ours
         thread = ThreadWriter(self._rows, self._conn, self._read_only_message)
         self._writer = choose_writer(self._writer_choice, self.path, thread)
-        self._queue = WriteQueue(str(self.path), self._writer, self._close_connection)
+        self.start_writes(WriteQueue(str(self.path), self._writer, self._close_connection))
         self._queue.on_idle = Heartbeat(self._conn, HOST, self._pid, self._pid_start)
-        self._open_runs: set[str] = set()  # task runs whose row the queue has: no header again
-        self._open_flows: set[str] = set()  # flow runs created here, not yet final
-        self._created: dict[str, tuple[Any, ...]] = {}  # headers waiting for their run's first state
         if self._closed:
             self._queue.closed = True
 
@@ -309,50 +322,6 @@ class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
             return 0
         return len(found)
 
-    # -- writes (queued: see sqlite_writer) ---------------------------------------------------
-
-    def create_flow_run(self, run: FlowRun) -> None:
-        self._open_flows.add(run.id)
-        self._queue.put(flow_entry(run, None))
-        info = active_flow_info(run)
-        if info is not None:
-            self._queue.put(flow_info_entry(info))
-
-    def create_task_run(self, run: TaskRun) -> None:
-        # Held until the run's first state (the engine records Pending right after),
-        # then queued with it: one queue entry fewer per task run.
-        self._created[run.id] = task_header(run)
-        self._open_runs.add(run.id)
-
-    def record_state(self, run: FlowRun | TaskRun, state: State) -> None:
-        if run.kind == "task":
-            run_id = run.id
-            open_runs = self._open_runs
-            if run_id not in open_runs:  # recorded without create_task_run first
-                if run_id in self._inherited:
-                    return  # a forked child: the parent's run (see _forget_parent)
-                self.create_task_run(run)
-            # The header leaves the held ones only once queued: an interrupt (Ctrl-C) in
-            # between must not leave a run whose row has no name and no flow run.
-            header = self._created.get(run_id)
-            entry = task_state(run, state)
-            if header is None:
-                self._queue.put(entry)
-            else:
-                self._queue.put(header + entry)
-                self._created.pop(run_id, None)
-            if state.type in FINAL_TYPES:
-                open_runs.discard(run_id)  # the set holds unfinished runs only
-        else:
-            if run.id in self._inherited:
-                return  # a forked child: the parent's run (see _forget_parent)
-            if state.type in FINAL_TYPES:
-                self._open_flows.discard(run.id)
-            self._queue.put(flow_entry(run, state))
-
-    def record_logs(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        self._queue.put_logs(rows)
-
     def reopen_flow_run(self, run: FlowRun, state: State) -> None:
         """Make an ended flow run this process's unfinished run again, in ``state``, for a
         new attempt (``headwater runs retry``); written at once, before anything queued
@@ -406,17 +375,6 @@ class SQLiteRunStore(SQLitePages, SQLiteDeletes, SQLiteCacheIndex, RunStore):
         if conn is not None:
             self._local.conn = None
             conn.close()
-
-    def flush(self) -> None:
-        for run_id in list(self._created):  # runs created but given no state: rows all the same
-            header = self._created.get(run_id)
-            if header is not None:
-                # Queued before it is taken: a first state recorded meanwhile by another
-                # thread then finds it still held, or follows it in the queue. (Queued
-                # twice is harmless: the same row.)
-                self._queue.put(header)
-                self._created.pop(run_id, None)
-        self._queue.flush()
 
     def close(self) -> None:
         self._closed = True
@@ -477,5 +435,12 @@ def headwater_make_run_store(session: Any) -> RunStore:
     if not scheme:
         raise StoreError(f"HEADWATER_DATABASE_URL={url!r} has no scheme; expected e.g. "
                          f"sqlite:///{session.settings.home / 'headwater.db'}")
+    if scheme not in session.registry.names("run_store") and scheme in STORE_PACKAGES:
+        raise StoreError(f"{session.settings.describe('DATABASE_URL', url)}: no installed plugin serves "
+                         f"{scheme}://; install it: pip install {STORE_PACKAGES[scheme]}")
     factory = session.registry.get("run_store", scheme, wanted_for="HEADWATER_DATABASE_URL")
     return factory(url, session)
+
+
+#: What to install for a ``HEADWATER_DATABASE_URL`` whose scheme no plugin serves.
+STORE_PACKAGES = {"postgresql": "headwater-postgres", "postgres": "headwater-postgres"}

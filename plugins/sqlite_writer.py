@@ -96,9 +96,15 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]
     it back around every step; while the flow's threads run Python, each take-back can
     wait, so the writer spent most of its time waiting, once per row. Binding a few
     hundred rows and stepping once waits once per statement, and is faster on its own
-    too. ``one`` is the group for one row (default: one ``?`` per value).
+    too. ``one`` is the group for one row (default: one ``?`` per value; constants may
+    stand for the last values). A connection with an ``insert_rows(head, rows, one,
+    tail)`` method of its own is handed the rows instead.
     """
     if not rows:
+        return
+    bulk = getattr(conn, "insert_rows", None)
+    if bulk is not None:  # a connection with its own bulk insert (headwater-postgres: COPY)
+        bulk(head, rows, one, tail)
         return
     width = len(rows[0])
     if one is None:
@@ -125,11 +131,14 @@ def _columns(names: tuple[str, ...]) -> str:
 _TASK_INSERT = f"INSERT INTO task_runs ({_columns(TASK_RUN_COLUMNS + PROCESS_COLUMNS)})"
 # Only what changes after creation: a row written again keeps its name and seq, and its
 # parameters unless futures among them were resolved.
-_TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.parameters, parameters), "
+# Columns of the row already there are named with their table (``task_runs.parameters``):
+# SQLite allows a bare name there, PostgreSQL (headwater-postgres writes the same rows)
+# does not.
+_TASK_UPDATE = (" ON CONFLICT(id) DO UPDATE SET parameters=coalesce(excluded.parameters, task_runs.parameters), "
                 "cache_key=excluded.cache_key, "
                 "result_location=excluded.result_location, start_ts=excluded.start_ts, "
                 "end_ts=excluded.end_ts, run_count=excluded.run_count, "
-                "inputs_hash=coalesce(excluded.inputs_hash, inputs_hash), state_type=excluded.state_type, "
+                "inputs_hash=coalesce(excluded.inputs_hash, task_runs.inputs_hash), state_type=excluded.state_type, "
                 "state_name=excluded.state_name, state_message=excluded.state_message "
                 # A run another process marked Crashed (its flow process died) stays so,
                 # also when the writer process writes what the dead process sent it.
@@ -142,16 +151,17 @@ _FLOW_INSERT = (f"INSERT INTO flow_runs ({_columns(FLOW_RUN_COLUMNS + PROCESS_CO
                 "name=excluded.name, parameters=excluded.parameters, state_type=excluded.state_type, "
                 "state_name=excluded.state_name, state_message=excluded.state_message, "
                 "start_ts=excluded.start_ts, end_ts=excluded.end_ts, run_count=excluded.run_count, "
-                "entry_point=coalesce(excluded.entry_point, entry_point), "
-                "inputs_hash=coalesce(excluded.inputs_hash, inputs_hash), "
-                "parameters_location=coalesce(excluded.parameters_location, parameters_location), "
-                "result_location=coalesce(excluded.result_location, result_location) "
+                "entry_point=coalesce(excluded.entry_point, flow_runs.entry_point), "
+                "inputs_hash=coalesce(excluded.inputs_hash, flow_runs.inputs_hash), "
+                "parameters_location=coalesce(excluded.parameters_location, flow_runs.parameters_location), "
+                "result_location=coalesce(excluded.result_location, flow_runs.result_location) "
                 # As for task runs: a run another process marked Crashed stays so.
                 "WHERE flow_runs.state_type IS NOT 'CRASHED'")
 _STATE_INSERT = f"INSERT INTO states ({_columns(STATE_COLUMNS)})"
 _LOG_INSERT = f"INSERT INTO logs ({_columns(LOG_COLUMNS)})"
-_FLOW_INFO_INSERT = (f"INSERT OR REPLACE INTO flows ({_columns(FLOW_INFO_COLUMNS)}) "
-                     f"VALUES ({','.join('?' * len(FLOW_INFO_COLUMNS))})")
+_FLOW_INFO_INSERT = (f"INSERT INTO flows ({_columns(FLOW_INFO_COLUMNS)}) "
+                     f"VALUES ({','.join('?' * len(FLOW_INFO_COLUMNS))}) ON CONFLICT(name) DO UPDATE SET "
+                     + ", ".join(f"{c}=excluded.{c}" for c in FLOW_INFO_COLUMNS[1:]))
 #: A task run created but given no state yet: cache_key, result_location, start_ts,
 #: end_ts, run_count, inputs_hash (STATE_RUN_FIELDS).
 _NO_RUN_FIELDS = (None, None, None, None, 0, None)
