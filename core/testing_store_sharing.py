@@ -27,7 +27,7 @@ from .plugin_manager import hookimpl
 from .runs import FlowRun
 from .session import Session
 from .states import Completed, Running, StateType
-from .stores import CacheEntry, RunStore, RunWriter
+from .stores import CacheEntry, FlowRunFilter, RunStore, RunWriter
 from .task_lines import marker_row
 from .tasks import task
 from .testing_store_records import at, logged_flow_run, move, new_flow_run, new_task_run
@@ -102,11 +102,11 @@ class SharedStoreTests:
     runs_per_writer = 40
 
     # Given by RunStoreConformance.
-    _tmp_path: Path
-    _handles: list[Any]
-    _closed: list[Any]
-    _second: Callable[[RunStore], RunStore]
-    _url: Callable[[RunStore], str]
+    _store_tmp_path: Path
+    _opened_handles: list[Any]
+    _closed_handles: list[Any]
+    _second_handle: Callable[[RunStore], RunStore]
+    _url_for_children: Callable[[RunStore], str]
     open_again: Callable[[RunStore, Path], "RunStore | None"]
 
     # -- concurrency ---------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class SharedStoreTests:
         assert len(store.read_task_runs(flow_run_id=run.id)) == 3 * self.runs_per_writer
 
     def test_two_handles_writing_at_once_lose_nothing(self, store: RunStore) -> None:
-        handles = [store, self._second(store)]
+        handles = [store, self._second_handle(store)]
         if handles[1] is store:
             pytest.skip("open_again gives the same handle: the threads test covers it")
 
@@ -214,7 +214,7 @@ class SharedStoreTests:
             writer.flush()
 
         self._run_threads(record, 4)
-        for reader in (*handles, self._second(store)):
+        for reader in (*handles, self._second_handle(store)):
             runs = reader.read_flow_runs(limit=100)
             assert sorted(r.name for r in runs) == [f"handle-{i}" for i in range(4)]
             assert all(r.state.is_completed() for r in runs)
@@ -227,7 +227,7 @@ class SharedStoreTests:
 
     def test_after_flush_everything_is_seen_by_another_handle(self, store: RunStore) -> None:
         run, tasks = logged_flow_run(store)  # flushes
-        other = self._second(store)
+        other = self._second_handle(store)
         got = other.read_flow_run(run.id)
         assert got is not None and got.state.name == "Failed" and got.state.message == "save failed"
         assert [s.name for s in other.read_states(run.id)] == ["Pending", "Running", "Failed"]
@@ -237,12 +237,12 @@ class SharedStoreTests:
             x["message"] for x in store.read_logs(flow_run_id=run.id, limit=10**6)]
 
     def test_what_a_closed_store_wrote_is_kept(self, store: RunStore) -> None:
-        other = self._second(store)
+        other = self._second_handle(store)
         if other is store:
             pytest.skip("open_again gives the same handle: nothing to reopen after close")
-        self._handles.remove(other)
+        self._opened_handles.remove(other)
         other.close()  # the records outlive a handle
-        writer = self.open_again(store, self._tmp_path)
+        writer = self.open_again(store, self._store_tmp_path)
         run = new_flow_run(writer, "conformance-closed", "closed", started=time.time(), final=Completed())
         new_task_run(writer, run, "conformance-closed-task", "load-0", final=Completed())
         writer.close()  # close() flushes
@@ -284,7 +284,7 @@ class SharedStoreTests:
             return [total, again.name, inner(4), flaky(5)]
 
         env = {"HEADWATER_HOME": str(tmp_path / "home"), "HEADWATER_DATABASE_URL": "memory://"}
-        self._closed.append(store)  # by the session, as a session closes the store it uses
+        self._closed_handles.append(store)  # by the session, as a session closes the store it uses
         with Session(plugins=[UseStore()], env=env):
             assert outer() == [13, "Cached", 16, 5]
             assert sorted(calls) == [2, 3, 4], "a cached task ran again"
@@ -315,7 +315,7 @@ class SharedStoreTests:
     # -- child processes -----------------------------------------------------------------------
 
     def _start_child(self, store: RunStore, mode: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-        url = self._url(store)
+        url = self._url_for_children(store)
         gate = tmp_path / f"child-{mode}"
         gate.mkdir()
         script = tmp_path / "conformance_child.py"
@@ -360,7 +360,10 @@ class SharedStoreTests:
                 f"task run {task_run.name}: not every state was stored before the flow call returned"
         assert {e.key for e in store.read_cache_entries()} == {f"conformance-child-{x}" for x in range(3)}
 
-    def test_a_flow_killed_mid_task_reads_as_crashed(self, store: RunStore, tmp_path: Path) -> None:
+    def _killed_child(self, store: RunStore, tmp_path: Path) -> tuple[str, str, str]:
+        """Run the child's flow until its subflow's task hangs, kill it with ``kill -9``, and
+        wait until reads show it Crashed (at most ``crash_seconds`` and a margin); return
+        the ids of the flow run, its subflow run and the hanging task run."""
         child, gate = self._start_child(store, "hang", tmp_path)
         try:
             self._wait_for(child, lambda: (gate / "id").exists() and bool((gate / "id").read_text()),
@@ -404,14 +407,21 @@ class SharedStoreTests:
             assert time.monotonic() - killed < allowed, (
                 f"{allowed:.0f} s after kill -9 the runs read {states()} (crash_seconds = {self.crash_seconds})")
             time.sleep(0.2)
-        assert [s.name for s in store.read_states(run_id)][-1] == "Crashed"
-        assert [s.name for s in store.read_states(sub.id)][-1] == "Crashed"
-        assert sorted(t.state.name for t in store.read_task_runs(flow_run_id=run_id)) == ["Completed"] * 5
         (hang,) = store.read_task_runs(flow_run_id=sub.id)
-        assert hang.state.is_crashed() and store.read_states(hang.id)[-1].name == "Crashed"
-        assert store.count_task_run_states(sub.id).by_type == {"CRASHED": 1}
-        assert {run_id, sub.id} <= {r.id for r in store.read_flow_runs(state="crashed")}
-        assert [t.id for t in store.read_task_run_page(sub.id, state="crashed").items] == [hang.id]
+        return run_id, sub.id, hang.id
+
+    def test_a_flow_killed_mid_task_reads_as_crashed(self, store: RunStore, tmp_path: Path) -> None:
+        run_id, sub_id, hang_id = self._killed_child(store, tmp_path)
+        assert [s.name for s in store.read_states(run_id)][-1] == "Crashed"
+        assert [s.name for s in store.read_states(sub_id)][-1] == "Crashed"
+        assert sorted(t.state.name for t in store.read_task_runs(flow_run_id=run_id)) == ["Completed"] * 5
+        assert store.read_task_run(hang_id).state.is_crashed() and store.read_states(hang_id)[-1].name == "Crashed"
+        assert store.read_task_run_states(sub_id)[hang_id][-1].name == "Crashed"
+        assert store.count_task_run_states(sub_id).by_type == {"CRASHED": 1}
+        other = self.open_again(store, self._store_tmp_path)
+        if other is not None and other is not store:
+            self._opened_handles.append(other)
+            assert other.read_flow_run(run_id).state.is_crashed(), "a handle opened after the kill reads it running"
 
         if getattr(type(store), "reopen_flow_run", None) in (None, RunWriter.reopen_flow_run):
             return  # a store without retries: nothing more to check
@@ -425,3 +435,15 @@ class SharedStoreTests:
         move(store, run, Completed())
         store.flush()
         assert store.read_flow_run(run_id).state.is_completed()
+
+    def test_a_killed_flows_runs_are_found_by_the_crashed_filters(self, store: RunStore, tmp_path: Path) -> None:
+        # What reads show Crashed, filters by state find: `headwater runs --state crashed`
+        # and the dashboard's filters list what `headwater runs` shows.
+        run_id, sub_id, hang_id = self._killed_child(store, tmp_path)
+        assert {run_id, sub_id} <= {r.id for r in store.read_flow_runs(state="crashed")}, \
+            "read_flow_runs(state='crashed') leaves out runs it reads as Crashed"
+        assert store.count_flow_runs(state="CRASHED") == 2
+        assert {r.id for r in store.search_flow_runs(FlowRunFilter(state="crashed")).items} == {run_id, sub_id}
+        assert [t.id for t in store.read_task_run_page(sub_id, state="crashed").items] == [hang_id]
+        assert [t.id for t in store.read_task_run_page(sub_id, state="running").items] == []
+        assert [r.id for r in store.read_flow_runs(state="running")] == []

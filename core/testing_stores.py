@@ -87,39 +87,39 @@ class RunStoreConformance(SharedStoreTests):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[RunStore]:
         """The store under test, new for each test, closed after it."""
-        self._tmp_path = tmp_path
-        self._handles: list[Any] = []
-        self._closed: list[Any] = []  # closed by the test itself (a session closes its store)
+        self._store_tmp_path = tmp_path
+        self._opened_handles: list[Any] = []
+        self._closed_handles: list[Any] = []  # closed by the test itself (a session closes its store)
         made = self.make_store(tmp_path)
         yield made
-        for handle in [*self._handles, made]:
-            if not any(handle is closed for closed in self._closed):
+        for handle in [*self._opened_handles, made]:
+            if not any(handle is closed for closed in self._closed_handles):
                 handle.close()
 
-    def _second(self, store: RunStore) -> RunStore:
+    def _second_handle(self, store: RunStore) -> RunStore:
         """Another handle on ``store`` (closed after the test), or the test is skipped."""
-        again = self.open_again(store, self._tmp_path)
+        again = self.open_again(store, self._store_tmp_path)
         if again is None:
             pytest.skip(f"{type(self).__name__} does not override open_again(store, tmp_path)")
         if again is not store:
-            self._handles.append(again)
+            self._opened_handles.append(again)
         return again
 
-    def _url(self, store: RunStore) -> str:
+    def _url_for_children(self, store: RunStore) -> str:
         url = self.store_url(store)
         if url is None:
             pytest.skip(f"{type(self).__name__} does not override store_url(store)")
         return url
 
     @staticmethod
-    def _requires(store: Any, method: str) -> None:
+    def _requires_method(store: Any, method: str) -> None:
         """Skip the test when the store keeps the default (a refusal) of an optional method."""
         own = getattr(type(store), method, None)
         if own is None or own is getattr(RunWriter, method):
             pytest.skip(f"{type(store).__name__} has no {method} (optional: docs/plugins.md, "
                         f"'Writing a run store')")
 
-    def _assert_text(self, got: Any, written: str, what: str) -> None:
+    def _assert_text_read_back(self, got: Any, written: str, what: str) -> None:
         assert got in self.text_read_back(written), \
             f"{what}: wrote {written!r}, read back {got!r} (expected one of {sorted(self.text_read_back(written))!r})"
 
@@ -453,7 +453,7 @@ class RunStoreConformance(SharedStoreTests):
     # -- deleting and reopening ----------------------------------------------------------------
 
     def test_deleting_a_flow_run_takes_its_subflow_runs_at_any_depth(self, store: RunStore) -> None:
-        self._requires(store, "delete_flow_runs")
+        self._requires_method(store, "delete_flow_runs")
         now = time.time()
         top = new_flow_run(store, "conformance-top", "top", started=now - 5, final=Completed())
         middle = new_flow_run(store, "conformance-middle", "middle", started=now - 4, parent=top, final=Completed())
@@ -483,17 +483,17 @@ class RunStoreConformance(SharedStoreTests):
         assert [r.id for r in store.read_flow_runs()] == [other.id], "compact() lost a run"
 
     def test_a_deletion_is_seen_by_another_handle(self, store: RunStore) -> None:
-        self._requires(store, "delete_flow_runs")
+        self._requires_method(store, "delete_flow_runs")
         run = new_flow_run(store, "conformance-flow", "doomed", started=time.time(), final=Completed())
         new_task_run(store, run, "conformance-task", "load-0", final=Completed())
         store.flush()
-        other = self._second(store)
+        other = self._second_handle(store)
         assert other.read_flow_run(run.id) is not None
         store.delete_flow_runs([run.id])
         assert other.read_flow_run(run.id) is None and other.read_task_run("conformance-task") is None
 
     def test_an_ended_flow_run_is_reopened_for_a_retry(self, store: RunStore) -> None:
-        self._requires(store, "reopen_flow_run")
+        self._requires_method(store, "reopen_flow_run")
         for final in (Failed(message="boom"), Crashed(message="the process ended")):
             run = new_flow_run(store, f"conformance-{final.name}", f"was-{final.name}", started=time.time(),
                                final=final)
@@ -549,7 +549,7 @@ class RunStoreConformance(SharedStoreTests):
         assert [e.key for e in store.delete_cache_entries()] == ["k2"] and store.read_cache_entries() == []
 
     def test_a_cache_entry_is_seen_by_another_handle_at_once(self, store: RunStore) -> None:
-        other = self._second(store)
+        other = self._second_handle(store)
         store.write_cache_entry(CacheEntry("shared", "load", None, "first", "json", time.time()))
         # No flush: the cache index is not buffered.
         got = other.read_cache_entry("shared")
@@ -585,30 +585,30 @@ class RunStoreConformance(SharedStoreTests):
         for label, (text, run, task_run) in written.items():
             got = store.read_flow_run(run.id)
             assert got is not None, f"the flow run named with {label} text was not stored"
-            self._assert_text(got.name, text, f"{label}: flow run name")
-            self._assert_text(got.flow_name, text, f"{label}: flow name")
-            self._assert_text(next(iter(got.tags)), text, f"{label}: tag")
-            self._assert_text(got.state.message, text, f"{label}: state message")
+            self._assert_text_read_back(got.name, text, f"{label}: flow run name")
+            self._assert_text_read_back(got.flow_name, text, f"{label}: flow name")
+            self._assert_text_read_back(next(iter(got.tags)), text, f"{label}: tag")
+            self._assert_text_read_back(got.state.message, text, f"{label}: state message")
             assert len(got.parameters) == 2, f"{label}: parameters {got.parameters!r}"
             key = next(k for k in got.parameters if k != "plain")
-            self._assert_text(key, text, f"{label}: parameter name")
-            self._assert_text(got.parameters[key], text, f"{label}: parameter value")
-            self._assert_text(got.parameters["plain"][0], text, f"{label}: parameter in a list")
-            self._assert_text(store.read_states(run.id)[-1].message, text, f"{label}: message in the history")
+            self._assert_text_read_back(key, text, f"{label}: parameter name")
+            self._assert_text_read_back(got.parameters[key], text, f"{label}: parameter value")
+            self._assert_text_read_back(got.parameters["plain"][0], text, f"{label}: parameter in a list")
+            self._assert_text_read_back(store.read_states(run.id)[-1].message, text, f"{label}: message in the history")
             line = next(x for x in store.read_logs(flow_run_id=run.id, limit=10**6) if x["level"] == "INFO"
                         and x["task_run_id"] is None and x["message"] not in (None,) and "task run" not in x["message"])
-            self._assert_text(line["message"], text, f"{label}: log message")
-            self._assert_text(line["logger"], text, f"{label}: logger")
+            self._assert_text_read_back(line["message"], text, f"{label}: log message")
+            self._assert_text_read_back(line["logger"], text, f"{label}: logger")
             got_task = store.read_task_run(task_run.id)
             assert got_task is not None, f"the task run named with {label} text was not stored"
             for field in ("name", "task_name", "task_key", "cache_key", "result_location"):
-                self._assert_text(getattr(got_task, field), text, f"{label}: task run {field}")
-            self._assert_text(got_task.parameters["x"], text, f"{label}: task run parameter")
-            self._assert_text(got_task.state.message, text, f"{label}: task run state message")
+                self._assert_text_read_back(getattr(got_task, field), text, f"{label}: task run {field}")
+            self._assert_text_read_back(got_task.parameters["x"], text, f"{label}: task run parameter")
+            self._assert_text_read_back(got_task.state.message, text, f"{label}: task run state message")
             entry = store.read_cache_entry(text)
             assert entry is not None, f"{label}: a cache entry with this key is not found by it"
             for field in ("key", "task_name", "location"):
-                self._assert_text(getattr(entry, field), text, f"{label}: cache entry {field}")
+                self._assert_text_read_back(getattr(entry, field), text, f"{label}: cache entry {field}")
 
     def test_any_text_finds_what_it_names(self, store: RunStore) -> None:
         now = time.time()

@@ -52,7 +52,9 @@ def flow_run_where(where: FlowRunFilter) -> tuple[str, list[Any]]:
         parts.append(f"flow_name IN ({', '.join('?' * len(where.flow_names))})")
         args += [safe_text(name) for name in where.flow_names]
     if where.search:
-        parts.append("(name LIKE ? ESCAPE '\\' OR flow_name LIKE ? ESCAPE '\\')")
+        # lower() on both sides: LIKE ignores case in SQLite but not in every database
+        # that reuses this SQL (PostgreSQL's store does).
+        parts.append("(lower(name) LIKE lower(?) ESCAPE '\\' OR lower(flow_name) LIKE lower(?) ESCAPE '\\')")
         args += [_like(safe_text(where.search))] * 2
     for tag in where.tags:
         parts.append("EXISTS (SELECT 1 FROM json_each(flow_runs.tags) WHERE value = ?)")
