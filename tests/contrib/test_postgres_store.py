@@ -488,3 +488,40 @@ def test_a_forked_child_writes_its_own_runs_and_leaves_the_parents_connections_a
     runs = get_store().read_flow_runs(limit=10)
     assert sorted(r.parameters["tag"] for r in runs) == ["child", "parent", "parent again"]
     assert all(r.state.name == "Completed" for r in runs)
+
+
+def test_an_older_schema_is_migrated_on_first_use_all_or_nothing(postgres_url, monkeypatch):
+    """A later headwater-postgres adds a step to ``MIGRATIONS``: a database of the older
+    version is brought up to it when first opened, keeping its runs; a step that fails
+    leaves the database as it was."""
+    from headwater_postgres import schema
+
+    store = PostgresRunStore(postgres_url)
+    from headwater.runs import FlowRun
+
+    store.create_flow_run(FlowRun("00000000-0000-0000-0000-0000000000a1", "kept", "kept-run", {"x": 1},
+                                  frozenset()))
+    store.close()
+
+    broken = schema.MIGRATIONS + [("ALTER TABLE flow_runs ADD COLUMN half_done TEXT", "SELECT no_such_function()")]
+    monkeypatch.setattr(schema, "MIGRATIONS", broken)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(broken))
+    with pytest.raises(StoreError, match="cannot be used: .*no_such_function.*left untouched"):
+        PostgresRunStore(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM headwater.schema_version").fetchone() == (SCHEMA_VERSION,)
+        columns = {c for (c,) in conn.execute("SELECT column_name FROM information_schema.columns "
+                                               "WHERE table_schema = 'headwater' AND table_name = 'flow_runs'")}
+    assert "half_done" not in columns
+
+    later = broken[:-1] + [("ALTER TABLE flow_runs ADD COLUMN note TEXT",)]
+    monkeypatch.setattr(schema, "MIGRATIONS", later)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(later))
+    store = PostgresRunStore(postgres_url)
+    try:
+        assert store.read_flow_run("kept-run").parameters == {"x": 1}
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM headwater.schema_version").fetchone() == (len(later),)
+        assert conn.execute("SELECT note FROM headwater.flow_runs").fetchall() == [(None,)]
