@@ -96,9 +96,15 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]
     it back around every step; while the flow's threads run Python, each take-back can
     wait, so the writer spent most of its time waiting, once per row. Binding a few
     hundred rows and stepping once waits once per statement, and is faster on its own
-    too. ``one`` is the group for one row (default: one ``?`` per value).
+    too. ``one`` is the group for one row (default: one ``?`` per value; constants may
+    stand for the last values). A connection with an ``insert_rows(head, rows, one,
+    tail)`` method of its own is handed the rows instead.
     """
     if not rows:
+        return
+    bulk = getattr(conn, "insert_rows", None)
+    if bulk is not None:  # a connection with its own bulk insert (headwater-postgres: COPY)
+        bulk(head, rows, one, tail)
         return
     width = len(rows[0])
     if one is None:

@@ -74,6 +74,37 @@ def _params(params: Sequence[Any] | None) -> list[Any] | None:
     return [storable(p) for p in params]
 
 
+_HEAD = re.compile(r"^\s*INSERT INTO (\w+) \(([^)]*)\)\s*$", re.IGNORECASE)
+
+
+def _head(head: str) -> tuple[str, list[str]]:
+    """The table and columns of ``INSERT INTO table (a, b, c)``."""
+    match = _HEAD.match(head)
+    if match is None:
+        raise ValueError(f"not an INSERT head: {head!r}")
+    return match.group(1), [c.strip() for c in match.group(2).split(",")]
+
+
+def _constants(one: str, count: int) -> tuple[Any, ...]:
+    """The last ``count`` values of a one-row group ``(?,?,'host',123,NULL)`` that are
+    constants (SQL literals, as ``sqlite_writer.sql_literal`` writes them)."""
+    if count <= 0:
+        return ()
+    items = _LITERALS.findall(one.strip()[1:-1])
+    values: list[Any] = []
+    for item in items[-count:]:
+        if item == "NULL":
+            values.append(None)
+        elif item.startswith("'"):
+            values.append(item[1:-1].replace("''", "'"))
+        else:
+            values.append(int(item))
+    return tuple(values)
+
+
+_LITERALS = re.compile(r"'(?:[^']|'')*'|[^,]+")
+
+
 class ValueRefused(ValueError):
     """A value of a row that PostgreSQL or the driver would not take (the rest of its batch
     can still be written)."""
@@ -172,6 +203,51 @@ class PooledConnection:
             if isinstance(exc, ValueError) or _refused(exc):
                 raise ValueRefused(str(exc)) from exc
             raise
+
+    def insert_rows(self, head: str, rows: list[tuple[Any, ...]], one: str | None = None, tail: str = "") -> None:
+        """``head VALUES one, ... tail`` (as ``sqlite_writer.insert_rows`` writes it) by
+        ``COPY``: PostgreSQL's bulk load, ten times the speed of the same rows as a
+        multi-row ``INSERT`` (whose statement text the driver parses in Python). Rows go
+        straight into the table, in order (so ``states`` keep their order by ``seq``);
+        with an ``ON CONFLICT`` tail, into a temporary table first, then ``INSERT ...
+        SELECT`` from it with the tail. Must run in the caller's transaction."""
+        table, columns = _head(head)
+        constants = _constants(one, len(columns) - len(rows[0])) if one else ()
+        if constants:
+            rows = [row + constants for row in rows]
+        conn = self._held
+        if conn is None:
+            raise RuntimeError("insert_rows runs inside a transaction (BEGIN first)")
+        names = ", ".join(columns)
+        if not tail.strip():
+            target = table
+        else:
+            target = f"stage_{table}_{len(columns)}"
+            # The columns' types, without their constraints; emptied before each use (two
+            # statements of one transaction may use it) and at each commit.
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {target} ON COMMIT DELETE ROWS AS "
+                         f"SELECT {names} FROM {table} WITH NO DATA")
+            conn.execute(f"TRUNCATE {target}")
+        conn.execute("SAVEPOINT copy_rows")
+        try:
+            self._copy(conn, target, names, rows)
+        except (psycopg.DataError, ValueError):
+            # Text PostgreSQL cannot hold (NUL characters): the rows again, escaped. The
+            # usual batch pays nothing for this check.
+            conn.execute("ROLLBACK TO SAVEPOINT copy_rows")
+            try:
+                self._copy(conn, target, names, [tuple(storable(v) for v in row) for row in rows])
+            except (psycopg.Error, ValueError) as exc:
+                raise ValueRefused(str(exc)) from exc
+        conn.execute("RELEASE SAVEPOINT copy_rows")
+        if target != table:
+            self._run(conn, f"INSERT INTO {table} ({names}) SELECT {names} FROM {target} {to_postgres(tail)}", None)
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, table: str, names: str, rows: list[tuple[Any, ...]]) -> None:
+        with conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def release(self) -> None:
         """Give back a connection still held (a transaction left open: rolled back)."""
