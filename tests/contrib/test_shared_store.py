@@ -70,13 +70,15 @@ class Team:
     def home(self, machine: str) -> Path:
         return self.base / machine / "headwater-home"
 
-    def env(self, machine: str) -> dict[str, str]:
-        """A machine's environment: none of the test's HEADWATER_* settings, its own home."""
+    def env(self, machine: str, **extra: str) -> dict[str, str]:
+        """A machine's environment: none of the test's HEADWATER_* settings, its own home;
+        ``extra`` adds variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
         env.update(client_env(self.endpoint), PYTHONUNBUFFERED="1", HEADWATER_HOME=str(self.home(machine)),
                    HEADWATER_DATABASE_URL=self.database_url, HEADWATER_RESULT_STORAGE=self.storage)
         if self.heartbeat is not None:
             env["HEADWATER_HEARTBEAT_SECONDS"] = self.heartbeat
+        env.update(extra)
         return env
 
     def script(self, name: str, text: str) -> Path:
@@ -85,14 +87,15 @@ class Team:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def start(self, machine: str, script: Path, *args: str) -> subprocess.Popen[str]:
+    def start(self, machine: str, script: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
         (self.base / machine).mkdir(parents=True, exist_ok=True)
         return subprocess.Popen([sys.executable, str(script), *args], cwd=self.base / machine,
-                                env=self.env(machine), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=self.env(machine, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
 
-    def run(self, machine: str, script: Path, *args: str) -> str:
+    def run(self, machine: str, script: Path, *args: str, **extra: str) -> str:
         """Run ``script`` on ``machine`` to its end; its output."""
-        proc = self.start(machine, script, *args)
+        proc = self.start(machine, script, *args, **extra)
         out, err = proc.communicate(timeout=CHILD_TIMEOUT)
         assert proc.returncode == 0, f"{machine} failed:\n{err[-4000:]}"
         return out
@@ -474,10 +477,11 @@ def dask_cluster(tmp_path_factory):
             log.close()
 
 
+# The flow names no runner: the machines' settings send it to the cluster, as in
+# docs/distributed.md ("Team setup").
 DASK_SCRIPT = """
     import json, os, sys
     from headwater import flow, task
-    from headwater_dask import DaskTaskRunner
 
     @task(cache_key_fn=lambda context, parameters: f"cube-{parameters['x']}", persist_result=True)
     def cube(x):
@@ -485,13 +489,13 @@ DASK_SCRIPT = """
 
         return x ** 3, get_worker().name, os.getpid()
 
-    @flow(task_runner=DaskTaskRunner(address=sys.argv[1]), flow_run_name="cubes-{tag}")
+    @flow(flow_run_name="cubes-{tag}")
     def cubes(n, tag):
         futures = [cube.submit(x) for x in range(n)]
         return [[f.wait().name, f.result()] for f in futures]
 
     if __name__ == "__main__":
-        print(json.dumps({"pid": os.getpid(), "cubes": cubes(int(sys.argv[2]), sys.argv[3])}))
+        print(json.dumps({"pid": os.getpid(), "cubes": cubes(int(sys.argv[1]), sys.argv[2])}))
 """
 
 
@@ -502,14 +506,15 @@ def test_a_dask_cluster_records_to_the_shared_store_and_keeps_results_in_s3(team
     address, worker_home = dask_cluster
     script = team.script("cubes.py", DASK_SCRIPT)
     count = 6
+    on_dask = {"HEADWATER_TASK_RUNNER": "dask", "HEADWATER_DASK_ADDRESS": address}
 
-    first = json.loads(team.run("laptop", script, address, str(count), "first").strip().splitlines()[-1])
+    first = json.loads(team.run("laptop", script, str(count), "first", **on_dask).strip().splitlines()[-1])
     assert [[state, value[0]] for state, value in first["cubes"]] == [["Completed", x ** 3] for x in range(count)]
     workers = {value[1] for _state, value in first["cubes"]}
     assert workers and workers <= {"worker-1", "worker-2"}
     assert first["pid"] not in {value[2] for _state, value in first["cubes"]}
 
-    second = json.loads(team.run("ci-runner", script, address, str(count), "second").strip().splitlines()[-1])
+    second = json.loads(team.run("ci-runner", script, str(count), "second", **on_dask).strip().splitlines()[-1])
     assert second["cubes"] == [["Cached", value] for _state, value in first["cubes"]]
 
     listed = {r["name"]: r for r in team.cli("reader", "runs")}
