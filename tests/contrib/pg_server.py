@@ -119,6 +119,9 @@ class PostgresServer:
         """``argv`` as the user that may run the server: this one, or ``postgres`` for root."""
         if os.geteuid() != 0:
             return argv
+        if shutil.which("runuser") is None:
+            raise RuntimeError("postgres refuses to run as root, and runuser (util-linux), which would run "
+                               "it as the postgres user, is not installed")
         return ["runuser", "-u", "postgres", "--", *argv]
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
@@ -129,8 +132,13 @@ class PostgresServer:
         sockets = self.base / "sockets"
         sockets.mkdir()
         if os.geteuid() == 0:
-            for path in (self.base, sockets):
-                shutil.chown(path, "postgres", "postgres")
+            try:
+                for path in (self.base, sockets):
+                    shutil.chown(path, "postgres", "postgres")
+            except LookupError:
+                self._remove()
+                raise RuntimeError("postgres refuses to run as root, and there is no postgres user to run it "
+                                   "as (Debian's postgresql package makes one)") from None
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
         init = subprocess.run(
             self._as_server_user([str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,
