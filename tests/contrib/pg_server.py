@@ -35,13 +35,17 @@ FAST_SETTINGS = {
 }
 
 
+#: Where Debian's postgresql packages put the server binaries, one directory per version.
+DEBIAN_BINDIRS = "/usr/lib/postgresql/*/bin"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _version(bindir: Path) -> tuple[int, ...]:
+def version_of(bindir: Path) -> tuple[int, ...]:
     """The version in a Debian bin directory's path (``/usr/lib/postgresql/15/bin``), for
     ordering them newest first; ``()`` when the path names none."""
     match = re.search(r"postgresql/(\d+(?:\.\d+)*)/bin", str(bindir))
@@ -64,7 +68,7 @@ def candidate_bindirs() -> list[Path]:
                 found.append(Path(out.stdout.strip()))
         except (OSError, subprocess.SubprocessError):
             pass
-    found.extend(sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")), key=_version, reverse=True))
+    found.extend(sorted((Path(p) for p in glob.glob(DEBIAN_BINDIRS)), key=version_of, reverse=True))
     return list(dict.fromkeys(found))
 
 
