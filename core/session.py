@@ -131,7 +131,7 @@ class Session:
                     store = self.pm.hook.headwater_make_run_store(session=self)
                     if store is None:
                         raise StoreError(
-                            f"no run store for HEADWATER_DATABASE_URL={self.settings.database_url!r}: "
+                            f"no run store for {self.settings.describe('DATABASE_URL', self.settings.database_url)}: "
                             f"no plugin made one (is the sqlite_store plugin disabled?)"
                         )
                     self._store = store

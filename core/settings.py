@@ -126,7 +126,19 @@ class Settings:
         return _describe(key, value, self.origins)
 
 
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, shown as ``***``
+    (``postgresql://team:***@db:5432/runs``): what messages and pages show of a database URL."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _describe(key: str, value: Any, origins: Mapping[str, tuple[Path, str]]) -> str:
+    if key == "DATABASE_URL" and isinstance(value, str):
+        value = hide_password(value)
     if key in origins:
         path, raw_key = origins[key]
         return f"{raw_key} = {value!r} under [tool.headwater] in {path}"

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Callable
 
 from headwater.plugin_manager import hookimpl
+from headwater.settings import hide_password
 from headwater.stores import CacheIndex, FlowRunFilter, RunReader, require_part
 
 from .cli_format import (LOG_LINES, counts_dict, current_session, duration_text, iso, known_state, log_count,
@@ -59,7 +60,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if filters:
             print(f"No flow runs match {' '.join(filters)}; `headwater runs` lists every recent run.")
         else:
-            print(shown(no_runs_text(session.settings.database_url)))
+            print(shown(no_runs_text(hide_password(session.settings.database_url))))
         return 0
     mark, marks = subflow_mark(), unicode_ok()
     cells = []

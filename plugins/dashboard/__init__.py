@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from headwater.plugin_manager import hookimpl
+from headwater.settings import hide_password
 
 if TYPE_CHECKING:
     import argparse
@@ -100,7 +101,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     url = f"http://{shown}:{port}/"
-    print(f"headwater dashboard on {url} (run store {session.settings.database_url}); "
+    print(f"headwater dashboard on {url} (run store {hide_password(session.settings.database_url)}); "
           f"Ctrl+C stops it.", flush=True)
     if not is_loopback(args.host):
         print(f"headwater: warning: listening on {args.host}, not only on this machine: anyone who can "

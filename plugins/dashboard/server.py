@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from headwater.errors import HeadwaterError
+from headwater.settings import hide_password
 from headwater.stores import FlowRunFilter, MemoryRunStore, RunReader, RunStore, require_part
 
 from . import LOOPBACK_HOSTS, host_name
@@ -112,7 +113,7 @@ class StoreSource:
         self._store: RunStore | None = None
         self._empty = MemoryRunStore()
         self._lock = threading.Lock()
-        self.description = session.settings.database_url
+        self.description = hide_password(session.settings.database_url)
 
     def get(self) -> RunStore:
         if self._store is not None:

@@ -440,3 +440,19 @@ def test_a_run_claimed_by_a_live_process_elsewhere_cannot_be_reopened(postgres_u
         assert [s.name for s in store.read_states(run.id)] == ["Failed", "Retrying"]
     finally:
         store.close()
+
+
+def test_no_command_or_page_shows_the_password(postgres_url, tmp_path):
+    """The tests' server trusts loopback, so any password gets in: what matters is that
+    none is shown, by `headwater runs` on an empty store or by the dashboard."""
+    url = postgres_url.replace("://headwater@", "://headwater:hunter2@")
+    empty = run([*HEADWATER, "runs"], tmp_path / "home", url, tmp_path)
+    assert empty.returncode == 0, empty.stderr
+    assert "No flow runs recorded in postgresql://headwater:***@127.0.0.1" in empty.stdout
+    assert "hunter2" not in empty.stdout + empty.stderr
+
+    from headwater.plugins.dashboard.server import StoreSource
+    from headwater.session import Session
+
+    with Session(env={"HEADWATER_HOME": str(tmp_path / "home"), "HEADWATER_DATABASE_URL": url}) as session:
+        assert "hunter2" not in StoreSource(session).description

@@ -88,10 +88,10 @@ def test_close_unconfigures_plugins_once_and_is_safe_twice(tmp_path):
 
 def test_an_unknown_database_scheme_names_the_url_and_the_known_schemes(tmp_path):
     """HEADWATER_DATABASE_URL with a scheme no plugin serves is an error naming it."""
-    session = Session(env=env_for(tmp_path, HEADWATER_DATABASE_URL="postgresql://db/x"))
+    session = Session(env=env_for(tmp_path, HEADWATER_DATABASE_URL="oracle://db/x"))
     with session, pytest.raises(UnknownComponentError) as info:
         session.store
-    assert "'postgresql'" in str(info.value)
+    assert "'oracle'" in str(info.value)
     assert "sqlite" in str(info.value)
 
 
