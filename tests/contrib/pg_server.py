@@ -35,13 +35,17 @@ FAST_SETTINGS = {
 }
 
 
+#: Where Debian's postgresql packages put the server binaries, one directory per version.
+DEBIAN_BINDIRS = "/usr/lib/postgresql/*/bin"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _version(bindir: Path) -> tuple[int, ...]:
+def version_of(bindir: Path) -> tuple[int, ...]:
     """The version in a Debian bin directory's path (``/usr/lib/postgresql/15/bin``), for
     ordering them newest first; ``()`` when the path names none."""
     match = re.search(r"postgresql/(\d+(?:\.\d+)*)/bin", str(bindir))
@@ -64,7 +68,7 @@ def candidate_bindirs() -> list[Path]:
                 found.append(Path(out.stdout.strip()))
         except (OSError, subprocess.SubprocessError):
             pass
-    found.extend(sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")), key=_version, reverse=True))
+    found.extend(sorted((Path(p) for p in glob.glob(DEBIAN_BINDIRS)), key=version_of, reverse=True))
     return list(dict.fromkeys(found))
 
 
@@ -119,6 +123,9 @@ class PostgresServer:
         """``argv`` as the user that may run the server: this one, or ``postgres`` for root."""
         if os.geteuid() != 0:
             return argv
+        if shutil.which("runuser") is None:
+            raise RuntimeError("postgres refuses to run as root, and runuser (util-linux), which would run "
+                               "it as the postgres user, is not installed")
         return ["runuser", "-u", "postgres", "--", *argv]
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
@@ -129,8 +136,13 @@ class PostgresServer:
         sockets = self.base / "sockets"
         sockets.mkdir()
         if os.geteuid() == 0:
-            for path in (self.base, sockets):
-                shutil.chown(path, "postgres", "postgres")
+            try:
+                for path in (self.base, sockets):
+                    shutil.chown(path, "postgres", "postgres")
+            except LookupError:
+                self._remove()
+                raise RuntimeError("postgres refuses to run as root, and there is no postgres user to run it "
+                                   "as (Debian's postgresql package makes one)") from None
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
         init = subprocess.run(
             self._as_server_user([str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,

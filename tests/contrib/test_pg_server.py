@@ -8,6 +8,7 @@ import os
 
 import psycopg
 import pytest
+import pg_server
 from pg_server import USER, PostgresServer, find_bindir
 
 #: Database names seen by the tests below, to show that no two tests share one.
@@ -48,6 +49,26 @@ def test_binaries_that_exist_are_found():
     if not installed:
         pytest.skip("no PostgreSQL under /usr/lib/postgresql on this machine")
     assert find_bindir() is not None
+
+
+def fake_bindir(root, version: str, names=("postgres", "initdb")):
+    bindir = root / "postgresql" / version / "bin"
+    bindir.mkdir(parents=True)
+    for name in names:
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    return bindir
+
+
+def test_the_newest_debian_version_is_taken_and_none_found_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no postgres, no pg_config
+    monkeypatch.setattr(pg_server, "DEBIAN_BINDIRS", str(tmp_path / "postgresql" / "*" / "bin"))
+    assert find_bindir() is None
+    fake_bindir(tmp_path, "9.6")
+    newest = fake_bindir(tmp_path, "16")
+    fake_bindir(tmp_path, "15")
+    fake_bindir(tmp_path, "17", names=("initdb",))  # a client-only install: no server
+    assert find_bindir() == newest
 
 
 def test_stop_shuts_the_server_down_and_removes_its_directory(postgres_server):

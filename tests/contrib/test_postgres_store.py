@@ -40,6 +40,16 @@ def run(argv: list[str], home: Path, url: str | None, cwd: Path, timeout: float 
                           timeout=timeout)
 
 
+@pytest.fixture
+def pg_session(postgres_url, tmp_path):
+    """An active session recording into the test's database; closed before the database
+    is dropped (an open connection would hold the drop up)."""
+    from headwater.session import Session
+
+    with Session(env={"HEADWATER_HOME": str(tmp_path / "home"), "HEADWATER_DATABASE_URL": postgres_url}) as session:
+        yield session
+
+
 def write_script(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
@@ -104,9 +114,7 @@ def test_every_command_reads_the_runs_of_another_home_from_the_database(postgres
 
 
 def test_the_flow_run_row_is_durable_before_the_body_and_every_state_when_the_call_returns(postgres_url,
-                                                                                          headwater_home,
-                                                                                          monkeypatch):
-    monkeypatch.setenv("HEADWATER_DATABASE_URL", postgres_url)
+                                                                                          pg_session):
     from headwater import flow, task
     from headwater.runtime import flow_run
 
@@ -202,9 +210,7 @@ def test_without_the_plugin_the_url_names_the_package_to_install(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_text_postgresql_cannot_hold_is_written_escaped_and_nothing_else_is_lost(postgres_url, headwater_home,
-                                                                                  monkeypatch):
-    monkeypatch.setenv("HEADWATER_DATABASE_URL", postgres_url)
+def test_text_postgresql_cannot_hold_is_written_escaped_and_nothing_else_is_lost(pg_session):
     from headwater import flow, get_run_logger, get_store, task
 
     @task
@@ -456,3 +462,66 @@ def test_no_command_or_page_shows_the_password(postgres_url, tmp_path):
 
     with Session(env={"HEADWATER_HOME": str(tmp_path / "home"), "HEADWATER_DATABASE_URL": url}) as session:
         assert "hunter2" not in StoreSource(session).description
+
+
+def test_a_forked_child_writes_its_own_runs_and_leaves_the_parents_connections_alone(pg_session):
+    """A child forked after the store opened (multiprocessing's default on Linux) opens its
+    own pool; the parent's connections keep working after the child exits."""
+    from headwater import flow, get_store
+
+    @flow
+    def where(tag: str) -> int:
+        return os.getpid()
+
+    parent_pid = where("parent")
+    pid = os.fork()
+    if pid == 0:  # the child: a flow of its own, then out without running the parent's cleanup
+        code = 0
+        try:
+            where("child")
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert where("parent again") == parent_pid
+    runs = get_store().read_flow_runs(limit=10)
+    assert sorted(r.parameters["tag"] for r in runs) == ["child", "parent", "parent again"]
+    assert all(r.state.name == "Completed" for r in runs)
+
+
+def test_an_older_schema_is_migrated_on_first_use_all_or_nothing(postgres_url, monkeypatch):
+    """A later headwater-postgres adds a step to ``MIGRATIONS``: a database of the older
+    version is brought up to it when first opened, keeping its runs; a step that fails
+    leaves the database as it was."""
+    from headwater_postgres import schema
+
+    store = PostgresRunStore(postgres_url)
+    from headwater.runs import FlowRun
+
+    store.create_flow_run(FlowRun("00000000-0000-0000-0000-0000000000a1", "kept", "kept-run", {"x": 1},
+                                  frozenset()))
+    store.close()
+
+    broken = schema.MIGRATIONS + [("ALTER TABLE flow_runs ADD COLUMN half_done TEXT", "SELECT no_such_function()")]
+    monkeypatch.setattr(schema, "MIGRATIONS", broken)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(broken))
+    with pytest.raises(StoreError, match="cannot be used: .*no_such_function.*left untouched"):
+        PostgresRunStore(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM headwater.schema_version").fetchone() == (SCHEMA_VERSION,)
+        columns = {c for (c,) in conn.execute("SELECT column_name FROM information_schema.columns "
+                                               "WHERE table_schema = 'headwater' AND table_name = 'flow_runs'")}
+    assert "half_done" not in columns
+
+    later = broken[:-1] + [("ALTER TABLE flow_runs ADD COLUMN note TEXT",)]
+    monkeypatch.setattr(schema, "MIGRATIONS", later)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(later))
+    store = PostgresRunStore(postgres_url)
+    try:
+        assert store.read_flow_run("kept-run").parameters == {"x": 1}
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM headwater.schema_version").fetchone() == (len(later),)
+        assert conn.execute("SELECT note FROM headwater.flow_runs").fetchall() == [(None,)]

@@ -44,8 +44,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
             pid_start TEXT, created DOUBLE PRECISION, seq BIGINT, inputs_hash TEXT)""",
         "CREATE INDEX task_runs_flow ON task_runs (flow_run_id, created, seq)",
         "CREATE INDEX task_runs_state ON task_runs (state_type)",
+        # No primary key: states are only read by run, in order (the index below); one
+        # index less to update for each of the three or more states of every task run.
         """CREATE TABLE states (
-            seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, run_kind TEXT NOT NULL, type TEXT NOT NULL,
+            seq BIGSERIAL NOT NULL, run_id TEXT NOT NULL, run_kind TEXT NOT NULL, type TEXT NOT NULL,
             name TEXT NOT NULL, message TEXT, ts DOUBLE PRECISION NOT NULL, details TEXT)""",
         "CREATE INDEX states_run ON states (run_id, seq)",
         """CREATE TABLE cache_entries (

@@ -110,7 +110,7 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
         self._local = threading.local()
         self._closed = False
         self._migrate()
-        self._pool = self._open_pool()
+        self._pool: ConnectionPool | None = self._open_pool()
         self._start_process()
         _stores.add(self)
 
@@ -145,6 +145,10 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
     def _conn(self) -> PooledConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            if self._pool is None:  # a forked child's first use
+                with _pool_lock:
+                    if self._pool is None:
+                        self._pool = self._open_pool()
             conn = PooledConnection(self._pool)
             self._local.conn = conn
             self._local.pid = os.getpid()
@@ -182,7 +186,7 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
         inherited = self._inherited.union(self._open_runs, self._open_flows, self._created)
         _abandoned.append(self._pool)  # never closed here: closing would end the parent's sessions
         self._local = threading.local()
-        self._pool = self._open_pool()
+        self._pool = None  # opened on first use: a child that never uses the store connects to nothing
         self._start_process()
         self._inherited = frozenset(inherited)
 
@@ -273,7 +277,8 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
             self._queue.close()
         finally:
             self._close_connection()
-            self._pool.close()
+            if self._pool is not None:
+                self._pool.close()
 
     def __repr__(self) -> str:
         return f"<PostgresRunStore {self.label} schema={self.schema!r}>"
@@ -288,6 +293,7 @@ _stores: weakref.WeakSet[PostgresRunStore] = weakref.WeakSet()
 #: A forked child's copies of its parent's pools: kept, unused, so that collecting them
 #: never closes the parent's connections.
 _abandoned: list[Any] = []
+_pool_lock = threading.Lock()
 
 
 def _forget_parent_pools() -> None:
