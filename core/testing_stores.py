@@ -202,7 +202,8 @@ class RunStoreConformance(SharedStoreTests):
         assert got.end_ts == pytest.approx(done.ts, abs=1e-3)
         assert got.state is not None and (got.state.type, got.state.name) == (StateType.COMPLETED, "Completed")
         history = store.read_states(run.id)
-        assert [(s.type, s.name) for s in history] == [(s.type, s.name) for s in (pending, running, waiting, retry, done)]
+        written = (pending, running, waiting, retry, done)
+        assert [(s.type, s.name) for s in history] == [(s.type, s.name) for s in written]
         assert history[2].message == "timed out"
         details = history[-1].state_details
         assert details.cache_key == "load-key-7"
