@@ -79,11 +79,16 @@ class SQLiteCacheIndex:
             # Select and delete in one write transaction: an entry another process
             # refreshes meanwhile is either deleted whole or kept whole, never its
             # fresh row deleted because its stale one matched.
+            # The task name is compared by the database, so it matches as it was stored
+            # (headwater-postgres stores a NUL escaped, and escapes the name alike).
+            where, args = ("WHERE task_name = ? ", [task_name]) if task_name is not None else ("", [])
             rows = conn.execute(
-                f"SELECT {self._cache_columns} FROM cache_entries ORDER BY created").fetchall()
-            entries = [e for e in (CacheEntry(*row) for row in rows)
-                       if (not expired_only or e.is_expired()) and (task_name is None or e.task_name == task_name)]
-            conn.executemany("DELETE FROM cache_entries WHERE key = ?", [(e.key,) for e in entries])
+                f"SELECT {self._cache_columns} FROM cache_entries {where}ORDER BY created", args).fetchall()
+            entries = [e for e in (CacheEntry(*row) for row in rows) if not expired_only or e.is_expired()]
+            # Only the row as read: one another process refreshed meanwhile (a database
+            # whose transactions do not lock the table, PostgreSQL) stays.
+            conn.executemany("DELETE FROM cache_entries WHERE key = ? AND created = ?",
+                             [(e.key, e.created) for e in entries])
             return entries
 
         return self._write_txn(write)

@@ -16,7 +16,9 @@ Readers (``sqlite_reads``: the CLI, the dashboard and its API) show a dead run a
 too. Runs of dead processes on this host are also *marked* ``Crashed`` in the store (when
 the store is opened, and by readers that find one, at most every ``MARK_SECONDS``); runs
 of other hosts are only shown so, since a late heartbeat may come from a host that is slow
-or cut off rather than gone, and its run's next write brings it back to the truth.
+or cut off rather than gone, and its run's next write brings it back to the truth. (A
+store made for many hosts, headwater-postgres, judges every process by heartbeat alone,
+``Judge(by_pid=False)``, and marks what it finds, so that filters by state find it.)
 
 The process's identity token is ``<start time>@<pid namespace inode>`` (a token of a
 headwater that recorded no namespace, the start time alone, is taken to be of the
@@ -39,7 +41,7 @@ import os
 import socket
 import sqlite3
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from headwater.states import State, StateType
 
@@ -183,7 +185,8 @@ class Judge:
         self._last_seen = last_seen
         self._here: dict[tuple[int, str | None], bool] = {}
         self._elsewhere: dict[tuple[str, int, str | None], float | None] = {}
-        #: Whether a dead run of this host was seen (it can then be marked in the store).
+        #: Whether a dead run was seen that the store marks: one of this host (or, judged
+        #: by heartbeat alone, of any host).
         self.dead_here = False
 
     def crashed(self, state: State | None, host: str | None, pid: int | None,
@@ -213,6 +216,8 @@ class Judge:
         stale = STALE_SECONDS if self.stale_seconds is None else self.stale_seconds
         if self.now - seen <= stale:
             return None
+        if not self.by_pid:
+            self.dead_here = True
         where = (f"host {host!r}" if host != HOST or not self.by_pid
                  else f"another pid namespace of host {host!r}")
         return State(StateType.CRASHED, "Crashed",
@@ -283,17 +288,20 @@ def find_dead_runs(conn: sqlite3.Connection, own_pid: int, own_token: str | None
     return found
 
 
-def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[str, str, float]]) -> None:
-    """Record ``Crashed`` for ``found`` (inside the caller's write transaction), dated when
-    each run was last seen alive. A run that ended meanwhile keeps its state."""
-    for table, rid, when in found:
+def mark_dead_runs(conn: sqlite3.Connection, found: list[tuple[Any, ...]]) -> None:
+    """Record ``Crashed`` for ``found``, ``(table, run id, when)`` or ``(table, run id,
+    when, message)`` (inside the caller's write transaction), dated when each run was last
+    seen alive; the message is ``CRASH_MESSAGE`` unless given. A run that ended meanwhile
+    keeps its state."""
+    for table, rid, when, *message in found:
+        text = message[0] if message else CRASH_MESSAGE
         cur = conn.execute(
             f"UPDATE {table} SET state_type='CRASHED', state_name='Crashed', state_message=?, end_ts=? "
-            f"WHERE id=? AND {UNFINISHED_SQL}", (CRASH_MESSAGE, when, rid, *UNFINISHED))
+            f"WHERE id=? AND {UNFINISHED_SQL}", (text, when, rid, *UNFINISHED))
         if cur.rowcount:
             conn.execute("INSERT INTO states (run_id, run_kind, type, name, message, ts) "
                          "VALUES (?, ?, 'CRASHED', 'Crashed', ?, ?)",
-                         (rid, "flow" if table == "flow_runs" else "task", CRASH_MESSAGE, when))
+                         (rid, "flow" if table == "flow_runs" else "task", text, when))
 
 
 def add_heartbeat_column(conn: sqlite3.Connection) -> bool:

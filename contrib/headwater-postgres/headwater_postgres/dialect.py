@@ -68,9 +68,16 @@ def storable(value: Any) -> Any:
     return value
 
 
-def _params(params: Sequence[Any] | None) -> list[Any] | None:
+def _params(params: Sequence[Any] | None, patterns: bool = False) -> list[Any] | None:
+    """``params`` as PostgreSQL can take them. ``patterns``: the statement has LIKE
+    patterns with ``ESCAPE '\\'`` (``sqlite_pages``' search, whose patterns start and end
+    with ``%``): there a NUL must match the stored ``\\x00``, backslash included, so it
+    becomes ``\\\\x00``."""
     if not params:
         return None
+    if patterns:
+        return [p.replace("\x00", "\\\\x00") if type(p) is str and len(p) > 1 and p[0] == p[-1] == "%"
+                else storable(p) for p in params]
     return [storable(p) for p in params]
 
 
@@ -167,10 +174,11 @@ class PooledConnection:
             finally:
                 self._pool.putconn(held)
             return Result([], -1)
+        values = _params(params, "ESCAPE" in text)
         if self._held is not None:
-            return self._run(self._held, text, _params(params))
+            return self._run(self._held, text, values)
         with self._pool.connection() as conn:
-            return self._run(conn, text, _params(params))
+            return self._run(conn, text, values)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
         text = to_postgres(sql)

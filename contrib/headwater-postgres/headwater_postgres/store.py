@@ -15,8 +15,10 @@ any other parameter is libpq's).
 * Crash marking by heartbeats: the writer thread stamps the heartbeat of its process's
   unfinished flow runs every ``HEADWATER_HEARTBEAT_SECONDS`` (10 s by default); a run
   whose process sent none for six of those is shown ``Crashed`` on every read, whatever
-  host reads it. No pid is looked at: a pid means nothing on another host. Runs are shown
-  so, not marked: a late heartbeat (a host cut off for a while) brings its runs back.
+  host reads it, and marked so in the store by the readers that find it (so a filter on
+  state finds it too). No pid is looked at: a pid means nothing on another host. A process
+  taken for dead that carries on (a host cut off for longer than that) finds its runs
+  marked and writes nothing more for them, as on one host.
 * The tables and their migrations: ``schema``.
 """
 
@@ -42,9 +44,9 @@ from headwater.plugins.sqlite_queue import WriteQueue
 from headwater.plugins.sqlite_values import details_json
 from headwater.plugins.sqlite_writer import BatchWriter, write_transaction
 from headwater.plugins.sqlite_writers import ThreadWriter
-from headwater.runs import FlowRun
+from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateType
-from headwater.stores import DeletedRuns, RunStore
+from headwater.stores import DeletedRuns, FlowRunFilter, Page, RunStore
 
 from .dialect import PooledConnection
 from .schema import ensure_schema, quote_identifier
@@ -113,6 +115,7 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
         self._pool: ConnectionPool | None = self._open_pool()
         self._start_process()
         _stores.add(self)
+        self._mark_before_filtering()  # as the SQLite store marks its dead runs when opened
 
     # -- connections -----------------------------------------------------------------------
 
@@ -204,8 +207,55 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
                               stale_seconds=self.stale_seconds, by_pid=False)
 
     def mark_crashed_runs(self) -> int:
-        """Runs are shown Crashed when read, never marked (see the module docstring)."""
-        return 0
+        """Mark the unfinished runs of processes without a heartbeat for ``stale_seconds``
+        ``Crashed`` (dated by their last sign of life); return how many. Done when the
+        store is opened, by readers that find such a run (at most every
+        ``MARK_SECONDS``), and before every read filtered by state, so that
+        ``state="crashed"`` finds what every read shows."""
+        judge = self._judge()
+        found = []
+        conn = self._conn()
+        for table in ("flow_runs", "task_runs"):
+            rows = conn.execute(f"SELECT id, state_type, state_name, host, pid, pid_start, "
+                                f"coalesce({liveness.last_state_sql(table)}, start_ts, created) "
+                                f"FROM {table} WHERE {liveness.UNFINISHED_SQL}", liveness.UNFINISHED).fetchall()
+            for run_id, state_type, state_name, host, pid, token, since in rows:
+                state = None if state_type is None else State(StateType(state_type), state_name, ts=0.0)
+                crashed = judge.crashed(state, host, pid, token, since)
+                if crashed is not None:
+                    found.append((table, run_id, crashed.ts, crashed.message))
+        if found:
+            self._write_txn(lambda conn: liveness.mark_dead_runs(conn, found))
+        return len(found)
+
+    def _mark_before_filtering(self) -> None:
+        """Before a read filtered by state: mark dead runs first, so the filter sees them
+        as reads show them (one indexed query of the unfinished runs; an UPDATE only when
+        one is found)."""
+        self.mark_crashed_runs()
+
+    def read_flow_runs(self, limit: int = 50, offset: int = 0, flow_name: str | None = None,
+                       state: str | None = None, parent_flow_run_id: str | None = None) -> list[FlowRun]:
+        if state is not None:
+            self._mark_before_filtering()
+        return super().read_flow_runs(limit, offset, flow_name, state, parent_flow_run_id)
+
+    def count_flow_runs(self, flow_name: str | None = None, state: str | None = None) -> int:
+        if state is not None:
+            self._mark_before_filtering()
+        return super().count_flow_runs(flow_name, state)
+
+    def search_flow_runs(self, where: FlowRunFilter | None = None, offset: int = 0,
+                         limit: int | None = 50) -> Page[FlowRun]:
+        if where is not None and where.state is not None:
+            self._mark_before_filtering()
+        return super().search_flow_runs(where, offset, limit)
+
+    def read_task_run_page(self, flow_run_id: str, offset: int = 0, limit: int | None = 50,
+                           state: str | None = None, retried: bool = False) -> Page[TaskRun]:
+        if state is not None:
+            self._mark_before_filtering()
+        return super().read_task_run_page(flow_run_id, offset, limit, state, retried)
 
     # -- writes that are not queued -------------------------------------------------------------
 
