@@ -172,7 +172,8 @@ class Judge:
 
     def __init__(self, own_pid: int, own_token: str | None,
                  last_seen: Callable[[str, int, str | None], float | None], now: float | None = None,
-                 stale_seconds: float | None = None, by_pid: bool = True) -> None:
+                 stale_seconds: float | None = None, by_pid: bool = True,
+                 stale_for: Callable[[str, int, str | None], float] | None = None) -> None:
         self.own_pid = own_pid
         self.own_token = own_token
         self.now = time.time() if now is None else now
@@ -182,6 +183,9 @@ class Judge:
         #: Whether a process of this host is judged by its pid (the SQLite store); a
         #: store shared by many hosts judges every other process by heartbeat alone.
         self.by_pid = by_pid
+        #: The threshold for one process (asked after its last heartbeat), when processes
+        #: beat at paces of their own; else ``stale_seconds``.
+        self.stale_for = stale_for
         self._last_seen = last_seen
         self._here: dict[tuple[int, str | None], bool] = {}
         self._elsewhere: dict[tuple[str, int, str | None], float | None] = {}
@@ -214,6 +218,8 @@ class Judge:
             return State(StateType.CRASHED, "Crashed", CRASH_MESSAGE, ts=min(seen, self.now) if seen else self.now)
         seen = max(self._seen(host, pid, pid_start) or 0.0, since or 0.0)
         stale = STALE_SECONDS if self.stale_seconds is None else self.stale_seconds
+        if self.stale_for is not None:
+            stale = self.stale_for(host, pid, pid_start)
         if self.now - seen <= stale:
             return None
         if not self.by_pid:

@@ -152,6 +152,14 @@ class PostgresServer:
             self._remove()
             raise RuntimeError(f"initdb failed with {init.returncode}: {init.stderr[-2000:] or init.stdout[-2000:]}")
         self.port = free_port()
+        self._launch(timeout)
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        """Start the server on the cluster made by ``start`` and wait until it is ready."""
+        assert self.base is not None
+        sockets = self.base / "sockets"
+        env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
         argv = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(sockets),
                 "-c", "listen_addresses=127.0.0.1"]
         for name, value in self.settings.items():
@@ -167,7 +175,22 @@ class PostgresServer:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop the server (fast shutdown: every session is ended) and start it again on
+        the same port and data, as an administrator's restart or a failover does."""
+        process, self.process = self.process, None
+        assert process is not None, "the server was not started"
+        pid = self._postmaster_pid()
+        os.kill(pid if pid is not None else process.pid, signal.SIGINT)
+        process.wait(timeout)
+        self._launch(timeout)
+
+    @property
+    def socket_dir(self) -> Path:
+        """The directory of the server's Unix socket."""
+        assert self.base is not None, "the server was not started"
+        return self.base / "sockets"
 
     def _wait_until_ready(self, timeout: float) -> None:
         import psycopg

@@ -365,6 +365,13 @@ def test_a_failed_run_is_retried_from_where_it_failed_and_a_second_retry_meanwhi
         reader.close()
     third = run([*HEADWATER, "runs", "retry", failed.id], tmp_path / "d", postgres_url, tmp_path, **shared)
     assert third.returncode == 0, third.stderr
+    store = PostgresRunStore(postgres_url)
+    try:
+        history = [s.name for s in store.read_states(failed.id)]
+    finally:
+        store.close()
+    # The killed attempt's end is in the history, as the reads showed it: Crashed.
+    assert history[history.index("Crashed") - 1:][:3] == ["Retrying", "Crashed", "AwaitingRetry"], history
     assert (tmp_path / "calls.log").read_text().split("\n")[:-1] == ["publish"]
     store = PostgresRunStore(postgres_url)
     try:
@@ -525,3 +532,109 @@ def test_an_older_schema_is_migrated_on_first_use_all_or_nothing(postgres_url, m
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT version FROM headwater.schema_version").fetchone() == (len(later),)
         assert conn.execute("SELECT note FROM headwater.flow_runs").fetchall() == [(None,)]
+
+
+SLOW = """
+    import sys, time
+    from headwater import flow, task
+
+    @task
+    def tick(i):
+        time.sleep(0.3)
+        return i
+
+    @flow
+    def ticking(n: int):
+        return sum(tick(i) for i in range(n))
+
+    if __name__ == "__main__":
+        print(ticking(int(sys.argv[1])))
+"""
+
+
+def test_a_flow_goes_on_through_a_restart_of_the_server_and_loses_nothing(postgres_server, tmp_path):
+    """The server is restarted (every session ended) while a flow runs: the flow waits
+    for it and finishes, and its whole history is recorded."""
+    from pg_server import PostgresServer
+
+    server = PostgresServer(postgres_server.bindir).start()
+    try:
+        url = server.create_database()
+        script = write_script(tmp_path, "ticking.py", SLOW)
+        proc = subprocess.Popen([sys.executable, str(script), "12"], env=clean_env(tmp_path / "a", url),
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # a few tasks in
+        server.restart()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == str(sum(range(12)))
+        assert "Traceback" not in err and "error connecting" not in err
+        store = PostgresRunStore(url)
+        try:
+            (flow_run,) = store.read_flow_runs()
+            tasks = store.read_task_runs(flow_run.id)
+            assert flow_run.state.name == "Completed"
+            assert [t.state.name for t in tasks] == ["Completed"] * 12
+            assert all([s.name for s in store.read_states(t.id)] == ["Pending", "Running", "Completed"]
+                       for t in tasks)
+        finally:
+            store.close()
+    finally:
+        server.stop()
+
+
+def test_every_reader_judges_a_process_by_the_heartbeat_it_keeps(postgres_url, tmp_path):
+    """A flow process beating every 2 s is alive to a reader whose own setting is 0.1 s
+    (it would take 0.6 s of silence for death): the writer's pace is recorded with its runs."""
+    script = write_script(tmp_path, "stuck.py", HANGS)
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, str(script), str(marker)],
+                            env=clean_env(tmp_path / "a", postgres_url, HEADWATER_HEARTBEAT_SECONDS="2"),
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        impatient = PostgresRunStore(postgres_url, heartbeat_seconds=0.1)
+        try:
+            time.sleep(3.0)
+            assert impatient.read_flow_runs()[0].state.name == "Running"
+            assert impatient.read_flow_runs(state="crashed") == []
+        finally:
+            impatient.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_schema_of_other_tables_is_refused_whatever_the_role_may_see(postgres_url):
+    """Tables the connecting role has no rights on still make the schema not headwater's;
+    and a role that owns its schema needs no right to create schemas in the database."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE team_member LOGIN")
+        conn.execute("CREATE SCHEMA other")
+        conn.execute("CREATE TABLE other.customers (id int)")
+        conn.execute("GRANT USAGE ON SCHEMA other TO team_member")
+        conn.execute("CREATE SCHEMA team AUTHORIZATION team_member")
+        conn.execute("REVOKE CREATE ON DATABASE " + postgres_url.rsplit("/", 1)[1] + " FROM PUBLIC")
+    as_member = postgres_url.replace("://headwater@", "://team_member@")
+    with pytest.raises(StoreError, match="not headwater's \\(customers\\)"):
+        PostgresRunStore(as_member + "?schema=other")
+    PostgresRunStore(as_member + "?schema=team").close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM team.schema_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_every_libpq_url_form_works_and_a_bad_one_is_one_line(postgres_server, postgres_url, tmp_path):
+    database = postgres_url.rsplit("/", 1)[1]
+    by_socket = f"postgresql:///{database}?host={postgres_server.socket_dir}&port={postgres_server.port}" \
+                f"&user=headwater&schema=via_socket"
+    PostgresRunStore(by_socket).close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM via_socket.schema_version").fetchone() == (SCHEMA_VERSION,)
+    for bad in ("postgresql://u:pw@127.0.0.1:notaport/db", "postgresql://u:pw@127.0.0.1:99999/db"):
+        done = run([*HEADWATER, "runs"], tmp_path / "home", bad, tmp_path)
+        assert done.returncode == 1
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr and "pw" not in done.stderr.replace("postgresql", "")

@@ -27,10 +27,25 @@ and reports that one (``sqlite_writer.BatchWriter.write``).
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any, Iterable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import psycopg
+
+from headwater.errors import StoreError
+from headwater.plugins import sqlite_liveness as liveness
+from headwater.plugins.sqlite_writers import ThreadWriter
+
+# The pool reports each failed reconnection attempt as a log record; with no handler
+# configured, Python would print each to stderr. What a user needs to know is raised
+# once, as one line, when a write finally fails (ReconnectingWriter).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
+#: Seconds a batch is tried again while the server cannot be reached (a restart, a
+#: failover) before the write is reported as failed.
+RECONNECT_SECONDS = 120.0
 
 #: Statement texts already rewritten (a few dozen: the store's statements are fixed texts,
 #: the multi-row inserts in a dozen sizes).
@@ -163,7 +178,11 @@ class PooledConnection:
         if word == "BEGIN":
             if self._held is None:
                 self._held = self._pool.getconn()
-            self._held.execute("BEGIN")
+            try:
+                self._held.execute("BEGIN")
+            except psycopg.OperationalError:
+                self.release()  # a connection the server closed: the pool replaces it
+                raise
             return Result([], -1)
         if word in ("COMMIT", "ROLLBACK") and not text.upper().startswith("ROLLBACK TO"):
             held, self._held = self._held, None
@@ -177,8 +196,14 @@ class PooledConnection:
         values = _params(params, "ESCAPE" in text)
         if self._held is not None:
             return self._run(self._held, text, values)
-        with self._pool.connection() as conn:
-            return self._run(conn, text, values)
+        try:
+            with self._pool.connection() as conn:
+                return self._run(conn, text, values)
+        except psycopg.OperationalError:
+            # A statement on its own (a read, a heartbeat) on a connection the server
+            # closed (restarted): once more on another; the pool drops the broken one.
+            with self._pool.connection() as conn:
+                return self._run(conn, text, values)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
         text = to_postgres(sql)
@@ -269,3 +294,64 @@ class PooledConnection:
 
     def close(self) -> None:
         self.release()
+
+
+def broken(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection or the server went away (worth trying again on a
+    new connection), rather than that a statement was wrong."""
+    from psycopg_pool import PoolTimeout
+
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout))
+
+
+class ReconnectingWriter(ThreadWriter):
+    """The store's batch writer, which writes a batch again while the server cannot be
+    reached, for up to ``RECONNECT_SECONDS``: a batch is one transaction, so a batch whose
+    connection was lost left nothing behind. A restart of the server then costs a pause,
+    not the rest of the flow's history."""
+
+    def __init__(self, rows: Any, connection: Callable[[], Any], read_only_message: Callable[[], str],
+                 label: str) -> None:
+        super().__init__(rows, connection, read_only_message)
+        self.label = label
+
+    def write(self, batch: list[tuple[Any, ...]], logs: list[tuple[Any, ...]], marks: list[Any]) -> None:
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                return super().write(batch, logs, marks)
+            except Exception as exc:
+                cause = exc.__cause__ if isinstance(exc, ValueRefused) else exc
+                if not broken(cause) or time.monotonic() > deadline:
+                    if broken(cause):
+                        raise StoreError(f"the PostgreSQL run store {self.label} could not be reached for "
+                                         f"{RECONNECT_SECONDS:.0f} s: {str(cause).strip().splitlines()[0]}") from None
+                    raise
+                self._connection().release()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+class Heartbeat(liveness.Heartbeat):
+    """The SQLite store's heartbeat, which also records the interval it beats at
+    (``flow_runs.heartbeat_every``), so that every reader judges a process by its own
+    pace; and beats at the first pass, so the interval is known from the start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last = float("-inf")
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        host, pid, token = self._process
+        try:
+            self._connection().execute(
+                f"UPDATE flow_runs SET heartbeat = ?, heartbeat_every = ? WHERE host = ? AND pid = ? "
+                f"AND pid_start IS ? AND {liveness.UNFINISHED_SQL}",
+                (time.time(), self.every, host, pid, token, *liveness.UNFINISHED))
+        except Exception:  # noqa: S110 - a missed heartbeat is made up by the next; the writer goes on
+            pass

@@ -28,8 +28,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
             flow_version TEXT, parent_flow_run_id TEXT, parent_task_run_id TEXT, parameters TEXT, tags TEXT,
             state_type TEXT, state_name TEXT, state_message TEXT, start_ts DOUBLE PRECISION,
             end_ts DOUBLE PRECISION, run_count INTEGER, host TEXT, pid BIGINT, pid_start TEXT,
-            created DOUBLE PRECISION, heartbeat DOUBLE PRECISION, entry_point TEXT, inputs_hash TEXT,
-            parameters_location TEXT, result_location TEXT)""",
+            created DOUBLE PRECISION, heartbeat DOUBLE PRECISION, heartbeat_every DOUBLE PRECISION,
+            entry_point TEXT, inputs_hash TEXT, parameters_location TEXT, result_location TEXT)""",
         "CREATE INDEX flow_runs_created ON flow_runs (created)",
         "CREATE INDEX flow_runs_name ON flow_runs (name)",
         "CREATE INDEX flow_runs_flow ON flow_runs (flow_name, created)",
@@ -85,8 +85,10 @@ def ensure_schema(conn: Any, schema: str, where: str) -> int:
         found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
         version = 0
         if found is not None:
+            # The catalog, not information_schema: that lists only tables this role may use.
             tables = {row[0] for row in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))}
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')", (schema,))}
             if "schema_version" in tables:
                 row = conn.execute(f"SELECT version FROM {name}.schema_version").fetchone()
                 version = row[0] if row else 0
@@ -100,7 +102,8 @@ def ensure_schema(conn: Any, schema: str, where: str) -> int:
                              f"knows {SCHEMA_VERSION}); upgrade headwater-postgres. It was left untouched.")
         if version == SCHEMA_VERSION:
             return version
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
+        if found is None:  # asked only then: a role may own a schema without rights on the database
+            conn.execute(f"CREATE SCHEMA {name}")
         conn.execute(f"SET LOCAL search_path TO {name}")
         if version == 0:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -29,13 +29,14 @@ import threading
 import time
 import weakref
 from typing import Any, Sequence
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from headwater.errors import StoreError
+from headwater.settings import hide_password
 from headwater.plugins import sqlite_liveness as liveness
 from headwater.plugins.queued_writes import QueuedWrites
 from headwater.plugins.sqlite_cache import SQLiteCacheIndex
@@ -43,12 +44,11 @@ from headwater.plugins.sqlite_pages import SQLitePages
 from headwater.plugins.sqlite_queue import WriteQueue
 from headwater.plugins.sqlite_values import details_json
 from headwater.plugins.sqlite_writer import BatchWriter, write_transaction
-from headwater.plugins.sqlite_writers import ThreadWriter
 from headwater.runs import FlowRun, TaskRun
 from headwater.states import State, StateType
 from headwater.stores import DeletedRuns, FlowRunFilter, Page, RunStore
 
-from .dialect import PooledConnection
+from .dialect import PooledConnection, ReconnectingWriter, Heartbeat
 from .schema import ensure_schema, quote_identifier
 
 #: Connections one process's pool may open: the writer thread's, and a few for cache
@@ -62,35 +62,34 @@ MISSED_BEATS = 6
 
 def display_url(url: str) -> str:
     """``url`` with its password hidden, for messages."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    host = parsed.hostname or ""
-    netloc = f"{parsed.username}:***@{host}" + (f":{parsed.port}" if parsed.port else "")
-    return urlunparse(parsed._replace(netloc=netloc))
+    return hide_password(url)
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """The libpq connection string of ``url`` and the PostgreSQL schema it names."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgresql", "postgres"):
+    """The libpq connection string of ``url`` (``url`` without headwater's own ``schema``
+    parameter) and the PostgreSQL schema it names. Every form libpq takes works: a host,
+    several hosts, a socket directory (``postgresql:///db?host=/run/postgresql``), or none."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
         raise StoreError(f"HEADWATER_DATABASE_URL={display_url(url)!r}: expected "
                          f"postgresql://user:password@host:port/database")
-    query = parse_qsl(parsed.query, keep_blank_values=True)
+    base, mark, query = rest.partition("?")
     schema = "headwater"
-    rest = []
-    for key, value in query:
+    kept = []
+    for part in query.split("&") if query else []:
+        key, _, value = part.partition("=")
         if key == "schema":
-            schema = value
-        else:
-            rest.append((key, value))
+            schema = unquote(value)
+        elif part:
+            kept.append(part)
     if not schema:
         raise StoreError(f"HEADWATER_DATABASE_URL={display_url(url)!r}: ?schema= names no schema")
-    conninfo = urlunparse(parsed._replace(scheme="postgresql", query=urlencode(rest)))
+    conninfo = f"postgresql://{base}" + (f"?{'&'.join(kept)}" if kept else "")
     try:
         conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise StoreError(f"HEADWATER_DATABASE_URL={display_url(url)!r} is not a PostgreSQL URL: {exc}") from None
+    except psycopg.Error as exc:
+        raise StoreError(f"HEADWATER_DATABASE_URL={display_url(url)!r} is not a PostgreSQL URL: "
+                         f"{_first_line(exc)}") from None
     return conninfo, schema
 
 
@@ -174,11 +173,11 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
         self._pid = os.getpid()
         self._pid_start = liveness.own_token(self._pid)
         self._rows = BatchWriter(liveness.HOST, self._pid, self._pid_start)
-        writer = ThreadWriter(self._rows, self._conn, lambda: f"the PostgreSQL run store {self.label} "
-                                                              f"refused a write")
+        writer = ReconnectingWriter(self._rows, self._conn, lambda: f"the PostgreSQL run store {self.label} "
+                                                                    f"refused a write", self.label)
         self.start_writes(WriteQueue(self.label, writer, self._close_connection))
-        self._queue.on_idle = liveness.Heartbeat(self._conn, liveness.HOST, self._pid, self._pid_start,
-                                                 every=self.heartbeat_seconds)
+        self._queue.on_idle = Heartbeat(self._conn, liveness.HOST, self._pid, self._pid_start,
+                                        every=self.heartbeat_seconds)
         if self._closed:
             self._queue.closed = True
 
@@ -202,9 +201,24 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
     # -- liveness: heartbeats only ---------------------------------------------------------
 
     def _judge(self) -> liveness.Judge:
-        return liveness.Judge(self._pid, self._pid_start,
-                              lambda host, pid, token: liveness.last_seen(self._conn(), host, pid, token),
-                              stale_seconds=self.stale_seconds, by_pid=False)
+        """A judge by heartbeats, each process by the interval it beats at (recorded with
+        its runs), so readers with another ``HEADWATER_HEARTBEAT_SECONDS`` agree."""
+        intervals: dict[tuple[Any, ...], float | None] = {}
+
+        def last_seen(host: str, pid: int, token: str | None) -> float | None:
+            row = self._conn().execute(
+                f"SELECT max(coalesce(heartbeat, start_ts, created)), max(heartbeat_every) FROM flow_runs "
+                f"WHERE host = ? AND pid = ? AND pid_start IS ? AND {liveness.UNFINISHED_SQL}",
+                (host, pid, token, *liveness.UNFINISHED)).fetchone()
+            intervals[(host, pid, token)] = row[1] if row else None
+            return row[0] if row else None
+
+        def stale_for(host: str, pid: int, token: str | None) -> float:
+            every = intervals.get((host, pid, token))
+            return MISSED_BEATS * every if every else self.stale_seconds
+
+        return liveness.Judge(self._pid, self._pid_start, last_seen, stale_seconds=self.stale_seconds,
+                              by_pid=False, stale_for=stale_for)
 
     def mark_crashed_runs(self) -> int:
         """Mark the unfinished runs of processes without a heartbeat for ``stale_seconds``
@@ -224,9 +238,21 @@ class PostgresRunStore(SQLitePages, SQLiteCacheIndex, QueuedWrites, RunStore):
                 crashed = judge.crashed(state, host, pid, token, since)
                 if crashed is not None:
                     found.append((table, run_id, crashed.ts, crashed.message))
+        found = [self._last_sign_of_life(conn, *dead) for dead in found]
         if found:
             self._write_txn(lambda conn: liveness.mark_dead_runs(conn, found))
         return len(found)
+
+    @staticmethod
+    def _last_sign_of_life(conn: Any, table: str, run_id: str, when: float, message: str) -> tuple[Any, ...]:
+        """A dead flow run dated by its task runs too (a process killed before its first
+        heartbeat was alive while its tasks ran): asked only for runs found dead."""
+        if table == "flow_runs":
+            row = conn.execute("SELECT max(greatest(coalesce(end_ts, 0), coalesce(start_ts, 0), coalesce(created, 0))) "
+                               "FROM task_runs WHERE flow_run_id = ?", (run_id,)).fetchone()
+            if row and row[0]:
+                when = max(when, row[0])
+        return (table, run_id, when, message)
 
     def _mark_before_filtering(self) -> None:
         """Before a read filtered by state: mark dead runs first, so the filter sees them
