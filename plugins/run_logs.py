@@ -6,8 +6,10 @@ a buffer, and hands the buffer to ``store.record_logs`` in batches. The SQLite s
 writes those on its background writer, so a task run pays one tuple append per line.
 
 The buffer is handed over when a flow-level line is logged (every flow run ends with
-one: ``Finished in state ...``), when a warning or error is logged, or when it holds
-``BATCH`` lines. ``headwater runs show`` and the dashboard read the lines back with
+one: ``Finished in state ...``), when a warning or error is logged, when it holds
+``BATCH`` lines, or, by a thread that looks every ``AGE_SECONDS``, when it has waited that
+long: a task's lines then reach the store, and other machines reading it, within about
+a second, and a process killed in a long task loses at most its last second of them. ``headwater runs show`` and the dashboard read the lines back with
 ``store.read_logs(flow_run_id=...)``.
 
 The engine's own lines reach the handler as :class:`~headwater.run_logging.RunLine`
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from typing import Any
 
 from headwater.plugin_manager import hookimpl
@@ -38,6 +41,8 @@ from headwater.task_lines import marker_row
 
 #: Lines buffered before they are handed to the store even without a flow-level line.
 BATCH = 256
+#: Seconds a line waits in the buffer at most before the drain thread hands it over.
+AGE_SECONDS = 1.0
 
 #: Flow runs remembered as marked (see ``RunLogHandler.routine``) before starting afresh.
 MARKED_KEPT = 4096
@@ -141,6 +146,27 @@ class RunLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
+    def start_draining(self) -> None:
+        """Start the thread that hands over lines that waited ``AGE_SECONDS`` (once)."""
+        if getattr(self, "_stop", None) is not None:
+            return
+        self._stop = threading.Event()
+        threading.Thread(target=self._drain_now_and_then, args=(self._stop,), name="headwater-run-logs",
+                         daemon=True).start()
+
+    def stop_draining(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._stop = None
+
+    def _drain_now_and_then(self, stop: threading.Event) -> None:
+        # Nothing on the logging path: emitters only append; this thread looks at the
+        # buffer every AGE_SECONDS and hands over whatever is there.
+        while not stop.wait(AGE_SECONDS):
+            if self.buffer:
+                self.drain()
+
     def drain(self) -> None:
         """Hand every buffered line to the run store (it writes them in the background)."""
         rows = []
@@ -169,6 +195,7 @@ def headwater_configure(session: Any) -> None:
         logging.getLogger("headwater").addHandler(_handler)
     if session not in _handler.sessions:
         _handler.sessions.append(session)
+    _handler.start_draining()
 
 
 @hookimpl
@@ -179,6 +206,7 @@ def headwater_unconfigure(session: Any) -> None:
     if session in _handler.sessions:
         _handler.sessions.remove(session)
     if not _handler.sessions:
+        _handler.stop_draining()
         _handler.drain()  # no open session is left to take them: they are dropped
         logging.getLogger("headwater").removeHandler(_handler)
         _handler = None

@@ -320,3 +320,41 @@ def test_routine_lines_are_not_read_back_when_they_were_not_logged(
     assert not [m for m in messages if m.startswith("Created task run")]
     assert [m for m in messages if m.startswith("Finished in state")] == [messages[-1]]  # the flow's
     assert "total 6" in messages
+
+
+def test_a_task_line_reaches_the_store_within_seconds_while_the_task_still_runs(headwater_session):
+    """A task that logs once and then works for long: its line is in the store (where other
+    processes read it) before the task ends, not only at the next flow-level line."""
+    import threading as _threading
+    import time as _time
+
+    from headwater import flow, get_run_logger, task
+
+    seen = _threading.Event()
+    release = _threading.Event()
+
+    @task
+    def long_job():
+        get_run_logger().info("halfway there")
+        release.wait(30)
+
+    @flow
+    def patient():
+        long_job()
+
+    def watch():
+        deadline = _time.monotonic() + 20
+        while _time.monotonic() < deadline and not seen.is_set():
+            headwater_session.store.flush()
+            runs = headwater_session.store.read_flow_runs(limit=1)
+            if runs and any(line["message"] == "halfway there"
+                            for line in headwater_session.store.read_logs(runs[0].id, limit=1000)):
+                seen.set()
+            _time.sleep(0.1)
+        release.set()
+
+    watcher = _threading.Thread(target=watch)
+    watcher.start()
+    patient()
+    watcher.join()
+    assert seen.is_set(), "the task's line reached the store only after the task ended"
