@@ -139,3 +139,14 @@ def test_persist_results_is_a_flag_from_the_environment_or_pyproject(tmp_path):
     assert Settings.load({}, start=project(tmp_path, "persist_results = true\n")).persist_results is True
     with pytest.raises(ConfigurationError, match=r"HEADWATER_PERSIST_RESULTS='sometimes'.*true/false"):
         Settings.load({"HEADWATER_PERSIST_RESULTS": "sometimes"}, start=tmp_path)
+
+
+def test_the_heartbeat_interval_is_a_positive_number_of_seconds(tmp_path):
+    """HEADWATER_HEARTBEAT_SECONDS (a store shared by many hosts beats at it): 10 by
+    default, a number from the environment or pyproject, anything else named in an error."""
+    assert Settings.load({}, start=tmp_path).heartbeat_seconds == 10.0
+    assert Settings.load({"HEADWATER_HEARTBEAT_SECONDS": "0.5"}, start=tmp_path).heartbeat_seconds == 0.5
+    assert Settings.load({}, start=project(tmp_path, "heartbeat_seconds = 3\n")).heartbeat_seconds == 3.0
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigurationError, match=f"HEADWATER_HEARTBEAT_SECONDS='{bad}' is not a number of seconds"):
+            Settings.load({"HEADWATER_HEARTBEAT_SECONDS": bad}, start=tmp_path)
