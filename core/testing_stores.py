@@ -95,6 +95,9 @@ class RunStoreConformance(SharedStoreTests):
         for handle in [*self._opened_handles, made]:
             if not any(handle is closed for closed in self._closed_handles):
                 handle.close()
+        # pytest keeps each test's instance until the session ends: without this, every
+        # store (an in-memory one holds the runs themselves) would live as long.
+        self._opened_handles, self._closed_handles = [], []
 
     def _second_handle(self, store: RunStore) -> RunStore:
         """Another handle on ``store`` (closed after the test), or the test is skipped."""

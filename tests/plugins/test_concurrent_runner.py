@@ -257,7 +257,9 @@ def test_ten_thousand_submitted_tasks_finish_without_keeping_runs_alive(headwate
             tracemalloc.stop()
     assert state.is_completed()
     assert len(futures) == 10_000 and sum(f.result() for f in futures) == sum(range(1, 10_001))
-    assert not [o for o in gc.get_objects() if isinstance(o, TaskRun)]
+    # Task runs of this test's flows only: another test's may live on in what pytest keeps.
+    assert not [o for o in gc.get_objects() if isinstance(o, TaskRun) and o.task_name == "inc"
+                and o.flow_run_id is not None and o.name.startswith("inc-")]
     assert held / 10_000 < 1_500, f"{held / 10_000:.0f} bytes held per finished task run"
 
 
