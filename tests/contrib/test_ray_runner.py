@@ -337,6 +337,7 @@ def test_import_headwater_never_imports_ray(tmp_path):
 
 
 SCRIPT = """\
+import multiprocessing
 import sys
 import ray
 from headwater import flow, task
@@ -361,13 +362,20 @@ def on_the_cluster(n):
 # No `if __name__ == "__main__":` guard: Ray's workers never import this script.
 print("local", started_here(4), "left running:", ray.is_initialized())
 print("cluster", on_the_cluster(3), "left connected:", ray.is_initialized())
+# A process started by spawn imports this script again: its flow call starts no Ray there.
+child = multiprocessing.get_context("spawn").Process(target=print, args=("child ran",))
+child.start()
+child.join()
+print("child exit code", child.exitcode)
 """
 
 
 def test_a_script_without_a_main_guard_starts_and_reaches_ray(tmp_path, local_ray):
     """A script as a user writes it, without an `if __name__ == "__main__":` guard: its
     first flow starts a local Ray and stops it after; its second connects to this
-    module's Ray by address, disconnects, and leaves that cluster running."""
+    module's Ray by address, disconnects, and leaves that cluster running. A process it
+    starts by spawn (which imports the script again) is refused in one line, so it never
+    starts a Ray of its own."""
     script = tmp_path / "my_flow.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "HEADWATER_HOME": str(tmp_path / "home")}
@@ -381,6 +389,11 @@ def test_a_script_without_a_main_guard_starts_and_reaches_ray(tmp_path, local_ra
     assert "local Ray started for this flow run at" in done.stderr
     assert f"Ray cluster at {local_ray}" in done.stderr
     assert ray.get(ray.remote(lambda: "still up").remote(), timeout=20) == "still up"
+    assert "child exit code 1" in done.stdout and "child ran" not in done.stdout
+    assert ("headwater.main_guard.MainGuardMissing: flow 'started-here' was called while a worker "
+            "process imported the script again: put the script's flow calls under "
+            "`if __name__ == \"__main__\":`") in done.stderr.splitlines()
+    assert done.stderr.count("local Ray started for this flow run") == 1
 
 
 INTERRUPTED = """\

@@ -97,6 +97,7 @@ LAYERS = {
     "headwater.runtime.flow_run": ENTRY_POINTS,
     "headwater.runtime.task_run": ENTRY_POINTS,
     "headwater.remote": ENTRY_POINTS,
+    "headwater.main_guard": ENTRY_POINTS,
     "headwater.retry": ENTRY_POINTS,
     "headwater.exceptions": ENTRY_POINTS,
     "headwater.cache_policies": ENTRY_POINTS,

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from headwater import states
 from headwater.errors import ConfigurationError, HeadwaterError
+from headwater.main_guard import check_main_guard
 from headwater.remote import (
     FlowRunContext,
     Future,
@@ -132,20 +133,24 @@ class DaskTaskRunner(TaskRunner):
         import distributed
 
         self._context = context
+        flow_name = context.flow_run.flow_name if context is not None and context.flow_run is not None else "?"
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
         address = self.address
         if address is None and self.cluster_class is None and not self.cluster_kwargs and not self.adapt_kwargs:
             address = os.environ.get(ADDRESS_ENV) or None
         try:
             if address is not None:
+                check_main_guard(flow_name, None)  # never from a worker importing the script again
                 self._client = distributed.Client(address, **client_kwargs)
             else:
                 cluster_class = self._cluster_class()
+                # Before any process starts: a script without a main guard is one clear line.
+                check_main_guard(flow_name, _spawns_importers(cluster_class, self.cluster_kwargs))
                 self._cluster = cluster_class(**self.cluster_kwargs)
                 if self.adapt_kwargs:
                     self._cluster.adapt(**self.adapt_kwargs)
                 self._client = distributed.Client(self._cluster, **client_kwargs)
-        except (ConfigurationError, DaskRunnerError):
+        except (ConfigurationError, DaskRunnerError):  # (MainGuardMissing is a ConfigurationError)
             self.shutdown(wait=False)
             raise
         except Exception as exc:
@@ -427,6 +432,22 @@ class DaskTaskRunner(TaskRunner):
         work.future.set_state(final)
         with self._lock:
             self._inflight.pop(work.run_obj.id, None)
+
+
+def _spawns_importers(cluster_class: Any, cluster_kwargs: dict[str, Any]) -> str | None:
+    """What imports the script again when ``cluster_class(**cluster_kwargs)`` starts: a
+    LocalCluster of worker processes started by spawn or forkserver (the default); else None."""
+    import dask
+    from distributed import LocalCluster
+
+    if not (isinstance(cluster_class, type) and issubclass(cluster_class, LocalCluster)):
+        return None
+    if cluster_kwargs.get("processes", True) is False:
+        return None
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    if method not in ("spawn", "forkserver"):
+        return None
+    return "Dask's local cluster starts worker processes"
 
 
 class _UpstreamNotCompleted(Exception):

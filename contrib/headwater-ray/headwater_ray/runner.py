@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from headwater import states
 from headwater.errors import ConfigurationError
+from headwater.main_guard import check_main_guard
 from headwater.remote import (
     FlowRunContext,
     Future,
@@ -115,6 +116,9 @@ class RayTaskRunner(TaskRunner):
         from headwater_ray.worker import run_task
 
         self._context = context
+        # Ray's workers never import the script, so a script without a main guard works;
+        # but a process that imports it again (multiprocessing's spawn) starts no Ray.
+        check_main_guard(context.flow_run.flow_name if context and context.flow_run else "?", None)
         self._connection = connect(self.address, self.init_kwargs)
         # Ray would run a task again when its worker dies; headwater's retries are the
         # task's own, so a lost worker ends the run Crashed instead.
