@@ -19,6 +19,7 @@ import cloudpickle
 
 from . import states
 from .remote import Outcome, RemoteError, fill_upstream, make_sendable, run_detached
+from .remote_pickling import dumps
 
 __all__ = ["NOT_READY", "cannot_load", "run_packed"]
 
@@ -74,7 +75,7 @@ def run_packed(engine: str, token: str, load_task: Callable[[], bytes], run_blob
     outcome = run_detached(task, policy, detached, facts)
     if before_sending is not None:
         before_sending(outcome)
-    return make_sendable(outcome, cloudpickle.dumps, repr(detached.name))
+    return make_sendable(outcome, dumps, repr(detached.name))
 
 
 def cannot_load(engine: str, what: str, exc: BaseException) -> bytes:

@@ -110,6 +110,27 @@ def test_results_and_futures_resolved_on_the_workers(runner, marks):
         assert state_names(run.id) == ["Pending", "Running", "Completed"]
 
 
+def test_a_task_that_closes_over_much_data_reaches_every_run(runner):
+    """A task pickled larger than it is sent with each run (here 300 kB: it closes over
+    a table) goes to Ray's object store once, and each worker fetches it: every run
+    still sees the data."""
+    from headwater_ray.runner import INLINE_TASK_BYTES
+
+    table = bytes(range(256)) * 1200
+    assert len(table) > INLINE_TASK_BYTES
+
+    @task
+    def lookup(i):
+        assert on_ray_worker()
+        return table[i]
+
+    @flow(task_runner=runner)
+    def lookups():
+        return [f.result() for f in lookup.map(range(250, 262))]
+
+    assert lookups() == [table[i] for i in range(250, 262)]
+
+
 @task(retries=2, retry_delay_seconds=0)
 def flaky(x):
     from headwater.runtime import task_run

@@ -33,6 +33,10 @@ __all__ = ["RayTaskRunner", "RayRunnerError"]
 
 _STOP = object()
 
+#: A pickled task up to this size travels with each of its runs (Ray's own limit for
+#: arguments it sends inline); a larger one is put in Ray's object store once.
+INLINE_TASK_BYTES = 100 * 1024
+
 
 class RayTaskRunner(RemoteTaskRunner):
     """Runs submitted task runs as Ray remote functions.
@@ -135,14 +139,21 @@ class RayTaskRunner(RemoteTaskRunner):
         return self._connection is not None
 
     def _ship_task(self, task: Any, blob: bytes) -> Any:
+        # Named after the task, so Ray's dashboard and errors say which task it is.
+        remote = self._remote.options(name=task.name)
+        if len(blob) <= INLINE_TASK_BYTES:
+            # Sent with each run: cheaper than an object ref argument, which Ray would
+            # resolve (a trip to its object store) before every run, cached or not.
+            return blob, remote
         import ray
 
-        # Named after the task, so Ray's dashboard and errors say which task it is.
-        return ray.put(blob), self._remote.options(name=task.name)
+        # A large task (one that closes over data) goes to the object store once; a ref
+        # inside a list is not resolved by Ray, and a worker fetches it only on its first run.
+        return [ray.put(blob)], remote
 
     def _call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
-        task_ref, remote = shipped
-        return remote.remote(token, task_ref, run_blob, *deps)
+        task, remote = shipped
+        return remote.remote(token, task, run_blob, *deps)
 
     def _when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
         handle.future().add_done_callback(lambda done: self._done.put((work, execution, done)))

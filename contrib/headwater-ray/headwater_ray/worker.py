@@ -2,8 +2,9 @@
 (``headwater.remote_worker.run_packed``).
 
 Imported by reference on the workers, so ``headwater`` and ``headwater-ray`` must be
-installed there. The task itself arrives pickled (by value for the user's own modules),
-once per flow run and task, as a Ray object every run of it shares.
+installed there. The task itself arrives pickled (by value for the user's own modules)
+with each run, or, when large, as a Ray object every run of it shares; a worker
+unpickles it once per flow run.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from headwater.remote_worker import NOT_READY, run_packed
 __all__ = ["NOT_READY", "run_task"]
 
 
-def run_task(token: str, task_blob: bytes, run_blob: bytes, *upstream: bytes) -> bytes:
-    """Run one detached task run; ``upstream`` are the pickled outcomes of the runs it
-    depends on (Ray resolves their object refs here), in the order of its
-    ``UpstreamRef`` indexes. Never raises: a run that cannot be loaded here fails with a
-    message that says so."""
-    return run_packed("Ray", token, lambda: task_blob, run_blob, upstream, _keep_traceback)
+def run_task(token: str, task: bytes | list[Any], run_blob: bytes, *upstream: bytes) -> bytes:
+    """Run one detached task run. ``task`` is the pickled task, or (a large one) a list
+    holding its object ref, fetched only when this worker meets ``token`` first;
+    ``upstream`` are the pickled outcomes of the runs it depends on (Ray resolves their
+    object refs here), in the order of its ``UpstreamRef`` indexes. Never raises: a run
+    that cannot be loaded here fails with a message that says so."""
+    return run_packed("Ray", token, lambda: _task_blob(task), run_blob, upstream, _keep_traceback)
+
+
+def _task_blob(task: bytes | list[Any]) -> bytes:
+    if isinstance(task, bytes):
+        return task
+    import ray
+
+    return ray.get(task[0])
 
 
 def _keep_traceback(outcome: Outcome) -> None:
