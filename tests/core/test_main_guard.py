@@ -41,6 +41,7 @@ SCRIPT = textwrap.dedent('''\
     if "__main__" == __name__:
         where("guarded-reversed")
     if __name__ == "__main__" and len(sys.argv) > 1:
+        where("guarded-and")
         runpy.run_path(__file__, run_name="__mp_main__")  # as multiprocessing's spawn does
 ''')
 
@@ -67,6 +68,7 @@ def test_calls_under_the_main_guard_pass(lines):
     assert "guarded None False" in out
     assert "guarded-try None False" in out
     assert "guarded-reversed None False" in out
+    assert "guarded-and None False" in out
 
 
 def test_a_script_imported_again_is_recognised_and_refused(lines):
