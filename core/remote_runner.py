@@ -5,7 +5,7 @@ The flow process stays the only writer of the run store. For each submitted run 
 answers cache hits itself, then sends the run (its arguments, a small run spec) with a
 token naming its task; the task itself (with its state policy and the flow run's facts)
 is pickled once per flow run and handed to the engine's subclass to ship
-(:meth:`RemoteTaskRunner._ship_task`). The worker runs the attempt loop (retries,
+(:meth:`RemoteTaskRunner.ship_task`). The worker runs the attempt loop (retries,
 timeouts; :func:`headwater.remote_worker.run_packed`) and returns one package, which the
 flow process records. Futures in arguments become the engine's own handles of their runs
 (Dask futures, Ray object refs), so the engine orders the work and moves the data from
@@ -15,9 +15,9 @@ A run given ``allow_failure(...)`` or ``quote(...)`` is the exception: it waits 
 process for its upstream runs and leaves with plain values (see ``_dispatch_unwrapped``).
 
 A subclass connects to its engine in ``start``/``shutdown`` and fills in the few
-engine-specific steps: :meth:`~RemoteTaskRunner._is_open`,
-:meth:`~RemoteTaskRunner._ship_task`, :meth:`~RemoteTaskRunner._call_remote`,
-:meth:`~RemoteTaskRunner._when_finished` and :meth:`~RemoteTaskRunner._finished`.
+engine-specific steps: :meth:`~RemoteTaskRunner.is_open`,
+:meth:`~RemoteTaskRunner.ship_task`, :meth:`~RemoteTaskRunner.call_remote`,
+:meth:`~RemoteTaskRunner.when_finished` and :meth:`~RemoteTaskRunner.result_of`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class RemoteTaskRunner(TaskRunner):
     #: Packages the workers import by name (their modules are never pickled by value).
     installed: tuple[str, ...] = ("headwater",)
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         """The per-flow-run state; a subclass adds its own and calls this."""
         self._context: FlowRunContext | None = None
         self._lock = threading.Lock()
@@ -79,32 +79,32 @@ class RemoteTaskRunner(TaskRunner):
 
     # -- what a subclass fills in -----------------------------------------------------------
 
-    def _is_open(self) -> bool:
+    def is_open(self) -> bool:
         """Whether the engine is reachable (between ``start`` and ``shutdown``)."""
         raise NotImplementedError
 
-    def _ship_task(self, task: Any, blob: bytes) -> Any:
+    def ship_task(self, task: Any, blob: bytes) -> Any:
         """Make the pickled task available to the workers, once per flow run and task;
-        the value returned is given to each :meth:`_call_remote` of its runs."""
+        the value returned is given to each :meth:`call_remote` of its runs."""
         return blob
 
-    def _call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
+    def call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
         """Start the run on the engine; return its handle (which other runs' ``deps``
         hold). ``deps`` are the handles its ``UpstreamRef`` placeholders point at."""
         raise NotImplementedError
 
-    def _when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
-        """Arrange for :meth:`_on_done` to be called with ``handle``'s result when it ends."""
+    def when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
+        """Arrange for :meth:`record_done` to be called with ``handle``'s result when it ends."""
         raise NotImplementedError
 
-    def _finished(self, done: Any) -> tuple[bytes | None, BaseException | None]:
+    def result_of(self, done: Any) -> tuple[bytes | None, BaseException | None]:
         """The worker's bytes from a finished call, or the engine's error (the run was lost)."""
         raise NotImplementedError
 
-    def _received(self, outcome: Outcome, work: Work) -> None:
+    def adjust_outcome(self, outcome: Outcome, work: Work) -> None:
         """Adjust an outcome as it arrives, before it is recorded."""
 
-    def _lost(self) -> str:
+    def lost_reason(self) -> str:
         """How a run the engine lost is described: ``"was lost by Dask"``."""
         return f"was lost by {self.engine}"
 
@@ -115,7 +115,7 @@ class RemoteTaskRunner(TaskRunner):
         if not work.claim():
             return
         try:
-            if self._context is None or not self._is_open():
+            if self._context is None or not self.is_open():
                 raise self.runner_error(f"{type(self).__name__}.submit() before start(): the flow run starts it")
             self._dispatch(work, work.execution)
         except NotPicklable:
@@ -126,7 +126,7 @@ class RemoteTaskRunner(TaskRunner):
             raise
 
     def _check_open(self, work: Work) -> None:
-        if not self._is_open():
+        if not self.is_open():
             raise self.runner_error(f"the flow run's {self.link} is closed; task run "
                                     f"{work.run_obj.name!r} was not sent")
 
@@ -254,11 +254,11 @@ class RemoteTaskRunner(TaskRunner):
         except NotPicklable as error:
             self._fail_unpicklable(execution, work.future, error)
         # Not under the lock: the call may take a while, and recording outcomes needs it.
-        handle = self._call_remote(work, token, shipped, run_blob, deps)
+        handle = self.call_remote(work, token, shipped, run_blob, deps)
         with self._lock:
             self._inflight[run.id] = handle
         # Only now: the run leaves _inflight when recorded, so it must be in it first.
-        self._when_finished(handle, work, execution)
+        self.when_finished(handle, work, execution)
 
     def _later(self, delay: float, work: Work, execution: TaskExecution,
                step: Callable[[Work, TaskExecution], None] | None = None) -> None:
@@ -275,7 +275,7 @@ class RemoteTaskRunner(TaskRunner):
                 self._settle(work, self._crashed(work, exc, f"could not be sent to {self.engine}"))
 
     def _task_entry(self, execution: TaskExecution) -> tuple[str, Any]:
-        """The task's token and what :meth:`_ship_task` made of it: pickled once per task
+        """The task's token and what :meth:`ship_task` made of it: pickled once per task
         and flow run, so each run carries only its own arguments."""
         task = execution.task
         cached = self._tasks.get(id(task))
@@ -288,11 +288,11 @@ class RemoteTaskRunner(TaskRunner):
             except Exception:  # the flow's own parameters are a convenience on workers
                 facts = {**facts, "parameters": {}}
             blob = dumps_task((task, execution.policy, facts), task, self.engine, self.installed)
-            cached = (token, self._ship_task(task, blob), task)  # the task is kept so its id stays unique
+            cached = (token, self.ship_task(task, blob), task)  # the task is kept so its id stays unique
             self._tasks[id(task)] = cached
         return cached[0], cached[1]
 
-    def _forget(self) -> list[Any]:
+    def forget_inflight(self) -> list[Any]:
         """At shutdown: the handles of the runs still on the engine; the shipped tasks are dropped."""
         with self._lock:
             inflight = list(self._inflight.values())
@@ -301,17 +301,17 @@ class RemoteTaskRunner(TaskRunner):
 
     # -- results ----------------------------------------------------------------------------
 
-    def _on_done(self, work: Work, execution: TaskExecution, done: Any) -> None:
+    def record_done(self, work: Work, execution: TaskExecution, done: Any) -> None:
         """Record the outcome of a finished call, then finish the run's future."""
         run = work.run_obj
         try:
-            blob, error = self._finished(done)
+            blob, error = self.result_of(done)
             if error is None:
                 if blob == NOT_READY:
                     self._not_ready_when_recorded(work, execution)
                     return
                 outcome = pickle.loads(blob)  # type: ignore[arg-type]
-                self._received(outcome, work)
+                self.adjust_outcome(outcome, work)
                 final = record_outcome(execution, outcome)
             elif run.state is not None and run.state.is_final():
                 final = run.state  # cancelled with a crashed flow run, which recorded it
@@ -324,7 +324,7 @@ class RemoteTaskRunner(TaskRunner):
                 if failed is not None:
                     final = not_ready(execution, failed)
                 else:
-                    final = self._crashed(work, error, self._lost())
+                    final = self._crashed(work, error, self.lost_reason())
         except BaseException as exc:
             final = self._crashed(work, exc, "could not be recorded")
         self._settle(work, final)

@@ -75,10 +75,10 @@ class DaskTaskRunner(RemoteTaskRunner):
         self.cluster_kwargs = _check_mapping("cluster_kwargs", cluster_kwargs)
         self.adapt_kwargs = _check_mapping("adapt_kwargs", adapt_kwargs)
         self.client_kwargs = _check_mapping("client_kwargs", client_kwargs)
-        self._reset()
+        self.reset()
 
-    def _reset(self) -> None:
-        super()._reset()
+    def reset(self) -> None:
+        super().reset()
         self._client: Any = None
         self._cluster: Any = None  # set only for a cluster this runner started
 
@@ -159,7 +159,7 @@ class DaskTaskRunner(RemoteTaskRunner):
     def shutdown(self, wait: bool = True) -> None:
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
-        inflight = self._forget()
+        inflight = self.forget_inflight()
         if not wait and client is not None and inflight:
             try:
                 client.cancel(inflight)
@@ -174,20 +174,20 @@ class DaskTaskRunner(RemoteTaskRunner):
 
     # -- the engine's part of RemoteTaskRunner ------------------------------------------------
 
-    def _is_open(self) -> bool:
+    def is_open(self) -> bool:
         return self._client is not None
 
-    def _call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
+    def call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
         from headwater_dask.worker import run_task
 
         return self._client.submit(run_task, token, shipped, run_blob, *deps,
                                    key=f"{work.task.name}-{work.run_obj.id}", pure=False)
 
-    def _when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
+    def when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
         # Recorded in Dask's callback thread.
-        handle.add_done_callback(lambda done: self._on_done(work, execution, done))
+        handle.add_done_callback(lambda done: self.record_done(work, execution, done))
 
-    def _finished(self, done: Any) -> tuple[bytes | None, BaseException | None]:
+    def result_of(self, done: Any) -> tuple[bytes | None, BaseException | None]:
         if done.status == "finished":
             return done.result(), None
         if done.status == "cancelled":

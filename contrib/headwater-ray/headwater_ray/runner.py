@@ -61,10 +61,10 @@ class RayTaskRunner(RemoteTaskRunner):
             host_and_port(address)  # a malformed address is an error here, not at flow start
         self.address = address
         self.init_kwargs = check_init_kwargs(address, init_kwargs)
-        self._reset()
+        self.reset()
 
-    def _reset(self) -> None:
-        super()._reset()
+    def reset(self) -> None:
+        super().reset()
         self._connection: Connection | None = None
         self._remote: Any = None
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -115,7 +115,7 @@ class RayTaskRunner(RemoteTaskRunner):
     def shutdown(self, wait: bool = True) -> None:
         connection, recorder = self._connection, self._recorder
         self._connection = self._recorder = None
-        inflight = self._forget()
+        inflight = self.forget_inflight()
         try:
             if not wait and connection is not None and inflight:
                 import ray
@@ -135,10 +135,10 @@ class RayTaskRunner(RemoteTaskRunner):
 
     # -- the engine's part of RemoteTaskRunner ------------------------------------------------
 
-    def _is_open(self) -> bool:
+    def is_open(self) -> bool:
         return self._connection is not None
 
-    def _ship_task(self, task: Any, blob: bytes) -> Any:
+    def ship_task(self, task: Any, blob: bytes) -> Any:
         # Named after the task, so Ray's dashboard and errors say which task it is.
         remote = self._remote.options(name=task.name)
         if len(blob) <= INLINE_TASK_BYTES:
@@ -151,21 +151,21 @@ class RayTaskRunner(RemoteTaskRunner):
         # inside a list is not resolved by Ray, and a worker fetches it only on its first run.
         return [ray.put(blob)], remote
 
-    def _call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
+    def call_remote(self, work: Work, token: str, shipped: Any, run_blob: bytes, deps: list[Any]) -> Any:
         task, remote = shipped
         return remote.remote(token, task, run_blob, *deps)
 
-    def _when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
+    def when_finished(self, handle: Any, work: Work, execution: TaskExecution) -> None:
         handle.future().add_done_callback(lambda done: self._done.put((work, execution, done)))
 
-    def _finished(self, done: Any) -> tuple[bytes | None, BaseException | None]:
+    def result_of(self, done: Any) -> tuple[bytes | None, BaseException | None]:
         error = done.exception()
         return (done.result(), None) if error is None else (None, error)
 
-    def _received(self, outcome: Outcome, work: Work) -> None:
+    def adjust_outcome(self, outcome: Outcome, work: Work) -> None:
         restore_file_names(outcome.final.data, work.task)
 
-    def _lost(self) -> str:
+    def lost_reason(self) -> str:
         return f"was lost by Ray (cluster at {self.where})"
 
     # -- results ----------------------------------------------------------------------------
@@ -176,4 +176,4 @@ class RayTaskRunner(RemoteTaskRunner):
             item = self._done.get()
             if item is _STOP:
                 return
-            self._on_done(*item)
+            self.record_done(*item)
