@@ -1,7 +1,7 @@
 """Running a task run's attempts away from the flow process, and recording the outcome.
 
-A runner that sends task runs to other processes or machines (the Dask runner in
-``contrib/headwater-dask`` is one) keeps the flow process the only writer of the run
+A runner that sends task runs to other processes or machines (the Dask and Ray runners
+in ``contrib/``, both built on :class:`headwater.remote_runner.RemoteTaskRunner`) keeps the flow process the only writer of the run
 store. It works in three steps, each a function here:
 
 1. In the flow process, :func:`check_cache` answers a cache hit without leaving it, and
@@ -21,8 +21,8 @@ store. It works in three steps, each a function here:
 Futures inside arguments are swapped for :class:`UpstreamRef` placeholders by
 :func:`replace_futures` and filled in on the worker by :func:`fill_upstream`.
 
-This module is the whole interface such a runner needs (headwater-dask uses nothing
-else of the engine): besides the steps above, the objects it receives
+This module is the whole interface such a runner needs (``headwater.remote_runner``
+uses nothing else of the engine): besides the steps above, the objects it receives
 (:class:`Work`, :class:`Future`, :class:`TaskExecution` as ``work.execution``,
 :class:`FlowRunContext` at ``start``) and the engine's ways to settle a run it holds:
 :func:`finish_run` (a final state, unless the run has one), :func:`transition` (any

@@ -795,3 +795,53 @@ def test_a_retried_cache_key_of_a_run_given_allow_failure(runner):
     assert key_calls == [False, False]
     (run,) = [r for r in get_store().read_task_runs() if r.task_name == "keyed_tolerant"]
     assert state_names(run.id) == ["Pending", "AwaitingRetry", "Retrying", "Completed"]
+
+
+UNGUARDED = """\
+from headwater import flow, task
+from headwater_dask import DaskTaskRunner
+
+
+@task
+def square(x):
+    return x * x
+
+
+@flow(task_runner=RUNNER)
+def total(n):
+    return sum(f.result() for f in square.map(range(n)))
+
+
+print("total", total(4))  # no `if __name__ == "__main__":` guard
+"""
+
+
+def _run_script(tmp_path, runner: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "etl.py"
+    script.write_text(UNGUARDED.replace("RUNNER", runner))
+    env = {**os.environ, "HEADWATER_HOME": str(tmp_path / "home")}
+    env.pop("HEADWATER_DASK_ADDRESS", None)
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=50, cwd=tmp_path)
+
+
+def test_a_script_without_a_main_guard_is_one_clear_error_line(tmp_path):
+    """The local cluster's worker processes would import the script again and call the
+    flow again: the flow run fails before any of them starts, with one line saying what
+    to add (not hundreds of lines ending in "Nanny failed to start")."""
+    done = _run_script(tmp_path, '"dask"')
+    assert done.returncode == 1
+    assert "Nanny" not in done.stderr and "total" not in done.stdout
+    expected = (f"headwater.main_guard.MainGuardMissing: {tmp_path / 'etl.py'}:15 calls flow 'total' "
+                f"at the script's top level, and Dask's local cluster starts worker processes that "
+                f"import the script again: put the call under `if __name__ == \"__main__\":`")
+    assert done.stderr.splitlines()[-1] == expected
+    assert len(done.stderr.splitlines()) < 15, done.stderr
+
+
+def test_a_script_without_a_main_guard_runs_on_a_cluster_of_threads(tmp_path):
+    """No worker process imports the script when the local cluster runs in threads."""
+    done = _run_script(tmp_path, 'DaskTaskRunner(cluster_kwargs={"processes": False, "n_workers": 1, '
+                                 '"dashboard_address": ":0"})')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "total 14"

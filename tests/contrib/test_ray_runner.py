@@ -110,6 +110,27 @@ def test_results_and_futures_resolved_on_the_workers(runner, marks):
         assert state_names(run.id) == ["Pending", "Running", "Completed"]
 
 
+def test_a_task_that_closes_over_much_data_reaches_every_run(runner):
+    """A task pickled larger than it is sent with each run (here 300 kB: it closes over
+    a table) goes to Ray's object store once, and each worker fetches it: every run
+    still sees the data."""
+    from headwater_ray.runner import INLINE_TASK_BYTES
+
+    table = bytes(range(256)) * 1200
+    assert len(table) > INLINE_TASK_BYTES
+
+    @task
+    def lookup(i):
+        assert on_ray_worker()
+        return table[i]
+
+    @flow(task_runner=runner)
+    def lookups():
+        return [f.result() for f in lookup.map(range(250, 262))]
+
+    assert lookups() == [table[i] for i in range(250, 262)]
+
+
 @task(retries=2, retry_delay_seconds=0)
 def flaky(x):
     from headwater.runtime import task_run
@@ -337,6 +358,7 @@ def test_import_headwater_never_imports_ray(tmp_path):
 
 
 SCRIPT = """\
+import multiprocessing
 import sys
 import ray
 from headwater import flow, task
@@ -361,13 +383,20 @@ def on_the_cluster(n):
 # No `if __name__ == "__main__":` guard: Ray's workers never import this script.
 print("local", started_here(4), "left running:", ray.is_initialized())
 print("cluster", on_the_cluster(3), "left connected:", ray.is_initialized())
+# A process started by spawn imports this script again: its flow call starts no Ray there.
+child = multiprocessing.get_context("spawn").Process(target=print, args=("child ran",))
+child.start()
+child.join()
+print("child exit code", child.exitcode)
 """
 
 
 def test_a_script_without_a_main_guard_starts_and_reaches_ray(tmp_path, local_ray):
     """A script as a user writes it, without an `if __name__ == "__main__":` guard: its
     first flow starts a local Ray and stops it after; its second connects to this
-    module's Ray by address, disconnects, and leaves that cluster running."""
+    module's Ray by address, disconnects, and leaves that cluster running. A process it
+    starts by spawn (which imports the script again) is refused in one line, so it never
+    starts a Ray of its own."""
     script = tmp_path / "my_flow.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "HEADWATER_HOME": str(tmp_path / "home")}
@@ -381,6 +410,11 @@ def test_a_script_without_a_main_guard_starts_and_reaches_ray(tmp_path, local_ra
     assert "local Ray started for this flow run at" in done.stderr
     assert f"Ray cluster at {local_ray}" in done.stderr
     assert ray.get(ray.remote(lambda: "still up").remote(), timeout=20) == "still up"
+    assert "child exit code 1" in done.stdout and "child ran" not in done.stdout
+    assert ("headwater.main_guard.MainGuardMissing: flow 'started-here' was called while a worker "
+            "process imported the script again: put the script's flow calls under "
+            "`if __name__ == \"__main__\":`") in done.stderr.splitlines()
+    assert done.stderr.count("local Ray started for this flow run") == 1
 
 
 INTERRUPTED = """\
