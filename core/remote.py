@@ -566,13 +566,17 @@ def _inputs_hash_here(execution: TaskExecution, outcome: Outcome) -> str | None:
     return inputs_hash(resolve_futures(execution.parameters), execution.task)
 
 
+#: Loggers by name, for the replayed lines (``logging.getLogger`` takes the module's lock).
+_loggers: dict[str, logging.Logger] = {}
+
+
 def _replay_logs(rows: list[tuple[float, int, str, str, str, str | None]], extra: dict[str, Any],
                  final: states.State, nested_finals: dict[str, states.State]) -> None:
     """Hand captured records to this process's handlers (the console, a log store).
     ``final`` is the run's final state as recorded here; ``nested_finals`` those of the
     task runs it started, by the label of their lines."""
     for created, levelno, name, message, label, event in rows:
-        logger = logging.getLogger(name)
+        logger = _loggers.get(name) or _loggers.setdefault(name, logging.getLogger(name))
         if not logger.isEnabledFor(levelno):
             continue
         if event == TASK_FINISHED:  # the engine's own line again: counted, kept as a fact
