@@ -38,9 +38,11 @@ _STOP = object()
 #: arguments it sends inline); a larger one is put in Ray's object store once.
 INLINE_TASK_BYTES = 100 * 1024
 #: Unfinished runs the recorder asks Ray about at once (the oldest first), and how long
-#: it waits for any of them to finish before it looks for new runs to watch.
+#: it waits for them before it looks for new runs to watch (doubling, up to the idle
+#: wait, while none finishes).
 WATCHED = 1000
 HARVEST_SECONDS = 0.005
+IDLE_HARVEST_SECONDS = 0.1
 
 
 class Fetched:
@@ -199,6 +201,7 @@ class RayTaskRunner(RemoteTaskRunner):
         import ray
 
         watched: dict[Any, tuple[Work, TaskExecution]] = {}
+        wait = HARVEST_SECONDS
         while True:
             # New runs to watch: wait for one only when nothing is watched yet. At _STOP
             # the runner is shut down: runs not recorded by then are the engine's to settle.
@@ -211,7 +214,10 @@ class RayTaskRunner(RemoteTaskRunner):
             except queue.Empty:
                 pass
             refs = list(itertools.islice(watched, WATCHED))
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=HARVEST_SECONDS, fetch_local=True)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait, fetch_local=True)
+            # Long runs: ask less often (up to IDLE_HARVEST_SECONDS), so waiting on them
+            # costs the flow process next to nothing; short ones: every HARVEST_SECONDS.
+            wait = HARVEST_SECONDS if ready else min(wait * 2, IDLE_HARVEST_SECONDS)
             try:
                 # One call for all of them (a third of the cost of one call each); a lost
                 # run among them makes each be asked on its own (result_of).
