@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -25,66 +19,19 @@ from headwater import flow, get_run_logger, get_store, task  # noqa: E402
 from headwater.remote import NotPicklable, RemoteError  # noqa: E402
 from headwater.tasks import task_input_hash  # noqa: E402
 from headwater_dask import DaskTaskRunner  # noqa: E402
+from dask_cluster import running_cluster  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
-
-START_LIMIT = 45.0  # seconds for the scheduler and both workers to come up
-
-
-def _dask_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("dask")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "dask", *args]
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    # Workers first (the scheduler is procs[0]), so none waits to reconnect to it.
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # the fallback: never leave a process behind
-            proc.wait(timeout=5)
-
 
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """(scheduler address, the workers' HEADWATER_HOME) for a scheduler and two workers."""
     base = tmp_path_factory.mktemp("dask-cluster")
-    scheduler_file = base / "scheduler.json"
     worker_home = base / "worker-home-never-created"
     env = {**os.environ, "HEADWATER_HOME": str(worker_home), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
-    logs = [open(base / f"{name}.log", "w") for name in ("scheduler", "worker-1", "worker-2")]
-    procs = [subprocess.Popen(
-        _dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                      "--scheduler-file", str(scheduler_file)),
-        cwd=base, env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
-    try:
-        deadline = time.monotonic() + START_LIMIT
-        while not scheduler_file.exists():
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                pytest.fail("dask scheduler did not start:\n" + (base / "scheduler.log").read_text())
-            time.sleep(0.1)
-        time.sleep(0.1)  # the file is written whole, but give the writer a moment
-        address = json.loads(scheduler_file.read_text())["address"]
-        for i in (1, 2):
-            procs.append(subprocess.Popen(
-                _dask_command("worker", address, "--host", "127.0.0.1", "--nthreads", "2",
-                              "--no-nanny", "--no-dashboard", "--name", f"worker-{i}"),
-                cwd=base, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-        with distributed.Client(address, set_as_default=False, timeout=START_LIMIT) as client:
-            try:
-                client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
-            except Exception:
-                text = "\n".join((base / f"worker-{i}.log").read_text() for i in (1, 2))
-                pytest.fail(f"dask workers did not start:\n{text}")
+    with running_cluster(base, env) as address:
         yield address, worker_home
-    finally:
-        _stop(procs)
-        for log in logs:
-            log.close()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from headwater import Session
+from dask_cluster import running_cluster
 from s3_server import CREDENTIALS, client_env, s3_server
 
 pytestmark = pytest.mark.timeout(300)
@@ -418,63 +419,19 @@ def test_a_killed_machines_runs_are_shown_crashed_once_its_heartbeats_stop(team)
 
 # -- a Dask cluster whose flow records to the shared store and keeps results in S3 -------------
 
-DASK_START_LIMIT = 60.0  # seconds for the scheduler and both workers to come up
-
-
-def _dask_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("dask")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "dask", *args]
-
-
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """(scheduler address, the workers' HEADWATER_HOME): a ``dask scheduler`` and two
     ``dask worker`` processes on 127.0.0.1. The workers are given neither the database
     URL nor the storage URL nor S3 credentials: the flow process records and stores."""
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     base = tmp_path_factory.mktemp("team-dask")
-    scheduler_file = base / "scheduler.json"
     worker_home = base / "worker-home-never-created"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEADWATER_", "AWS_", "FSSPEC_"))}
     env.update(HEADWATER_HOME=str(worker_home), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
-    names = ("scheduler", "worker-1", "worker-2")
-    logs = [open(base / f"{name}.log", "w") for name in names]
-    procs = [subprocess.Popen(
-        _dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                      "--scheduler-file", str(scheduler_file)),
-        cwd=base, env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
-    try:
-        deadline = time.monotonic() + DASK_START_LIMIT
-        while not scheduler_file.exists():
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                pytest.fail("dask scheduler did not start:\n" + (base / "scheduler.log").read_text())
-            time.sleep(0.1)
-        time.sleep(0.1)  # written whole, but give the writer a moment
-        address = json.loads(scheduler_file.read_text())["address"]
-        for i in (1, 2):
-            procs.append(subprocess.Popen(
-                _dask_command("worker", address, "--host", "127.0.0.1", "--nthreads", "2",
-                              "--no-nanny", "--no-dashboard", "--name", f"worker-{i}"),
-                cwd=base, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-        with distributed.Client(address, set_as_default=False, timeout=DASK_START_LIMIT) as client:
-            try:
-                client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
-            except Exception:
-                text = "\n".join((base / f"{name}.log").read_text() for name in names[1:])
-                pytest.fail(f"dask workers did not start:\n{text}")
+    with running_cluster(base, env) as address:
         yield address, worker_home
-    finally:
-        for proc in reversed(procs):  # workers first, so none waits to reconnect
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for log in logs:
-            log.close()
 
 
 # The flow names no runner: the machines' settings send it to the cluster, as in
