@@ -35,7 +35,8 @@ class FlowRunContext:
     """Everything a flow run's tasks share, made once per flow run."""
 
     def __init__(self, flow: Flow | None, flow_run: FlowRun | None, session: Session,
-                 bindings: FlowBindings, result_store: ResultStore | None = None) -> None:
+                 bindings: FlowBindings, result_store: ResultStore | None = None,
+                 run_locks: tuple[threading.Lock, ...] | None = None) -> None:
         self.flow = flow
         self.flow_run = flow_run
         self.session = session
@@ -49,7 +50,9 @@ class FlowRunContext:
         self._lock = threading.Lock()
         # A run's state changes under one of these (picked by its id): one lock for all
         # runs had the flow's worker threads queueing on it, each wait a GIL hand-over.
-        self.run_locks = tuple(threading.Lock() for _ in range(RUN_LOCKS))
+        # A caller making many short-lived contexts (a worker's detached runs) passes a
+        # set it shares between them.
+        self.run_locks = run_locks or tuple(threading.Lock() for _ in range(RUN_LOCKS))
         # Submitted futures not yet finished, and failures nobody looked at.
         self.pending: set[Future] = set()
         self.failures: list[Future] = []

@@ -5,6 +5,7 @@ trip and a separate thread, as a runner for other processes would (no Dask neede
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import pickle
 import threading
 
@@ -89,6 +90,46 @@ def test_retries_and_logs_travel_back_and_are_recorded_in_order(capsys):
     assert run.run_count == 2
     err = capsys.readouterr().err
     assert err.count("attempt 1") == 1 and err.count("attempt 2") == 1
+
+
+class _KeepAll(logging.Filter):
+    """A user's own filter on the task runs' logger: it must see the engine's lines too."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def filter(self, record):
+        self.seen.append(record.getMessage())
+        return True
+
+
+@pytest.mark.parametrize("user_filter", [False, True], ids=["plain", "with-a-user-filter"])
+def test_the_finished_line_made_on_the_worker_is_shown_once_with_its_run(capsys, user_filter):
+    """The "Finished in state" line a worker makes travels back with its run's label and
+    is shown once, whether or not the user put a filter of their own on the logger."""
+    from headwater.run_logging import task_logger
+
+    keep = _KeepAll()
+    if user_filter:
+        task_logger.addFilter(keep)
+
+    @flow(task_runner=RoundTripRunner())
+    def round_trip():
+        return flaky.submit(4).result()
+
+    try:
+        assert round_trip() == 8
+    finally:
+        task_logger.removeFilter(keep)
+    (run,) = get_store().read_task_runs()
+    err = capsys.readouterr().err
+    assert err.count(f"Task run {run.name!r} - Finished in state Completed()") == 1
+    assert err.count("Finished in state Completed()") == 1
+    stored = [line["message"] for line in get_store().read_logs(task_run_id=run.id) if line["message"].startswith("Finished")]
+    assert stored == ["Finished in state Completed()"]
+    if user_filter:
+        assert "Finished in state Completed()" in keep.seen
 
 
 @task(cache_key_fn=task_input_hash, cache_expiration=dt.timedelta(minutes=1))
