@@ -317,6 +317,34 @@ def test_a_lost_worker_crashes_the_run_naming_the_cluster(runner, local_ray):
     assert "lost by Ray" in run.state.message and local_ray in run.state.message
 
 
+@task
+def waits_for(path):
+    deadline = time.monotonic() + 40
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
+def test_a_run_that_finishes_before_older_ones_is_recorded_at_once(runner, marks, monkeypatch):
+    """The recorder asks Ray about the oldest runs and, in turn, the others: a run that
+    finishes while older ones still run is recorded then, not after them."""
+    import headwater_ray.runner
+
+    monkeypatch.setattr(headwater_ray.runner, "WINDOW", 1)  # one long run fills the oldest window
+    release = str(marks / "release")
+
+    @flow(task_runner=runner)
+    def out_of_order():
+        long = waits_for.submit(release)
+        quick = double.submit(21)
+        try:
+            return quick.result(timeout=20), long.state.is_final()
+        finally:
+            mark(marks, "release")
+
+    assert out_of_order() == (42, False)
+
+
 def test_bad_options_and_unreachable_addresses_are_named(local_ray):
     """Bad constructor arguments raise a clear error naming the value; a cluster that
     cannot be reached fails the flow run within seconds, naming the address."""

@@ -37,10 +37,11 @@ _STOP = object()
 #: A pickled task up to this size travels with each of its runs (Ray's own limit for
 #: arguments it sends inline); a larger one is put in Ray's object store once.
 INLINE_TASK_BYTES = 100 * 1024
-#: Unfinished runs the recorder asks Ray about at once (the oldest first), and how long
-#: it waits for them before it looks for new runs to watch (doubling, up to the idle
-#: wait, while none finishes).
-WATCHED = 1000
+#: Unfinished runs the recorder asks Ray about each round: the oldest this many, and as
+#: many of the others in turn (so a run that finishes out of order is found within a few
+#: rounds). Then how long it waits for them before it looks for new runs to watch
+#: (doubling, up to the idle wait, while none finishes).
+WINDOW = 100
 HARVEST_SECONDS = 0.005
 IDLE_HARVEST_SECONDS = 0.1
 
@@ -197,11 +198,13 @@ class RayTaskRunner(RemoteTaskRunner):
 
     def _record_loop(self) -> None:
         """The runner's recorder thread: record each outcome as its run finishes, found
-        with ``ray.wait`` over the oldest ``WATCHED`` unfinished runs at a time."""
+        with ``ray.wait`` over the oldest ``WINDOW`` unfinished runs and ``WINDOW`` others
+        in turn."""
         import ray
 
-        watched: dict[Any, tuple[Work, TaskExecution]] = {}
+        watched: dict[Any, tuple[Work, TaskExecution]] = {}  # in the order submitted
         wait = HARVEST_SECONDS
+        turn = WINDOW  # where the next round's other runs start, in ``watched``
         while True:
             # New runs to watch: wait for one only when nothing is watched yet. At _STOP
             # the runner is shut down: runs not recorded by then are the engine's to settle.
@@ -213,7 +216,16 @@ class RayTaskRunner(RemoteTaskRunner):
                     watched[item[0]] = item[1:]
             except queue.Empty:
                 pass
-            refs = list(itertools.islice(watched, WATCHED))
+            # ray.wait costs the flow process in proportion to the runs it is asked about
+            # (asked about a thousand at a time, it was the recorder's largest cost), and
+            # runs mostly finish in the order they were sent: so the oldest, plus a turn
+            # of the others, never all of them.
+            refs = list(itertools.islice(watched, WINDOW))
+            if len(watched) > WINDOW:
+                if turn >= len(watched):
+                    turn = WINDOW
+                refs.extend(itertools.islice(watched, turn, turn + WINDOW))
+                turn += WINDOW
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait, fetch_local=True)
             # Long runs: ask less often (up to IDLE_HARVEST_SECONDS), so waiting on them
             # costs the flow process next to nothing; short ones: every HARVEST_SECONDS.
