@@ -398,7 +398,7 @@ class _DetachedExecution(TaskExecution):
         buffer = _capture.get()
         if buffer is not None and task_logger.filters == _ONLY_CAPTURE and not task_logger.disabled:
             # The row the capture filter would keep, without the LogRecord made only for
-            # it (a tenth of a worker's time per task run at the default level).
+            # it (about a fifth of a worker's time per task run at the default level).
             buffer.append((time.time(), logging.INFO, task_logger.name, FINISHED % (state,),
                            extra["run_label"], TASK_FINISHED))
             return

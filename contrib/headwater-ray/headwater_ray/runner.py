@@ -39,8 +39,8 @@ _STOP = object()
 INLINE_TASK_BYTES = 100 * 1024
 #: Unfinished runs the recorder asks Ray about each round: the oldest this many, and as
 #: many of the others in turn (so a run that finishes out of order is found within a few
-#: rounds). Then how long it waits for them before it looks for new runs to watch
-#: (doubling, up to the idle wait, while none finishes).
+#: rounds). Then how long a round waits for them before the recorder looks for new runs
+#: to watch (doubling, up to the idle wait, while none finishes).
 WINDOW = 100
 HARVEST_SECONDS = 0.005
 IDLE_HARVEST_SECONDS = 0.1
