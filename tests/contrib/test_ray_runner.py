@@ -369,6 +369,24 @@ def test_bad_options_and_unreachable_addresses_are_named(local_ray):
     assert run.state.is_failed()
 
 
+@pytest.mark.parametrize("setting", ["HEADWATER_RAY_ADDRESS", "RAY_ADDRESS"])
+def test_an_address_from_the_environment_is_named_with_its_variable(local_ray, monkeypatch, setting):
+    """An address the runner read from the environment is reported with the variable it
+    came from: the user never wrote it in their code."""
+    monkeypatch.delenv("HEADWATER_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(setting, "head")
+
+    @flow(task_runner=RayTaskRunner())
+    def from_environment():
+        raise AssertionError("the body must not run")
+
+    with pytest.raises(ConfigurationError, match=rf"^{setting}='head': expected 'ray://host:port'"):
+        from_environment()
+    monkeypatch.setenv(setting, "ray://127.0.0.1:1")
+    with pytest.raises(RayRunnerError, match=rf"at 'ray://127.0.0.1:1' \(from {setting}\): nothing answers"):
+        from_environment()
+
+
 def test_import_headwater_never_imports_ray(tmp_path):
     """Importing headwater, and running a flow with the plugin installed (its entry point
     loaded), does not import ray."""

@@ -76,14 +76,15 @@ def connect(address: str | None, init_kwargs: dict[str, Any]) -> Connection:
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     import ray
 
-    wanted = address or os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or None
+    wanted, setting = _wanted_address(address)
+    origin = f" (from {setting})" if setting else ""
     if wanted is not None and wanted != "auto":
-        check_reachable(wanted)
+        check_reachable(wanted, setting)
     if ray.is_initialized():
         current = current_address()
         if wanted not in (None, "auto", current) and not wanted.startswith("ray://"):
             raise RayRunnerError(f"this process is already connected to the Ray cluster at "
-                                 f"{current!r}, so it cannot connect to {wanted!r}: call "
+                                 f"{current!r}, so it cannot connect to {wanted!r}{origin}: call "
                                  f"ray.shutdown() first, or leave the address out to use it")
         return Connection(current, owned=False, local=False)
     try:
@@ -95,10 +96,22 @@ def connect(address: str | None, init_kwargs: dict[str, Any]) -> Connection:
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except BaseException as exc:  # Ray ends some failures with SystemExit
-        what = f"connect to the Ray cluster at {wanted!r}" if wanted else \
+        what = f"connect to the Ray cluster at {wanted!r}{origin}" if wanted else \
             f"start a local Ray with {init_kwargs or {}}"
         raise RayRunnerError(f"could not {what}: {type(exc).__name__}: {exc}") from exc
     return Connection(wanted or current_address(), owned=True, local=wanted is None)
+
+
+def _wanted_address(address: str | None) -> tuple[str | None, str | None]:
+    """The address to reach (None: start a local Ray) and the environment variable it
+    came from (None: the runner's own ``address``, or no address at all)."""
+    if address:
+        return address, None
+    for setting in (ADDRESS_ENV, "RAY_ADDRESS"):
+        value = os.environ.get(setting)
+        if value:
+            return value, setting
+    return None, None
 
 
 def disconnect(connection: Connection) -> None:
@@ -119,26 +132,29 @@ def current_address() -> str:
         return "ray://(connected)"
 
 
-def host_and_port(address: str) -> tuple[str, int]:
+def host_and_port(address: str, setting: str | None = None) -> tuple[str, int]:
     """``("head", 10001)`` for ``"ray://head:10001"`` or ``"head:10001"``; a
-    :class:`ConfigurationError` naming the address when it is neither."""
+    :class:`ConfigurationError` naming the address when it is neither (and ``setting``,
+    the environment variable it came from, if it did)."""
     client = address.startswith("ray://")
     hostport = address.removeprefix("ray://").split("/", 1)[0]
     if client and ":" not in hostport:
         hostport += f":{CLIENT_PORT}"
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigurationError(f"RayTaskRunner(address={address!r}): expected 'ray://host:port', "
-                                 f"'host:port' or 'auto'")
+        given = f"{setting}={address!r}" if setting else f"RayTaskRunner(address={address!r})"
+        raise ConfigurationError(f"{given}: expected 'ray://host:port', 'host:port' or 'auto'")
     return host.strip("[]"), int(port)
 
 
-def check_reachable(address: str) -> None:
+def check_reachable(address: str, setting: str | None = None) -> None:
     """Fail within seconds when nothing listens at ``address`` (``host:port`` or
-    ``ray://host:port``); Ray would retry for minutes, then exit the process."""
-    host, port = host_and_port(address)
+    ``ray://host:port``; ``setting`` names the environment variable it came from, if
+    it did); Ray would retry for minutes, then exit the process."""
+    host, port = host_and_port(address, setting)
     try:
         socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
     except OSError as exc:
-        raise RayRunnerError(f"could not connect to the Ray cluster at {address!r}: nothing answers "
-                             f"at {host}:{port} ({type(exc).__name__}: {exc})") from None
+        origin = f" (from {setting})" if setting else ""
+        raise RayRunnerError(f"could not connect to the Ray cluster at {address!r}{origin}: nothing "
+                             f"answers at {host}:{port} ({type(exc).__name__}: {exc})") from None
