@@ -48,6 +48,7 @@ from .remote import (
     when_all_done,
 )
 from .remote_pickling import dumps_by_value, dumps_run, dumps_task
+from .remote_tracebacks import restore_file_names, restore_file_names_in_logs
 from .remote_worker import NOT_READY
 from .run_logging import task_extra, task_logger
 from .task_runners import TaskRunner
@@ -102,7 +103,11 @@ class RemoteTaskRunner(TaskRunner):
         raise NotImplementedError
 
     def adjust_outcome(self, outcome: Outcome, work: Work) -> None:
-        """Adjust an outcome as it arrives, before it is recorded."""
+        """Adjust an outcome as it arrives, before it is recorded: by default, the frames
+        of the task's exception and of the tracebacks in its log lines get the task's
+        file name back (see :mod:`headwater.remote_tracebacks`)."""
+        restore_file_names(outcome.final.data, work.task)
+        restore_file_names_in_logs(outcome.logs, work.task)
 
     def lost_reason(self) -> str:
         """How a run the engine lost is described: ``"was lost by Dask"``."""

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 
 import pytest
 
@@ -150,19 +151,27 @@ def explode(x):
 
 def test_failing_task_and_not_ready_downstream(runner):
     """A task that raises on the worker ends Failed with its exception, which the future
-    raises in the flow process; a task depending on it ends NotReady without running;
-    the flow fails."""
+    raises in the flow process with this file's name and line in its traceback (and in the
+    logged one); a task depending on it ends NotReady without running; the flow fails."""
+    caught = []
 
     @flow(task_runner=runner)
     def failing():
         bad = explode.submit(3)
         double.submit(bad)  # never looked at: its NotReady fails the flow
-        with pytest.raises(ValueError, match="bad input 3"):
+        with pytest.raises(ValueError, match="bad input 3") as raised:
             bad.result()
+        caught.append(raised.value)
 
     state = failing(return_state=True)
     assert state.is_failed()
+    last = traceback.extract_tb(caught[0].__traceback__)[-1]
+    assert (last.filename, last.name, last.line) == (__file__, "explode", 'raise ValueError(f"bad input {x}")')
     runs = {r.task_name: r for r in get_store().read_task_runs()}
+    (logged,) = [line["message"] for line in get_store().read_logs(task_run_id=runs["explode"].id)
+                 if "Encountered exception" in line["message"]]
+    assert "<dynamic-code>" not in logged
+    assert f'File "{__file__}", line' in logged and 'raise ValueError(f"bad input {x}")' in logged
     assert runs["explode"].state.is_failed()
     assert state_names(runs["explode"].id) == ["Pending", "Running", "Failed"]
     assert runs["double"].state.name == "NotReady"

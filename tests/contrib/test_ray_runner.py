@@ -213,6 +213,11 @@ def test_a_worker_exception_reraises_as_itself_with_the_users_traceback(runner):
     runs = {r.task_name: r for r in get_store().read_task_runs()}
     assert state_names(runs["explode"].id) == ["Pending", "Running", "Failed"]
     assert runs["double"].state.name == "NotReady" and "explode" in runs["double"].state.message
+    # The logged traceback (formatted on the worker) names this file and shows the line too.
+    (logged,) = [line["message"] for line in get_store().read_logs(task_run_id=runs["explode"].id)
+                 if "Encountered exception" in line["message"]]
+    assert "<dynamic-code>" not in logged
+    assert f'File "{__file__}", line' in logged and 'raise ValueError(f"bad input {x}")' in logged
 
 
 def test_unpicklable_argument_is_a_clear_error_at_submit(runner):

@@ -104,6 +104,7 @@ LAYERS = {
     "headwater.remote_pickling": ENTRY_POINTS,
     "headwater.remote_worker": ENTRY_POINTS,
     "headwater.remote_runner": ENTRY_POINTS,
+    "headwater.remote_tracebacks": ENTRY_POINTS,
     "headwater.retry": ENTRY_POINTS,
     "headwater.exceptions": ENTRY_POINTS,
     "headwater.cache_policies": ENTRY_POINTS,

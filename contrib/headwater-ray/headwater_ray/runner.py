@@ -23,12 +23,11 @@ from typing import Any
 
 from headwater.errors import ConfigurationError
 from headwater.main_guard import check_main_guard
-from headwater.remote import FlowRunContext, Outcome, TaskExecution, Work
+from headwater.remote import FlowRunContext, TaskExecution, Work
 from headwater.remote_runner import RemoteTaskRunner
 from headwater.run_logging import flow_extra, flow_logger
 
 from .connection import Connection, RayRunnerError, check_init_kwargs, connect, disconnect, host_and_port
-from .tracebacks import restore_file_names
 
 __all__ = ["RayTaskRunner", "RayRunnerError"]
 
@@ -187,9 +186,6 @@ class RayTaskRunner(RemoteTaskRunner):
             return ray.get(done), None
         except Exception as error:  # the worker's bytes carry the task's own errors: this is Ray's
             return None, error
-
-    def adjust_outcome(self, outcome: Outcome, work: Work) -> None:
-        restore_file_names(outcome.final.data, work.task)
 
     def lost_reason(self) -> str:
         return f"was lost by Ray (cluster at {self.where})"
