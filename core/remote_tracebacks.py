@@ -30,8 +30,10 @@ def restore_file_names(error: Any, task: Any) -> None:
     """Name ``<dynamic-code>`` frames in ``error`` (and the exceptions chained to it) after
     the file that defines ``task``: only that module is pickled by value (or
     ``__main__``, the same file)."""
+    if not isinstance(error, BaseException):  # most runs: nothing to rename
+        return
     code = getattr(getattr(task, "fn", None), "__code__", None)
-    if code is None or not isinstance(error, BaseException):
+    if code is None:
         return
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
@@ -73,6 +75,9 @@ def restore_file_names_in_logs(rows: list[Any], task: Any) -> None:
     ``<dynamic-code>`` frame gets the task's file and, read from it here, its source line.
     ``rows`` are the outcome's ``(created, level, logger, message, label, event)`` tuples,
     changed in place."""
+    dynamic = [index for index, row in enumerate(rows) if DYNAMIC in row[3]]
+    if not dynamic:  # most runs: nothing to rename
+        return
     code = getattr(getattr(task, "fn", None), "__code__", None)
     if code is None:
         return
@@ -84,7 +89,6 @@ def restore_file_names_in_logs(rows: list[Any], task: Any) -> None:
         source = linecache.getline(filename, int(line)).strip()
         return f"{text}\n{indent}    {source}" if source else text
 
-    for index, row in enumerate(rows):
-        message = row[3]
-        if DYNAMIC in message:
-            rows[index] = (*row[:3], _DYNAMIC_FRAME.sub(named, message), *row[4:])
+    for index in dynamic:
+        row = rows[index]
+        rows[index] = (*row[:3], _DYNAMIC_FRAME.sub(named, row[3]), *row[4:])

@@ -1,16 +1,17 @@
 """RayTaskRunner: run a flow's submitted task runs as Ray remote functions.
 
 The flow process stays the only writer of the run store. For each submitted run it
-answers cache hits itself, then sends the run to Ray with the task (put in Ray's object
-store once per flow run); the worker runs the attempt loop (retries, timeouts) and
-returns one package, which the flow process records. Futures in arguments become the
+answers cache hits itself, then sends the run to Ray with the task (pickled once per
+flow run, sent with each call; a large one goes to Ray's object store once); the worker
+runs the attempt loop (retries, timeouts) and returns one package, which the flow
+process records. Futures in arguments become the
 object refs of their runs, which Ray resolves on the worker: the upstream result goes
 from worker to worker, and Ray orders the work. All of that is
 ``headwater.remote_runner.RemoteTaskRunner``; this module starts and reaches Ray
 (``connection``) and calls the remote function.
 
-Outcomes are recorded by one thread of the runner's own, fed by Ray's completion
-callbacks (which must not block Ray's own threads with store writes).
+Outcomes are recorded by one thread of the runner's own, which finds finished runs with
+``ray.wait`` (see ``_record_loop``) and fetches their packages together.
 """
 
 from __future__ import annotations
